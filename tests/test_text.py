@@ -1,0 +1,80 @@
+from selflengthen.text import (QualityRules, count_words, count_words_longwriter, detect_language, first_half,
+                               has_repeated_ngram, keep_leading_two_thirds, ngram_units, quality_problem,
+                               split_paragraphs)
+
+EN = QualityRules(terminal_marks=(".", "!", "?", ",", ";", ":", "-", '"', "'", ")", "]", "}", ">", "`", "..."),
+                  ngram=10, meta_words=("revised", "revision", "response", "version", "paragraph"))
+ZH = QualityRules(terminal_marks=("。", "！", "？", "…", "”", "’", "）", "】", ")", "]", "}", ">", "`", "..."), ngram=13)
+
+
+def test_count_words_latin_cjk_and_fullwidth():
+    assert count_words("one two  three\nfour") == 4
+    assert count_words("我爱北京") == 4
+    assert count_words("我爱Python编程") == 5  # 4 ideographs + 1 token
+    assert count_words("你好，世界。") == 6  # CJK punctuation (U+3000-303F, U+FF00-FFEF) counts too
+    assert count_words("") == 0
+
+
+def test_longwriter_counter_differs():
+    text = "Hello, world! 你好，世界 2024 x-ray"
+    assert count_words_longwriter(text) == 4 + 4  # hello world x ray + 4 ideographs; digits and punctuation not
+    assert count_words(text) == 5 + 4  # 4 ideographs + the full-width comma; 'Hello,' 'world!' '2024' 'x-ray'
+
+
+def test_detect_language():
+    assert detect_language("Write a story about the sea.") == "en"
+    assert detect_language("写一篇关于大海的故事。") == "zh"
+    assert detect_language("请用 Python 写一个关于排序算法的长篇教程") == "zh"
+
+
+def test_split_paragraphs_blank_lines_then_newlines():
+    assert split_paragraphs("a\n\nb\n\n c \n\n\nd") == ["a", "b", "c", "d"]
+    # two blank-line paragraphs only: fall back to single newlines
+    assert split_paragraphs("l1\nl2\n\nl3") == ["l1", "l2", "l3"]
+    assert split_paragraphs("one paragraph") == ["one paragraph"]
+
+
+def test_first_half_and_two_thirds():
+    text = "\n\n".join(f"p{i}" for i in range(5))
+    half, taken, n = first_half(text)
+    assert (half, taken, n) == ("p0\n\np1", 2, 5)
+    assert keep_leading_two_thirds("\n\n".join(f"q{i}" for i in range(7))) == "q0\n\nq1\n\nq2\n\nq3"
+    assert keep_leading_two_thirds("only one") == ""
+
+
+def test_quality_terminal_marks_by_language():
+    assert quality_problem("It ends well.", EN, "en") is None
+    assert quality_problem("It ends well.   \n", EN, "en") is None
+    assert quality_problem("It just stops and", EN, "en") == "unterminated"
+    assert quality_problem("结尾完整。", ZH, "zh") is None
+    assert quality_problem("结尾不完整，", ZH, "zh") == "unterminated"  # the full-width comma is not terminal in zh
+    assert quality_problem("   ", EN, "en") == "empty"
+
+
+def test_quality_repetition_en_is_10_tokens():
+    nine = "a b c d e f g h i"
+    assert quality_problem(f"{nine} x {nine} y.", EN, "en") is None  # a repeated 9-gram is fine
+    ten = nine + " j"
+    assert quality_problem(f"{ten} x {ten} y.", EN, "en") == "repetition"
+
+
+def test_quality_repetition_zh_units():
+    units = ngram_units("我们用Python3写代码", "zh")
+    assert units == ["我", "们", "用", "Python3", "写", "代", "码"]
+    twelve = "一二三四五六七八九十百千"
+    assert quality_problem(f"{twelve}甲{twelve}乙。", ZH, "zh") is None
+    thirteen = twelve + "万"
+    assert quality_problem(f"{thirteen}甲{thirteen}乙。", ZH, "zh") == "repetition"
+    assert has_repeated_ngram(list("abcabc"), 3) and not has_repeated_ngram(list("abcabd"), 3)
+
+
+def test_quality_meta_words_only_at_the_edges():
+    body = "\n".join(f"Line {i} of the story goes on." for i in range(10))
+    assert quality_problem(body, EN, "en") is None
+    assert quality_problem("Here is the revised text.\n" + body, EN, "en") == "meta_words"
+    assert quality_problem(body + "\nI hope this version helps.", EN, "en") == "meta_words"
+    middle = body.split("\n")
+    middle[5] = "The paragraph in the middle is fine."
+    assert quality_problem("\n".join(middle), EN, "en") is None
+    assert quality_problem("Our responses were quick.\n" + body, EN, "en") == "meta_words"  # plural counts
+    assert quality_problem("这是修改后的版本。", ZH, "zh") is None  # no meta words in the zh variant
