@@ -94,15 +94,20 @@ def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path
         log.info("iteration %d: starting %s vLLM engine (adapters: %s)", k, model_path, sorted(adapters) or "none")
         with start_engines(model_path, adapters, cfg) as engine:
             timings["engine_start"] = round(time.time() - t0, 1)
-            if not it.stage_done("augment"):
-                log.info("iteration %d: augment", k)
-                augment.run(cfg, it, engine, instruction_pool(seeds, paths, k), sampling)
-            if not it.stage_done("generate"):
-                log.info("iteration %d: generate", k)
-                generate.run(cfg, it, engine, sampling, QualityCheck(rules), adapters and "generator" or None)
-            if not it.stage_done("extend"):
-                log.info("iteration %d: extend", k)
-                extend.run(cfg, it, engine, sampling, QualityCheck(rules), adapters and "extender" or None)
+            stage_runs = {
+                "augment": lambda: augment.run(cfg, it, engine, instruction_pool(seeds, paths, k), sampling),
+                "generate": lambda: generate.run(cfg, it, engine, sampling, QualityCheck(rules),
+                                                 "generator" if adapters else None),
+                "extend": lambda: extend.run(cfg, it, engine, sampling, QualityCheck(rules),
+                                             "extender" if adapters else None),
+            }
+            for stage, run_stage in stage_runs.items():
+                if it.stage_done(stage):
+                    continue
+                log.info("iteration %d: %s", k, stage)
+                before = engine.usage()
+                run_stage()
+                record_engine_usage(it, stage, before, engine.usage())
         log.info("iteration %d: engine shut down", k)
     if not it.stage_done("curate"):
         curate.run(cfg, it)
@@ -116,6 +121,16 @@ def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path
                                        "adapters": {r: str(it.adapter(r).relative_to(it.root)) for r in artifacts.ROLES},
                                        "model": model_path, "versions": artifacts.package_versions()})
     return result
+
+
+def record_engine_usage(it: artifacts.IterationPaths, stage: str, before: dict, after: dict) -> None:
+    """manifests/engine_usage.json: which adapter (and which weights) served each stage."""
+    path = it.stage_manifest("engine_usage")
+    usage = artifacts.read_json(path) if path.exists() else {}
+    usage[stage] = {name: {"path": info["path"], "requests": info["requests"] - before.get(name, {}).get("requests", 0)}
+                    for name, info in after.items()
+                    if info["requests"] > before.get(name, {}).get("requests", 0)}
+    artifacts.write_json(path, usage)
 
 
 def start_engines(model_path: str, adapters: dict[str, str], cfg: DictConfig) -> workers.EnginePool:
@@ -171,8 +186,7 @@ def run(cfg: DictConfig) -> artifacts.RunPaths:
     seeds = config.load_seeds(cfg)
     paths = start_run(cfg)
     started = time.time()
-    model_path = resolve_model(cfg)
-    workers.init_ray(cfg.ray)
+    model_path = None
     history = []
     for k in range(1, cfg.iterations + 1):
         it = paths.iteration(k)
@@ -180,13 +194,16 @@ def run(cfg: DictConfig) -> artifacts.RunPaths:
             log.info("iteration %d: complete, skipped", k)
             history.append(artifacts.read_json(it.metrics))
             continue
+        if model_path is None:  # only when there is work: a finished run resumes instantly
+            model_path = resolve_model(cfg)
+            workers.init_ray(cfg.ray)
         t0 = time.time()
         history.append(run_iteration(cfg, paths, k, model_path, seeds))
         w = history[-1]["words"]
         log.info("iteration %d done in %.0f s: initial mean %s words, extended mean %s words", k,
                  time.time() - t0, w["initial"]["mean"], w["extended"]["mean"])
     artifacts.write_json(paths.manifest, {
-        "run": str(cfg.run.name), "model": str(cfg.model.path), "model_resolved": model_path,
+        "run": str(cfg.run.name), "model": str(cfg.model.path), "model_resolved": model_path or artifacts.read_json(paths.iteration(1).manifest)["model"],
         "iterations_completed": len(history), "seconds_this_invocation": round(time.time() - started, 1),
         "config": OmegaConf.to_container(cfg, resolve=True), "versions": artifacts.package_versions(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -17,16 +17,20 @@ from selflengthen.engines import Request, Sampling
 class EngineWorker:
     """One vLLM engine (one replica) inside a Ray actor."""
 
-    def __init__(self, model_path: str, adapters: dict[str, str], options: dict, end_of_turn: list[str]):
+    def __init__(self, model_path: str, adapters: dict[str, str], options: dict, end_of_turn: list[str],
+                 per_request_seeds: bool):
         from selflengthen.engines.vllm_engine import VllmEngine
 
-        self.engine = VllmEngine(model_path, adapters, options, end_of_turn)
+        self.engine = VllmEngine(model_path, adapters, options, end_of_turn, per_request_seeds)
 
     def ready(self) -> bool:
         return True
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[str]:
         return self.engine.generate(requests, sampling)
+
+    def usage(self) -> dict[str, dict]:
+        return self.engine.usage()
 
 
 def cluster_gpus() -> int:
@@ -56,9 +60,12 @@ class EnginePool:
             "trust_remote_code": bool(model_cfg.trust_remote_code),
             "max_num_seqs": int(engine_cfg.max_num_seqs),
         }
-        actor = EngineWorker.options(num_gpus=tp if gpus else 0, num_cpus=float(engine_cfg.num_cpus_per_replica))
+        # never ask for more CPUs than the cluster has: Ray would wait forever
+        cpus = min(float(engine_cfg.num_cpus_per_replica), float(ray.cluster_resources().get("CPU", 1)))
+        per_request_seeds = bool(engine_cfg.per_request_seeds)
+        actor = EngineWorker.options(num_gpus=tp if gpus else 0, num_cpus=cpus)
         self.replicas = replicas
-        self.workers = [actor.remote(model_path, adapters, options, list(model_cfg.end_of_turn))
+        self.workers = [actor.remote(model_path, adapters, options, list(model_cfg.end_of_turn), per_request_seeds)
                         for _ in range(replicas)]
         try:
             ray.get([w.ready.remote() for w in self.workers])
@@ -74,6 +81,15 @@ class EnginePool:
         for i, texts in enumerate(results):
             out[i::n] = texts
         return out
+
+    def usage(self) -> dict[str, dict]:
+        """Requests served per adapter (and its path), summed over the replicas."""
+        total: dict[str, dict] = {}
+        for part in ray.get([w.usage.remote() for w in self.workers]):
+            for name, info in part.items():
+                entry = total.setdefault(name, {"path": info["path"], "requests": 0})
+                entry["requests"] += info["requests"]
+        return total
 
     def shutdown(self) -> None:
         """Kill the actors: frees the accelerator memory before training starts."""

@@ -53,7 +53,13 @@ class VllmEngine:
         })
         from vllm.lora.request import LoRARequest
 
+        self.requests_by_adapter: dict[str, int] = {}
         self.lora = {name: LoRARequest(name, i + 1, path) for i, (name, path) in enumerate(sorted(self.adapters.items()))}
+
+    def usage(self) -> dict[str, dict]:
+        """Requests served so far per adapter, with the adapter's path (evidence of which
+        weights generated what)."""
+        return {name: {"path": self.adapters.get(name), "requests": n} for name, n in self.requests_by_adapter.items()}
 
     def render(self, request: Request) -> list[int]:
         text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
@@ -84,6 +90,9 @@ class VllmEngine:
                 seed=r.seed if self.per_request_seeds else None,
             ))
             loras.append(self.lora[r.adapter] if r.adapter else None)
+        for r in requests:
+            key = r.adapter or "base"
+            self.requests_by_adapter[key] = self.requests_by_adapter.get(key, 0) + 1
         outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False) if prompts else []
         texts = iter(o.outputs[0].text for o in outputs)
         skipped = set(too_long)

@@ -1,0 +1,37 @@
+"""Shared fixtures. The end-to-end tests build the embedded tiny model once per session,
+under pytest's temporary folder (tests download nothing and write only under tmp)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 1500) -> subprocess.CompletedProcess:
+    """The real command line, as a user runs it."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "selflengthen", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(model_cache) -> Path:
+    """The embedded model, built by the project's own builder into the session cache."""
+    from selflengthen.tiny_model import ensure_tiny_model
+
+    return ensure_tiny_model(model_cache)

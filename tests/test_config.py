@@ -1,0 +1,74 @@
+"""Every config file composes and validates; bad values are all reported, with fixes."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from selflengthen import config
+from selflengthen.errors import UserError
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+MODEL_PRESETS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_there_are_real_model_presets():
+    assert "tiny" in MODEL_PRESETS
+    assert any("qwen" in p for p in MODEL_PRESETS) and any("llama" in p for p in MODEL_PRESETS)
+
+
+@pytest.mark.parametrize("preset", MODEL_PRESETS)
+def test_every_model_preset_composes_and_validates(preset):
+    cfg = compose_cfg(f"model={preset}")
+    OmegaConf.resolve(cfg)
+    assert config.problems(cfg) == []
+    assert cfg.model.name == preset
+
+
+@pytest.mark.parametrize("group", ["engine", "train", "loop"])
+def test_every_group_option_composes(group):
+    for option in sorted((CONF / group).glob("*.yaml")):
+        cfg = compose_cfg(f"{group}={option.stem}")
+        assert config.problems(cfg) == []
+
+
+def test_real_presets_use_the_paper_scale_and_tiny_scales_down():
+    qwen = compose_cfg("model=qwen2.5-7b-instruct")
+    assert qwen.loop.augment.new_per_language == 5000 and qwen.loop.generate.retries == 20
+    assert qwen.train.learning_rate == 1e-4 and qwen.train.epochs == 4
+    assert list(qwen.model.languages) == ["en", "zh"]
+    tiny = compose_cfg()
+    assert tiny.model.path == config.EMBEDDED_TINY and tiny.loop.augment.new_per_language < 100
+    # a user pointing the default at a real model only changes model.path
+    real = compose_cfg("model.path=Qwen/Qwen2.5-7B-Instruct")
+    assert config.problems(real) == []
+
+
+def test_all_problems_reported_together():
+    cfg = compose_cfg("iterations=0", "model.path=./no/such/model", "loop.extend.min_growth=0.5",
+                      "loop.sampling.max_tokens=99999", "model.languages=[fr]")
+    found = config.problems(cfg)
+    assert len(found) == 6, found  # fr also lacks quality rules
+    with pytest.raises(UserError, match="config has 6 problems"):
+        config.validate(cfg)
+    assert any("model.path='./no/such/model'" in p and "hub id" in p for p in found)
+
+
+def test_seed_pool_shipped_and_user_file(tmp_path):
+    pool = config.load_seeds(compose_cfg("model.languages=[en,zh]"))
+    assert len(pool["en"]) >= 50 and len(pool["zh"]) >= 50
+    assert len(set(pool["en"])) == len(pool["en"])
+    mine = tmp_path / "seeds.jsonl"
+    mine.write_text('{"instruction": "Write a long saga about a lighthouse keeper."}\n\n'
+                    '{"instruction": "写一篇关于灯塔看守人的长篇故事。"}\n'
+                    '{"instruction": "Write an extensive history of tea.", "language": "en"}\n', encoding="utf-8")
+    pool = config.load_seeds(compose_cfg(f"seeds.path={mine}", "model.languages=[en]"))
+    assert pool == {"en": ["Write a long saga about a lighthouse keeper.", "Write an extensive history of tea."]}
+    mine.write_text('{"instruction": "ok one"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(UserError, match="line 2"):
+        config.load_seeds(compose_cfg(f"seeds.path={mine}"))
