@@ -23,7 +23,7 @@ from pathlib import Path
 
 from selflengthen import prompting
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 3
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -68,12 +68,16 @@ class TinyRecipe:
     batch_size: int = 4
     steps: int = 1000
     learning_rate: float = 3e-3
-    list_examples: int = 600
-    judge_examples: int = 500
+    list_examples: int = 400
+    judge_examples: int = 300
+    rewrite_examples: int = 600
+    rewrite_keep: float = 0.6
     seed: int = 0
 
     def key(self) -> str:
-        blob = json.dumps({**asdict(self), "builder": BUILDER_VERSION}, sort_keys=True)
+        # the prompt formats it learns are part of the recipe
+        templates = [prompting.load_template("en", n) for n in ("augment", "judge", "list_item", "extend")]
+        blob = json.dumps({**asdict(self), "builder": BUILDER_VERSION, "templates": templates}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -112,6 +116,15 @@ def training_conversations(recipe: TinyRecipe) -> list[list[dict]]:
     def instruction() -> str:
         return rng.choice(WRITING_TASKS).format(topic=rng.choice(docs)[0]) + rng.choice(TASK_DETAILS)
 
+    # Rewriting: a draft (some lines of a document dropped) -> the whole document, in the
+    # extender's prompt format. It gives the model the ability the extender relies on:
+    # to keep what a draft says and add to it, so its output grows with its input.
+    for _ in range(recipe.rewrite_examples):
+        topic, text = rng.choice(docs)
+        lines = [ln for ln in text.split("\n") if ln.strip()]
+        draft = "\n".join(ln for ln in lines if rng.random() < recipe.rewrite_keep) or lines[0]
+        task = rng.choice(WRITING_TASKS).format(topic=topic)
+        convs.append(prompting.extender_request(task, draft, "en") + [{"role": "assistant", "content": text}])
     for _ in range(recipe.list_examples):
         messages, prefix = prompting.augment_request([instruction(), instruction()], "en")
         item = f"{prefix} {instruction()}"

@@ -152,4 +152,5 @@ def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampli
                "quality": check.summary(), "adapter": adapter}
     artifacts.write_stage_manifest(paths, "extend", started=started, config_digest=artifacts.config_hash(str(ecfg)),
                                    counts=summary, outputs=[paths.extended])
+    paths.checkpoint("extend").unlink(missing_ok=True)  # its rows are in extended.jsonl now
     return summary
