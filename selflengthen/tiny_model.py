@@ -64,13 +64,13 @@ class TinyRecipe:
     num_heads: int = 2
     num_kv_heads: int = 1
     max_position_embeddings: int = 8192
-    seq_len: int = 512
-    batch_size: int = 4
-    steps: int = 1000
+    seq_len: int = 1024  # long windows: the extender reads a whole response and writes a longer one
+    batch_size: int = 2
+    steps: int = 900
     learning_rate: float = 3e-3
     list_examples: int = 400
     judge_examples: int = 300
-    rewrite_examples: int = 600
+    rewrite_examples: int = 400
     rewrite_keep: float = 0.6
     seed: int = 0
 

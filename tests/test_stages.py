@@ -140,3 +140,21 @@ def test_degrade_keeps_lines_with_the_given_probability():
     assert 0.77 < len(kept) / 2000 < 0.83
     assert kept == sorted(kept, key=lambda s: int(s.split()[1]))  # order preserved
     assert degrade("only", 0.0, random.Random(0)) == "only"  # never empty
+
+
+def test_generate_checkpoint_resumes_without_redoing_samples(tmp_path):
+    rows = [{"id": f"i{n}", "instruction": f"Write {n}.", "language": "en"} for n in range(3)]
+    ckpt = tmp_path / "generate.jsonl"
+
+    def flaky(req, s):  # instruction 2 never passes: it keeps the stage from finishing
+        return "no end" if "2" in req.messages[0]["content"] else "Done here."
+
+    done, first = sample_responses(ScriptedEngine(flaky), rows, 2, 2, Sampling(), QualityCheck(RULES),
+                                   random.Random(0), None, checkpoint=ckpt)
+    assert len(done) == 4 and len(first) == 6
+    engine = ScriptedEngine(lambda req, s: "Now it ends.")
+    again, first_again = sample_responses(engine, rows, 2, 3, Sampling(), QualityCheck(RULES),
+                                          random.Random(0), None, checkpoint=ckpt)
+    assert first_again == first  # the first try is not redone
+    assert [r.messages[0]["content"] for r in engine.calls[0][0]] == ["Write 2.", "Write 2."]
+    assert len(again) == 6 and {r["id"] for r in again} >= {r["id"] for r in done}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -20,28 +21,36 @@ from selflengthen.text import count_words
 
 def sample_responses(engine: Engine, instructions: list[dict], samples: int, retries: int,
                      sampling: Sampling, check: QualityCheck, rng: random.Random,
-                     adapter: str | None) -> tuple[list[dict], list[int]]:
+                     adapter: str | None, checkpoint: Path | None = None) -> tuple[list[dict], list[int]]:
     """Quality-checked responses (one row per surviving sample) and the word counts of
-    every first-try sample (the generator's unfiltered length, for the length curve)."""
-    pending = [(row, j) for row in instructions for j in range(samples)]
-    done: list[dict] = []
-    first_try_words: list[int] = []
-    for attempt in range(1, retries + 1):
+    every first-try sample (the generator's unfiltered length, for the length curve).
+    With a checkpoint, each try's results are appended to it and a rerun resumes."""
+    saved = artifacts.read_jsonl(checkpoint) if checkpoint and checkpoint.exists() else []
+    done: list[dict] = [r["row"] for r in saved if "row" in r]
+    first_try_words: list[int] = [w for r in saved for w in r.get("first_try_words", [])]
+    finished = {r["id"] for r in done}
+    pending = [(row, j) for row in instructions for j in range(samples) if f"{row['id']}-s{j}" not in finished]
+    start = 2 if first_try_words else 1  # the first try already happened before the restart
+    for attempt in range(start, retries + 1):
         if not pending:
             break
         requests = [Request(prompting.generator_request(row["instruction"]), adapter=adapter,
                             seed=rng.getrandbits(31)) for row, _ in pending]
         outputs = engine.generate(requests, sampling)
-        still = []
+        still, new_rows = [], []
         for (row, j), text in zip(pending, outputs):
-            if attempt == 1:
-                first_try_words.append(count_words(text))
             if check(text, row["language"]):
-                done.append({"id": f"{row['id']}-s{j}", "instruction_id": row["id"], "language": row["language"],
-                             "instruction": row["instruction"], "response": text.strip(),
-                             "words": count_words(text), "tries": attempt})
+                new_rows.append({"id": f"{row['id']}-s{j}", "instruction_id": row["id"], "language": row["language"],
+                                 "instruction": row["instruction"], "response": text.strip(),
+                                 "words": count_words(text), "tries": attempt})
             else:
                 still.append((row, j))
+        first = [count_words(t) for t in outputs] if attempt == 1 else []
+        first_try_words += first
+        if checkpoint:
+            artifacts.append_jsonl(checkpoint, [{"row": r} for r in new_rows] +
+                                   ([{"first_try_words": first}] if first else []))
+        done += new_rows
         pending = still
     done.sort(key=lambda r: r["id"])
     return done, first_try_words
@@ -55,7 +64,7 @@ def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampli
     instructions = artifacts.read_jsonl(paths.instructions)
     rng = random.Random(f"{cfg.seed}-generate-{paths.k}")
     responses, first_try = sample_responses(engine, instructions, gcfg.samples, gcfg.retries,
-                                            sampling, check, rng, adapter)
+                                            sampling, check, rng, adapter, checkpoint=paths.checkpoint("generate"))
     kept = drop_short(responses, [r["words"] for r in responses], seed=rng.getrandbits(32)) \
         if gcfg.drop_short else responses
     artifacts.write_jsonl(paths.initial, kept)
@@ -67,4 +76,5 @@ def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampli
         counts={k: v for k, v in stats.items() if k != "first_try_words"}, outputs=[paths.initial],
         extra={"first_try_words": first_try},
     )
+    paths.checkpoint("generate").unlink(missing_ok=True)  # its rows are in initial.jsonl now
     return stats

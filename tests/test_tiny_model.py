@@ -1,0 +1,42 @@
+"""The embedded model's recipe: its corpus comes from the standard library, it learns our
+own prompt formats, and its tokenizer's chat template matches the training renderer."""
+from dataclasses import replace
+
+from selflengthen import prompting
+from selflengthen.tiny_model import TinyRecipe, render, stdlib_documents, train_tokenizer, training_conversations
+
+
+def test_corpus_is_the_standard_library_docs():
+    docs = stdlib_documents()
+    assert len(docs) > 1000
+    assert all(len(text.split()) > 40 for _, text in docs)
+    assert any(topic.endswith(" module") for topic, _ in docs) and any(topic == "json.dumps" for topic, _ in docs)
+
+
+def test_conversations_cover_every_task_in_our_formats():
+    recipe = replace(TinyRecipe(), list_examples=5, judge_examples=6, rewrite_examples=4)
+    convs = training_conversations(recipe)
+    users = [c[0]["content"] for c in convs]
+    augment = prompting.load_template("en", "augment")
+    assert sum(u == augment for u in users) == 5
+    assert sum("Reply with a single word: yes or no." in u for u in users) == 6
+    assert sum(u.startswith(prompting.load_template("en", "extend").split("{")[0]) for u in users) == 4
+    verdicts = [c[-1]["content"] for c in convs if "yes or no" in c[0]["content"]]
+    assert set(verdicts) == {"yes", "no"}
+    assert training_conversations(recipe) == convs  # seeded
+
+
+def test_recipe_key_tracks_the_recipe():
+    assert TinyRecipe().key() == TinyRecipe().key()
+    assert TinyRecipe(steps=10).key() != TinyRecipe().key()
+
+
+def test_tokenizer_chat_template_matches_the_training_renderer():
+    texts = [render([{"role": "user", "content": "Write about sets."},
+                     {"role": "assistant", "content": "A set is an unordered collection."}])] * 20
+    tok = train_tokenizer(texts, replace(TinyRecipe(), vocab_size=300))
+    messages = [{"role": "user", "content": "Write about sets."}]
+    rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == render(messages) + "<|im_start|>assistant\n"
+    ids = tok.encode("<|im_end|>", add_special_tokens=False)
+    assert ids == [tok.convert_tokens_to_ids("<|im_end|>")] and tok.eos_token == "<|im_end|>"
