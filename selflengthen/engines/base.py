@@ -8,7 +8,7 @@ few-shot list) and Stage 2 of the extension (the expanded first half) need.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 
@@ -34,7 +34,6 @@ class Request:
     prefix: str = ""
     adapter: str | None = None  # a LoRA adapter's role name ("generator", "extender"), or the base model
     seed: int | None = None  # per-request sampling seed, for reproducible runs
-    tags: dict = field(default_factory=dict, compare=False)
 
 
 class Engine(Protocol):
