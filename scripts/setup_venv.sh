@@ -18,7 +18,9 @@ else
   if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(torch.__version__ != "2.13.0+cpu")' 2>/dev/null; then
     # The CPU build: from a local wheel folder pip already knows (find-links), else from
     # PyTorch's CPU index. A plain `torch` from PyPI would pull several GB of CUDA.
-    pip install --no-index torch==2.13.0+cpu 2>/dev/null \
+    # PyPI itself has no "+cpu" build, so where no local wheel exists the first try
+    # fails at once and the second asks PyTorch's index.
+    pip install torch==2.13.0+cpu 2>/dev/null \
       || pip install torch==2.13.0+cpu --extra-index-url "$TORCH_CPU_INDEX"
   fi
   pip install -e ".[cpu,test]"
