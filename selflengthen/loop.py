@@ -156,7 +156,8 @@ def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, a
         if role_manifest.exists():
             roles[role] = artifacts.read_json(role_manifest)
             continue
-        ref = task.remote(model_path, str(it.sft(role)), str(it.adapter(role)), adapters.get(role), tcfg,
+        role_cfg = {**tcfg, **(tcfg["per_role"].get(role) or {})}
+        ref = task.remote(model_path, str(it.sft(role)), str(it.adapter(role)), adapters.get(role), role_cfg,
                           int(cfg.seed))
         pending[role] = ref
         if not tcfg["parallel"]:

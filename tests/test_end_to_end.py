@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from omegaconf import OmegaConf
 from safetensors.numpy import load_file
 
 from selflengthen import artifacts
@@ -76,6 +77,8 @@ def test_adapters_changed_and_base_model_did_not(finished_run):
         assert any(not (first[k] == second[k]).all() for k in first)  # iteration 2 trained further
         info = json.loads(paths.iteration(2).stage_manifest(f"train_{role}").read_text())
         assert info["init_adapter"] == str(paths.iteration(1).adapter(role))  # continued, not restarted
+        cfg = OmegaConf.load(paths.config)
+        assert info["learning_rate"] == cfg.train.per_role[role].get("learning_rate", cfg.train.learning_rate)
 
 
 def test_iteration_two_generated_with_iteration_one_adapters(finished_run):

@@ -84,6 +84,8 @@ def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: st
         "loss_last": losses[-1] if losses else None,
         "loss_curve": losses,
         "init_adapter": init_adapter,
+        "learning_rate": tcfg["learning_rate"],
+        "epochs": tcfg["epochs"],
         "seconds": round(time.time() - started, 1),
         "device": "cuda" if cuda else "cpu",
     }
