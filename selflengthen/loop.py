@@ -9,6 +9,7 @@ manifest exists is skipped, so re-running the same command resumes where it stop
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -156,6 +157,9 @@ def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, a
         if role_manifest.exists():
             roles[role] = artifacts.read_json(role_manifest)
             continue
+        if not artifacts.read_jsonl(it.sft(role)):
+            roles[role] = carry_adapter_over(it, role, adapters.get(role))
+            continue
         role_cfg = {**tcfg, **(tcfg["per_role"].get(role) or {})}
         ref = task.remote(model_path, str(it.sft(role)), str(it.adapter(role)), adapters.get(role), role_cfg,
                           int(cfg.seed))
@@ -168,6 +172,21 @@ def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, a
     artifacts.write_stage_manifest(it, "train", started=started, config_digest=artifacts.config_hash(tcfg),
                                    counts={r: info["examples"] for r, info in roles.items()},
                                    outputs=[it.adapter(r) for r in artifacts.ROLES], extra={"roles": roles})
+
+
+def carry_adapter_over(it: artifacts.IterationPaths, role: str, previous: str | None) -> dict:
+    """No accepted data for this role: keep the previous adapter (nothing to learn from)."""
+    if previous is None:
+        raise UserError(f"iteration {it.k} produced no {role} training data (no extension was accepted); the "
+                        f"generated data is kept in {it.root} -- raise loop.augment.new_per_language or "
+                        f"loop.extend.retries, or lower loop.extend.min_growth, in a new run")
+    log.warning("iteration %d: no %s training data; carrying the adapter of iteration %d over", it.k, role, it.k - 1)
+    shutil.rmtree(it.adapter(role), ignore_errors=True)
+    shutil.copytree(previous, it.adapter(role))
+    info = {"examples": 0, "steps": 0, "train_loss": None, "init_adapter": previous,
+            "skipped": f"no training data; adapter of iteration {it.k - 1} carried over", "seconds": 0.0}
+    artifacts.write_json(it.stage_manifest(f"train_{role}"), info)
+    return info
 
 
 def _finish_training(it: artifacts.IterationPaths, role: str, ref) -> dict:
