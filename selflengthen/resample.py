@@ -11,27 +11,24 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def keep_probabilities(lengths: Sequence[int]) -> np.ndarray:
-    """P(keep) for each item: max(0, 1 - 2 * rank**3), rank from the first sorted index."""
+def ranks(lengths: Sequence[int]) -> np.ndarray:
+    """1 - i/n, i = the index where each length first occurs in the sorted lengths."""
     values = np.asarray(lengths, dtype=np.int64)
-    n = len(values)
-    if n == 0:
+    if len(values) == 0:
         return np.zeros(0)
     first_index = np.searchsorted(np.sort(values, kind="stable"), values, side="left")
-    rank = 1.0 - first_index / n
-    return np.clip(1.0 - 2.0 * rank**3, 0.0, 1.0)
+    return 1.0 - first_index / len(values)
+
+
+def keep_probabilities(lengths: Sequence[int]) -> np.ndarray:
+    """P(keep) for each item: max(0, 1 - 2 * rank**3)."""
+    return np.clip(1.0 - 2.0 * ranks(lengths) ** 3, 0.0, 1.0)
 
 
 def drop_short_mask(lengths: Sequence[int], seed: int) -> np.ndarray:
     """Boolean keep-mask over the items, drawn with numpy's PCG64 seeded by `seed`."""
-    values = np.asarray(lengths, dtype=np.int64)
-    n = len(values)
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    first_index = np.searchsorted(np.sort(values, kind="stable"), values, side="left")
-    rank = 1.0 - first_index / n
-    draws = np.random.default_rng(seed).random(n)
-    return draws > 2.0 * rank**3
+    rank = ranks(lengths)
+    return np.random.default_rng(seed).random(len(rank)) > 2.0 * rank**3
 
 
 def drop_short(items: Sequence, lengths: Sequence[int], seed: int) -> list:
