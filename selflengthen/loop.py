@@ -128,9 +128,9 @@ def record_engine_usage(it: artifacts.IterationPaths, stage: str, before: dict, 
     """manifests/engine_usage.json: which adapter (and which weights) served each stage."""
     path = it.stage_manifest("engine_usage")
     usage = artifacts.read_json(path) if path.exists() else {}
-    usage[stage] = {name: {"path": info["path"], "requests": info["requests"] - before.get(name, {}).get("requests", 0)}
-                    for name, info in after.items()
-                    if info["requests"] > before.get(name, {}).get("requests", 0)}
+    served = {name: (info["path"], info["requests"] - before.get(name, {}).get("requests", 0))
+              for name, info in after.items()}
+    usage[stage] = {name: {"path": path, "requests": n} for name, (path, n) in served.items() if n > 0}
     artifacts.write_json(path, usage)
 
 
@@ -150,6 +150,7 @@ def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, a
     gpus = workers.cluster_gpus()
     tcfg["cpu_threads"] = tcfg["cpu_threads"] or tcfg["num_cpus"]
     task = ray.remote(train.train_adapter).options(num_cpus=tcfg["num_cpus"], num_gpus=tcfg["num_gpus"] if gpus else 0)
+    sft_rows = artifacts.read_json(it.stage_manifest("curate"))["counts"]
     roles = {}
     pending = {}
     for role in artifacts.ROLES:
@@ -157,7 +158,7 @@ def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, a
         if role_manifest.exists():
             roles[role] = artifacts.read_json(role_manifest)
             continue
-        if not artifacts.read_jsonl(it.sft(role)):
+        if not sft_rows[role]:
             roles[role] = carry_adapter_over(it, role, adapters.get(role))
             continue
         role_cfg = {**tcfg, **(tcfg["per_role"].get(role) or {})}
@@ -222,8 +223,10 @@ def run(cfg: DictConfig) -> artifacts.RunPaths:
         w = history[-1]["words"]
         log.info("iteration %d done in %.0f s: initial mean %s words, extended mean %s words", k,
                  time.time() - t0, w["initial"]["mean"], w["extended"]["mean"])
+    if model_path is None:  # every iteration was already complete
+        model_path = artifacts.read_json(paths.iteration(1).manifest)["model"]
     artifacts.write_json(paths.manifest, {
-        "run": str(cfg.run.name), "model": str(cfg.model.path), "model_resolved": model_path or artifacts.read_json(paths.iteration(1).manifest)["model"],
+        "run": str(cfg.run.name), "model": str(cfg.model.path), "model_resolved": model_path,
         "iterations_completed": len(history), "seconds_this_invocation": round(time.time() - started, 1),
         "config": OmegaConf.to_container(cfg, resolve=True), "versions": artifacts.package_versions(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

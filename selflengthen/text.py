@@ -54,6 +54,12 @@ def keep_leading_two_thirds(text: str) -> str:
     return "\n\n".join(parts[: (2 * len(parts)) // 3])
 
 
+def keep_lines(text: str, keep_prob: float, rng) -> list[str]:
+    """The non-blank lines of text, each kept with probability keep_prob (never none)."""
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    return [ln for ln in lines if rng.random() < keep_prob] or lines[:1]
+
+
 def ngram_units(text: str, language: str) -> list[str]:
     """Units for the repetition check: whitespace tokens (en); ASCII runs and single
     characters (zh), whitespace dropped."""

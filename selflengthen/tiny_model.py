@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from selflengthen import prompting
+from selflengthen.text import keep_lines
 
 BUILDER_VERSION = 3
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -121,8 +122,7 @@ def training_conversations(recipe: TinyRecipe) -> list[list[dict]]:
     # to keep what a draft says and add to it, so its output grows with its input.
     for _ in range(recipe.rewrite_examples):
         topic, text = rng.choice(docs)
-        lines = [ln for ln in text.split("\n") if ln.strip()]
-        draft = "\n".join(ln for ln in lines if rng.random() < recipe.rewrite_keep) or lines[0]
+        draft = "\n".join(keep_lines(text, recipe.rewrite_keep, rng))
         task = rng.choice(WRITING_TASKS).format(topic=topic)
         convs.append(prompting.extender_request(task, draft, "en") + [{"role": "assistant", "content": text}])
     for _ in range(recipe.list_examples):

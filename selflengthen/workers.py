@@ -42,7 +42,8 @@ class EnginePool:
     short requests spread evenly), generated in parallel and put back in order."""
 
     def __init__(self, model_path: str, adapters: dict[str, str], engine_cfg, model_cfg):
-        gpus = cluster_gpus()
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
         tp = int(engine_cfg.tensor_parallel_size)
         if engine_cfg.replicas == "auto":
             replicas = max(1, gpus // tp) if gpus else 1
@@ -61,7 +62,7 @@ class EnginePool:
             "max_num_seqs": int(engine_cfg.max_num_seqs),
         }
         # never ask for more CPUs than the cluster has: Ray would wait forever
-        cpus = min(float(engine_cfg.num_cpus_per_replica), float(ray.cluster_resources().get("CPU", 1)))
+        cpus = min(float(engine_cfg.num_cpus_per_replica), float(resources.get("CPU", 1)))
         per_request_seeds = bool(engine_cfg.per_request_seeds)
         actor = EngineWorker.options(num_gpus=tp if gpus else 0, num_cpus=cpus)
         self.replicas = replicas

@@ -77,6 +77,8 @@ class VllmEngine:
         max_len = self.llm.llm_engine.model_config.max_model_len
         prompts, params, loras, too_long = [], [], [], []
         for i, r in enumerate(requests):
+            key = r.adapter or "base"
+            self.requests_by_adapter[key] = self.requests_by_adapter.get(key, 0) + 1
             ids = self.render(r)
             room = max_len - len(ids)
             if room < 16:  # no room to write: answer empty rather than fail the batch
@@ -90,9 +92,6 @@ class VllmEngine:
                 seed=r.seed if self.per_request_seeds else None,
             ))
             loras.append(self.lora[r.adapter] if r.adapter else None)
-        for r in requests:
-            key = r.adapter or "base"
-            self.requests_by_adapter[key] = self.requests_by_adapter.get(key, 0) + 1
         outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False) if prompts else []
         texts = iter(o.outputs[0].text for o in outputs)
         skipped = set(too_long)

@@ -13,12 +13,11 @@ import time
 from omegaconf import DictConfig
 
 from selflengthen import artifacts, prompting
+from selflengthen.text import keep_lines
 
 
 def degrade(text: str, keep_prob: float, rng: random.Random) -> str:
-    lines = [ln for ln in text.split("\n") if ln.strip()]
-    kept = [ln for ln in lines if rng.random() < keep_prob]
-    return "\n\n".join(kept or lines[:1])
+    return "\n\n".join(keep_lines(text, keep_prob, rng))
 
 
 def sft_records(extended: list[dict], keep_prob: float, rng: random.Random) -> tuple[list[dict], list[dict]]:

@@ -37,15 +37,16 @@ def sample_responses(engine: Engine, instructions: list[dict], samples: int, ret
         requests = [Request(prompting.generator_request(row["instruction"]), adapter=adapter,
                             seed=rng.getrandbits(31)) for row, _ in pending]
         outputs = engine.generate(requests, sampling)
+        words = [count_words(t) for t in outputs]
         still, new_rows = [], []
-        for (row, j), text in zip(pending, outputs):
+        for (row, j), text, n in zip(pending, outputs, words):
             if check(text, row["language"]):
                 new_rows.append({"id": f"{row['id']}-s{j}", "instruction_id": row["id"], "language": row["language"],
                                  "instruction": row["instruction"], "response": text.strip(),
-                                 "words": count_words(text), "tries": attempt})
+                                 "words": n, "tries": attempt})
             else:
                 still.append((row, j))
-        first = [count_words(t) for t in outputs] if attempt == 1 else []
+        first = words if attempt == 1 else []
         first_try_words += first
         if checkpoint:
             artifacts.append_jsonl(checkpoint, [{"row": r} for r in new_rows] +
