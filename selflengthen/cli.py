@@ -1,5 +1,5 @@
-"""Command line: `python -m selflengthen run [hydra overrides]` and
-`python -m selflengthen inspect [RUN]`. User errors print one line (the problem and
+"""Command line: `python -m selflengthen run|eval [hydra overrides]` and
+`python -m selflengthen inspect [RUN ...]`. User errors print one line (the problem and
 its fix) and exit 2; `debug=true` (run) or `--debug` / SELFLENGTHEN_DEBUG=1 shows the
 traceback."""
 from __future__ import annotations
@@ -14,7 +14,9 @@ from selflengthen.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 USAGE = """usage: python -m selflengthen run [KEY=VALUE ...] [-m]   run the loop (Hydra overrides)
-       python -m selflengthen inspect [RUN] [--iterations-dir DIR]   length table + plot
+       python -m selflengthen eval benchmark=NAME [data=PATH] [adapter=RUN/iter_K | predictions=FILE] [KEY=VALUE ...]
+                                                                  score a model on a long-output benchmark
+       python -m selflengthen inspect [RUN ...] [--iterations-dir DIR]   length (and eval) table + plot
        python -m selflengthen run --help                          the config and its groups"""
 
 
@@ -36,8 +38,9 @@ def _run_job(cfg) -> None:
 
     hc = HydraConfig.get()
     if hc.mode.name == "MULTIRUN" and not any(o.startswith("run.name=") for o in hc.overrides.task):
-        with open_dict(cfg):  # one run folder per sweep job
-            cfg.run.name = f"{cfg.run.name}_{hc.job.override_dirname}".replace("/", "-").replace("=", "-")
+        with open_dict(cfg):  # one sweep folder, named after the sweep, with one run folder per job
+            cfg.paths.iterations_dir = str(Path(str(cfg.paths.iterations_dir)) / sweep_name(cfg, hc))
+            cfg.run.name = _safe(",".join(sorted(_sweep_overrides(hc))) or str(hc.job.num))
     try:
         paths = loop.run(cfg)
         text, png = inspect(str(paths.root), Path(str(cfg.paths.iterations_dir)))
@@ -53,28 +56,64 @@ def _run_job(cfg) -> None:
         sys.exit(130)
 
 
-def run(argv: list[str]) -> None:
+def _safe(text: str) -> str:
+    return text.replace("/", "-").replace("=", "-").replace(",", "_") or "job"
+
+
+def _sweep_overrides(hc) -> list[str]:
+    """The job's overrides that choose what is computed (not where files go or what is logged)."""
+    skip = ("paths.", "hydra.", "run.", "sweep_name", "debug", "ray.")
+    return [o.lstrip("+~") for o in hc.overrides.task if "=" in o and not o.lstrip("+~").startswith(skip)]
+
+
+def sweep_name(cfg, hc) -> str:
+    """`<run.name>-sweep-<swept keys>` (e.g. tiny-sweep-seed): rerunning the same sweep
+    resumes its runs; `sweep_name=...` names it explicitly."""
+    if cfg.get("sweep_name"):
+        return _safe(str(cfg.sweep_name))
+    keys = sorted({o.split("=", 1)[0] for o in _sweep_overrides(hc)})
+    return _safe(f"{cfg.run.name}-sweep-{'-'.join(keys) or 'jobs'}")
+
+
+def _eval_job(cfg) -> None:
+    from selflengthen.evaluation.command import run_eval, summary_table
+
+    try:
+        summary, out = run_eval(cfg)
+        print(summary_table(summary))
+        print(f"results: {out}")
+    except UserError as err:
+        if cfg.debug or _debugging():
+            raise
+        _fail(err)
+    except KeyboardInterrupt:
+        print("selflengthen: interrupted; finished items are kept, run the same command to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+def hydra_verb(argv: list[str], config_name: str, job) -> None:
+    """Run `job` under Hydra with the config `conf/<config_name>.yaml` and the overrides."""
     import hydra
 
     if not CONF_DIR.is_dir():
         _fail(UserError(f"config folder {CONF_DIR} is missing; run from a checkout (pip install -e .)"))
-    main = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_run_job)
+    main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(job)
     sys.argv = [sys.argv[0]] + argv
     main()
 
 
 def inspect_cmd(argv: list[str]) -> None:
-    from selflengthen.inspect_run import inspect
+    from selflengthen.inspect_run import inspect_runs
 
     parser = argparse.ArgumentParser(prog="python -m selflengthen inspect",
                                      description="Per-iteration length table and plot of a run.")
-    parser.add_argument("run", nargs="?", help="run name under the iterations folder, or a run folder "
-                        "(default: the most recent run)")
+    parser.add_argument("runs", nargs="*", help="run names under the iterations folder, run folders, or a "
+                        "sweep folder (its runs are overlaid); default: the most recent run")
     parser.add_argument("--iterations-dir", default="iterations", type=Path)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     try:
-        text, png = inspect(args.run, args.iterations_dir)
+        text, png = inspect_runs(args.runs, args.iterations_dir)
     except UserError as err:
         if args.debug or _debugging():
             raise
@@ -92,8 +131,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     if command == "run":
-        run(rest)
+        hydra_verb(rest, "config", _run_job)
+    elif command == "eval":
+        hydra_verb(rest, "eval", _eval_job)
     elif command == "inspect":
         inspect_cmd(rest)
     else:
-        _fail(UserError(f"unknown command {command!r}; use `run` or `inspect` (python -m selflengthen --help)"))
+        _fail(UserError(f"unknown command {command!r}; use `run`, `eval` or `inspect` (python -m selflengthen --help)"))

@@ -10,6 +10,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from selflengthen.errors import UserError
+from selflengthen.evaluation.in_run import check_config as eval_problems
+from selflengthen.quality import rule_problems
 from selflengthen.prompting import LANGUAGES
 from selflengthen.text import detect_language
 
@@ -35,6 +37,8 @@ def problems(cfg: DictConfig) -> list[str]:
          f"model.languages={langs} must be a non-empty list from {list(LANGUAGES)} (e.g. 'model.languages=[en]')")
     for lang in langs:
         need(lang in cfg.loop.quality, f"loop.quality has no rules for language {lang!r}; add loop.quality.{lang}")
+    out += rule_problems(cfg.loop.quality)
+    out += eval_problems(cfg)
     path = str(cfg.model.path)
     if path != EMBEDDED_TINY and not Path(path).expanduser().is_dir():
         need(bool(_HUB_ID.match(path)) and not path.startswith((".", "/", "~")),

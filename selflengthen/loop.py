@@ -8,6 +8,7 @@ manifest exists is skipped, so re-running the same command resumes where it stop
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
@@ -17,9 +18,12 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 
 from selflengthen import artifacts, config, metrics, workers
-from selflengthen.engines import Sampling
+from selflengthen.engines import Sampling, merge_usage, usage_delta
+from selflengthen.engines.factory import serving
+from selflengthen.evaluation import in_run
 from selflengthen.errors import UserError
 from selflengthen.quality import QualityCheck, rules_from_config
+from selflengthen.runlock import RunLock
 from selflengthen.stages import augment, curate, extend, generate, train
 
 log = logging.getLogger("selflengthen")
@@ -87,29 +91,9 @@ def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path
                   seeds: dict[str, list[str]]) -> dict:
     it = paths.iteration(k)
     adapters = previous_adapters(paths, k)
-    sampling = sampling_from(cfg)
-    rules = rules_from_config(cfg.loop.quality)
     timings: dict[str, float] = {}
     if not all(it.stage_done(s) for s in ("augment", "generate", "extend")):
-        t0 = time.time()
-        log.info("iteration %d: starting %s vLLM engine (adapters: %s)", k, model_path, sorted(adapters) or "none")
-        with start_engines(model_path, adapters, cfg) as engine:
-            timings["engine_start"] = round(time.time() - t0, 1)
-            stage_runs = {
-                "augment": lambda: augment.run(cfg, it, engine, instruction_pool(seeds, paths, k), sampling),
-                "generate": lambda: generate.run(cfg, it, engine, sampling, QualityCheck(rules),
-                                                 "generator" if adapters else None),
-                "extend": lambda: extend.run(cfg, it, engine, sampling, QualityCheck(rules),
-                                             "extender" if adapters else None),
-            }
-            for stage, run_stage in stage_runs.items():
-                if it.stage_done(stage):
-                    continue
-                log.info("iteration %d: %s", k, stage)
-                before = engine.usage()
-                run_stage()
-                record_engine_usage(it, stage, before, engine.usage())
-        log.info("iteration %d: engine shut down", k)
+        timings = asyncio.run(generation_stages(cfg, paths, it, model_path, adapters, seeds))
     if not it.stage_done("curate"):
         curate.run(cfg, it)
     if not it.stage_done("train"):
@@ -124,24 +108,62 @@ def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path
     return result
 
 
-def record_engine_usage(it: artifacts.IterationPaths, stage: str, before: dict, after: dict) -> None:
-    """manifests/engine_usage.json: which adapter (and which weights) served each stage."""
+async def generation_stages(cfg: DictConfig, paths: artifacts.RunPaths, it: artifacts.IterationPaths,
+                            model_path: str, adapters: dict[str, str], seeds: dict[str, list[str]]) -> dict:
+    """Augment, generate and extend on one engine (one event loop for its whole life)."""
+    sampling = sampling_from(cfg)
+    rules = rules_from_config(cfg.loop.quality)
+    t0 = time.time()
+    log.info("iteration %d: starting the %s engine on %s (adapters: %s)", it.k, cfg.engine.kind, model_path,
+             sorted(adapters) or "none")
+    async with serving(model_path, adapters, cfg) as engine:
+        timings = {"engine_start": round(time.time() - t0, 1)}
+        if cfg.eval.every_iteration:  # the previous generator (the base model first) is served here already
+            await in_run.evaluate_generator(cfg, paths, it.k - 1, engine, "generator" if adapters else None)
+        stage_runs = {
+            "augment": lambda: augment.run(cfg, it, engine, instruction_pool(seeds, paths, it.k), sampling),
+            "generate": lambda: generate.run(cfg, it, engine, sampling, QualityCheck(rules),
+                                             "generator" if adapters else None),
+            "extend": lambda: extend.run(cfg, it, engine, sampling, QualityCheck(rules),
+                                         "extender" if adapters else None),
+        }
+        for stage, run_stage in stage_runs.items():
+            if it.stage_done(stage):
+                continue
+            log.info("iteration %d: %s", it.k, stage)
+            before, started = usage_snapshot(engine), time.time()
+            await run_stage()
+            record_engine_usage(it, stage, before, usage_snapshot(engine), time.time() - started)
+    log.info("iteration %d: engine shut down", it.k)
+    return timings
+
+
+def usage_snapshot(engine) -> list[dict]:
+    """What each replica has served so far (one entry for an engine without replicas)."""
+    return engine.replica_usage() if hasattr(engine, "replica_usage") else [engine.usage()]
+
+
+def record_engine_usage(it: artifacts.IterationPaths, stage: str, before: list[dict], after: list[dict],
+                        seconds: float) -> None:
+    """manifests/engine_usage.json: which adapter (and which weights) served each stage,
+    with its requests, tokens, wall time and generated tokens per second."""
     path = it.stage_manifest("engine_usage")
     usage = artifacts.read_json(path) if path.exists() else {}
-    served = {name: (info["path"], info["requests"] - before.get(name, {}).get("requests", 0))
-              for name, info in after.items()}
-    usage[stage] = {name: {"path": path, "requests": n} for name, (path, n) in served.items() if n > 0}
+    per_replica = [usage_delta(b, a) for b, a in zip(before, after)]
+    served = merge_usage(per_replica)
+    generated = sum(info.get("completion_tokens", 0) for info in served.values())
+    usage[stage] = {
+        "adapters": served,
+        "requests": sum(info.get("requests", 0) for info in served.values()),
+        "prompt_tokens": sum(info.get("prompt_tokens", 0) for info in served.values()),
+        "completion_tokens": generated, "seconds": round(seconds, 2),
+        "tokens_per_second": round(generated / seconds, 1) if seconds > 0 else None,
+        "replicas": len(after),
+        "per_replica": [{"requests": sum(i["requests"] for i in part.values()),
+                         "completion_tokens": sum(i.get("completion_tokens", 0) for i in part.values())}
+                        for part in per_replica],
+    }
     artifacts.write_json(path, usage)
-
-
-def start_engines(model_path: str, adapters: dict[str, str], cfg: DictConfig) -> workers.EnginePool:
-    try:
-        return workers.EnginePool(model_path, adapters, cfg.engine, cfg.model)
-    except ray.exceptions.RayError as err:
-        cause = str(err).strip().splitlines()
-        last = next((ln for ln in reversed(cause) if ln.strip()), repr(err))
-        raise UserError(f"the vLLM engine could not start for {model_path}: {last.strip()[:300]} -- check model.path "
-                        f"and the engine.* settings; rerun with debug=true ray.log_to_driver=true for its log") from err
 
 
 def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, adapters: dict[str, str]) -> None:
@@ -205,6 +227,12 @@ def run(cfg: DictConfig) -> artifacts.RunPaths:
     """The whole loop; returns the run's paths. Safe to call again: it resumes."""
     config.validate(cfg)
     seeds = config.load_seeds(cfg)
+    paths = artifacts.RunPaths(Path(str(cfg.paths.iterations_dir)) / str(cfg.run.name))
+    with RunLock(paths.root):  # one writer per run folder
+        return _run_locked(cfg, seeds)
+
+
+def _run_locked(cfg: DictConfig, seeds: dict[str, list[str]]) -> artifacts.RunPaths:
     paths = start_run(cfg)
     started = time.time()
     model_path = None
@@ -225,9 +253,14 @@ def run(cfg: DictConfig) -> artifacts.RunPaths:
                  time.time() - t0, w["initial"]["mean"], w["extended"]["mean"])
     if model_path is None:  # every iteration was already complete
         model_path = artifacts.read_json(paths.iteration(1).manifest)["model"]
+    if cfg.eval.every_iteration and any(in_run.missing(cfg, paths, k) for k in range(cfg.iterations + 1)):
+        workers.init_ray(cfg.ray)
+        in_run.catch_up(cfg, paths, model_path, cfg.iterations)
     artifacts.write_json(paths.manifest, {
         "run": str(cfg.run.name), "model": str(cfg.model.path), "model_resolved": model_path,
         "iterations_completed": len(history), "seconds_this_invocation": round(time.time() - started, 1),
+        "tokens": {key: sum((h.get("tokens") or {}).get(key) or 0 for h in history)
+                   for key in ("requests", "prompt_tokens", "completion_tokens", "seconds")},
         "config": OmegaConf.to_container(cfg, resolve=True), "versions": artifacts.package_versions(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })

@@ -20,6 +20,20 @@ def _ratio(num, den):
     return round(num / den, 4) if den else None
 
 
+def token_accounting(it: artifacts.IterationPaths) -> dict:
+    """Requests, tokens and generated tokens per second of each generation stage (from
+    manifests/engine_usage.json), and their sum: what the iteration cost the engine."""
+    path = it.stage_manifest("engine_usage")
+    usage = artifacts.read_json(path) if path.exists() else {}
+    stages = {s: {k: u.get(k) for k in ("requests", "prompt_tokens", "completion_tokens", "seconds",
+                                        "tokens_per_second", "replicas")}
+              for s, u in usage.items() if isinstance(u, dict) and "completion_tokens" in u}
+    total = {k: sum(v[k] or 0 for v in stages.values()) for k in ("requests", "prompt_tokens", "completion_tokens",
+                                                                   "seconds")}
+    total["tokens_per_second"] = round(total["completion_tokens"] / total["seconds"], 1) if total["seconds"] else None
+    return {"stages": stages, **total}
+
+
 def iteration_metrics(it: artifacts.IterationPaths) -> dict:
     """Everything the length curves need, read back from the iteration's artifacts."""
     m = {s: artifacts.read_json(it.stage_manifest(s)) for s in artifacts.STAGES if it.stage_done(s)}
@@ -53,6 +67,7 @@ def iteration_metrics(it: artifacts.IterationPaths) -> dict:
         },
         "quality_failures": {"generate": gen["quality"]["failures"], "extend": ext["quality"]["failures"]},
         "training": training,
+        "tokens": token_accounting(it),
         "seconds": {s: m[s]["seconds"] for s in m},
         "adapters_used": {"generator": gen.get("adapter"), "extender": ext.get("adapter")},
     }

@@ -60,11 +60,25 @@ def keep_lines(text: str, keep_prob: float, rng) -> list[str]:
     return [ln for ln in lines if rng.random() < keep_prob] or lines[:1]
 
 
-def ngram_units(text: str, language: str) -> list[str]:
-    """Units for the repetition check: whitespace tokens (en); ASCII runs and single
-    characters (zh), whitespace dropped."""
+# The reference's variants (QwenLM/Self-Lengthen, llama/utils.py and qwen/utils.py,
+# check_response) are the defaults; "compact", "word" and "nonblank" are our opt-ins.
+UNIT_MODES = ("reference", "compact")
+META_MATCHES = ("substring", "word")
+META_LINES = ("raw", "nonblank")
+
+# zh units. Reference: a maximal run of ASCII characters (any code point < 128, spaces and
+# newlines included) is one unit, every other character a unit of its own; equal to the
+# reference's left-to-right build where an ASCII char joins the previous unit when the
+# previous char was ASCII too. Compact: runs of printable ASCII, whitespace dropped.
+_ZH_UNITS = {"reference": re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]"),
+             "compact": re.compile(r"[\x21-\x7e]+|[^\x00-\x7f\s]")}
+
+
+def ngram_units(text: str, language: str, mode: str = "reference") -> list[str]:
+    """Units for the repetition check: str.split() tokens (en, any mode); for zh, ASCII
+    runs and single other characters, split per `mode` (see _ZH_UNITS)."""
     if language == "zh":
-        return re.findall(r"[\x21-\x7e]+|[^\x00-\x7f\s]", text)
+        return _ZH_UNITS[mode].findall(text)
     return text.split()
 
 
@@ -80,30 +94,54 @@ def has_repeated_ngram(units: list[str], n: int) -> bool:
 
 @dataclass(frozen=True)
 class QualityRules:
-    """One language's variant of the quality check; values come from conf/."""
+    """One language's variant of the quality check; values come from conf/ and the
+    defaults of the mode fields are the reference's behaviour."""
 
-    terminal_marks: tuple[str, ...]
+    terminal_marks: tuple[str, ...]   # single characters: only the last one is compared
     ngram: int
     meta_words: tuple[str, ...] = ()
     meta_head_lines: int = 2
     meta_tail_lines: int = 3
+    unit_mode: str = "reference"      # zh units: "reference" (ASCII runs incl. whitespace) | "compact"
+    meta_match: str = "substring"     # "substring" (case-sensitive) | "word" (whole words, any case, plural s)
+    meta_lines: str = "raw"           # "raw" (split("\n"), blank lines count) | "nonblank"
+
+    def __post_init__(self):
+        assert self.unit_mode in UNIT_MODES, self.unit_mode
+        assert self.meta_match in META_MATCHES, self.meta_match
+        assert self.meta_lines in META_LINES, self.meta_lines
+
+
+def _edge_lines(body: str, rules: QualityRules) -> list[str]:
+    """The first head and last tail lines (a short text's lines may be in both)."""
+    lines = body.split("\n")
+    if rules.meta_lines == "nonblank":
+        lines = [ln for ln in lines if ln.strip()]
+    return lines[: rules.meta_head_lines] + lines[max(len(lines) - rules.meta_tail_lines, 0) :]
+
+
+def has_meta_words(body: str, rules: QualityRules) -> bool:
+    """Whether the text's edges talk about the text itself ("Here is the revised version")."""
+    edges = _edge_lines(body, rules)
+    if rules.meta_match == "substring":
+        joined = "\n".join(edges)
+        return any(word in joined for word in rules.meta_words)
+    words = {w.lower() for ln in edges for w in re.findall(r"[A-Za-z]+", ln)}
+    words |= {w[:-1] for w in words if w.endswith("s")}  # "responses" is "response"
+    return bool(words & {w.lower() for w in rules.meta_words})
 
 
 def quality_problem(text: str, rules: QualityRules, language: str) -> str | None:
-    """Why a response fails the quality check ('unterminated', 'repetition',
-    'meta_words', 'empty'), or None when it passes."""
+    """Why a response fails the quality check, or None when it passes. In the reference's
+    order, on the right-stripped text: 'empty', 'unterminated' (last character not a
+    terminal mark), 'meta_words' (variants with meta words), 'repetition'."""
     body = text.rstrip()
-    if not body.strip():
+    if not body:
         return "empty"
-    if not body.endswith(rules.terminal_marks):
+    if body[-1] not in rules.terminal_marks:
         return "unterminated"
-    if has_repeated_ngram(ngram_units(body, language), rules.ngram):
+    if rules.meta_words and has_meta_words(body, rules):
+        return "meta_words"
+    if has_repeated_ngram(ngram_units(body, language, rules.unit_mode), rules.ngram):
         return "repetition"
-    if rules.meta_words:
-        lines = [ln for ln in body.split("\n") if ln.strip()]
-        edge = lines[: rules.meta_head_lines] + lines[-rules.meta_tail_lines :]
-        words = {w.lower() for ln in edge for w in re.findall(r"[A-Za-z]+", ln)}
-        words |= {w[:-1] for w in words if w.endswith("s")}  # "responses" is "response"
-        if words & set(rules.meta_words):
-            return "meta_words"
     return None

@@ -20,7 +20,7 @@ def finished_run(tmp_path_factory, model_cache, tiny_model):
     out = tmp_path_factory.mktemp("runs")
     base_hash = sha256(tiny_model / "model.safetensors")
     args = ("run", f"iterations={ITERATIONS}", "run.name=e2e", f"paths.iterations_dir={out}",
-            f"paths.cache_dir={model_cache}", "loop.augment.new_per_language=10")
+            f"paths.cache_dir={model_cache}", "loop.augment.new_per_language=10", "eval.limit=6")
     proc = run_cli(*args, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
     return {"root": out / "e2e", "proc": proc, "args": args, "base_hash": base_hash, "model": tiny_model}
@@ -84,12 +84,33 @@ def test_adapters_changed_and_base_model_did_not(finished_run):
 def test_iteration_two_generated_with_iteration_one_adapters(finished_run):
     paths = artifacts.RunPaths(finished_run["root"])
     first = json.loads(paths.iteration(1).stage_manifest("engine_usage").read_text())
-    assert set(first["generate"]) == {"base"} and set(first["extend"]) == {"base"}
+    assert set(first["generate"]["adapters"]) == {"base"} and set(first["extend"]["adapters"]) == {"base"}
     usage = json.loads(paths.iteration(2).stage_manifest("engine_usage").read_text())
-    assert set(usage["augment"]) == {"base"}  # self-instruct and the judge use the base model
-    assert usage["generate"]["generator"]["path"] == str(paths.iteration(1).adapter("generator"))
-    assert usage["extend"]["extender"]["path"] == str(paths.iteration(1).adapter("extender"))
-    assert set(usage["generate"]) == {"generator"} and set(usage["extend"]) == {"extender"}
+    assert set(usage["augment"]["adapters"]) == {"base"}  # self-instruct and the judge use the base model
+    assert usage["generate"]["adapters"]["generator"]["path"] == str(paths.iteration(1).adapter("generator"))
+    assert usage["extend"]["adapters"]["extender"]["path"] == str(paths.iteration(1).adapter("extender"))
+    assert set(usage["generate"]["adapters"]) == {"generator"} and set(usage["extend"]["adapters"]) == {"extender"}
+
+
+def test_token_accounting_per_stage_and_in_the_run_manifest(finished_run):
+    paths = artifacts.RunPaths(finished_run["root"])
+    total = 0
+    for k in range(1, ITERATIONS + 1):
+        usage = json.loads(paths.iteration(k).stage_manifest("engine_usage").read_text())
+        for stage in ("augment", "generate", "extend"):
+            u = usage[stage]
+            assert u["requests"] == sum(a["requests"] for a in u["adapters"].values()) > 0
+            assert u["completion_tokens"] > 0 and u["prompt_tokens"] > u["requests"]
+            assert u["tokens_per_second"] == pytest.approx(u["completion_tokens"] / u["seconds"], rel=0.01)
+            assert sum(r["requests"] for r in u["per_replica"]) == u["requests"]
+        m = json.loads(paths.iteration(k).metrics.read_text())
+        assert m["tokens"]["completion_tokens"] == sum(usage[s]["completion_tokens"]
+                                                       for s in ("augment", "generate", "extend"))
+        total += m["tokens"]["completion_tokens"]
+        # the generate stage's requests = every try of every sample
+        gen = json.loads(paths.iteration(k).stage_manifest("generate").read_text())
+        assert gen["counts"]["requests"] == usage["generate"]["requests"]
+    assert json.loads(paths.manifest.read_text())["tokens"]["completion_tokens"] == total
 
 
 def test_rerun_skips_completed_stages(finished_run):
@@ -113,3 +134,32 @@ def test_inspect_prints_the_table_and_writes_the_plot(finished_run):
     assert rows[0][3] == f"{m1['words']['initial']['mean']:.0f}"
     png = root / "length_curves.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_iteration_is_evaluated_on_the_held_out_set(finished_run):
+    """eval.every_iteration (on in the tiny preset): the base model as iteration 0, then each
+    trained generator, each scored with S_l; inspect shows the columns."""
+    root = finished_run["root"]
+    for k in range(0, ITERATIONS + 1):
+        out = root / f"iter_{k}" / "eval" / "heldout_tiny"
+        summary = json.loads((out / "summary.json").read_text())
+        rows = artifacts.read_jsonl(out / "predictions.jsonl")
+        assert summary["items"] == len(rows) == 6 and summary["iteration"] == k
+        assert summary["adapter"] == (None if k == 0 else "generator")
+        assert all(0 <= r["length_score"] <= 100 and r["words"] >= 0 for r in rows)
+        assert summary["length_score"]["overall"] == pytest.approx(sum(r["length_score"] for r in rows) / 6)
+        assert (out / "plot.png").exists() and not (out / "partial").exists()
+        served = summary["generation_usage"]
+        if k == 0:
+            assert set(served) == {"base"} and served["base"]["requests"] == 6
+        else:  # served with that iteration's own generator adapter
+            assert set(served) == {"generator"} and served["generator"]["requests"] == 6
+            assert served["generator"]["path"] == str(artifacts.RunPaths(root).iteration(k).adapter("generator"))
+            assert json.loads((root / f"iter_{k}" / "metrics.json").read_text())["eval"]["heldout_tiny"]["items"] == 6
+    proc = run_cli("inspect", "e2e", "--iterations-dir", str(root.parent), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    header = next(line for line in proc.stdout.splitlines() if line.lstrip().startswith("iter"))
+    assert "heldout_tiny words" in header and "heldout_tiny score" in header
+    base_row = next(line for line in proc.stdout.splitlines() if line.split()[:1] == ["0"])
+    base = json.loads((root / "iter_0" / "eval" / "heldout_tiny" / "summary.json").read_text())
+    assert base_row.split()[-1] == f"{base['length_score']['overall']:.2f}"

@@ -1,18 +1,25 @@
-"""Stage logic with a scripted engine: request shapes, filters, retries, acceptance."""
+"""Stage logic with a scripted engine: request shapes, filters, retries, acceptance,
+per-sample checkpoints, and chains that do not wait for each other."""
+import asyncio
 import random
 
 from selflengthen import prompting
 from selflengthen.engines import Sampling
 from selflengthen.quality import QualityCheck
+from selflengthen.samples import SampleLog, stable_seed
 from selflengthen.stages.augment import Augmenter
 from selflengthen.stages.curate import degrade, sft_records
-from selflengthen.stages.extend import ExtendStats, extend_responses
-from selflengthen.stages.generate import sample_responses
+from selflengthen.stages.extend import ExtendChain, extend_responses
+from selflengthen.stages.generate import GenerateChain, sample_responses
 from selflengthen.text import QualityRules, count_words
 from tests.fakes import ScriptedEngine
 
 RULES = {"en": QualityRules(terminal_marks=(".", "!", "?"), ngram=10, meta_words=("response",)),
          "zh": QualityRules(terminal_marks=("。",), ngram=13)}
+
+
+def run(coro):
+    return asyncio.run(coro)
 
 
 def test_augment_filters_dedups_and_grows_the_pool():
@@ -27,53 +34,97 @@ def test_augment_filters_dedups_and_grows_the_pool():
 
     engine = ScriptedEngine(respond)
     aug = Augmenter(engine, Sampling(), Sampling(max_tokens=4), min_words=3, max_words=500, tries_per_instruction=10)
-    new = aug.augment(["Seed one is here.", "Seed two is here."], wanted=2, language="en", rng=random.Random(0))
-    assert new == ["Write about rivers in depth.", "Write about mountains and the people there."]
+    new = run(aug.augment(["Seed one is here.", "Seed two is here."], wanted=2, language="en", id_prefix="i1-en"))
+    assert [r["instruction"] for r in new] == ["Write about rivers in depth.",
+                                               "Write about mountains and the people there."]
+    assert {r["id"] for r in new} == {"i1-en-0", "i1-en-1"}
     s = aug.stats
     assert (s.drawn, s.rejected_words, s.rejected_duplicate, s.rejected_judge, s.accepted) == (5, 1, 1, 1, 2)
-    # accepted instructions were drawn as examples in later rounds
-    prefixes = [r.prefix for reqs, _ in engine.calls for r in reqs if r.prefix]
+    # the accepted instruction joined the pool: later draws could and did use it
+    prefixes = [r.prefix for r in engine.requests if r.prefix]
     assert any("rivers" in p for p in prefixes[1:])
-    assert all("Instruction 4:" in sp.stop for reqs, sp in engine.calls if reqs[0].prefix)
+    assert all("Instruction 4:" in sp.stop for r, sp in engine.calls if r.prefix)
 
 
 def test_augment_gives_up_after_the_try_budget():
     engine = ScriptedEngine(lambda req, s: "x" if req.prefix else "yes")
     aug = Augmenter(engine, Sampling(), Sampling(), min_words=3, max_words=500, tries_per_instruction=3)
-    assert aug.augment(["a b c d", "e f g h"], wanted=4, language="en", rng=random.Random(0)) == []
+    assert run(aug.augment(["a b c d", "e f g h"], wanted=4, language="en", id_prefix="p")) == []
     assert aug.stats.drawn == 12
+
+
+def test_augment_checkpoint_resumes_and_feeds_the_pool(tmp_path):
+    log_path = tmp_path / "augment.jsonl"
+    words = iter(f"Write a long story about the city number {i}." for i in range(100))
+    engine = ScriptedEngine(lambda req, s: next(words) if req.prefix else "yes")
+    aug = Augmenter(engine, Sampling(), Sampling(), min_words=3, max_words=500, tries_per_instruction=2)
+    first = run(aug.augment(["a b c d", "e f g h"], 3, "en", "i1-en", SampleLog(log_path)))
+    again = ScriptedEngine(lambda req, s: "unused")
+    aug2 = Augmenter(again, Sampling(), Sampling(), min_words=3, max_words=500, tries_per_instruction=2)
+    second = run(aug2.augment(["a b c d", "e f g h"], 3, "en", "i1-en", SampleLog(log_path)))
+    assert second == first and again.calls == [] and aug2.stats.resumed == 3
+
+
+def _chain(engine, retries=20, adapter="generator"):
+    return GenerateChain(engine, Sampling(), QualityCheck(RULES), retries, adapter, seed=(0, "generate", 1))
 
 
 def test_generate_retries_until_the_quality_check_passes():
     tries = {}
 
     def respond(req, sampling):
-        key = req.messages[0]["content"]
-        tries[key] = tries.get(key, 0) + 1
-        return "A fine answer." if tries[key] >= 3 else "broken answer without an end"
+        tries[req.key] = tries.get(req.key, 0) + 1
+        return "A fine answer." if tries[req.key] >= 3 else "broken answer without an end"
 
     rows = [{"id": "i0", "instruction": "Write X.", "language": "en"}]
-    check = QualityCheck(RULES)
-    done, first = sample_responses(ScriptedEngine(respond), rows, samples=2, retries=20, sampling=Sampling(),
-                                   check=check, rng=random.Random(0), adapter="generator")
+    chain = _chain(ScriptedEngine(respond))
+    done, first = run(sample_responses(chain, rows, 2, SampleLog(None)))
     assert [d["id"] for d in done] == ["i0-s0", "i0-s1"]
-    assert first == [5, 5] and check.failures == {"unterminated": 2}
-    assert [d["tries"] for d in done] == [2, 2]
+    assert first == [5, 5] and chain.check.failures == {"unterminated": 4}
+    assert [d["tries"] for d in done] == [3, 3]
     engine = ScriptedEngine(lambda r, s: "never ends")
-    done, _ = sample_responses(engine, rows, 2, 4, Sampling(), QualityCheck(RULES), random.Random(0), None)
-    assert done == [] and len(engine.calls) == 4 and all(r.adapter is None for r in engine.calls[0][0])
+    done, _ = run(sample_responses(_chain(engine, retries=4, adapter=None), rows, 2, SampleLog(None)))
+    assert done == [] and len(engine.calls) == 8 and all(r.adapter is None for r in engine.requests)
 
 
-def _initial(text):
-    return {"id": "i0-s0", "instruction_id": "i0", "instruction": "Write X.", "language": "en", "response": text}
+def test_generate_seeds_depend_on_the_sample_not_on_the_order():
+    rows = [{"id": f"i{n}", "instruction": f"Write {n}.", "language": "en"} for n in range(3)]
+    engine = ScriptedEngine(lambda r, s: "Done.")
+    run(sample_responses(_chain(engine), rows, 2, SampleLog(None)))
+    seeds = {r.key: r.seed for r in engine.requests}
+    assert seeds["i1-s0"] == stable_seed((0, "generate", 1), "i1-s0", 1)
+    assert len(set(seeds.values())) == 6
+
+
+def test_chains_do_not_wait_for_each_other():
+    """A slow sample's retry must not hold back the other samples' next calls."""
+    rows = [{"id": "slow", "instruction": "Write slowly.", "language": "en"},
+            {"id": "fast", "instruction": "Write fast.", "language": "en"}]
+    tries = {}
+
+    def respond(req, s):
+        tries[req.key] = tries.get(req.key, 0) + 1
+        return "ok." if tries[req.key] >= 3 else "unfinished"
+
+    engine = ScriptedEngine(respond, delay=lambda req: 0.2 if "slowly" in req.messages[0]["content"] else 0.0)
+    run(sample_responses(_chain(engine), rows, 1, SampleLog(None)))
+    order = [r.key for r in engine.requests]
+    # all three tries of the fast sample happen before the slow sample's second try
+    assert order.index("slow-s0", 1) > max(i for i, k in enumerate(order) if k == "fast-s0")
+
+
+def _initial(text, ident="i0-s0"):
+    return {"id": ident, "instruction_id": "i0", "instruction": "Write X.", "language": "en", "response": text}
+
+
+def _extend_chain(engine, *, retries=5, rounds=1, adapter="extender"):
+    return ExtendChain(engine, Sampling(), QualityCheck(RULES), retries, rounds, 1.2, adapter, seed=(0, "extend", 1))
 
 
 def test_extension_two_stages_prefix_and_acceptance():
     initial = "\n\n".join(f"Part {i} says something." for i in range(4))
-    seen = []
 
     def respond(req, sampling):
-        seen.append(req)
         content = req.messages[0]["content"]
         if not req.prefix:  # stage 1 expands the first half only: 3 paragraphs, the last dropped
             assert "Part 1 says something." in content and "Part 2" not in content
@@ -82,15 +133,15 @@ def test_extension_two_stages_prefix_and_acceptance():
         assert req.prefix == "One new detail.\n\nTwo new details.\n\n"
         return "More about the rest of it, in depth.\n\nAnd a little more, with one more example of it."
 
-    stats = ExtendStats()
-    rows = extend_responses(ScriptedEngine(respond), [_initial(initial)], attempts=1, retries=5, rounds=1,
-                            min_growth=1.2, sampling=Sampling(), check=QualityCheck(RULES), rng=random.Random(0),
-                            adapter="extender", stats=stats)
+    engine = ScriptedEngine(respond)
+    chain = _extend_chain(engine)
+    rows = run(extend_responses(chain, [_initial(initial)], 1, SampleLog(None)))
     assert len(rows) == 1 and rows[0]["tries"] == 1
     assert rows[0]["response"].startswith("One new detail.\n\nTwo new details.\n\nMore about the rest")
     assert "In conclusion" not in rows[0]["response"]
     assert rows[0]["words"] == count_words(rows[0]["response"]) and rows[0]["round_words"][0] == 16
-    assert all(r.adapter == "extender" for r in seen)
+    assert all(r.adapter == "extender" for r in engine.requests)
+    assert {r.key for r in engine.requests} == {"i0-s0-a0"}
 
 
 def test_extension_rejects_too_little_growth_and_retries():
@@ -99,14 +150,27 @@ def test_extension_rejects_too_little_growth_and_retries():
     def respond(req, sampling):  # the extension is barely longer: below 1.2x
         return "A.\n\nB.\n\nC." if not req.prefix else "Part two and three and also a bit."
 
-    stats = ExtendStats()
     engine = ScriptedEngine(respond)
-    rows = extend_responses(engine, [_initial(initial)], attempts=2, retries=3, rounds=2, min_growth=1.2,
-                            sampling=Sampling(), check=QualityCheck(RULES), rng=random.Random(0),
-                            adapter=None, stats=stats)
-    assert rows == [] and stats.tries == 6 and stats.accepted == 0
-    assert len(engine.calls) == 3 * 2 * 2  # tries x rounds x (stage 1 + stage 2), attempts batched together
-    assert all(len(reqs) == 2 for reqs, _ in engine.calls)
+    chain = _extend_chain(engine, retries=3, rounds=2, adapter=None)
+    rows = run(extend_responses(chain, [_initial(initial)], 2, SampleLog(None)))
+    assert rows == [] and chain.stats.tries == 6 and chain.stats.accepted == 0
+    assert len(engine.calls) == 2 * 3 * 2 * 2  # attempts x tries x rounds x (stage 1 + stage 2)
+    # each attempt's Stage 2 follows its own Stage 1 directly (no barrier across attempts)
+    per_attempt = {}
+    for r in engine.requests:
+        per_attempt.setdefault(r.key, []).append(bool(r.prefix))
+    assert all(seq == [False, True] * 6 for seq in per_attempt.values())
+
+
+def test_extension_stage2_starts_before_a_slow_stage1_of_another_attempt():
+    initial = "\n\n".join(f"Part {i} says something." for i in range(4))
+    long = "\n\n".join(f"Detail {i} is added with care." for i in range(8))
+    engine = ScriptedEngine(lambda req, s: long,
+                            delay=lambda req: 0.3 if req.key.startswith("slow") and not req.prefix else 0.0)
+    chain = _extend_chain(engine, retries=1)
+    run(extend_responses(chain, [_initial(initial, "slow"), _initial(initial, "fast")], 1, SampleLog(None)))
+    order = [(r.key, bool(r.prefix)) for r in engine.requests]
+    assert order.index(("fast-a0", True)) < order.index(("slow-a0", True))
 
 
 def test_extension_checkpoint_resumes(tmp_path):
@@ -114,13 +178,12 @@ def test_extension_checkpoint_resumes(tmp_path):
     long = "\n\n".join(f"Detail {i} is added with care." for i in range(8))
     ckpt = tmp_path / "extend.jsonl"
     engine = ScriptedEngine(lambda req, s: long if not req.prefix else long.replace("Detail", "Fact"))
-    kwargs = dict(attempts=2, retries=1, rounds=1, min_growth=1.2, sampling=Sampling(),
-                  rng=random.Random(0), adapter=None, checkpoint=ckpt)
-    first = extend_responses(engine, [_initial(initial)], check=QualityCheck(RULES), stats=ExtendStats(), **kwargs)
+    first = run(extend_responses(_extend_chain(engine, retries=1), [_initial(initial)], 2, SampleLog(ckpt)))
     assert len(first) == 2 and len(ckpt.read_text().splitlines()) == 2
     again = ScriptedEngine(lambda req, s: "unused")
-    second = extend_responses(again, [_initial(initial)], check=QualityCheck(RULES), stats=ExtendStats(), **kwargs)
-    assert second == first and again.calls == []
+    chain = _extend_chain(again, retries=1)
+    second = run(extend_responses(chain, [_initial(initial)], 2, SampleLog(ckpt)))
+    assert second == first and again.calls == [] and chain.stats.resumed_attempts == 2
 
 
 def test_sft_records_for_both_roles():
@@ -142,19 +205,20 @@ def test_degrade_keeps_lines_with_the_given_probability():
     assert degrade("only", 0.0, random.Random(0)) == "only"  # never empty
 
 
-def test_generate_checkpoint_resumes_without_redoing_samples(tmp_path):
+def test_a_killed_generate_stage_redoes_only_the_samples_in_flight(tmp_path):
     rows = [{"id": f"i{n}", "instruction": f"Write {n}.", "language": "en"} for n in range(3)]
     ckpt = tmp_path / "generate.jsonl"
+    stuck = ScriptedEngine(lambda req, s: "Done here.", delay=lambda req: 30.0 if req.key == "i2-s1" else 0.0)
 
-    def flaky(req, s):  # instruction 2 never passes: it keeps the stage from finishing
-        return "no end" if "2" in req.messages[0]["content"] else "Done here."
+    async def killed_midway():  # every sample but one finishes, then the stage is cancelled
+        try:
+            await asyncio.wait_for(sample_responses(_chain(stuck), rows, 2, SampleLog(ckpt)), timeout=0.5)
+        except asyncio.TimeoutError:
+            pass
 
-    done, first = sample_responses(ScriptedEngine(flaky), rows, 2, 2, Sampling(), QualityCheck(RULES),
-                                   random.Random(0), None, checkpoint=ckpt)
-    assert len(done) == 4 and len(first) == 6
-    engine = ScriptedEngine(lambda req, s: "Now it ends.")
-    again, first_again = sample_responses(engine, rows, 2, 3, Sampling(), QualityCheck(RULES),
-                                          random.Random(0), None, checkpoint=ckpt)
-    assert first_again == first  # the first try is not redone
-    assert [r.messages[0]["content"] for r in engine.calls[0][0]] == ["Write 2.", "Write 2."]
-    assert len(again) == 6 and {r["id"] for r in again} >= {r["id"] for r in done}
+    run(killed_midway())
+    assert len(ckpt.read_text().splitlines()) == 5
+    again = ScriptedEngine(lambda req, s: "Now it ends.")
+    done, first = run(sample_responses(_chain(again), rows, 2, SampleLog(ckpt)))
+    assert [r.key for r in again.requests] == ["i2-s1"]  # only the sample that was in flight
+    assert len(done) == 6 and len(first) == 6 and len({r["id"] for r in done}) == 6

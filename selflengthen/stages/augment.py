@@ -4,13 +4,14 @@ Each candidate comes from a few-shot raw completion: two distinct pool instructi
 placed as items 1 and 2 of a numbered list inside the assistant turn, and the model writes
 item 3. A candidate is accepted when it has more than `min_words` and fewer than
 `max_words` words, is not a duplicate of anything in the pool, and the judge says yes.
-Requests are batched: each round draws one candidate for every instruction still wanted
-(within the per-instruction try budget), then judges the survivors in one batch; accepted
-instructions join the pool before the next round draws.
+
+Every wanted instruction is a chain of its own (draw -> bounds -> dedup -> judge, up to
+`tries` candidates), all in flight together; an accepted instruction joins the pool at
+once, so chains that draw later can use it. Each finished chain is checkpointed.
 """
 from __future__ import annotations
 
-import random
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 
 from selflengthen import artifacts, prompting
 from selflengthen.engines import Engine, Request, Sampling
+from selflengthen.samples import SampleLog, sample_rng, stable_seed
 from selflengthen.text import count_words
 
 
@@ -29,7 +31,7 @@ class AugmentStats:
     judged: int = 0
     rejected_judge: int = 0
     accepted: int = 0
-    rounds: int = 0
+    resumed: int = 0
 
     def rates(self) -> dict:
         return {
@@ -59,56 +61,67 @@ class Augmenter:
     max_words: int
     tries_per_instruction: int
     adapter: str | None = None
+    seed: object = 0
     stats: AugmentStats = field(default_factory=AugmentStats)
 
-    def augment(self, pool: list[str], wanted: int, language: str, rng: random.Random) -> list[str]:
-        """`wanted` new instructions in `language`, grown from (and into) `pool`."""
+    async def candidate(self, pool: list[str], language: str, slot_id: str, try_no: int) -> str:
+        examples = sample_rng(self.seed, slot_id, try_no).sample(pool, 2)
+        messages, prefix = prompting.augment_request(examples, language)
+        request = Request(messages, prefix=prefix, adapter=self.adapter, seed=stable_seed(self.seed, slot_id, try_no),
+                          key=slot_id)
+        sampling = self.sampling.with_stops(*prompting.augment_stops(language, 2))
+        return prompting.parse_augmented((await self.engine.complete(request, sampling)).text)
+
+    async def judge(self, candidate: str, language: str, slot_id: str, try_no: int) -> bool:
+        request = Request(prompting.judge_request(candidate, language), adapter=self.adapter,
+                          seed=stable_seed(self.seed, slot_id, try_no, "judge"), key=slot_id)
+        return prompting.parse_judgement((await self.engine.complete(request, self.judge_sampling)).text)
+
+    async def one(self, pool: list[str], seen: set[str], language: str, slot_id: str) -> str | None:
+        """One wanted instruction's chain: up to `tries_per_instruction` candidates."""
+        for try_no in range(1, self.tries_per_instruction + 1):
+            cand = await self.candidate(pool, language, slot_id, try_no)
+            self.stats.drawn += 1
+            if not self.min_words < count_words(cand) < self.max_words:
+                self.stats.rejected_words += 1
+                continue
+            if normalize(cand) in seen:
+                self.stats.rejected_duplicate += 1
+                continue
+            seen.add(normalize(cand))  # also keeps a concurrent chain from proposing it again
+            self.stats.judged += 1
+            if await self.judge(cand, language, slot_id, try_no):
+                pool.append(cand)
+                self.stats.accepted += 1
+                return cand
+            self.stats.rejected_judge += 1
+        return None
+
+    async def augment(self, pool: list[str], wanted: int, language: str, id_prefix: str,
+                      log: SampleLog | None = None) -> list[dict]:
+        """`wanted` chains of new instructions in `language`, grown from (and into) `pool`;
+        rows {id, language, instruction} of the accepted ones, by slot."""
         if len(pool) < 2:
             raise ValueError("the instruction pool needs at least 2 instructions to draw from")
+        log = log or SampleLog(None)
         pool = list(pool)
+        slots = [f"{id_prefix}-{i}" for i in range(wanted)]
+        for sid in slots:
+            if sid in log and log.done[sid]["instruction"]:
+                pool.append(log.done[sid]["instruction"])
+                self.stats.resumed += 1
         seen = {normalize(p) for p in pool}
-        accepted: list[str] = []
-        budget = wanted * self.tries_per_instruction
-        while len(accepted) < wanted and budget > 0:
-            n = min(wanted - len(accepted), budget)
-            budget -= n
-            self.stats.rounds += 1
-            requests = []
-            for _ in range(n):
-                messages, prefix = prompting.augment_request(rng.sample(pool, 2), language)
-                requests.append(Request(messages, prefix=prefix, adapter=self.adapter, seed=rng.getrandbits(31)))
-            sampling = self.sampling.with_stops(*prompting.augment_stops(language, 2))
-            candidates = [prompting.parse_augmented(t) for t in self.engine.generate(requests, sampling)]
-            self.stats.drawn += len(candidates)
-            survivors = []
-            for cand in candidates:
-                if not self.min_words < count_words(cand) < self.max_words:
-                    self.stats.rejected_words += 1
-                elif normalize(cand) in seen:
-                    self.stats.rejected_duplicate += 1
-                else:
-                    seen.add(normalize(cand))  # also dedups within the round
-                    survivors.append(cand)
-            if not survivors:
-                continue
-            verdicts = self.engine.generate(
-                [Request(prompting.judge_request(c, language), adapter=self.adapter, seed=rng.getrandbits(31))
-                 for c in survivors],
-                self.judge_sampling,
-            )
-            self.stats.judged += len(survivors)
-            for cand, verdict in zip(survivors, verdicts):
-                if prompting.parse_judgement(verdict) and len(accepted) < wanted:
-                    accepted.append(cand)
-                    pool.append(cand)
-                else:
-                    self.stats.rejected_judge += 1
-        self.stats.accepted += len(accepted)
-        return accepted
+
+        async def chain(sid: str) -> None:
+            log.add({"id": sid, "instruction": await self.one(pool, seen, language, sid)})
+
+        await asyncio.gather(*(chain(sid) for sid in slots if sid not in log))
+        return [{"id": sid, "language": language, "instruction": log.done[sid]["instruction"]}
+                for sid in slots if log.done[sid]["instruction"]]
 
 
-def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, pool: dict[str, list[str]],
-        sampling: Sampling) -> list:
+async def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, pool: dict[str, list[str]],
+              sampling: Sampling) -> list:
     """Write iter_k/instructions.jsonl: the new instructions of every configured language."""
     started = time.time()
     acfg = cfg.loop.augment
@@ -119,17 +132,18 @@ def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, pool: 
         min_words=acfg.min_words,
         max_words=acfg.max_words,
         tries_per_instruction=acfg.tries,
+        seed=(cfg.seed, "augment", paths.k),
     )
-    rows = []
-    for language in cfg.model.languages:
-        rng = random.Random(f"{cfg.seed}-augment-{paths.k}-{language}")
-        new = augmenter.augment(pool[language], acfg.new_per_language, language, rng)
-        rows += [{"id": f"i{paths.k}-{language}-{i}", "language": language, "instruction": text}
-                 for i, text in enumerate(new)]
+    log = SampleLog(paths.checkpoint("augment"))
+    per_language = await asyncio.gather(*(
+        augmenter.augment(pool[language], acfg.new_per_language, language, f"i{paths.k}-{language}", log)
+        for language in cfg.model.languages))
+    rows = [row for rows in per_language for row in rows]
     artifacts.write_jsonl(paths.instructions, rows)
     artifacts.write_stage_manifest(
         paths, "augment", started=started, config_digest=artifacts.config_hash(dict(acfg)),
         counts={"instructions": len(rows), **vars(augmenter.stats)}, outputs=[paths.instructions],
         extra={"acceptance": augmenter.stats.rates()},
     )
+    log.remove()
     return [paths.instructions]

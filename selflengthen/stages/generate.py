@@ -1,14 +1,16 @@
 """Stage 2: initial responses from the generator (algorithm.md 1.2).
 
-`samples` independent samples per instruction; a sample that fails the quality check of
-its instruction's language is drawn again, up to `retries` tries. All pending samples go
-to the engine in one batch per try. Survivors then pass length-biased resampling.
+`samples` independent samples per instruction. Each sample is its own chain: draw, run
+the quality check of its instruction's language, draw again on failure, up to `retries`
+tries. All chains are in flight together, so a sample that needs a retry does not wait
+for the rest of the batch and the engine's batch stays full. Each finished sample is
+checkpointed at once. Survivors then pass length-biased resampling.
 """
 from __future__ import annotations
 
-import random
+import asyncio
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
@@ -16,66 +18,76 @@ from selflengthen import artifacts, prompting
 from selflengthen.engines import Engine, Request, Sampling
 from selflengthen.quality import QualityCheck
 from selflengthen.resample import drop_short
+from selflengthen.samples import SampleLog, stable_seed
 from selflengthen.text import count_words
 
 
-def sample_responses(engine: Engine, instructions: list[dict], samples: int, retries: int,
-                     sampling: Sampling, check: QualityCheck, rng: random.Random,
-                     adapter: str | None, checkpoint: Path | None = None) -> tuple[list[dict], list[int]]:
-    """Quality-checked responses (one row per surviving sample) and the word counts of
-    every first-try sample (the generator's unfiltered length, for the length curve).
-    With a checkpoint, each try's results are appended to it and a rerun resumes."""
-    saved = artifacts.read_jsonl(checkpoint) if checkpoint and checkpoint.exists() else []
-    done: list[dict] = [r["row"] for r in saved if "row" in r]
-    first_try_words: list[int] = [w for r in saved for w in r.get("first_try_words", [])]
-    finished = {r["id"] for r in done}
-    pending = [(row, j) for row in instructions for j in range(samples) if f"{row['id']}-s{j}" not in finished]
-    start = 2 if first_try_words else 1  # the first try already happened before the restart
-    for attempt in range(start, retries + 1):
-        if not pending:
-            break
-        requests = [Request(prompting.generator_request(row["instruction"]), adapter=adapter,
-                            seed=rng.getrandbits(31)) for row, _ in pending]
-        outputs = engine.generate(requests, sampling)
-        words = [count_words(t) for t in outputs]
-        still, new_rows = [], []
-        for (row, j), text, n in zip(pending, outputs, words):
-            if check(text, row["language"]):
-                new_rows.append({"id": f"{row['id']}-s{j}", "instruction_id": row["id"], "language": row["language"],
-                                 "instruction": row["instruction"], "response": text.strip(),
-                                 "words": n, "tries": attempt})
-            else:
-                still.append((row, j))
-        first = words if attempt == 1 else []
-        first_try_words += first
-        if checkpoint:
-            artifacts.append_jsonl(checkpoint, [{"row": r} for r in new_rows] +
-                                   ([{"first_try_words": first}] if first else []))
-        done += new_rows
-        pending = still
-    done.sort(key=lambda r: r["id"])
-    return done, first_try_words
+@dataclass
+class GenerateChain:
+    """How one sample is drawn: the same for every sample of the stage."""
+
+    engine: Engine
+    sampling: Sampling
+    check: QualityCheck
+    retries: int
+    adapter: str | None
+    seed: object  # the stage's identity (run seed, iteration): per-sample seeds derive from it
+
+    async def sample(self, row: dict, j: int) -> dict:
+        """One sample's chain; returns its checkpoint entry (`row` is None when every try failed)."""
+        sample_id = f"{row['id']}-s{j}"
+        first_words = None
+        for attempt in range(1, self.retries + 1):
+            request = Request(prompting.generator_request(row["instruction"]), adapter=self.adapter,
+                              seed=stable_seed(self.seed, sample_id, attempt), key=sample_id)
+            text = (await self.engine.complete(request, self.sampling)).text
+            words = count_words(text)
+            if first_words is None:
+                first_words = words
+            if self.check(text, row["language"]):
+                return {"id": sample_id, "first_try_words": first_words, "tries": attempt,
+                        "row": {"id": sample_id, "instruction_id": row["id"], "language": row["language"],
+                                "instruction": row["instruction"], "response": text.strip(), "words": words,
+                                "tries": attempt}}
+        return {"id": sample_id, "first_try_words": first_words, "tries": self.retries, "row": None}
 
 
-def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampling: Sampling,
-        check: QualityCheck, adapter: str | None) -> dict:
+async def sample_responses(chain: GenerateChain, instructions: list[dict], samples: int,
+                           log: SampleLog) -> tuple[list[dict], list[int]]:
+    """Quality-checked responses (one row per surviving sample, sorted by id) and the word
+    counts of every sample's first try (the generator's unfiltered length curve)."""
+
+    async def one(row: dict, j: int) -> None:
+        log.add(await chain.sample(row, j))
+
+    await asyncio.gather(*(one(row, j) for row in instructions for j in range(samples)
+                           if f"{row['id']}-s{j}" not in log))
+    entries = sorted(log.values(), key=lambda e: e["id"])
+    rows = [e["row"] for e in entries if e["row"] is not None]
+    return rows, [e["first_try_words"] for e in entries]
+
+
+async def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampling: Sampling,
+              check: QualityCheck, adapter: str | None) -> dict:
     """Write iter_k/initial.jsonl; return the stage's statistics."""
     started = time.time()
     gcfg = cfg.loop.generate
     instructions = artifacts.read_jsonl(paths.instructions)
-    rng = random.Random(f"{cfg.seed}-generate-{paths.k}")
-    responses, first_try = sample_responses(engine, instructions, gcfg.samples, gcfg.retries,
-                                            sampling, check, rng, adapter, checkpoint=paths.checkpoint("generate"))
-    kept = drop_short(responses, [r["words"] for r in responses], seed=rng.getrandbits(32)) \
+    log = SampleLog(paths.checkpoint("generate"))
+    resumed = len(log.done)
+    chain = GenerateChain(engine, sampling, check, int(gcfg.retries), adapter, seed=(cfg.seed, "generate", paths.k))
+    responses, first_try = await sample_responses(chain, instructions, int(gcfg.samples), log)
+    kept = drop_short(responses, [r["words"] for r in responses], seed=stable_seed(cfg.seed, "generate-drop", paths.k)) \
         if gcfg.drop_short else responses
     artifacts.write_jsonl(paths.initial, kept)
+    tries = [e["tries"] for e in log.values()]
     stats = {"instructions": len(instructions), "samples_wanted": len(instructions) * gcfg.samples,
              "passed_quality": len(responses), "kept_after_drop_short": len(kept),
-             "first_try_words": first_try, "quality": check.summary(), "adapter": adapter}
+             "requests": sum(tries), "resumed_samples": resumed,
+             "quality": check.summary(), "adapter": adapter}
     artifacts.write_stage_manifest(
         paths, "generate", started=started, config_digest=artifacts.config_hash(str(gcfg)),
-        counts={k: v for k, v in stats.items() if k != "first_try_words"}, outputs=[paths.initial],
-        extra={"first_try_words": first_try},
+        counts=stats, outputs=[paths.initial], extra={"first_try_words": first_try},
     )
-    paths.checkpoint("generate").unlink(missing_ok=True)  # its rows are in initial.jsonl now
+    log.remove()  # its rows are in initial.jsonl now
     return stats

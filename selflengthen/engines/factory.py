@@ -1,0 +1,44 @@
+"""Opening the configured engine (`engine.kind`): vLLM or transformers replicas on Ray,
+or the OpenAI-compatible client of a server that runs elsewhere. Every kind implements
+the same per-request contract (engines/base.py), so every stage runs on each."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import ray
+
+from selflengthen.engines.base import Engine
+from selflengthen.errors import UserError
+
+KINDS = ("vllm", "transformers", "openai")
+
+
+@asynccontextmanager
+async def serving(model_path: str, adapters: dict[str, str], cfg) -> AsyncIterator[Engine]:
+    """The engine for one stretch of stages; shut down (accelerator memory freed) on exit."""
+    kind = str(cfg.engine.kind)
+    if kind == "openai":
+        from selflengthen.engines.openai_engine import OpenAIEngine
+
+        engine = OpenAIEngine.from_config(cfg.engine, model_path, adapters, list(cfg.model.end_of_turn))
+        try:
+            await engine.check()
+            yield engine
+        finally:
+            await engine.aclose()
+        return
+    from selflengthen.engines.replicas import EnginePool
+
+    try:
+        pool = EnginePool(model_path, adapters, cfg.engine, cfg.model)
+    except ray.exceptions.RayError as err:
+        cause = str(err).strip().splitlines()
+        last = next((ln for ln in reversed(cause) if ln.strip()), repr(err))
+        raise UserError(f"the {kind} engine could not start for {model_path}: {last.strip()[:300]} -- check "
+                        f"model.path and the engine.* settings; rerun with debug=true ray.log_to_driver=true "
+                        f"for its log") from err
+    try:
+        yield pool
+    finally:
+        pool.shutdown()

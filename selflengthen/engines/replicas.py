@@ -1,0 +1,145 @@
+"""Data-parallel engine replicas on Ray. Each `EngineWorker` is an async Ray actor that
+holds one engine (vLLM's async engine, or the transformers engine) on its own event loop;
+the `EnginePool` the stages see implements the same per-request contract and sends each
+request to the replica with the fewest requests outstanding, keeping a sample's later
+calls on the replica that served its first (its prompt prefix is cached there). A
+semaphore per replica bounds the requests in flight. Resource requests use GPUs where
+the cluster has them, CPUs otherwise, so the same code runs on a laptop and a cluster.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+
+import ray
+
+from selflengthen.engines.base import Completion, Request, Sampling, merge_usage
+
+STICKY_KEYS = 100_000  # remembered sample -> replica routes (oldest forgotten first)
+
+
+@ray.remote
+class EngineWorker:
+    """One engine (one replica) inside an async Ray actor."""
+
+    def __init__(self, kind: str, model_path: str, adapters: dict[str, str], options: dict, end_of_turn: list[str],
+                 per_request_seeds: bool):
+        if kind == "transformers":
+            from selflengthen.engines.transformers_engine import TransformersEngine
+
+            self.engine = TransformersEngine(model_path, adapters, options, end_of_turn)
+        else:
+            from selflengthen.engines.vllm_engine import VllmEngine
+
+            self.engine = VllmEngine(model_path, adapters, options, end_of_turn, per_request_seeds)
+
+    async def ready(self) -> bool:
+        return True
+
+    async def complete(self, request: Request, sampling: Sampling) -> Completion:
+        return await self.engine.complete(request, sampling)
+
+    async def usage(self) -> dict[str, dict]:
+        return self.engine.usage()
+
+    async def shutdown(self) -> None:
+        if hasattr(self.engine, "shutdown"):
+            self.engine.shutdown()
+
+
+def engine_options(engine_cfg, model_cfg, gpus: int) -> dict:
+    """vLLM's engine arguments from our config (the transformers engine reads what it needs)."""
+    return {
+        "max_model_len": int(model_cfg.max_model_len),
+        "dtype": model_cfg.dtype,
+        "seed": int(engine_cfg.seed),
+        "tensor_parallel_size": int(engine_cfg.tensor_parallel_size),
+        "enforce_eager": bool(engine_cfg.enforce_eager) if gpus else True,
+        "gpu_memory_utilization": float(engine_cfg.gpu_memory_utilization if gpus
+                                        else engine_cfg.cpu_memory_utilization),
+        "max_lora_rank": int(engine_cfg.max_lora_rank),
+        "trust_remote_code": bool(model_cfg.trust_remote_code),
+        "max_num_seqs": int(engine_cfg.max_num_seqs),
+    }
+
+
+class EnginePool:
+    """The engine the stages see: per-request calls routed to the least-loaded replica."""
+
+    def __init__(self, model_path: str, adapters: dict[str, str], engine_cfg, model_cfg):
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        tp = int(engine_cfg.tensor_parallel_size)
+        if engine_cfg.replicas == "auto":
+            replicas = max(1, gpus // tp) if gpus else 1
+        else:
+            replicas = int(engine_cfg.replicas)
+        # never ask for more CPUs than the cluster has: Ray would wait forever
+        cpus = min(float(engine_cfg.num_cpus_per_replica), float(resources.get("CPU", 1)))
+        in_flight = int(engine_cfg.max_in_flight_per_replica)
+        actor = EngineWorker.options(num_gpus=tp if gpus else 0, num_cpus=cpus, max_concurrency=in_flight + 16)
+        self.kind = str(engine_cfg.kind)
+        self.workers = [actor.remote(self.kind, model_path, adapters, engine_options(engine_cfg, model_cfg, gpus),
+                                     list(model_cfg.end_of_turn), bool(engine_cfg.per_request_seeds))
+                        for _ in range(replicas)]
+        self.outstanding = [0] * replicas
+        self.served = [0] * replicas
+        self.routes: OrderedDict[str, int] = OrderedDict()
+        self.in_flight = in_flight
+        self._slots: list[asyncio.Semaphore] | None = None
+        try:
+            ray.get([w.ready.remote() for w in self.workers])
+        except Exception:
+            self.shutdown()
+            raise
+
+    @property
+    def replicas(self) -> int:
+        return len(self.workers)
+
+    def pick(self, key: str | None) -> int:
+        if key is not None and key in self.routes:
+            self.routes.move_to_end(key)
+            return self.routes[key]
+        i = min(range(len(self.workers)), key=lambda j: (self.outstanding[j], self.served[j]))
+        if key is not None:
+            self.routes[key] = i
+            if len(self.routes) > STICKY_KEYS:
+                self.routes.popitem(last=False)
+        return i
+
+    async def complete(self, request: Request, sampling: Sampling) -> Completion:
+        if self._slots is None:  # created on the driver's event loop, at first use
+            self._slots = [asyncio.Semaphore(self.in_flight) for _ in self.workers]
+        i = self.pick(request.key)
+        self.outstanding[i] += 1
+        try:
+            async with self._slots[i]:
+                result = await self.workers[i].complete.remote(request, sampling)
+        finally:
+            self.outstanding[i] -= 1
+        self.served[i] += 1
+        return result
+
+    def usage(self) -> dict[str, dict]:
+        """Requests and tokens served per adapter (and its path), summed over the replicas."""
+        return merge_usage(self.replica_usage())
+
+    def replica_usage(self) -> list[dict[str, dict]]:
+        return ray.get([w.usage.remote() for w in self.workers])
+
+    def shutdown(self) -> None:
+        """Stop the engines and kill the actors: frees the accelerator memory for training."""
+        try:
+            ray.get([w.shutdown.remote() for w in self.workers], timeout=30)
+        except Exception:  # noqa: BLE001 - the actors are killed next either way
+            pass
+        for w in self.workers:
+            ray.kill(w, no_restart=True)
+        self.workers = []
+
+    def __enter__(self) -> "EnginePool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()

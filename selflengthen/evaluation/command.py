@@ -1,0 +1,186 @@
+"""`python -m selflengthen eval`: one benchmark on a base model, on an iteration of a run
+(its generator adapter on its base model), or on a file of predictions made elsewhere.
+
+Generation runs on the configured engine (one start, every item in flight together);
+the judge, when configured, runs afterwards on its own engine (the generation engine is
+shut down first, so both fit on the same accelerators). Results go to
+`<out_dir>/<name>/`: predictions.jsonl, summary.json (last), plot.png.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+from omegaconf import DictConfig, OmegaConf
+
+from selflengthen import config
+from selflengthen.engines import Sampling, usage_delta
+from selflengthen.engines.factory import serving
+from selflengthen.errors import UserError
+from selflengthen.evaluation import runner, scoring
+from selflengthen.evaluation.benchmarks import get_benchmark, load_items
+
+log = logging.getLogger("selflengthen")
+
+
+def resolve_adapter(spec: str, iterations_dir: Path) -> tuple[Path, str | None]:
+    """(adapter folder, base model it was trained on) for `RUN/iter_K`, an iteration
+    folder, or an adapter folder."""
+    candidates = [Path(spec).expanduser(), iterations_dir / spec]
+    for c in candidates:
+        if (c / "adapter_config.json").exists():
+            base = json.loads((c / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            return c, base
+        if (c / "adapters" / "generator" / "adapter_config.json").exists():
+            manifest = c / "manifest.json"
+            base = json.loads(manifest.read_text()).get("model") if manifest.exists() else None
+            return c / "adapters" / "generator", base
+    raise UserError(f"adapter={spec!r} is neither RUN/iter_K under {iterations_dir}/ with a trained generator nor "
+                    f"an adapter folder (with adapter_config.json); give e.g. adapter=tiny/iter_2")
+
+
+def output_name(cfg: DictConfig) -> str:
+    if cfg.name:
+        return str(cfg.name)
+    if cfg.predictions:
+        who = Path(str(cfg.predictions)).stem
+    elif cfg.adapter:
+        who = str(cfg.adapter).strip("/").replace("/", "-")
+    else:
+        who = str(cfg.model.name)
+    return re.sub(r"[^\w.-]+", "-", f"{who}-{cfg.benchmark}")
+
+
+def judge_model_cfg(jcfg: DictConfig) -> SimpleNamespace:
+    return SimpleNamespace(max_model_len=jcfg.max_model_len, dtype=jcfg.dtype, trust_remote_code=jcfg.trust_remote_code,
+                           end_of_turn=list(jcfg.end_of_turn))
+
+
+@asynccontextmanager
+async def judge_engine(cfg: DictConfig):
+    """The judge's engine (None when `judge=none`)."""
+    jcfg = cfg.judge
+    if jcfg.kind == "none":
+        yield None
+        return
+    if jcfg.kind == "openai":
+        from selflengthen.engines.openai_engine import OpenAIEngine
+
+        engine = OpenAIEngine.from_config(jcfg, str(jcfg.model), {}, list(jcfg.end_of_turn))
+        try:
+            await engine.check()
+            yield engine
+        finally:
+            await engine.aclose()
+        return
+    from selflengthen import workers
+
+    workers.init_ray(cfg.ray)
+    judge_cfg = OmegaConf.create({"engine": OmegaConf.to_container(cfg.engine, resolve=True),
+                                  "model": vars(judge_model_cfg(jcfg))})
+    judge_cfg.engine.kind = "vllm"
+    async with serving(str(jcfg.model), {}, judge_cfg) as engine:
+        yield engine
+
+
+def judge_settings(cfg: DictConfig) -> tuple[Sampling, int, dict]:
+    j = cfg.judge
+    meta = {"kind": str(j.kind), "model": str(j.model)}
+    meta["price_per_million_tokens"] = OmegaConf.to_container(j.price_per_million_tokens, resolve=True)
+    return Sampling(temperature=float(j.temperature), top_p=1.0, top_k=-1, repetition_penalty=1.0,
+                    max_tokens=int(j.max_tokens)), int(j.retries), meta
+
+
+def read_predictions(bench_name: str, path: Path, limit, languages) -> list[dict]:
+    """The benchmark rows of a predictions file, scored; a missing or non-text `response`
+    counts as empty (it scores 0)."""
+    bench = get_benchmark(bench_name)
+    return [scoring.prediction_row(bench, item, item["response"] if isinstance(item.get("response"), str) else "")
+            for item in load_items(bench_name, path, limit=limit, languages=languages)]
+
+
+def run_eval(cfg: DictConfig) -> tuple[dict, Path]:
+    """The whole `eval` command; returns the summary and the output folder."""
+    bench = get_benchmark(str(cfg.benchmark))
+    out = Path(str(cfg.out_dir)) / output_name(cfg)
+    paths = runner.EvalPaths(out)
+    languages = list(cfg.languages) if cfg.languages else None
+    limit = int(cfg.limit) if cfg.limit else None
+    meta: dict = {"name": out.name}
+    if cfg.predictions:
+        source = Path(str(cfg.predictions)).expanduser()
+        if not source.is_file():
+            raise UserError(f"predictions={source} is not a file; give a JSONL of the benchmark's rows plus "
+                            f"a \"response\" field")
+        rows = read_predictions(bench.name, source, limit, languages)
+        meta.update(source=str(source), model=None)
+    else:
+        rows, more = generate(cfg, bench, paths, limit, languages)
+        meta.update(more)
+    if cfg.judge.kind != "none" and bench.rubric:
+        sampling, retries, jmeta = judge_settings(cfg)
+
+        async def judged():
+            async with judge_engine(cfg) as engine:
+                return await runner.run_judge(engine, bench, rows, paths, sampling, retries, jmeta)
+
+        rows, meta["judge"] = asyncio.run(judged())
+    return runner.finish(paths, bench, rows, meta), out
+
+
+def generate(cfg: DictConfig, bench, paths: runner.EvalPaths, limit, languages) -> tuple[list[dict], dict]:
+    from selflengthen import loop, workers
+
+    items = load_items(bench.name, cfg.data, limit=limit, languages=languages)
+    adapters, adapter_role, base_of_adapter = {}, None, None
+    if cfg.adapter:
+        adapter_path, base_of_adapter = resolve_adapter(str(cfg.adapter), Path(str(cfg.paths.iterations_dir)))
+        adapters, adapter_role = {"generator": str(adapter_path)}, "generator"
+    model_path = loop.resolve_model(cfg) if not (base_of_adapter and cfg.model.path == config.EMBEDDED_TINY) \
+        else base_of_adapter
+    if base_of_adapter and model_path != base_of_adapter:
+        raise UserError(f"adapter {cfg.adapter} was trained on {base_of_adapter}, not on model.path={model_path}; "
+                        f"leave model.path unset or give that base model")
+    sampling, sampling_meta = runner.bench_sampling(bench, loop.sampling_from(cfg), cfg.max_tokens,
+                                                    int(cfg.model.max_model_len))
+    done = runner.resume_log(paths, "predictions")
+    if all(item["id"] in done for item in items):  # an earlier run predicted them all
+        return [done.done[item["id"]]["row"] for item in items], {"model": model_path,
+                                                                   "adapter": adapters.get("generator"),
+                                                                   "sampling": sampling_meta, "resumed": True}
+    if cfg.engine.kind != "openai":
+        workers.init_ray(cfg.ray)
+
+    async def predicted():
+        async with serving(model_path, adapters, cfg) as engine:
+            before = engine.usage()
+            rows = await runner.generate_predictions(engine, bench, items, sampling, adapter_role, done,
+                                                     int(cfg.seed))
+            return rows, usage_delta(before, engine.usage())
+
+    started = time.time()
+    log.info("eval %s: %d items on %s%s", bench.name, len(items), model_path,
+             f" + adapter {adapters['generator']}" if adapters else "")
+    rows, usage = asyncio.run(predicted())
+    return rows, {"model": model_path, "adapter": adapters.get("generator"), "sampling": sampling_meta,
+                  "generation_seconds": round(time.time() - started, 2), "generation_usage": usage,
+                  "engine": str(cfg.engine.kind)}
+
+
+def summary_table(summary: dict) -> str:
+    """A few printed lines: the headline scores and the breakdowns."""
+    lines = [f"{summary['benchmark']}: {summary['items']} items"]
+    for key, value in summary.items():
+        if isinstance(value, (int, float)) and key not in ("items",) and not isinstance(value, bool):
+            lines.append(f"  {key:<28} {value:.2f}" if isinstance(value, float) else f"  {key:<28} {value}")
+        elif isinstance(value, dict) and value and all(isinstance(v, (int, float)) or v is None
+                                                      for v in value.values()) and key not in ("sampling",):
+            shown = ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
+            lines.append(f"  {key:<28} {shown}")
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""Per-iteration evaluation inside a run (`eval.every_iteration=true`): the base model once,
+as iteration 0, and each iteration's generator after its training, on the benchmarks in
+`eval.benchmarks`. Iteration k's generator is evaluated on iteration k+1's engine, which
+already serves it (no extra engine start); the last iteration's gets an engine of its own
+after training. Results: `iter_<k>/eval/<benchmark>/`, a headline in `iter_<k>/metrics.json`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from selflengthen import artifacts
+from selflengthen.engines import Engine
+from selflengthen.engines.factory import serving
+from selflengthen.errors import UserError
+from selflengthen.evaluation import runner
+from selflengthen.evaluation.benchmarks import get_benchmark, load_items
+
+log = logging.getLogger("selflengthen")
+
+
+def eval_dir(paths: artifacts.RunPaths, k: int, benchmark: str) -> Path:
+    return paths.root / f"iter_{k}" / "eval" / benchmark
+
+
+def missing(cfg: DictConfig, paths: artifacts.RunPaths, k: int) -> list[str]:
+    return [b for b in cfg.eval.benchmarks if not runner.EvalPaths(eval_dir(paths, k, b)).summary.exists()]
+
+
+def headline(summary: dict) -> dict:
+    """What the length curves show of one benchmark's summary."""
+    score = summary.get("length_score") or {}
+    quality = summary.get("quality") or {}
+    return {"items": summary.get("items"), "mean_words": summary.get("mean_words"),
+            "length_score": score.get("overall"), "quality": quality.get("overall"), "total": summary.get("total")}
+
+
+def check_config(cfg: DictConfig) -> list[str]:
+    """Problems with `eval.*` (reported with the rest of the config, before any work)."""
+    out = []
+    if not cfg.eval.every_iteration:
+        return out
+    from selflengthen.evaluation.benchmarks import BENCHMARKS
+
+    unknown = [b for b in cfg.eval.benchmarks if b not in BENCHMARKS]
+    if unknown:
+        out.append(f"eval.benchmarks has unknown {unknown}; choose from {list(BENCHMARKS)}")
+    if not cfg.eval.benchmarks:
+        out.append("eval.benchmarks is empty; name at least one, e.g. 'eval.benchmarks=[heldout_tiny]'")
+    if cfg.judge.kind == "vllm":
+        out.append("judge=vllm cannot run inside a run (it would need a second engine beside the loop's); use "
+                   "judge=openai with a server, or judge=none in the run and `python -m selflengthen eval` later")
+    return out
+
+
+async def evaluate_generator(cfg: DictConfig, paths: artifacts.RunPaths, k: int, engine: Engine,
+                             adapter: str | None) -> None:
+    """Evaluate iteration k's generator (k = 0: the base model) on the engine that serves it."""
+    from selflengthen.evaluation.command import judge_engine, judge_settings
+    from selflengthen.loop import sampling_from
+
+    todo = missing(cfg, paths, k)
+    if not todo:
+        return
+    async with judge_engine(cfg) as judge:
+        jsampling, jretries, jmeta = judge_settings(cfg) if judge is not None else (None, 0, {})
+        for name in todo:
+            bench = get_benchmark(name)
+            items = load_items(name, cfg.eval.data, limit=cfg.eval.limit,
+                               languages=list(cfg.eval.languages) if cfg.eval.languages else None)
+            sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(cfg), cfg.eval.max_tokens,
+                                                            int(cfg.model.max_model_len))
+            log.info("iteration %d: eval %s (%d items, %s)", k, name, len(items), adapter or "base model")
+            summary = await runner.evaluate(
+                engine, bench, items, eval_dir(paths, k, name), sampling=sampling, sampling_meta=sampling_meta,
+                adapter=adapter, meta={"iteration": k, "adapter": adapter}, seed=int(cfg.seed),
+                judge_engine=judge, judge_sampling=jsampling, judge_retries=jretries, judge_meta=jmeta)
+            record(paths, k, name, summary)
+
+
+def record(paths: artifacts.RunPaths, k: int, name: str, summary: dict) -> None:
+    metrics = paths.iteration(k).metrics
+    if k >= 1 and metrics.exists():
+        m = artifacts.read_json(metrics)
+        m.setdefault("eval", {})[name] = headline(summary)
+        artifacts.write_json(metrics, m)
+
+
+def load(paths: artifacts.RunPaths) -> dict[int, dict[str, dict]]:
+    """Every finished evaluation of a run: {iteration: {benchmark: headline}}."""
+    out: dict[int, dict[str, dict]] = {}
+    for summary in sorted(paths.root.glob("iter_*/eval/*/summary.json")):
+        k = summary.parent.parent.parent.name[5:]
+        if k.isdigit():
+            out.setdefault(int(k), {})[summary.parent.name] = headline(artifacts.read_json(summary))
+    return out
+
+
+def catch_up(cfg: DictConfig, paths: artifacts.RunPaths, model_path: str, iterations: int) -> None:
+    """After the loop: evaluate every iteration whose evaluation is missing (normally only
+    the last), each on an engine serving that iteration's generator."""
+    from selflengthen.loop import previous_adapters
+
+    for k in range(0, iterations + 1):
+        if not missing(cfg, paths, k):
+            continue
+        if k >= 1 and not paths.iteration(k).manifest.exists():
+            raise UserError(f"iteration {k} is not complete; run the loop first")
+        adapters = previous_adapters(paths, k + 1)
+
+        async def go():
+            async with serving(model_path, adapters, cfg) as engine:
+                await evaluate_generator(cfg, paths, k, engine, "generator" if adapters else None)
+
+        asyncio.run(go())

@@ -1,0 +1,226 @@
+"""AgentWrite (LongWriter; algorithm.md 2): a long output built by a model that writes
+short ones, by planning first and then writing one paragraph per plan line.
+
+Per item (an instruction), one coroutine: one plan call, parsed by
+`agentwrite_plan.parse_plan` (a rejected plan ends the item, counted by reason); then the
+plan's steps in order, each call awaiting the previous step's text, since it is part of
+the next prompt. Items run concurrently (at most `max_items_in_flight`), so the engine's
+batch stays full although each item's steps are sequential. The paragraphs, joined by
+blank lines, are the response.
+
+Every finished plan and step is appended to the checkpoint as it finishes (fsync'ed), so
+a killed run resumes each item after its last finished step and no paragraph is written
+twice. Checkpoint rows (JSONL):
+  {"kind": "plan", "id", "rejected": null|reason, "plan": [{index, point, planned_words}],
+   "defaulted": n, "text": <the model's plan>}
+  {"kind": "step", "id", "index", "text", "words", "planned_words", "finish_reason"}
+An empty step (the engine answered nothing, e.g. "no_room" when the prompt fills the
+context) is recorded like any other and the item moves on to its next step.
+"""
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+from selflengthen import artifacts
+from selflengthen.agentwrite_plan import REJECT_REASONS, Plan, PlanStep, parse_plan, plan_request, write_request
+from selflengthen.engines import Completion, Engine, Request, Sampling
+from selflengthen.samples import stable_seed
+from selflengthen.text import count_words
+
+
+def phase_sampling(base: Sampling, overrides) -> Sampling:
+    """`base` with the phase's non-null overrides (max_tokens, temperature, stop)."""
+    out = base
+    if overrides.get("max_tokens") is not None:
+        out = out.with_max_tokens(int(overrides["max_tokens"]))
+    if overrides.get("temperature") is not None:
+        out = out.with_temperature(float(overrides["temperature"]))
+    if overrides.get("stop") is not None:
+        out = replace(out, stop=tuple(overrides["stop"]))
+    return out
+
+
+class _Progress:
+    """The checkpoint in memory: plans by id, steps by (id, index), and what this run spent."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        rows = artifacts.read_jsonl(path) if path is not None and path.exists() else []
+        self.plans = {r["id"]: r for r in rows if r.get("kind") == "plan"}
+        self.steps = {(r["id"], r["index"]): r for r in rows if r.get("kind") == "step"}
+        self.resumed_plans, self.resumed_steps = len(self.plans), len(self.steps)
+        self.requests = self.prompt_tokens = self.completion_tokens = 0
+
+    def add(self, row: dict) -> None:
+        key = row["id"] if row["kind"] == "plan" else (row["id"], row["index"])
+        table = self.plans if row["kind"] == "plan" else self.steps
+        assert key not in table, f"{row['kind']} {key} finished twice"
+        table[key] = row
+        if self.path is not None:
+            artifacts.append_jsonl(self.path, [row])
+
+    def spent(self, done: Completion) -> None:
+        self.requests += 1
+        self.prompt_tokens += done.prompt_tokens
+        self.completion_tokens += done.completion_tokens
+
+
+async def agentwrite_all(engine: Engine, items: list[dict], cfg, *, seed, sampling: Sampling | None = None,
+                         adapter: str | None = None, checkpoint: Path | None = None) -> tuple[list[dict], dict]:
+    """(rows sorted by id, stats) for items {id, instruction, language}; `cfg` is the
+    agentwrite config group (conf/agentwrite/default.yaml). Request seeds derive from
+    (seed, item id, step), step 0 being the plan, so a resumed run asks what an
+    uninterrupted one would have."""
+    started = time.time()
+    ids = [item["id"] for item in items]
+    assert len(set(ids)) == len(ids), "item ids must be unique"
+    progress = _Progress(checkpoint)
+    base = sampling or Sampling()
+    plan_sampling, write_sampling = phase_sampling(base, cfg["plan"]), phase_sampling(base, cfg["write"])
+    bound = cfg["max_items_in_flight"]
+    gate = asyncio.Semaphore(int(bound)) if bound else None
+
+    async def call(item: dict, step: int, messages: list[dict], how: Sampling) -> Completion:
+        request = Request(messages, adapter=adapter, seed=stable_seed(seed, "agentwrite", item["id"], step),
+                          key=str(item["id"]))
+        done = await engine.complete(request, how)
+        progress.spent(done)
+        return done
+
+    async def plan_of(item: dict) -> dict:
+        done = await call(item, 0, plan_request(item["instruction"], item["language"], min_words=cfg["min_words"],
+                                                max_words=cfg["max_words"]), plan_sampling)
+        plan = parse_plan(done.text, item["language"], max_steps=int(cfg["max_steps"]))
+        missing = sum(s.words is None for s in plan.steps)
+        plan = plan.with_default_words(int(cfg["default_step_words"]))
+        return {"kind": "plan", "id": item["id"], "rejected": plan.rejected,
+                "plan": [] if plan.rejected else [{"index": s.index, "point": s.point, "planned_words": s.words}
+                                                  for s in plan.steps],
+                "defaulted": 0 if plan.rejected else missing, "text": done.text}
+
+    async def write(item: dict) -> None:
+        if item["id"] not in progress.plans:
+            progress.add(await plan_of(item))
+        entry = progress.plans[item["id"]]
+        if entry["rejected"]:
+            return
+        plan = Plan(tuple(PlanStep(s["index"], s["point"], s["planned_words"]) for s in entry["plan"]))
+        paragraphs: list[str] = []
+        for step in plan.steps:
+            if (item["id"], step.index) not in progress.steps:
+                messages = write_request(item["instruction"], plan, "\n\n".join(p for p in paragraphs if p), step,
+                                         item["language"], max_written_chars=cfg["max_written_chars"])
+                done = await call(item, step.index, messages, write_sampling)
+                text = done.text.strip()
+                progress.add({"kind": "step", "id": item["id"], "index": step.index, "text": text,
+                              "words": count_words(text), "planned_words": step.words,
+                              "finish_reason": done.finish_reason})
+            paragraphs.append(progress.steps[(item["id"], step.index)]["text"])
+
+    async def gated(item: dict) -> None:
+        if gate is None:
+            return await write(item)
+        async with gate:
+            return await write(item)
+
+    tasks = [asyncio.ensure_future(gated(item)) for item in items]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:  # a failed call ends the run: stop the other chains too
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    rows, empty_responses = [], 0
+    for item in items:
+        row = _row(item, progress)
+        if row is not None and row["words"]:
+            rows.append(row)
+        elif row is not None:
+            empty_responses += 1
+    plans = [progress.plans[i] for i in ids]
+    wanted = set(ids)
+    steps = [s for key, s in progress.steps.items() if key[0] in wanted]
+    rejected = Counter(p["rejected"] for p in plans if p["rejected"])
+    stats = {
+        "items": len(items), "planned": sum(not p["rejected"] for p in plans),
+        "plans_rejected": {reason: rejected.get(reason, 0) for reason in REJECT_REASONS},
+        "defaulted_word_counts": sum(p["defaulted"] for p in plans),
+        "steps_written": sum(bool(s["text"]) for s in steps), "empty_steps": sum(not s["text"] for s in steps),
+        "truncated_steps": sum(s["finish_reason"] == "length" for s in steps),
+        "rows": len(rows), "empty_responses": empty_responses,
+        "resumed_plans": progress.resumed_plans, "resumed_steps": progress.resumed_steps,
+        "requests": progress.requests,
+        "tokens": {"prompt": progress.prompt_tokens, "completion": progress.completion_tokens},
+        "seconds": round(time.time() - started, 2),
+    }
+    return sorted(rows, key=lambda r: r["id"]), stats
+
+
+def _row(item: dict, progress: _Progress) -> dict | None:
+    """The item's output row, or None when its plan was rejected."""
+    entry = progress.plans[item["id"]]
+    if entry["rejected"]:
+        return None
+    steps = [progress.steps[(item["id"], s["index"])] for s in entry["plan"]]
+    response = "\n\n".join(s["text"] for s in steps if s["text"])
+    return {"id": item["id"], "instruction": item["instruction"], "language": item["language"],
+            "plan": entry["plan"],
+            "paragraphs": [{"index": s["index"], "planned_words": s["planned_words"], "words": s["words"],
+                            "finish_reason": s["finish_reason"]} for s in steps],
+            "response": response, "words": count_words(response),
+            "planned_words": sum(s["planned_words"] for s in entry["plan"])}
+
+
+# --- how well the writing followed the plan ---------------------------------------------
+
+def plan_vs_actual(rows: list[dict]) -> dict:
+    """Planned against written words, per paragraph and per response. `ratio` is total
+    written / total planned; `within_20pct` the share of paragraphs within 20% of plan."""
+    paras = [(p["planned_words"], p["words"]) for r in rows for p in r["paragraphs"]]
+    resps = [(r["planned_words"], r["words"]) for r in rows]
+
+    def summary(pairs: list[tuple[int, int]]) -> dict:
+        planned, actual = sum(p for p, _ in pairs), sum(a for _, a in pairs)
+        return {"n": len(pairs),
+                "mean_planned": round(planned / len(pairs), 1) if pairs else None,
+                "mean_actual": round(actual / len(pairs), 1) if pairs else None,
+                "ratio": round(actual / planned, 3) if planned else None,
+                "median_ratio": round(statistics.median(a / p for p, a in pairs if p), 3)
+                if any(p for p, _ in pairs) else None}
+
+    out = {"paragraphs": summary(paras), "responses": summary(resps)}
+    near = [abs(a - p) <= 0.2 * p for p, a in paras if p]
+    out["paragraphs"]["within_20pct"] = round(sum(near) / len(near), 3) if near else None
+    return out
+
+
+def plot_plan_vs_actual(rows: list[dict], out_png: Path) -> Path:
+    """Scatter of planned against written words, one point per paragraph, with the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    for language in sorted({r["language"] for r in rows}):
+        pairs = [(p["planned_words"], p["words"]) for r in rows if r["language"] == language for p in r["paragraphs"]]
+        ax.scatter([p for p, _ in pairs], [a for _, a in pairs], s=12, alpha=0.6, label=f"{language} ({len(pairs)})")
+    top = max([1] + [max(p["planned_words"], p["words"]) for r in rows for p in r["paragraphs"]])
+    ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=1, label="written = planned")
+    ax.set_xlabel("planned words per paragraph")
+    ax.set_ylabel("written words per paragraph")
+    ax.set_title("AgentWrite: plan vs. actual")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,84 @@
+"""`python -m selflengthen eval` through the real CLI: scoring a predictions file (no
+model), and generating on the tiny model with real vLLM for a few items of each benchmark."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selflengthen import artifacts
+from selflengthen.evaluation.scoring import longbench_length_score, longen_score
+from selflengthen.text import count_words, count_words_longwriter
+from tests.conftest import REPO, run_cli
+
+DATA = REPO.parent / "shared" / "data"
+
+
+def _eval(tmp_path, *args, **kw):
+    return run_cli("eval", f"out_dir={tmp_path / 'eval'}", *args, cwd=REPO, **kw)
+
+
+def test_scoring_a_predictions_file_made_elsewhere(tmp_path):
+    rows = [json.loads(line) for line in (DATA / "longbench_write.jsonl").read_text().splitlines()[:4]]
+    rows[0]["response"] = "word " * rows[0]["length"]  # exactly the required length
+    rows[1]["response"] = ""  # an empty answer scores 0, never a crash
+    rows[2]["response"] = "这是中文" * 50
+    # rows[3] has no response at all
+    pred = tmp_path / "preds.jsonl"
+    pred.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    proc = _eval(tmp_path, "benchmark=longbench_write", f"predictions={pred}", "name=mine")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "eval" / "mine"
+    scored = artifacts.read_jsonl(out / "predictions.jsonl")
+    assert [r["length_score"] for r in scored[:2]] == [100.0, 0.0] and scored[3]["length_score"] == 0.0
+    assert scored[2]["words"] == count_words_longwriter(rows[2]["response"]) == 200
+    assert scored[2]["length_score"] == pytest.approx(longbench_length_score(rows[2]["length"], 200))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["items"] == 4 and summary["length_score"]["overall"] == pytest.approx(
+        sum(r["length_score"] for r in scored) / 4)
+    assert (out / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert "longbench_write: 4 items" in proc.stdout
+
+
+def test_a_bad_predictions_file_is_one_line(tmp_path):
+    pred = tmp_path / "preds.jsonl"
+    pred.write_text('{"prompt": "x", "type": "t", "length": 100, "response": "a"}\nnot json\n')
+    proc = _eval(tmp_path, "benchmark=longbench_write", f"predictions={pred}")
+    assert proc.returncode == 2
+    assert "line 2" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("benchmark,extra", [
+    ("longen", ["languages=[en]"]),
+    ("longbench_write_en", []),
+    ("ruler", []),
+    ("heldout_tiny", []),
+])
+def test_eval_generates_on_the_tiny_model(tmp_path, model_cache, tiny_model, benchmark, extra):
+    args = [f"benchmark={benchmark}", "limit=2", "max_tokens=96", f"paths.cache_dir={model_cache}", *extra]
+    if benchmark != "heldout_tiny":
+        args.append(f"data={DATA}")
+    proc = _eval(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = next((tmp_path / "eval").iterdir())
+    rows = artifacts.read_jsonl(out / "predictions.jsonl")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(rows) == summary["items"] == 2
+    for row in rows:  # the benchmark's own counter and scorer, on what the model wrote
+        if benchmark == "longen":
+            assert row["language"] == "en" and row["words"] == count_words(row["response"])
+            assert row["length_score"] == pytest.approx(longen_score(row["words"], *row["window"]))
+        else:
+            assert row["words"] == count_words_longwriter(row["response"])
+            assert row["length_score"] == pytest.approx(longbench_length_score(row["length"], row["words"]))
+        assert row["completion_tokens"] <= 96
+    assert summary["sampling"]["max_tokens_used"] == 96
+    if benchmark in ("longbench_write_en", "ruler"):
+        assert summary["sampling"]["temperature"] == 0.5  # LongWriter's own inference setting
+    assert summary["generation_usage"]["base"]["requests"] == 2
+    # a rerun skips what is already predicted: the same predictions, no engine needed
+    again = _eval(tmp_path, *args)
+    assert again.returncode == 0 and artifacts.read_jsonl(out / "predictions.jsonl") == rows
