@@ -26,7 +26,10 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 1500)
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
+    """A fresh cache per session (CI builds the model from scratch); a developer may point
+    SELFLENGTHEN_TEST_MODEL_CACHE at a cache that already holds the same recipe's build."""
+    shared = os.environ.get("SELFLENGTHEN_TEST_MODEL_CACHE")
+    return Path(shared) if shared else tmp_path_factory.mktemp("model-cache")
 
 
 @pytest.fixture(scope="session")

@@ -77,13 +77,14 @@ class OpenAIEngine:
         self.per_request_seeds = per_request_seeds
         self.ready_timeout = float(ready_timeout)
         names = dict(adapter_models or {})
-        self.adapter_models = {role: names.get(role, role) for role in self.adapters}
+        self.adapter_models = {role: names.get(role) or role for role in self.adapters}
         if load_adapters:  # vLLM caches by name: the name carries the weights' fingerprint
             self.adapter_models = {role: f"{name}-{adapter_fingerprint(self.adapters[role])}"
                                    for role, name in self.adapter_models.items()}
         self.max_model_len: int | None = None  # from /v1/models where the server reports it
         self.meter = UsageMeter(paths={"base": None, **self.adapters})
         self._tokenizer = None
+        self._end_of_turn_ids: list[int] | None = None
         self._tokenizer_lock = threading.Lock()
         # the client and the semaphore belong to one event loop; a new loop gets new ones
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -236,11 +237,27 @@ class OpenAIEngine:
             if room < MIN_ROOM:
                 return Completion("", len(ids), 0, "no_room")
             sampling = sampling.with_max_tokens(min(sampling.max_tokens, room))
-        stop = list(dict.fromkeys((*sampling.stop, *self.end_of_turn)))
-        response = await client.completions.create(model=model, prompt=ids,
-                                                   **self._sampling_args(sampling, request, stop))
+        # The end of turn as text and, where the server takes them, as token ids: vLLM
+        # matches stop strings against text without special tokens, so "<|im_end|>" as a
+        # string alone would not stop a model whose EOS is another token.
+        args = self._sampling_args(sampling, request, list(dict.fromkeys((*sampling.stop, *self.end_of_turn))))
+        if self.send_extra_sampling and self.end_of_turn_ids():
+            args["extra_body"]["stop_token_ids"] = self.end_of_turn_ids()
+        try:
+            response = await client.completions.create(model=model, prompt=ids, **args)
+        except openai.BadRequestError as err:
+            if self._is_context_overflow(err):
+                return Completion("", len(ids), 0, "no_room")
+            raise
         choice = response.choices[0]
         return self._completion(choice.text or "", choice.finish_reason, response.usage, len(ids))
+
+    def end_of_turn_ids(self) -> list[int]:
+        if self._end_of_turn_ids is None:
+            tok = self.tokenizer()
+            ids = {tok.convert_tokens_to_ids(t) for t in self.end_of_turn}
+            self._end_of_turn_ids = sorted(i for i in ids if isinstance(i, int) and i != tok.unk_token_id)
+        return self._end_of_turn_ids
 
     @staticmethod
     def _completion(text: str, finish_reason: str | None, usage, prompt_len: int) -> Completion:
@@ -252,9 +269,13 @@ class OpenAIEngine:
     def _no_room_or_raise(self, err: openai.APIError, model: str) -> Completion:
         """A prompt longer than the context is the sample's problem, not the run's: answer
         "no_room" as the offline engine does. Anything else is one UserError line."""
-        if isinstance(err, openai.BadRequestError) and "context length" in self._server_message(err).lower():
+        if self._is_context_overflow(err):
             return Completion("", 0, 0, "no_room")
         raise self._user_error(err, model) from None
+
+    def _is_context_overflow(self, err: openai.APIError) -> bool:
+        # vLLM: "... exceeds model's maximum context length"; OpenAI: "maximum context length is"
+        return isinstance(err, openai.BadRequestError) and "context length" in self._server_message(err).lower()
 
     def _user_error(self, err: openai.APIError, model: str) -> UserError:
         where, tries = f"the OpenAI-compatible server at {self.base_url}", f"after {self.max_retries} retries"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from selflengthen import artifacts
@@ -61,21 +61,19 @@ def bench_sampling(bench: Benchmark, loop_sampling: Sampling, max_tokens: int | 
                    max_model_len: int) -> tuple[Sampling, dict]:
     """The benchmark's own sampling (LongBench-Write, Ruler: temperature 0.5 and its max new
     tokens; LonGen: the loop's), capped by `max_tokens` and the model's context; the cap
-    is returned for the summary."""
+    and what set it are returned for the summary. (The engine also leaves room for each
+    prompt within the context.)"""
     sampling = loop_sampling
-    if bench.temperature is not None:
-        sampling = sampling.with_temperature(bench.temperature)
-    wanted = bench.max_new_tokens or loop_sampling.max_tokens
-    if max_tokens:
-        wanted = min(wanted, int(max_tokens))
-    capped = min(wanted, max_model_len)
-    return sampling.with_max_tokens(capped), {
-        "temperature": sampling.temperature, "max_tokens_benchmark": bench.max_new_tokens or loop_sampling.max_tokens,
-        "max_tokens_used": capped, "capped_by": "context" if capped < wanted else ("config" if max_tokens and
-                                                                                     wanted == int(max_tokens) and
-                                                                                     wanted < (bench.max_new_tokens or
-                                                                                               10**9) else None),
-        "max_model_len": max_model_len}
+    if bench.temperature is not None:  # the benchmark's own inference: its temperature, only end-of-turn stops
+        sampling = replace(loop_sampling.with_temperature(bench.temperature), stop=())
+    own = bench.max_new_tokens or loop_sampling.max_tokens
+    caps = {"benchmark": own, "config": int(max_tokens) if max_tokens else None, "context": int(max_model_len)}
+    used = min(v for v in caps.values() if v is not None)
+    capped_by = None if used == own else next(k for k in ("config", "context") if caps[k] == used)
+    return sampling.with_max_tokens(used), {"temperature": sampling.temperature, "stop": list(sampling.stop),
+                                            "max_tokens_benchmark": own,
+                                            "max_tokens_used": used, "capped_by": capped_by,
+                                            "max_model_len": int(max_model_len)}
 
 
 async def generate_predictions(engine: Engine, bench: Benchmark, items: list[dict], sampling: Sampling,
@@ -167,8 +165,8 @@ async def evaluate(engine: Engine, bench: Benchmark, items: list[dict], out: Pat
 async def run_judge(judge_engine: Engine, bench: Benchmark, rows: list[dict], paths: EvalPaths,
                     judge_sampling: Sampling | None, retries: int, judge_meta: dict) -> tuple[list[dict], dict]:
     started, before = time.time(), judge_engine.usage()
-    rows = await judge_predictions(judge_engine, bench, rows, judge_sampling or Sampling(temperature=0.2,
-                                                                                        max_tokens=512),
+    rows = await judge_predictions(judge_engine, bench, rows, judge_sampling or Sampling(temperature=0.5,
+                                                                                        max_tokens=1024),
                                    retries, resume_log(paths, "judgements"))
     used = usage_delta(before, judge_engine.usage())
     prompt_tokens = sum(u.get("prompt_tokens", 0) for u in used.values())

@@ -1,0 +1,269 @@
+"""The long-output benchmarks as data: what each file holds, how its lengths are counted,
+which sampling its paper used, and a loader that turns a JSONL file into checked items,
+each with a stable id, its language, the prompt sent to the model and its length target
+(a LonGen window parsed from the constraint, or a LongBench-Write required length).
+See algorithm.md 3 for the scoring rules these targets feed."""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from selflengthen.errors import UserError
+from selflengthen.text import count_words, count_words_longwriter, detect_language
+
+LANGUAGES = ("en", "zh")
+LONGEN_KINDS = ("about", "range", "above", "below")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark. `temperature`/`max_new_tokens` are the paper's own inference
+    settings; None means "use the loop's sampling" (LonGen prescribes none)."""
+
+    name: str
+    default_file: str  # the file's usual name (a package resource for heldout_tiny)
+    prompt_field: str  # the row field holding the text sent to the model
+    required_fields: tuple[str, ...]
+    target: str  # "window" (LonGen constraint) or "length" (required words)
+    counter: Callable[[str], int]  # the benchmark's own word counter
+    rubric: str | None  # the judge rubric in judge.py, None when the benchmark has no judge
+    temperature: float | None = None
+    max_new_tokens: int | None = None
+    packaged: bool = False  # shipped inside selflengthen/evaluation/
+
+    @property
+    def sampling(self) -> dict | None:
+        """The paper's sampling as plain data, or None for the loop's own."""
+        if self.temperature is None and self.max_new_tokens is None:
+            return None
+        return {"temperature": self.temperature, "max_new_tokens": self.max_new_tokens}
+
+
+_LONGBENCH_FIELDS = ("prompt", "type", "length")
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        Benchmark("longen", "LonGen.jsonl", "query", ("language", "range", "type", "constraint", "query"),
+                  "window", count_words, "longen"),
+        Benchmark("longbench_write", "longbench_write.jsonl", "prompt", _LONGBENCH_FIELDS, "length",
+                  count_words_longwriter, "longbench", temperature=0.5, max_new_tokens=32768),
+        Benchmark("longbench_write_en", "longbench_write_en.jsonl", "prompt", _LONGBENCH_FIELDS, "length",
+                  count_words_longwriter, "longbench", temperature=0.5, max_new_tokens=32768),
+        Benchmark("ruler", "longwrite_ruler.jsonl", "prompt", _LONGBENCH_FIELDS, "length",
+                  count_words_longwriter, None, temperature=0.5, max_new_tokens=32768),
+        Benchmark("heldout_tiny", "heldout_tiny.jsonl", "prompt", _LONGBENCH_FIELDS, "length",
+                  count_words_longwriter, "longbench", packaged=True),
+    )
+}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    if name not in BENCHMARKS:
+        raise UserError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[name]
+
+
+# --- LonGen constraints ---------------------------------------------------------------
+
+_ZH_DIGITS = dict(zip("零〇一二两三四五六七八九", (0, 0, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9), strict=True))
+_ZH_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
+_NUMBER = re.compile(
+    r"(?P<arabic>\d+(?:[,，]\d{3}(?!\d))*(?:\.\d+)?)\s*(?P<mult>[kK](?![A-Za-z])|千|万)?"
+    r"|(?P<zh>[零〇一二两三四五六七八九十百千万]+)"
+)
+# Wording of each kind, negated forms first ("不超过" holds "超过", "no more than" holds "more than").
+_KIND_WORDS = (
+    ("below", "no more than|not more than|not exceed|no longer than|at most|up to|maximum of|不超过|不多于|不高于"),
+    ("above", "no less than|not less than|no fewer than|at least|minimum of|不少于|不低于|不小于"),
+    ("below", "less than|fewer than|under|below|shorter than|within|小于|少于|低于|至多|最多|以内|以下|不到"),
+    ("above", "more than|over|above|exceed|exceeds|exceeding|longer than|大于|多于|超过|至少|以上"),
+    ("about", "around|about|approximately|roughly|nearly|close to|circa|大约|大概|约|左右|上下"),
+)
+_KIND_PATTERNS = tuple(
+    (kind, re.compile("|".join(rf"\b{w}\b" if w.isascii() else w for w in words.split("|"))))
+    for kind, words in _KIND_WORDS
+)
+# What may stand between the two lengths of a range, once units are dropped.
+_RANGE_JOINER = re.compile(r"(?:-|–|—|~|～|至|到|to|and)", re.IGNORECASE)
+_UNIT_WORDS = re.compile(r"个字|字|词|words?|\s", re.IGNORECASE)
+
+
+def chinese_numeral(text: str) -> int:
+    """The value of a Chinese numeral: 三千 -> 3000, 两千五 -> 2500, 一万五千 -> 15000,
+    三千零五 -> 3005, 十五 -> 15."""
+    total = section = digit = 0
+    last_unit, zero_seen = 0, False
+    for ch in text:
+        if ch in _ZH_DIGITS:
+            digit = _ZH_DIGITS[ch]
+            zero_seen = zero_seen or digit == 0
+        elif ch == "万":
+            total += (section + digit) * 10000
+            section = digit = 0
+            last_unit = 10000
+        else:
+            unit = _ZH_UNITS[ch]
+            section += (digit or 1) * unit
+            digit, last_unit, zero_seen = 0, unit, False
+    if digit and last_unit >= 100 and not zero_seen:  # colloquial 两千五 = 2500
+        digit *= last_unit // 10
+    return total + section + digit
+
+
+def _numbers(constraint: str) -> list[tuple[float, int, int]]:
+    """(value, start, end) of every length in the constraint, in order."""
+    out = []
+    for m in _NUMBER.finditer(constraint):
+        if m["arabic"]:
+            value = float(m["arabic"].replace(",", "").replace("，", ""))
+            value *= {"k": 1000, "K": 1000, "千": 1000, "万": 10000}.get(m["mult"] or "", 1)
+        else:
+            zh = m["zh"]
+            if not (set(zh) & set(_ZH_UNITS) or constraint[m.end():m.end() + 1] in ("字", "词")):
+                continue
+            value = float(chinese_numeral(zh))
+        out.append((value, m.start(), m.end()))
+    return out
+
+
+def constraint_numbers(constraint: str) -> list[float]:
+    """Every length in the constraint, in order: 5000, 5,000, 5k, 1.5万, 三千 (a lone
+    Chinese numeral counts only with a unit in it or 字/词 right after it)."""
+    return [value for value, _, _ in _numbers(constraint)]
+
+
+def constraint_kind(constraint: str) -> str | None:
+    """The kind the wording says (about, range, above, below), or None when it says none.
+    A range is two lengths joined by -, ~, to, and, 至 or 到 (units aside), or "between"/之间."""
+    numbers = _numbers(constraint)
+    if len(numbers) >= 2:
+        between = _UNIT_WORDS.sub("", constraint[numbers[0][2]:numbers[1][1]])
+        if _RANGE_JOINER.fullmatch(between) or "between" in constraint.lower() or "之间" in constraint:
+            return "range"
+    lowered = constraint.lower()
+    for kind, pattern in _KIND_PATTERNS:
+        if pattern.search(lowered):
+            return kind
+    return None
+
+
+def constraint_window(constraint: str, kind: str | None = None) -> tuple[float, float]:
+    """The LonGen window (lo, hi) in words: about L -> [0.8L, 1.2L]; range a-b -> [a, b];
+    above L -> [L, 1.5L]; below L -> [0.5L, L]. `kind` (the item's `type`) wins over the
+    wording; without it the wording decides, and a bare length ("3000 words") is "about".
+    The products are computed as the reference does (L * 0.8, ...), so windows match it
+    bit for bit; a reversed range is put in order. Raises ValueError when unreadable."""
+    kind = kind or constraint_kind(constraint) or "about"
+    if kind not in LONGEN_KINDS:
+        raise ValueError(f"kind {kind!r} is none of {', '.join(LONGEN_KINDS)}")
+    numbers = constraint_numbers(constraint)
+    if not numbers or (kind == "range" and len(numbers) < 2):
+        raise ValueError(f"no {'two lengths' if kind == 'range' else 'length'} in constraint {constraint!r}")
+    length = numbers[0]
+    if kind == "about":
+        return length * 0.8, length * 1.2
+    if kind == "range":
+        return min(numbers[:2]), max(numbers[:2])
+    if kind == "above":
+        return length, length * 1.5
+    return length * 0.5, length
+
+
+# --- loading --------------------------------------------------------------------------
+
+def benchmark_file(bench: Benchmark, path: str | Path | None) -> Path:
+    """The file to read: `path` itself, `path`/default_file for a folder, or the packaged
+    file of a packaged benchmark when no path is given."""
+    if path is None:
+        if not bench.packaged:
+            raise UserError(f"benchmark {bench.name} needs its data file: pass the path of "
+                            f"{bench.default_file} (or of the folder that holds it)")
+        return Path(str(resources.files("selflengthen") / "evaluation" / bench.default_file))
+    path = Path(path)
+    return path / bench.default_file if path.is_dir() else path
+
+
+def _required_length(value: object, where: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UserError(f"{where}: length {value!r} is not a positive whole number of words; "
+                        "write it like \"length\": 2000")
+    return value
+
+
+def _item(bench: Benchmark, row: dict, index: int, where: str) -> dict:
+    missing = [f for f in bench.required_fields if f not in row]
+    if missing:
+        raise UserError(f"{where}: missing field {missing[0]!r}; each {bench.name} row needs "
+                        f"{', '.join(bench.required_fields)}")
+    prompt = row[bench.prompt_field]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UserError(f"{where}: field {bench.prompt_field!r} must be non-empty text")
+    language = row.get("language") or detect_language(prompt)
+    if language not in LANGUAGES:
+        raise UserError(f"{where}: language {language!r} is not one of {', '.join(LANGUAGES)}; fix that field")
+    item = {**row, "id": f"{bench.name}-{index:04d}", "language": language, "prompt": prompt}
+    if bench.target == "window":
+        if row["type"] not in LONGEN_KINDS:
+            raise UserError(f"{where}: type {row['type']!r} is not one of {', '.join(LONGEN_KINDS)}; fix that field")
+        try:
+            item["window"] = constraint_window(str(row["constraint"]), row["type"])
+        except ValueError:
+            raise UserError(f"{where}: cannot read a length from constraint {row['constraint']!r}; write it "
+                            "like 'around 5000 words', '3000-4000 words', '大约5000字' or '3000字至4000字'") from None
+    else:
+        item["length"] = _required_length(row["length"], where)
+    return item
+
+
+def load_items(name: str, path: str | Path | None = None, limit: int | None = None,
+               languages: Iterable[str] | None = None) -> list[dict]:
+    """The benchmark's items in file order: every row's fields plus `id` (name and
+    0-based line index, e.g. longen-0007, stable under limit and language filters),
+    `language`, `prompt` and the target (`window` = (lo, hi) for LonGen, `length` as an
+    int otherwise). `languages` keeps only those; `limit` then keeps the first ones.
+    Any problem with the file raises UserError naming the file, the line and the fix."""
+    bench = get_benchmark(name)
+    if limit is not None and limit < 1:
+        raise UserError(f"limit={limit} keeps no items; give a limit of 1 or more, or none")
+    file = benchmark_file(bench, path)
+    wanted = set(languages) if languages is not None else None
+    if wanted is not None and not wanted <= set(LANGUAGES):
+        raise UserError(f"languages {sorted(wanted - set(LANGUAGES))} unknown; use {', '.join(LANGUAGES)}")
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{file}: no such file; pass the path of {bench.default_file} "
+                        "(or of the folder that holds it)") from None
+    except OSError as err:
+        raise UserError(f"{file}: cannot read it ({err.strerror}); check the path and its permissions") from None
+    items: list[dict] = []
+    for index, line in enumerate(raw.split(b"\n")):
+        where = f"{file}, line {index + 1}"
+        try:
+            text = line.decode("utf-8-sig" if index == 0 else "utf-8").strip()
+        except UnicodeDecodeError:
+            raise UserError(f"{where}: not UTF-8 text; save the file as UTF-8") from None
+        if not text:
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{where}: not valid JSON ({err.msg}, column {err.colno}); "
+                            "each line must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: a JSON {type(row).__name__}, not an object; each line must be one JSON object")
+        item = _item(bench, row, index, where)
+        if wanted is None or item["language"] in wanted:
+            items.append(item)
+        if limit is not None and len(items) >= limit:
+            break
+    if not items:
+        raise UserError(f"{file}: no items{' in ' + ', '.join(sorted(wanted)) if wanted else ''}; "
+                        "check the file and the language filter")
+    return items
