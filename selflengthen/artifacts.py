@@ -46,7 +46,7 @@ class RunPaths:
     def iterations(self) -> list["IterationPaths"]:
         found = []
         for d in self.root.glob("iter_*"):
-            if d.is_dir() and d.name[5:].isdigit():
+            if d.is_dir() and d.name[5:].isdigit() and int(d.name[5:]) >= 1:  # iter_0 holds the base model's eval
                 found.append(IterationPaths(d, int(d.name[5:])))
         return sorted(found, key=lambda it: it.k)
 

@@ -60,10 +60,24 @@ def _safe(text: str) -> str:
     return text.replace("/", "-").replace("=", "-").replace(",", "_") or "job"
 
 
+_SWEPT: list[str] = []  # the keys a `run -m` sweeps over (read from the command line)
+
+
+def swept_keys(argv: list[str]) -> list[str]:
+    """Keys with several values on the command line (seed=0,1; loop.synth=a,b; range(...))."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 - Hydra reports a bad override itself, in one line
+        return []
+    return sorted({o.key_or_group for o in parsed if o.is_sweep_override()})
+
+
 def _sweep_overrides(hc) -> list[str]:
-    """The job's overrides that choose what is computed (not where files go or what is logged)."""
-    skip = ("paths.", "hydra.", "run.", "sweep_name", "debug", "ray.")
-    return [o.lstrip("+~") for o in hc.overrides.task if "=" in o and not o.lstrip("+~").startswith(skip)]
+    """This job's values of the swept keys (each job sees every override, swept or not)."""
+    return [o.lstrip("+~") for o in hc.overrides.task if "=" in o and o.lstrip("+~").split("=", 1)[0] in _SWEPT]
 
 
 def sweep_name(cfg, hc) -> str:
@@ -71,8 +85,8 @@ def sweep_name(cfg, hc) -> str:
     resumes its runs; `sweep_name=...` names it explicitly."""
     if cfg.get("sweep_name"):
         return _safe(str(cfg.sweep_name))
-    keys = sorted({o.split("=", 1)[0] for o in _sweep_overrides(hc)})
-    return _safe(f"{cfg.run.name}-sweep-{'-'.join(keys) or 'jobs'}")
+    base = "sweep" if any(k.startswith("model") for k in _SWEPT) else f"{cfg.run.name}-sweep"
+    return _safe(f"{base}-{'-'.join(_SWEPT) or 'jobs'}")
 
 
 def _eval_job(cfg) -> None:
@@ -98,6 +112,7 @@ def hydra_verb(argv: list[str], config_name: str, job) -> None:
     if not CONF_DIR.is_dir():
         _fail(UserError(f"config folder {CONF_DIR} is missing; run from a checkout (pip install -e .)"))
     main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(job)
+    _SWEPT[:] = swept_keys(argv)
     sys.argv = [sys.argv[0]] + argv
     main()
 

@@ -15,7 +15,12 @@ CURVES = [("generator_first_try", "generator (first try)"), ("initial", "initial
 
 
 def _is_run(path: Path) -> bool:
-    return (path / "config.yaml").exists() and path.is_dir()
+    return (path / "config.yaml").exists() and path.is_dir() and not _hidden(path / "config.yaml")
+
+
+def _hidden(config: Path) -> bool:
+    """Hydra's own logs keep a config.yaml in a `.hydra/` folder: not a run."""
+    return config.parent.name.startswith(".")
 
 
 def find_runs(specs: list[str], iterations_dir: Path) -> list[artifacts.RunPaths]:
@@ -23,7 +28,7 @@ def find_runs(specs: list[str], iterations_dir: Path) -> list[artifacts.RunPaths
     default the most recently changed run."""
     if not specs:
         runs = sorted(iterations_dir.glob("**/config.yaml"), key=lambda p: p.stat().st_mtime)
-        runs = [p for p in runs if "hydra" not in p.parts]
+        runs = [p for p in runs if not _hidden(p)]
         if not runs:
             raise UserError(f"no runs under {iterations_dir}/; start one with `python -m selflengthen run` "
                             f"or pass --iterations-dir")
@@ -39,7 +44,7 @@ def find_runs(specs: list[str], iterations_dir: Path) -> list[artifacts.RunPaths
                 break
         else:
             known = sorted(str(p.parent.relative_to(iterations_dir)) for p in iterations_dir.glob("**/config.yaml")
-                           if "hydra" not in p.parts)
+                           if not _hidden(p))
             raise UserError(f"no run {spec!r} under {iterations_dir}/ (runs there: {', '.join(known) or 'none'}); "
                             f"give one of those names, a run folder or a sweep folder")
     return found

@@ -21,12 +21,22 @@ def sample_rng(*parts: object) -> random.Random:
     return random.Random(stable_seed(*parts))
 
 
+def drop_torn_tail(path: Path) -> None:
+    """Cut a last line that a crash left half-written, so the next append starts a line."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 class SampleLog:
     """The stage's checkpoint, `partial/<stage>.jsonl`: one line per finished sample,
     keyed by `id`. Appends are flushed and fsync'ed; a torn last line is ignored."""
 
     def __init__(self, path: Path | None):
         self.path = path
+        if path is not None and path.exists():
+            drop_torn_tail(path)
         rows = artifacts.read_jsonl(path) if path is not None and path.exists() else []
         self.done: dict[str, dict] = {r["id"]: r for r in rows if "id" in r}
 

@@ -128,8 +128,9 @@ def test_inspect_prints_the_table_and_writes_the_plot(finished_run):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("iter"))
-    rows = [line.split() for line in lines[header + 2: header + 2 + ITERATIONS]]
-    assert [r[0] for r in rows] == [str(k) for k in range(1, ITERATIONS + 1)]
+    rows = [line.split() for line in lines[header + 2: header + 3 + ITERATIONS]]
+    assert [r[0] for r in rows] == [str(k) for k in range(0, ITERATIONS + 1)]  # 0: the base model's eval
+    rows = rows[1:]
     m1 = json.loads((root / "iter_1" / "metrics.json").read_text())
     assert rows[0][3] == f"{m1['words']['initial']['mean']:.0f}"
     png = root / "length_curves.png"
@@ -163,3 +164,14 @@ def test_every_iteration_is_evaluated_on_the_held_out_set(finished_run):
     base_row = next(line for line in proc.stdout.splitlines() if line.split()[:1] == ["0"])
     base = json.loads((root / "iter_0" / "eval" / "heldout_tiny" / "summary.json").read_text())
     assert base_row.split()[-1] == f"{base['length_score']['overall']:.2f}"
+
+
+def test_eval_of_a_run_iteration_uses_its_generator_on_its_base_model(finished_run, tmp_path):
+    root = finished_run["root"]
+    proc = run_cli("eval", "benchmark=heldout_tiny", "adapter=e2e/iter_1", "limit=3", "max_tokens=64",
+                   f"paths.iterations_dir={root.parent}", f"out_dir={tmp_path}", cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "e2e-iter_1-heldout_tiny" / "summary.json").read_text())
+    assert summary["model"] == str(finished_run["model"])
+    assert summary["generation_usage"]["generator"]["path"] == str(root / "iter_1" / "adapters" / "generator")
+    assert summary["generation_usage"]["generator"]["requests"] == 3

@@ -13,12 +13,14 @@ from selflengthen.text import count_words, count_words_longwriter
 from tests.conftest import REPO, run_cli
 
 DATA = REPO.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="the public benchmark files (../shared/data) are not here")
 
 
 def _eval(tmp_path, *args, **kw):
     return run_cli("eval", f"out_dir={tmp_path / 'eval'}", *args, cwd=REPO, **kw)
 
 
+@needs_data
 def test_scoring_a_predictions_file_made_elsewhere(tmp_path):
     rows = [json.loads(line) for line in (DATA / "longbench_write.jsonl").read_text().splitlines()[:4]]
     rows[0]["response"] = "word " * rows[0]["length"]  # exactly the required length
@@ -57,13 +59,14 @@ def test_a_bad_predictions_file_is_one_line(tmp_path):
     ("ruler", []),
     ("heldout_tiny", []),
 ])
+@needs_data
 def test_eval_generates_on_the_tiny_model(tmp_path, model_cache, tiny_model, benchmark, extra):
     args = [f"benchmark={benchmark}", "limit=2", "max_tokens=96", f"paths.cache_dir={model_cache}", *extra]
     if benchmark != "heldout_tiny":
         args.append(f"data={DATA}")
     proc = _eval(tmp_path, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = next((tmp_path / "eval").iterdir())
+    out = next(p for p in (tmp_path / "eval").iterdir() if not p.name.startswith("."))  # .hydra-logs: Hydra's
     rows = artifacts.read_jsonl(out / "predictions.jsonl")
     summary = json.loads((out / "summary.json").read_text())
     assert len(rows) == summary["items"] == 2
@@ -82,3 +85,21 @@ def test_eval_generates_on_the_tiny_model(tmp_path, model_cache, tiny_model, ben
     # a rerun skips what is already predicted: the same predictions, no engine needed
     again = _eval(tmp_path, *args)
     assert again.returncode == 0 and artifacts.read_jsonl(out / "predictions.jsonl") == rows
+
+
+@pytest.mark.slow
+def test_a_judge_that_writes_no_json_is_recorded_never_fatal(tmp_path, model_cache, tiny_model):
+    """The tiny model as its own judge (judge=vllm, offline): it cannot write the rubric's
+    JSON, so every item is re-asked judge.retries times, then recorded as unparsable."""
+    proc = _eval(tmp_path, "benchmark=heldout_tiny", "limit=2", "max_tokens=64", f"paths.cache_dir={model_cache}",
+                 "judge=vllm", f"judge.model={tiny_model}", "judge.max_model_len=4096", "judge.retries=2",
+                 "judge.max_tokens=48", "judge.dtype=float32", "name=judged")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "eval" / "judged"
+    rows = artifacts.read_jsonl(out / "predictions.jsonl")
+    summary = json.loads((out / "summary.json").read_text())
+    answered = [r for r in rows if r["response"].strip()]
+    assert all(r["judge"] is None and r["judge_tries"] == 2 for r in answered)
+    assert summary["judge"]["unparsable"] == len(answered)
+    assert summary["judge"]["rubric"] == "longbench" and summary["judge"]["prompt_tokens"] > 0
+    assert summary["judge"]["completion_tokens"] <= 2 * 48 * len(answered)

@@ -159,21 +159,15 @@ class OpenAIEngine:
     # -- start, check, close ------------------------------------------------------------
 
     async def start(self) -> None:
-        """Wait (bounded by `ready_timeout`) until the server answers `/v1/models`, register
-        the adapters if configured to, and check that every name we will ask for is served."""
+        """Wait (at most `ready_timeout` s) until the server answers `/v1/models`, register
+        the adapters if configured to, and check that every name we will ask for is served;
+        otherwise one clear line. Idempotent: an adapter already served is not loaded again."""
         served = await self._wait_ready()
         if self.load_adapters:
             await self._load_adapters(served)
-        await self.check()
-
-    async def check(self) -> None:
-        """One clear line unless the base model and every adapter name are served."""
-        try:
-            models = await self._list_models(self.ready_timeout)
-        except openai.APIError as err:
-            raise self._user_error(err, self.model) from None
-        ids = {m["id"] for m in models}
-        for m in models:
+            served = await self._wait_ready()
+        ids = {m["id"] for m in served}
+        for m in served:
             if m["id"] == self.model and isinstance(m.get("max_model_len"), int):
                 self.max_model_len = m["max_model_len"]
         missing = [name for name in (self.model, *self.adapter_models.values()) if name not in ids]
@@ -182,6 +176,8 @@ class OpenAIEngine:
                 f"the server at {self.base_url} does not serve {', '.join(map(repr, missing))} (it serves "
                 f"{', '.join(sorted(ids)) or 'nothing'}): check engine.model and engine.adapter_models, or serve the "
                 "adapters (vLLM: --enable-lora --lora-modules NAME=PATH, or engine.load_adapters=true)")
+
+    check = start  # the same bounded check, under the name the callers use
 
     async def aclose(self) -> None:
         if self._client is not None and self._loop is asyncio.get_running_loop():

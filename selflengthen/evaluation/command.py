@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from selflengthen import config
 from selflengthen.engines import Sampling, usage_delta
@@ -29,20 +29,34 @@ from selflengthen.evaluation.benchmarks import get_benchmark, load_items
 log = logging.getLogger("selflengthen")
 
 
-def resolve_adapter(spec: str, iterations_dir: Path) -> tuple[Path, str | None]:
-    """(adapter folder, base model it was trained on) for `RUN/iter_K`, an iteration
-    folder, or an adapter folder."""
-    candidates = [Path(spec).expanduser(), iterations_dir / spec]
-    for c in candidates:
+def resolve_adapter(spec: str, iterations_dir: Path) -> tuple[Path, str | None, Path | None]:
+    """(adapter folder, base model it was trained on, the run's config.yaml or None) for
+    `RUN/iter_K` (a finished iteration), an iteration folder, or an adapter folder."""
+    for c in (Path(spec).expanduser(), iterations_dir / spec):
         if (c / "adapter_config.json").exists():
             base = json.loads((c / "adapter_config.json").read_text()).get("base_model_name_or_path")
-            return c, base
+            return c, base, None
         if (c / "adapters" / "generator" / "adapter_config.json").exists():
-            manifest = c / "manifest.json"
-            base = json.loads(manifest.read_text()).get("model") if manifest.exists() else None
-            return c / "adapters" / "generator", base
+            if not (c / "manifest.json").exists():
+                raise UserError(f"adapter={spec!r}: iteration {c} is not finished (no manifest.json); finish the run "
+                                f"first (python -m selflengthen run with its run.name), or name an earlier iteration")
+            base = json.loads((c / "manifest.json").read_text()).get("model")
+            run_config = c.parent / "config.yaml"
+            return c / "adapters" / "generator", base, run_config if run_config.exists() else None
     raise UserError(f"adapter={spec!r} is neither RUN/iter_K under {iterations_dir}/ with a trained generator nor "
                     f"an adapter folder (with adapter_config.json); give e.g. adapter=tiny/iter_2")
+
+
+def adopt_run_settings(cfg: DictConfig, run_config: Path | None, adapter_path: Path) -> None:
+    """Evaluating a run's iteration with no model given: serve it as the run did (its model
+    settings, LoRA rank and sampling), not with the default preset's."""
+    with open_dict(cfg):
+        if run_config is not None and cfg.model.path == config.EMBEDDED_TINY:
+            run = OmegaConf.load(run_config)
+            cfg.model = run.model
+            cfg.loop.sampling = run.loop.sampling
+        rank = int(json.loads((adapter_path / "adapter_config.json").read_text()).get("r") or 0)
+        cfg.engine.max_lora_rank = max(int(cfg.engine.max_lora_rank), rank)
 
 
 def output_name(cfg: DictConfig) -> str:
@@ -140,11 +154,13 @@ def generate(cfg: DictConfig, bench, paths: runner.EvalPaths, limit, languages) 
     items = load_items(bench.name, cfg.data, limit=limit, languages=languages)
     adapters, adapter_role, base_of_adapter = {}, None, None
     if cfg.adapter:
-        adapter_path, base_of_adapter = resolve_adapter(str(cfg.adapter), Path(str(cfg.paths.iterations_dir)))
+        adapter_path, base_of_adapter, run_config = resolve_adapter(str(cfg.adapter),
+                                                                    Path(str(cfg.paths.iterations_dir)))
         adapters, adapter_role = {"generator": str(adapter_path)}, "generator"
+        adopt_run_settings(cfg, run_config, adapter_path)
     model_path = loop.resolve_model(cfg) if not (base_of_adapter and cfg.model.path == config.EMBEDDED_TINY) \
         else base_of_adapter
-    if base_of_adapter and model_path != base_of_adapter:
+    if base_of_adapter and Path(model_path).resolve() != Path(base_of_adapter).resolve():
         raise UserError(f"adapter {cfg.adapter} was trained on {base_of_adapter}, not on model.path={model_path}; "
                         f"leave model.path unset or give that base model")
     sampling, sampling_meta = runner.bench_sampling(bench, loop.sampling_from(cfg), cfg.max_tokens,

@@ -48,6 +48,12 @@ def check_config(cfg: DictConfig) -> list[str]:
     unknown = [b for b in cfg.eval.benchmarks if b not in BENCHMARKS]
     if unknown:
         out.append(f"eval.benchmarks has unknown {unknown}; choose from {list(BENCHMARKS)}")
+    need_data = [b for b in cfg.eval.benchmarks if b in BENCHMARKS and not BENCHMARKS[b].packaged]
+    if need_data and not cfg.eval.data:
+        out.append(f"eval.benchmarks {need_data} need their data files: set eval.data=FOLDER (holding "
+                   f"{', '.join(BENCHMARKS[b].default_file for b in need_data)}), or use eval.benchmarks=[heldout_tiny]")
+    elif need_data and not Path(str(cfg.eval.data)).expanduser().exists():
+        out.append(f"eval.data={cfg.eval.data} does not exist; point it at the folder holding the benchmark files")
     if not cfg.eval.benchmarks:
         out.append("eval.benchmarks is empty; name at least one, e.g. 'eval.benchmarks=[heldout_tiny]'")
     if cfg.judge.kind == "vllm":

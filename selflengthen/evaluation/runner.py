@@ -184,4 +184,6 @@ def finish(paths: EvalPaths, bench: Benchmark, rows: list[dict], meta: dict) -> 
     summary = write_results(paths, bench, rows, meta)
     for what in ("predictions", "judgements"):
         paths.partial(what).unlink(missing_ok=True)
+    if paths.partial("predictions").parent.is_dir() and not any(paths.partial("predictions").parent.iterdir()):
+        paths.partial("predictions").parent.rmdir()
     return summary

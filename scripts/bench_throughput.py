@@ -1,0 +1,297 @@
+"""Throughput of our engine path, measured side by side in one run on the tiny model (or
+`--model PATH`), printed as a table of ratios:
+
+  (a) generation stage (chains on the vLLM async engine in a Ray actor) tokens/s
+      / raw `vllm.LLM.generate` on the same prompts and sampling
+  (b) extension stage (dependent Stage 1 -> Stage 2 chains) tokens/s
+      / raw `LLM.generate` producing the same number of tokens (same requests, ignore_eos)
+  (c) our default path on the extension workload
+      / the reference's architecture: vLLM's OpenAI server, a client of 32 threads, one HTTP
+        request per call, each thread running one sample's chain
+  (d) chains / today's former lock-step rounds (every Stage 1 of a round, then every Stage 2)
+      on the same extension workload
+  (e) evaluation through the OpenAI-compatible engine / through the in-process engine, on
+      the same held-out items
+
+    .venv/bin/python scripts/bench_throughput.py [--n 32] [--max-tokens 256] [--model PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from selflengthen import prompting, workers
+from selflengthen.engines import Request, Sampling, complete_all
+from selflengthen.engines.replicas import EnginePool
+from selflengthen.quality import QualityCheck, rules_from_config
+from selflengthen.samples import SampleLog
+from selflengthen.stages.extend import ExtendChain, extend_responses
+from selflengthen.stages.generate import GenerateChain, sample_responses
+from selflengthen.text import first_half, keep_leading_two_thirds
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def args_():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="model folder (default: the embedded tiny model)")
+    p.add_argument("--n", type=int, default=32, help="instructions (2 samples each)")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--max-model-len", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=32, help="client threads of the reference architecture")
+    return p.parse_args()
+
+
+def tiny_model() -> str:
+    from selflengthen.tiny_model import TinyRecipe, ensure_tiny_model
+
+    build = OmegaConf.load(REPO / "conf" / "model" / "tiny.yaml").model.build
+    return str(ensure_tiny_model(Path.home() / ".cache" / "selflengthen", TinyRecipe(**build)))
+
+
+def settings(model: str, a) -> OmegaConf:
+    cfg = OmegaConf.load(REPO / "conf" / "config.yaml")
+    cfg = OmegaConf.merge(cfg, {"engine": OmegaConf.load(REPO / "conf" / "engine" / "vllm.yaml"),
+                                "loop": OmegaConf.load(REPO / "conf" / "loop" / "selflengthen.yaml"),
+                                "train": {"rank": 16}})
+    cfg.engine.num_cpus_per_replica = os.cpu_count()
+    cfg.engine.cpu_memory_utilization = 0.2
+    cfg.model = {"path": model, "max_model_len": a.max_model_len, "dtype": "float32", "trust_remote_code": False,
+                 "end_of_turn": ["<|im_end|>", "<|eot_id|>", "<|endoftext|>"]}
+    return cfg
+
+
+def sampling(cfg, max_tokens) -> Sampling:
+    s = cfg.loop.sampling
+    return Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, repetition_penalty=s.repetition_penalty,
+                    max_tokens=max_tokens, stop=tuple(s.stop))
+
+
+def raw_llm(model, cfg, prompts_ids, samp: Sampling, ignore_eos=False, max_tokens=None):
+    """Raw `LLM.generate` over token-id prompts: (generated tokens, seconds)."""
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    llm = LLM(model=model, max_model_len=cfg.model.max_model_len, dtype="float32", enforce_eager=True,
+              gpu_memory_utilization=0.2, seed=0)
+    tok = llm.get_tokenizer()
+    eos = [tok.convert_tokens_to_ids(t) for t in cfg.model.end_of_turn if tok.convert_tokens_to_ids(t) is not None]
+    results = []
+    for ids, mt in zip(prompts_ids, max_tokens or [samp.max_tokens] * len(prompts_ids)):
+        results.append((ids, mt))
+    params = [SamplingParams(temperature=samp.temperature, top_p=samp.top_p, top_k=samp.top_k,
+                             repetition_penalty=samp.repetition_penalty, max_tokens=mt, stop=list(samp.stop),
+                             stop_token_ids=[] if ignore_eos else eos, ignore_eos=ignore_eos) for _, mt in results]
+    llm.generate([TokensPrompt(prompt_token_ids=[1, 2, 3])], params[:1], use_tqdm=False)  # warm-up
+    t = time.time()
+    outs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in results], params, use_tqdm=False)
+    seconds = time.time() - t
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    return tokens, seconds
+
+
+async def timed(engine, coro_factory):
+    before = engine.usage()
+    t = time.time()
+    result = await coro_factory()
+    seconds = time.time() - t
+    after = engine.usage()
+    tokens = sum(v["completion_tokens"] - before.get(k, {}).get("completion_tokens", 0) for k, v in after.items())
+    requests = sum(v["requests"] - before.get(k, {}).get("requests", 0) for k, v in after.items())
+    return result, tokens, seconds, requests
+
+
+async def lockstep_extend(engine, items, samp, rounds):
+    """The former architecture: every attempt's Stage 1 of a round, then every Stage 2."""
+    current = {it["id"]: it["response"] for it in items}
+    for _ in range(rounds):
+        active = [(it, first_half(current[it["id"]])[0]) for it in items if first_half(current[it["id"]])[1]]
+        s1 = await complete_all(engine, [Request(prompting.extender_request(it["instruction"], half, "en"))
+                                         for it, half in active], samp)
+        prefixes = [(keep_leading_two_thirds(o.text) + "\n\n") if keep_leading_two_thirds(o.text) else "" for o in s1]
+        s2 = await complete_all(engine, [Request(prompting.extender_request(it["instruction"], current[it["id"]], "en"),
+                                                 prefix=p) for (it, _), p in zip(active, prefixes)], samp)
+        for (it, _), p, o in zip(active, prefixes, s2):
+            current[it["id"]] = (p + o.text).strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: str, cfg, log: Path):
+    port = free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", "base",
+           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+           "--max-model-len", str(cfg.model.max_model_len), "--gpu-memory-utilization", "0.2", "--seed", "0"]
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    for _ in range(240):  # bounded: 240 tries, one per second
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
+                return proc, port
+        except OSError:
+            time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise SystemExit("server not ready in 240 s")
+
+
+def reference_extend(port: int, model: str, items, samp: Sampling, rounds: int, threads: int):
+    """The reference's shape: one thread per sample chain, one HTTP request per call."""
+    from openai import OpenAI
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY", max_retries=2, timeout=600)
+    extra = {"top_k": samp.top_k, "repetition_penalty": samp.repetition_penalty}
+    counted = []
+
+    def chain(item):
+        current = item["response"]
+        for _ in range(rounds):
+            half, taken, _ = first_half(current)
+            if not taken:
+                return
+            r1 = client.chat.completions.create(
+                model="base", messages=prompting.extender_request(item["instruction"], half, "en"),
+                temperature=samp.temperature, top_p=samp.top_p, max_tokens=samp.max_tokens, stop=list(samp.stop),
+                extra_body=extra)
+            counted.append(r1.usage.completion_tokens)
+            kept = keep_leading_two_thirds(r1.choices[0].message.content or "")
+            prefix = kept + "\n\n" if kept else ""
+            text = tok.apply_chat_template(prompting.extender_request(item["instruction"], current, "en"),
+                                           tokenize=False, add_generation_prompt=True) + prefix
+            r2 = client.completions.create(model="base", prompt=tok.encode(text, add_special_tokens=False),
+                                           temperature=samp.temperature, top_p=samp.top_p, max_tokens=samp.max_tokens,
+                                           stop=list(samp.stop), extra_body=extra)
+            counted.append(r2.usage.completion_tokens)
+            current = (prefix + r2.choices[0].text).strip()
+
+    t = time.time()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(chain, items))
+    return sum(counted), time.time() - t
+
+
+def main() -> None:
+    a = args_()
+    model = a.model or tiny_model()
+    cfg = settings(model, a)
+    samp = sampling(cfg, a.max_tokens)
+    check = QualityCheck(rules_from_config(cfg.loop.quality))
+    seeds = [l for l in (REPO / "selflengthen" / "seeds" / "en.jsonl").read_text().splitlines() if l.strip()]
+    import json
+
+    instructions = [{"id": f"b{i}", "language": "en", "instruction": json.loads(l)["instruction"]}
+                    for i, l in enumerate(seeds[: a.n])]
+    rows = {}
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    gen_ids = [tok.encode(tok.apply_chat_template(prompting.generator_request(r["instruction"]), tokenize=False,
+                                                  add_generation_prompt=True), add_special_tokens=False)
+               for r in instructions for _ in range(2)]
+    raw_gen = raw_llm(model, cfg, gen_ids, samp)
+
+    workers.init_ray(OmegaConf.create({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False}))
+    pool = EnginePool(model, {}, cfg.engine, cfg.model)
+
+    async def ours():
+        chain = GenerateChain(pool, samp, check, 1, None, seed=(0, "bench"))
+        await complete_all(pool, [Request([{"role": "user", "content": "warm up"}])], samp.with_max_tokens(4))
+        (initial, _), tokens, seconds, _ = await timed(pool, lambda: sample_responses(chain, instructions, 2,
+                                                                                       SampleLog(None)))
+        rows["a"] = (tokens / seconds, raw_gen[0] / raw_gen[1])
+        items = [dict(r, response=r["response"]) for r in initial if first_half(r["response"])[1]] or initial
+        ext = ExtendChain(pool, samp, check, 1, 2, 1.2, None, seed=(0, "bench-ext"))
+        _, e_tokens, e_seconds, e_requests = await timed(pool, lambda: extend_responses(ext, items, 1,
+                                                                                          SampleLog(None)))
+        _, l_tokens, l_seconds, _ = await timed(pool, lambda: lockstep_extend(pool, items, samp, 2))
+        return items, (e_tokens, e_seconds, e_requests), (l_tokens, l_seconds)
+
+    items, ext, lock = asyncio.run(ours())
+    pool.shutdown()
+    per_request = max(1, ext[0] // max(1, ext[2]))
+    ext_ids = [tok.encode(tok.apply_chat_template(prompting.extender_request(it["instruction"], it["response"], "en"),
+                                                  tokenize=False, add_generation_prompt=True),
+                          add_special_tokens=False) for it in items]
+    ext_ids = (ext_ids * (ext[2] // max(1, len(ext_ids)) + 1))[: ext[2]]
+    raw_ext = raw_llm(model, cfg, ext_ids, samp, ignore_eos=True, max_tokens=[per_request] * len(ext_ids))
+    rows["b"] = (ext[0] / ext[1], raw_ext[0] / raw_ext[1])
+    rows["d"] = (ext[0] / ext[1], lock[0] / lock[1])
+
+    log = Path("/tmp/bench_server.log")
+    proc, port = start_server(model, cfg, log)
+    try:
+        ref = reference_extend(port, model, items, samp, 2, a.threads)
+        rows["c"] = (ext[0] / ext[1], ref[0] / ref[1])
+        openai_tps = eval_through_openai(model, cfg, port)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    rows["e"] = (openai_tps, eval_in_process(model, cfg))  # the server is gone: nothing else on the CPUs
+    names = {"a": "generate stage vs raw LLM.generate", "b": "extend stage vs raw LLM.generate (same tokens)",
+             "c": "default path vs reference (HTTP, 32 threads)", "d": "chains vs lock-step rounds (extend)",
+             "e": "eval: OpenAI-compatible vs in-process engine"}
+    print(f"\n{'':3} {'comparison':<48} {'ours tok/s':>11} {'baseline':>10} {'ratio':>7}")
+    for key in "abcde":
+        if key in rows:
+            ours_tps, base_tps = rows[key]
+            print(f"({key}) {names[key]:<48} {ours_tps:>11.0f} {base_tps:>10.0f} {ours_tps / base_tps:>7.2f}")
+    print(f"\nmodel {model}; {a.n} instructions x 2 samples; max_tokens {a.max_tokens}; "
+          f"extension workload: {len(items)} attempts x 2 rounds ({ext[2]} requests, {ext[0]} tokens)")
+
+
+def _eval_tps(engine, cfg) -> float:
+    """Generated tokens per second over the shipped held-out items."""
+    from selflengthen.evaluation import runner
+    from selflengthen.evaluation.benchmarks import get_benchmark, load_items
+
+    bench, items = get_benchmark("heldout_tiny"), load_items("heldout_tiny")
+
+    async def go():
+        _, tokens, seconds, _ = await timed(engine, lambda: runner.generate_predictions(
+            engine, bench, items, sampling(cfg, 256), None, SampleLog(None)))
+        return tokens / seconds
+
+    return asyncio.run(go())
+
+
+def eval_through_openai(model, cfg, port) -> float:
+    from selflengthen.engines.openai_engine import OpenAIEngine
+
+    engine = OpenAIEngine(f"http://127.0.0.1:{port}/v1", "base", {}, list(cfg.model.end_of_turn), tokenizer=model,
+                          per_request_seeds=False)
+    try:
+        return _eval_tps(engine, cfg)
+    finally:
+        asyncio.run(engine.aclose())
+
+
+def eval_in_process(model, cfg) -> float:
+    pool = EnginePool(model, {}, cfg.engine, cfg.model)
+    try:
+        return _eval_tps(pool, cfg)
+    finally:
+        pool.shutdown()
+
+
+if __name__ == "__main__":
+    main()
