@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -33,6 +34,7 @@ from omegaconf import OmegaConf
 
 from selflengthen import prompting, workers
 from selflengthen.engines import Request, Sampling, complete_all
+from selflengthen.engines.base import render_ids, token_ids
 from selflengthen.engines.replicas import EnginePool
 from selflengthen.quality import QualityCheck, rules_from_config
 from selflengthen.samples import SampleLog
@@ -85,17 +87,14 @@ def raw_llm(model, cfg, prompts_ids, samp: Sampling, ignore_eos=False, max_token
 
     llm = LLM(model=model, max_model_len=cfg.model.max_model_len, dtype="float32", enforce_eager=True,
               gpu_memory_utilization=0.2, seed=0)
-    tok = llm.get_tokenizer()
-    eos = [tok.convert_tokens_to_ids(t) for t in cfg.model.end_of_turn if tok.convert_tokens_to_ids(t) is not None]
-    results = []
-    for ids, mt in zip(prompts_ids, max_tokens or [samp.max_tokens] * len(prompts_ids)):
-        results.append((ids, mt))
+    eos = token_ids(llm.get_tokenizer(), list(cfg.model.end_of_turn))
     params = [SamplingParams(temperature=samp.temperature, top_p=samp.top_p, top_k=samp.top_k,
                              repetition_penalty=samp.repetition_penalty, max_tokens=mt, stop=list(samp.stop),
-                             stop_token_ids=[] if ignore_eos else eos, ignore_eos=ignore_eos) for _, mt in results]
+                             stop_token_ids=[] if ignore_eos else eos, ignore_eos=ignore_eos)
+              for mt in (max_tokens or [samp.max_tokens] * len(prompts_ids))]
     llm.generate([TokensPrompt(prompt_token_ids=[1, 2, 3])], params[:1], use_tqdm=False)  # warm-up
     t = time.time()
-    outs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in results], params, use_tqdm=False)
+    outs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompts_ids], params, use_tqdm=False)
     seconds = time.time() - t
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     llm.llm_engine.engine_core.shutdown()
@@ -175,9 +174,8 @@ def reference_extend(port: int, model: str, items, samp: Sampling, rounds: int, 
             counted.append(r1.usage.completion_tokens)
             kept = keep_leading_two_thirds(r1.choices[0].message.content or "")
             prefix = kept + "\n\n" if kept else ""
-            text = tok.apply_chat_template(prompting.extender_request(item["instruction"], current, "en"),
-                                           tokenize=False, add_generation_prompt=True) + prefix
-            r2 = client.completions.create(model="base", prompt=tok.encode(text, add_special_tokens=False),
+            ids = render_ids(tok, Request(prompting.extender_request(item["instruction"], current, "en"), prefix=prefix))
+            r2 = client.completions.create(model="base", prompt=ids,
                                            temperature=samp.temperature, top_p=samp.top_p, max_tokens=samp.max_tokens,
                                            stop=list(samp.stop), extra_body=extra)
             counted.append(r2.usage.completion_tokens)
@@ -196,8 +194,6 @@ def main() -> None:
     samp = sampling(cfg, a.max_tokens)
     check = QualityCheck(rules_from_config(cfg.loop.quality))
     seeds = [l for l in (REPO / "selflengthen" / "seeds" / "en.jsonl").read_text().splitlines() if l.strip()]
-    import json
-
     instructions = [{"id": f"b{i}", "language": "en", "instruction": json.loads(l)["instruction"]}
                     for i, l in enumerate(seeds[: a.n])]
     rows = {}
@@ -205,8 +201,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model)
-    gen_ids = [tok.encode(tok.apply_chat_template(prompting.generator_request(r["instruction"]), tokenize=False,
-                                                  add_generation_prompt=True), add_special_tokens=False)
+    gen_ids = [render_ids(tok, Request(prompting.generator_request(r["instruction"])))
                for r in instructions for _ in range(2)]
     raw_gen = raw_llm(model, cfg, gen_ids, samp)
 
@@ -229,9 +224,8 @@ def main() -> None:
     items, ext, lock = asyncio.run(ours())
     pool.shutdown()
     per_request = max(1, ext[0] // max(1, ext[2]))
-    ext_ids = [tok.encode(tok.apply_chat_template(prompting.extender_request(it["instruction"], it["response"], "en"),
-                                                  tokenize=False, add_generation_prompt=True),
-                          add_special_tokens=False) for it in items]
+    ext_ids = [render_ids(tok, Request(prompting.extender_request(it["instruction"], it["response"], "en")))
+               for it in items]
     ext_ids = (ext_ids * (ext[2] // max(1, len(ext_ids)) + 1))[: ext[2]]
     raw_ext = raw_llm(model, cfg, ext_ids, samp, ignore_eos=True, max_tokens=[per_request] * len(ext_ids))
     rows["b"] = (ext[0] / ext[1], raw_ext[0] / raw_ext[1])

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from selflengthen.prompting import load_template, user
+from selflengthen.prompting import load_template, render, user
 
 REJECT_REASONS = ("empty", "no_steps", "too_long")
 
@@ -197,14 +197,8 @@ def parse_plan(text: str, language: str, *, max_steps: int = 50) -> Plan:
 
 # --- prompts ---------------------------------------------------------------------------
 
-_FIELDS = re.compile(r"\{(instruction|plan|written|step|min_words|max_words)\}")
 _NOTHING_YET = {"en": "(nothing yet: this is the first paragraph)", "zh": "（还没有，这是第一段）"}
 _LEFT_OUT = {"en": "[... the beginning is left out here ...]", "zh": "[……前文从略……]"}
-
-
-def _fill(template: str, **fields: object) -> str:
-    """One pass, so braces in the instruction or the written text are never re-scanned."""
-    return _FIELDS.sub(lambda m: str(fields[m.group(1)]), template)
 
 
 def format_step(step: PlanStep, language: str) -> str:
@@ -217,7 +211,7 @@ def format_step(step: PlanStep, language: str) -> str:
 
 
 def plan_request(instruction: str, language: str, *, min_words: int, max_words: int) -> list[dict]:
-    return user(_fill(load_template(language, "agentwrite_plan"), instruction=instruction,
+    return user(render(load_template(language, "agentwrite_plan"), instruction=instruction,
                       min_words=min_words, max_words=max_words))
 
 
@@ -242,6 +236,6 @@ def write_request(instruction: str, plan: Plan, written_so_far: str, step: PlanS
     """The request for one step: the instruction, the whole plan, the text so far (its
     tail when over `max_written_chars`) and the current plan line."""
     written = tail_within(written_so_far.strip(), max_written_chars, language) or _NOTHING_YET[language]
-    return user(_fill(load_template(language, "agentwrite_write"), instruction=instruction,
+    return user(render(load_template(language, "agentwrite_write"), instruction=instruction,
                       plan="\n".join(format_step(s, language) for s in plan.steps),
                       written=written, step=format_step(step, language)))

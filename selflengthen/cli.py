@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from selflengthen.errors import UserError
@@ -34,25 +35,33 @@ def _run_job(cfg) -> None:
     from omegaconf import open_dict
 
     from selflengthen import loop
-    from selflengthen.inspect_run import inspect
+    from selflengthen.inspect_run import inspect_runs
 
     hc = HydraConfig.get()
     if hc.mode.name == "MULTIRUN" and not any(o.startswith("run.name=") for o in hc.overrides.task):
         with open_dict(cfg):  # one sweep folder, named after the sweep, with one run folder per job
             cfg.paths.iterations_dir = str(Path(str(cfg.paths.iterations_dir)) / sweep_name(cfg, hc))
             cfg.run.name = _safe(",".join(sorted(_sweep_overrides(hc))) or str(hc.job.num))
-    try:
+    with user_errors(cfg.debug, "finished stages are kept"):
         paths = loop.run(cfg)
-        text, png = inspect(str(paths.root), Path(str(cfg.paths.iterations_dir)))
+        text, png = inspect_runs([str(paths.root)], Path(str(cfg.paths.iterations_dir)))
         print(text)
         if png:
             print(f"plot: {png}")
+
+
+@contextmanager
+def user_errors(debug: bool, kept: str):
+    """A user error is one line and exit 2 (the traceback only with debug); Ctrl-C says
+    what is kept and how to resume."""
+    try:
+        yield
     except UserError as err:
-        if cfg.debug or _debugging():
+        if debug or _debugging():
             raise
         _fail(err)
     except KeyboardInterrupt:
-        print("selflengthen: interrupted; finished stages are kept, run the same command to resume", file=sys.stderr)
+        print(f"selflengthen: interrupted; {kept}, run the same command to resume", file=sys.stderr)
         sys.exit(130)
 
 
@@ -92,17 +101,10 @@ def sweep_name(cfg, hc) -> str:
 def _eval_job(cfg) -> None:
     from selflengthen.evaluation.command import run_eval, summary_table
 
-    try:
+    with user_errors(cfg.debug, "finished items are kept"):
         summary, out = run_eval(cfg)
         print(summary_table(summary))
         print(f"results: {out}")
-    except UserError as err:
-        if cfg.debug or _debugging():
-            raise
-        _fail(err)
-    except KeyboardInterrupt:
-        print("selflengthen: interrupted; finished items are kept, run the same command to resume", file=sys.stderr)
-        sys.exit(130)
 
 
 def hydra_verb(argv: list[str], config_name: str, job) -> None:
@@ -127,12 +129,8 @@ def inspect_cmd(argv: list[str]) -> None:
     parser.add_argument("--iterations-dir", default="iterations", type=Path)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    try:
+    with user_errors(args.debug, "nothing was changed"):
         text, png = inspect_runs(args.runs, args.iterations_dir)
-    except UserError as err:
-        if args.debug or _debugging():
-            raise
-        _fail(err)
     print(text)
     if png:
         print(f"plot: {png}")

@@ -50,10 +50,6 @@ def find_runs(specs: list[str], iterations_dir: Path) -> list[artifacts.RunPaths
     return found
 
 
-def find_run(run: str | None, iterations_dir: Path) -> artifacts.RunPaths:
-    return find_runs([run] if run else [], iterations_dir)[0]
-
-
 def load_metrics(paths: artifacts.RunPaths) -> list[dict]:
     return [artifacts.read_json(it.metrics) for it in paths.iterations() if it.k >= 1 and it.metrics.exists()]
 
@@ -179,6 +175,3 @@ def _labels(roots: list[Path]) -> list[str]:
     common = len(_common_parts(roots))
     return ["/".join(r.resolve().parts[common:]) or r.name for r in roots]
 
-
-def inspect(run: str | None, iterations_dir: Path) -> tuple[str, Path | None]:
-    return inspect_runs([run] if run else [], iterations_dir)

@@ -253,8 +253,7 @@ def _run_locked(cfg: DictConfig, seeds: dict[str, list[str]]) -> artifacts.RunPa
                  time.time() - t0, w["initial"]["mean"], w["extended"]["mean"])
     if model_path is None:  # every iteration was already complete
         model_path = artifacts.read_json(paths.iteration(1).manifest)["model"]
-    if cfg.eval.every_iteration and any(in_run.missing(cfg, paths, k) for k in range(cfg.iterations + 1)):
-        workers.init_ray(cfg.ray)
+    if cfg.eval.every_iteration:  # normally only the last iteration's generator is left
         in_run.catch_up(cfg, paths, model_path, cfg.iterations)
     artifacts.write_json(paths.manifest, {
         "run": str(cfg.run.name), "model": str(cfg.model.path), "model_resolved": model_path,

@@ -7,7 +7,7 @@ from functools import lru_cache
 from importlib import resources
 
 LANGUAGES = ("en", "zh")
-_FIELD = re.compile(r"\{(instruction|response|number)\}")
+_FIELD = re.compile(r"\{([a-z_]+)\}")
 
 
 @lru_cache(maxsize=None)
@@ -19,9 +19,9 @@ def load_template(language: str, name: str) -> str:
 
 
 def render(template: str, **fields: object) -> str:
-    """Fill {instruction}, {response}, {number} in one pass (inserted text is never
-    re-scanned, so braces in user text are safe)."""
-    return _FIELD.sub(lambda m: str(fields[m.group(1)]), template)
+    """Fill the template's {name} fields from `fields` in one pass (inserted text is never
+    re-scanned, so braces in user text are safe); other braces are left as they are."""
+    return _FIELD.sub(lambda m: str(fields[m.group(1)]) if m.group(1) in fields else m.group(0), template)
 
 
 def user(content: str) -> list[dict]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Iterable, Protocol
 
 
@@ -68,6 +69,25 @@ class Engine(Protocol):
     def usage(self) -> dict[str, dict]:
         """Per adapter name ("base" for none): path, requests, prompt and completion tokens."""
         ...
+
+
+def render_ids(tokenizer, request: Request) -> list[int]:
+    """The request as token ids: the chat template up to the assistant turn, then the
+    prefix, with no special tokens added (the template has its own BOS, if any)."""
+    text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer.encode(text + request.prefix, add_special_tokens=False))
+
+
+def token_ids(tokenizer, tokens: list[str]) -> list[int]:
+    """The ids of the named special tokens (end-of-turn) the tokenizer knows."""
+    ids = {tokenizer.convert_tokens_to_ids(t) for t in tokens}
+    return sorted(i for i in ids if isinstance(i, int) and i != tokenizer.unk_token_id)
+
+
+def check_adapter_folders(adapters: dict[str, str]) -> None:
+    for name, path in adapters.items():
+        if not (Path(path) / "adapter_config.json").exists():
+            raise FileNotFoundError(f"adapter {name!r} at {path} has no adapter_config.json")
 
 
 async def complete_all(engine: Engine, requests: Iterable[Request], sampling: Sampling) -> list[Completion]:

@@ -28,8 +28,10 @@ async def serving(model_path: str, adapters: dict[str, str], cfg) -> AsyncIterat
         finally:
             await engine.aclose()
         return
+    from selflengthen import workers
     from selflengthen.engines.replicas import EnginePool
 
+    workers.init_ray(cfg.ray)  # a no-op when the caller (the loop) has connected already
     try:
         pool = EnginePool(model_path, adapters, cfg.engine, cfg.model)
     except ray.exceptions.RayError as err:

@@ -31,7 +31,7 @@ from typing import Any
 
 import openai
 
-from selflengthen.engines.base import Completion, Request, Sampling, UsageMeter
+from selflengthen.engines.base import Completion, Request, Sampling, UsageMeter, render_ids, token_ids
 from selflengthen.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,7 @@ class OpenAIEngine:
 
     def render(self, request: Request) -> list[int]:
         """The chat template up to the assistant turn, plus the prefix, as token ids."""
-        tok = self.tokenizer()
-        text = tok.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
-        return list(tok.encode(text + request.prefix, add_special_tokens=False))
+        return render_ids(self.tokenizer(), request)
 
     def tokenizer(self):
         with self._tokenizer_lock:
@@ -250,9 +248,7 @@ class OpenAIEngine:
 
     def end_of_turn_ids(self) -> list[int]:
         if self._end_of_turn_ids is None:
-            tok = self.tokenizer()
-            ids = {tok.convert_tokens_to_ids(t) for t in self.end_of_turn}
-            self._end_of_turn_ids = sorted(i for i in ids if isinstance(i, int) and i != tok.unk_token_id)
+            self._end_of_turn_ids = token_ids(self.tokenizer(), self.end_of_turn)
         return self._end_of_turn_ids
 
     @staticmethod

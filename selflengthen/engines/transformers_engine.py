@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from pathlib import Path
 
-from selflengthen.engines.base import Completion, Request, Sampling, UsageMeter
+from selflengthen.engines.base import (Completion, Request, Sampling, UsageMeter, check_adapter_folders, render_ids,
+                                       token_ids)
 from selflengthen.engines.vllm_engine import NO_ROOM
 
 
@@ -48,19 +48,15 @@ class TransformersEngine:
             from peft import PeftModel
 
             names = sorted(self.adapters)
-            for name in names:
-                if not (Path(self.adapters[name]) / "adapter_config.json").exists():
-                    raise FileNotFoundError(f"adapter {name!r} at {self.adapters[name]} has no adapter_config.json")
+            check_adapter_folders(self.adapters)
             model = PeftModel.from_pretrained(model, self.adapters[names[0]], adapter_name=names[0])
             for name in names[1:]:
                 model.load_adapter(self.adapters[name], adapter_name=name)
         self.model = model.to(self.device).eval()
         self.max_len = int(options.get("max_model_len") or getattr(model.config, "max_position_embeddings", 4096))
         self.max_batch = int(options.get("max_num_seqs") or 16)
-        self.eos_ids = sorted({tid for tok in end_of_turn
-                               if (tid := self.tokenizer.convert_tokens_to_ids(tok)) is not None
-                               and tid != self.tokenizer.unk_token_id} | (
-            {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()))
+        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        self.eos_ids = sorted(set(token_ids(self.tokenizer, end_of_turn)) | set(eos))
         self.meter = UsageMeter(paths=dict(self.adapters))
         self.queue: asyncio.Queue[_Pending] | None = None
         self.batcher: asyncio.Task | None = None
@@ -71,8 +67,7 @@ class TransformersEngine:
         return self.meter.snapshot()
 
     def render(self, request: Request) -> list[int]:
-        text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer.encode(text + request.prefix, add_special_tokens=False)
+        return render_ids(self.tokenizer, request)
 
     async def complete(self, request: Request, sampling: Sampling) -> Completion:
         if request.adapter and request.adapter not in self.adapters:

@@ -12,9 +12,9 @@ its whole life (the actor's).
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
-from selflengthen.engines.base import Completion, Request, Sampling, UsageMeter
+from selflengthen.engines.base import (Completion, Request, Sampling, UsageMeter, check_adapter_folders, render_ids,
+                                       token_ids)
 
 NO_ROOM = 16  # fewer free context tokens than this: answer empty rather than fail
 
@@ -41,9 +41,7 @@ class VllmEngine:
         # there the engine-wide seed alone makes runs reproducible.
         self.per_request_seeds = per_request_seeds and device_kind() == "cuda"
         self.adapters = {name: str(path) for name, path in adapters.items()}
-        for name, path in self.adapters.items():
-            if not (Path(path) / "adapter_config.json").exists():
-                raise FileNotFoundError(f"adapter {name!r} at {path} has no adapter_config.json")
+        check_adapter_folders(self.adapters)
         kwargs = dict(options)
         if self.adapters:
             # max_loras = how many adapters share one batch: both roles may be in flight at once
@@ -53,10 +51,7 @@ class VllmEngine:
         self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model_path, disable_log_stats=True, **kwargs))
         self.tokenizer = self.llm.get_tokenizer()
         self.max_len = self.llm.model_config.max_model_len
-        self.stop_token_ids = sorted({
-            tid for tok in end_of_turn
-            if (tid := self.tokenizer.convert_tokens_to_ids(tok)) is not None and tid != self.tokenizer.unk_token_id
-        })
+        self.stop_token_ids = token_ids(self.tokenizer, end_of_turn)
         # lora_int_id must be unique per weights: a retrained adapter lives at a new path,
         # and a new engine is started per iteration, so ids by sorted role are safe.
         self.lora = {name: LoRARequest(name, i + 1, path) for i, (name, path) in enumerate(sorted(self.adapters.items()))}
@@ -69,8 +64,7 @@ class VllmEngine:
         return self.meter.snapshot()
 
     def render(self, request: Request) -> list[int]:
-        text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer.encode(text + request.prefix, add_special_tokens=False)
+        return render_ids(self.tokenizer, request)
 
     async def complete(self, request: Request, sampling: Sampling) -> Completion:
         from vllm import SamplingParams

@@ -12,15 +12,13 @@ import asyncio
 import json
 import logging
 import re
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import SimpleNamespace
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from selflengthen import config
-from selflengthen.engines import Sampling, usage_delta
+from selflengthen.engines import Sampling
 from selflengthen.engines.factory import serving
 from selflengthen.errors import UserError
 from selflengthen.evaluation import runner, scoring
@@ -71,34 +69,20 @@ def output_name(cfg: DictConfig) -> str:
     return re.sub(r"[^\w.-]+", "-", f"{who}-{cfg.benchmark}")
 
 
-def judge_model_cfg(jcfg: DictConfig) -> SimpleNamespace:
-    return SimpleNamespace(max_model_len=jcfg.max_model_len, dtype=jcfg.dtype, trust_remote_code=jcfg.trust_remote_code,
-                           end_of_turn=list(jcfg.end_of_turn))
-
-
 @asynccontextmanager
 async def judge_engine(cfg: DictConfig):
-    """The judge's engine (None when `judge=none`)."""
+    """The judge's engine (None when `judge=none`), opened like any engine: `judge=openai`
+    is its own engine config; `judge=vllm` is the run's vLLM engine config serving the
+    judge's model."""
     jcfg = cfg.judge
     if jcfg.kind == "none":
         yield None
         return
-    if jcfg.kind == "openai":
-        from selflengthen.engines.openai_engine import OpenAIEngine
-
-        engine = OpenAIEngine.from_config(jcfg, str(jcfg.model), {}, list(jcfg.end_of_turn))
-        try:
-            await engine.check()
-            yield engine
-        finally:
-            await engine.aclose()
-        return
-    from selflengthen import workers
-
-    workers.init_ray(cfg.ray)
-    judge_cfg = OmegaConf.create({"engine": OmegaConf.to_container(cfg.engine, resolve=True),
-                                  "model": vars(judge_model_cfg(jcfg))})
-    judge_cfg.engine.kind = "vllm"
+    engine_cfg = jcfg if jcfg.kind == "openai" else {**OmegaConf.to_container(cfg.engine, resolve=True),
+                                                       "kind": "vllm"}
+    model = {"max_model_len": jcfg.get("max_model_len"), "dtype": jcfg.get("dtype"),
+             "trust_remote_code": jcfg.get("trust_remote_code", False), "end_of_turn": list(jcfg.end_of_turn)}
+    judge_cfg = OmegaConf.create({"engine": engine_cfg, "model": model, "ray": cfg.ray})
     async with serving(str(jcfg.model), {}, judge_cfg) as engine:
         yield engine
 
@@ -149,7 +133,7 @@ def run_eval(cfg: DictConfig) -> tuple[dict, Path]:
 
 
 def generate(cfg: DictConfig, bench, paths: runner.EvalPaths, limit, languages) -> tuple[list[dict], dict]:
-    from selflengthen import loop, workers
+    from selflengthen import loop
 
     items = load_items(bench.name, cfg.data, limit=limit, languages=languages)
     adapters, adapter_role, base_of_adapter = {}, None, None
@@ -170,33 +154,32 @@ def generate(cfg: DictConfig, bench, paths: runner.EvalPaths, limit, languages) 
         return [done.done[item["id"]]["row"] for item in items], {"model": model_path,
                                                                    "adapter": adapters.get("generator"),
                                                                    "sampling": sampling_meta, "resumed": True}
-    if cfg.engine.kind != "openai":
-        workers.init_ray(cfg.ray)
-
     async def predicted():
         async with serving(model_path, adapters, cfg) as engine:
-            before = engine.usage()
-            rows = await runner.generate_predictions(engine, bench, items, sampling, adapter_role, done,
-                                                     int(cfg.seed))
-            return rows, usage_delta(before, engine.usage())
+            return await runner.predict(engine, bench, items, paths, sampling, adapter_role, int(cfg.seed), done)
 
-    started = time.time()
     log.info("eval %s: %d items on %s%s", bench.name, len(items), model_path,
              f" + adapter {adapters['generator']}" if adapters else "")
-    rows, usage = asyncio.run(predicted())
+    rows, generation = asyncio.run(predicted())
     return rows, {"model": model_path, "adapter": adapters.get("generator"), "sampling": sampling_meta,
-                  "generation_seconds": round(time.time() - started, 2), "generation_usage": usage,
-                  "engine": str(cfg.engine.kind)}
+                  "engine": str(cfg.engine.kind), **generation}
 
 
 def summary_table(summary: dict) -> str:
-    """A few printed lines: the headline scores and the breakdowns."""
-    lines = [f"{summary['benchmark']}: {summary['items']} items"]
-    for key, value in summary.items():
-        if isinstance(value, (int, float)) and key not in ("items",) and not isinstance(value, bool):
-            lines.append(f"  {key:<28} {value:.2f}" if isinstance(value, float) else f"  {key:<28} {value}")
-        elif isinstance(value, dict) and value and all(isinstance(v, (int, float)) or v is None
-                                                      for v in value.values()) and key not in ("sampling",):
-            shown = ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
-            lines.append(f"  {key:<28} {shown}")
+    """The printed report: the headline scores, then each breakdown on a line."""
+    def num(v) -> str:
+        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    score, quality = summary.get("length_score") or {}, summary.get("quality") or {}
+    lines = [f"{summary['benchmark']}: {summary['items']} items, mean {num(summary.get('mean_words'))} words",
+             f"  length score    {num(score.get('overall'))}"]
+    for key in ("by_bucket", "by_type", "by_range", "by_language"):
+        if score.get(key):
+            lines.append(f"    {key:<13} " + ", ".join(f"{k}={num(v)}" for k, v in score[key].items()))
+    if quality:
+        lines.append(f"  quality         {num(quality.get('overall'))} ({quality.get('judged')} judged)")
+    if summary.get("total") is not None:
+        lines.append(f"  total (S)       {num(summary['total'])}")
+    for length, info in (summary.get("by_length") or {}).items():
+        lines.append(f"    asked {length:>6}: mean {num(info['mean_words'])}, max {info['max_words']} words")
     return "\n".join(lines)

@@ -134,7 +134,7 @@ def plot_for(bench: Benchmark, rows: list[dict], summary: dict, out: Path) -> Pa
 def write_results(paths: EvalPaths, bench: Benchmark, rows: list[dict], meta: dict) -> dict:
     """predictions.jsonl, the plot, then summary.json last (its presence = complete)."""
     artifacts.write_jsonl(paths.predictions, rows)
-    summary = {"benchmark": bench.name, "items": len(rows), **scoring.summarize(bench, rows), **meta}
+    summary = {**scoring.summarize(bench, rows), **meta}
     try:
         plot = plot_for(bench, rows, summary, paths.plot)
         summary["plot"] = plot.name
@@ -150,16 +150,22 @@ async def evaluate(engine: Engine, bench: Benchmark, items: list[dict], out: Pat
                    judge_retries: int = 3, judge_meta: dict | None = None) -> dict:
     """Generate (and judge when a judge engine is given), score and write; the summary."""
     paths = EvalPaths(out)
-    started = time.time()
-    before = engine.usage()
-    rows = await generate_predictions(engine, bench, items, sampling, adapter, resume_log(paths, "predictions"), seed)
-    gen_usage = usage_delta(before, engine.usage())
-    meta = {**meta, "sampling": sampling_meta, "generation_seconds": round(time.time() - started, 2),
-            "generation_usage": gen_usage}
+    rows, generation = await predict(engine, bench, items, paths, sampling, adapter, seed,
+                                     resume_log(paths, "predictions"))
+    meta = {**meta, "sampling": sampling_meta, **generation}
     if judge_engine is not None and bench.rubric:
         rows, meta["judge"] = await run_judge(judge_engine, bench, rows, paths, judge_sampling, judge_retries,
                                               judge_meta or {})
     return finish(paths, bench, rows, meta)
+
+
+async def predict(engine: Engine, bench: Benchmark, items: list[dict], paths: EvalPaths, sampling: Sampling,
+                  adapter: str | None, seed: int, log: SampleLog) -> tuple[list[dict], dict]:
+    """generate_predictions, with its wall time and what the engine served for it."""
+    started, before = time.time(), engine.usage()
+    rows = await generate_predictions(engine, bench, items, sampling, adapter, log, seed)
+    return rows, {"generation_seconds": round(time.time() - started, 2),
+                  "generation_usage": usage_delta(before, engine.usage())}
 
 
 async def run_judge(judge_engine: Engine, bench: Benchmark, rows: list[dict], paths: EvalPaths,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from selflengthen.engines import Request, Sampling
 from selflengthen.finalize.constraints import Constraint, ConstraintConfig, draw_constraint, from_chinese_numeral
-from selflengthen.prompting import load_template
+from selflengthen.prompting import load_template, render, user
 
 # --- numbers and length demands ----------------------------------------------------------
 
@@ -100,14 +100,10 @@ def length_demands(text: str, language: str) -> list[tuple[str, set[int]]]:
 
 # --- the model rewrite ---------------------------------------------------------------------
 
-_FIELD = re.compile(r"\{(query|constraint)\}")
-
-
 def rewrite_request(query: str, constraint: Constraint, language: str) -> list[dict]:
     """The user turn asking the model to weave the constraint into the query."""
     template = load_template("zh" if language == "zh" else "en", "constrain")
-    fields = {"query": query.strip(), "constraint": constraint.text}
-    return [{"role": "user", "content": _FIELD.sub(lambda m: fields[m.group(1)], template)}]
+    return user(render(template, query=query.strip(), constraint=constraint.text))
 
 
 _LABEL = re.compile(r"^(?:edited request|rewritten request|request|query|修改后的请求|改写后的请求|请求)\s*[:：]\s*",
