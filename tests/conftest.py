@@ -38,3 +38,19 @@ def tiny_model(model_cache) -> Path:
     from selflengthen.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(model_cache)
+
+
+E2E_ITERATIONS = 2
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, model_cache, tiny_model):
+    """A finished 2-iteration run of the real CLI on the tiny model (run name e2e), shared by
+    the end-to-end tests of every verb that starts from a run (eval, finalize, ...)."""
+    out = tmp_path_factory.mktemp("runs")
+    base_hash = sha256(tiny_model / "model.safetensors")
+    args = ("run", f"iterations={E2E_ITERATIONS}", "run.name=e2e", f"paths.iterations_dir={out}",
+            f"paths.cache_dir={model_cache}", "loop.augment.new_per_language=10", "eval.limit=6")
+    proc = run_cli(*args, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
+    return {"root": out / "e2e", "proc": proc, "args": args, "base_hash": base_hash, "model": tiny_model}

@@ -9,23 +9,10 @@ from omegaconf import OmegaConf
 from safetensors.numpy import load_file
 
 from selflengthen import artifacts
+from tests.conftest import E2E_ITERATIONS as ITERATIONS
 from tests.conftest import REPO, run_cli, sha256
 
 pytestmark = pytest.mark.slow
-ITERATIONS = 2
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, model_cache, tiny_model):
-    out = tmp_path_factory.mktemp("runs")
-    base_hash = sha256(tiny_model / "model.safetensors")
-    args = ("run", f"iterations={ITERATIONS}", "run.name=e2e", f"paths.iterations_dir={out}",
-            f"paths.cache_dir={model_cache}", "loop.augment.new_per_language=10", "eval.limit=6")
-    proc = run_cli(*args, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
-    return {"root": out / "e2e", "proc": proc, "args": args, "base_hash": base_hash, "model": tiny_model}
-
-
 def test_every_artifact_of_every_iteration(finished_run):
     paths = artifacts.RunPaths(finished_run["root"])
     assert paths.config.exists() and paths.manifest.exists()

@@ -41,7 +41,10 @@ def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: st
     bf16 = cuda and tcfg["bf16"] in (True, "auto")
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
     peft_config = None
-    if init_adapter:
+    full = tcfg.get("method", "lora") == "full"  # the final model may be fully fine-tuned (finalize)
+    if full:
+        assert init_adapter is None, "full fine-tuning starts from the base weights, not an adapter"
+    elif init_adapter:
         model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
     else:
         peft_config = LoraConfig(r=tcfg["rank"], lora_alpha=tcfg["alpha"], lora_dropout=tcfg["dropout"],
@@ -72,6 +75,8 @@ def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: st
     tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(tmp)
+    if full:  # a standalone model folder: vLLM and transformers load it with its tokenizer
+        tokenizer.save_pretrained(tmp)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -84,8 +89,32 @@ def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: st
         "loss_last": losses[-1] if losses else None,
         "loss_curve": losses,
         "init_adapter": init_adapter,
+        "method": "full" if full else "lora",
         "learning_rate": tcfg["learning_rate"],
         "epochs": tcfg["epochs"],
         "seconds": round(time.time() - started, 1),
         "device": "cuda" if cuda else "cpu",
     }
+
+
+def merge_adapter(base_model: str, adapter_dir: str, out_dir: str) -> dict:
+    """Merge a LoRA adapter into its base weights and save a standalone model folder
+    (weights in the base's dtype, tokenizer with its chat template, generation config)
+    that vLLM and transformers load without PEFT."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.time()
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype="auto")
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_model).save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    params = sum(p.numel() for p in merged.parameters())
+    return {"base_model": base_model, "adapter": adapter_dir, "path": out_dir, "parameters": params,
+            "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),
+            "seconds": round(time.time() - started, 1), "cuda": torch.cuda.is_available()}
