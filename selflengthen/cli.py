@@ -1,4 +1,4 @@
-"""Command line: `python -m selflengthen run|eval [hydra overrides]` and
+"""Command line: `python -m selflengthen run|eval|finalize [hydra overrides]` and
 `python -m selflengthen inspect [RUN ...]`. User errors print one line (the problem and
 its fix) and exit 2; `debug=true` (run) or `--debug` / SELFLENGTHEN_DEBUG=1 shows the
 traceback."""
@@ -14,9 +14,17 @@ from pathlib import Path
 from selflengthen.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+VERBS = ("run", "eval", "finalize", "agentwrite", "dpo", "inspect")
 USAGE = """usage: python -m selflengthen run [KEY=VALUE ...] [-m]   run the loop (Hydra overrides)
        python -m selflengthen eval benchmark=NAME [data=PATH] [adapter=RUN/iter_K | predictions=FILE] [KEY=VALUE ...]
                                                                   score a model on a long-output benchmark
+       python -m selflengthen dpo [data=PATH] [adapter=RUN/iter_K] [dpo.samples_per_instruction=K] [KEY=VALUE ...]
+                                                                  preference-tune (DPO, LoRA) on sampled, scored long outputs
+       python -m selflengthen finalize RUN [step=collect|constrain|export|train|eval] [KEY=VALUE ...]
+                                                                  collect, length-constrain and export a run's data; train the final model
+       python -m selflengthen agentwrite input=FILE [adapter=RUN/iter_K] [agentwrite.mix.general=PATH] [KEY=VALUE ...]
+                                                                  AgentWrite (plan, then write paragraph by paragraph)
+                                                                  + a LongWriter-style training set
        python -m selflengthen inspect [RUN ...] [--iterations-dir DIR]   length (and eval) table + plot
        python -m selflengthen run --help                          the config and its groups"""
 
@@ -40,6 +48,7 @@ def _run_job(cfg) -> None:
     hc = HydraConfig.get()
     if hc.mode.name == "MULTIRUN" and not any(o.startswith("run.name=") for o in hc.overrides.task):
         with open_dict(cfg):  # one sweep folder, named after the sweep, with one run folder per job
+            cfg.tracking.group = cfg.tracking.group or sweep_name(cfg, hc)  # the trackers group the jobs
             cfg.paths.iterations_dir = str(Path(str(cfg.paths.iterations_dir)) / sweep_name(cfg, hc))
             cfg.run.name = _safe(",".join(sorted(_sweep_overrides(hc))) or str(hc.job.num))
     with user_errors(cfg.debug, "finished stages are kept"):
@@ -107,6 +116,46 @@ def _eval_job(cfg) -> None:
         print(f"results: {out}")
 
 
+def _finalize_job(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from selflengthen.finalize.command import report, run_finalize
+
+    with user_errors(cfg.debug, "finished finalize steps are kept"):
+        manifest, fp = run_finalize(cfg, list(HydraConfig.get().overrides.task))
+        print(report(manifest, fp))
+
+
+def run_argument(argv: list[str]) -> list[str]:
+    """`finalize RUN ...`: RUN (a run name under paths.iterations_dir, or a run folder)
+    becomes the overrides run.name= (and paths.iterations_dir= for a folder)."""
+    if not argv or "=" in argv[0] or argv[0].startswith("-"):
+        raise UserError("name the run to finalize: python -m selflengthen finalize RUN [KEY=VALUE ...] "
+                        "(RUN: a run name under iterations/, or a run folder)")
+    run, rest = argv[0], argv[1:]
+    folder = Path(run).expanduser()
+    if (folder / "config.yaml").is_file() and not any(a.startswith("paths.iterations_dir=") for a in rest):
+        return [f"paths.iterations_dir={folder.resolve().parent}", f"run.name={folder.resolve().name}", *rest]
+    return [f"run.name={run.rstrip('/')}", *rest]
+
+
+def _dpo_job(cfg) -> None:
+    from selflengthen.dpo.command import report, run_dpo
+
+    with user_errors(cfg.debug, "finished samples, pairs and training are kept"):
+        result, paths = run_dpo(cfg)
+        print(report(result, paths))
+
+
+def _agentwrite_job(cfg) -> None:
+    from selflengthen.agentwrite.command import run_agentwrite, summary_text
+
+    with user_errors(cfg.debug, "finished plans and paragraphs are kept"):
+        metrics, out = run_agentwrite(cfg)
+        print(summary_text(metrics))
+        print(f"results: {out}")
+
+
 def hydra_verb(argv: list[str], config_name: str, job) -> None:
     """Run `job` under Hydra with the config `conf/<config_name>.yaml` and the overrides."""
     import hydra
@@ -147,7 +196,17 @@ def main(argv: list[str] | None = None) -> None:
         hydra_verb(rest, "config", _run_job)
     elif command == "eval":
         hydra_verb(rest, "eval", _eval_job)
+    elif command == "finalize":
+        try:
+            rest = run_argument(rest)
+        except UserError as err:
+            _fail(err)
+        hydra_verb(rest, "finalize", _finalize_job)
+    elif command == "dpo":
+        hydra_verb(rest, "dpo", _dpo_job)
+    elif command == "agentwrite":
+        hydra_verb(rest, "agentwrite", _agentwrite_job)
     elif command == "inspect":
         inspect_cmd(rest)
     else:
-        _fail(UserError(f"unknown command {command!r}; use `run`, `eval` or `inspect` (python -m selflengthen --help)"))
+        _fail(UserError(f"unknown command {command!r}; use one of {', '.join(VERBS)} (python -m selflengthen --help)"))

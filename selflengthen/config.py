@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from selflengthen.errors import UserError
 from selflengthen.evaluation.in_run import check_config as eval_problems
 from selflengthen.quality import rule_problems
+from selflengthen.stages.agentwrite import config_problems as agentwrite_problems
+from selflengthen.stages.synth import SYNTHS
 from selflengthen.prompting import LANGUAGES
 from selflengthen.text import detect_language
 
@@ -19,7 +21,9 @@ EMBEDDED_TINY = "embedded:tiny"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Keys that change how a run is computed (a resumed run must keep them); the rest
 # (iterations, engine placement, Ray, paths, debug) may change between invocations.
-METHOD_KEYS = ("seed", "model", "loop", "train", "seeds")
+METHOD_KEYS = ("seed", "model", "loop", "train", "seeds", "agentwrite")
+# Method keys added after runs were started: a saved config without one ran as with this value.
+ADDED_METHOD_KEYS = {("loop", "synth"): "extend"}
 
 
 def problems(cfg: DictConfig) -> list[str]:
@@ -39,6 +43,9 @@ def problems(cfg: DictConfig) -> list[str]:
         need(lang in cfg.loop.quality, f"loop.quality has no rules for language {lang!r}; add loop.quality.{lang}")
     out += rule_problems(cfg.loop.quality)
     out += eval_problems(cfg)
+    need(cfg.loop.synth in SYNTHS, f"loop.synth={cfg.loop.synth!r} must be one of {list(SYNTHS)} "
+         "(extend: the paper's extender; agentwrite: LongWriter's plan-then-write; both)")
+    out += agentwrite_problems(cfg.agentwrite)
     path = str(cfg.model.path)
     if path != EMBEDDED_TINY and not Path(path).expanduser().is_dir():
         need(bool(_HUB_ID.match(path)) and not path.startswith((".", "/", "~")),
@@ -78,8 +85,24 @@ def validate(cfg: DictConfig) -> None:
 
 
 def method_config(cfg: DictConfig) -> dict:
-    container = OmegaConf.to_container(cfg, resolve=True)
-    return {k: container[k] for k in METHOD_KEYS if k in container}
+    return _method(OmegaConf.to_container(cfg, resolve=True))
+
+
+def saved_method(saved: dict) -> dict:
+    """The method part of a run's saved config.yaml, comparable with `method_config`: keys
+    added to the method since it was saved take the value the run had in effect."""
+    saved = {k: (dict(v) if isinstance(v, dict) else v) for k, v in saved.items()}
+    for (group, key), value in ADDED_METHOD_KEYS.items():
+        if isinstance(saved.get(group), dict):
+            saved[group].setdefault(key, value)
+    return _method(saved)
+
+
+def _method(container: dict) -> dict:
+    out = {k: container.get(k) for k in METHOD_KEYS}
+    if (out.get("loop") or {}).get("synth", "extend") == "extend":
+        out.pop("agentwrite")  # AgentWrite's parameters change nothing unless it runs
+    return out
 
 
 def load_seeds(cfg: DictConfig) -> dict[str, list[str]]:

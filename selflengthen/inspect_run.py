@@ -9,6 +9,7 @@ from pathlib import Path
 from selflengthen import artifacts
 from selflengthen.errors import UserError
 from selflengthen.evaluation import in_run
+from selflengthen.status import describe, read_status
 
 CURVES = [("generator_first_try", "generator (first try)"), ("initial", "initial (kept)"),
           ("extended", "extended (kept)")]
@@ -147,11 +148,11 @@ def inspect_runs(specs: list[str], iterations_dir: Path) -> tuple[str, Path | No
     runs = find_runs(specs, iterations_dir)
     loaded = [(p, load_metrics(p), in_run.load(p)) for p in runs]
     if not any(rows or evals for _, rows, evals in loaded):
-        return f"run {runs[0].root}: no iteration has finished yet", None
+        return f"run {runs[0].root}: no iteration has finished yet" + live_status(runs[0]), None
     if len(runs) == 1:
         p, rows, evals = loaded[0]
         png = plot([(p.root.name, rows, evals)], p.plot, f"Self-Lengthen length curves: {p.root.name}")
-        return f"run {p.root}\n" + table(rows, evals) + "\n" + LEGEND, png
+        return f"run {p.root}" + live_status(p) + "\n" + table(rows, evals) + "\n" + LEGEND, png
     labels = _labels([p.root for p in runs])
     text = "\n\n".join(table(rows, evals, run_label=label) for label, (_, rows, evals) in zip(labels, loaded))
     common = Path(*_common_parts([p.root for p in runs]))
@@ -159,6 +160,15 @@ def inspect_runs(specs: list[str], iterations_dir: Path) -> tuple[str, Path | No
     png = plot([(label, rows, evals) for label, (_, rows, evals) in zip(labels, loaded)], out,
                f"{len(runs)} runs")
     return f"{len(runs)} runs under {common}\n" + text + "\n" + LEGEND, png
+
+
+def live_status(paths: artifacts.RunPaths) -> str:
+    """A line on what the run is doing now, from its status.json (running, stale, failed);
+    nothing for a finished run or one from before status files."""
+    status = read_status(paths.root)
+    if not status or status.get("state") == "finished":
+        return ""
+    return "\n" + describe(status)
 
 
 def _common_parts(roots: list[Path]) -> list[str]:

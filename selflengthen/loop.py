@@ -17,14 +17,14 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen import artifacts, config, metrics, workers
+from selflengthen import artifacts, config, metrics, observe, workers
 from selflengthen.engines import Sampling, merge_usage, usage_delta
 from selflengthen.engines.factory import serving
 from selflengthen.evaluation import in_run
 from selflengthen.errors import UserError
 from selflengthen.quality import QualityCheck, rules_from_config
 from selflengthen.runlock import RunLock
-from selflengthen.stages import augment, curate, extend, generate, train
+from selflengthen.stages import augment, curate, generate, synth, train
 
 log = logging.getLogger("selflengthen")
 
@@ -52,7 +52,7 @@ def start_run(cfg: DictConfig) -> artifacts.RunPaths:
     method = config.method_config(cfg)
     if paths.config.exists():
         before = OmegaConf.to_container(OmegaConf.load(paths.config), resolve=True)
-        changed = sorted(_diff({k: before.get(k) for k in config.METHOD_KEYS}, method))
+        changed = sorted(_diff(config.saved_method(before), method))
         if changed:
             raise UserError(
                 f"run {cfg.run.name!r} in {paths.root} was started with a different config "
@@ -98,7 +98,8 @@ def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path
         curate.run(cfg, it)
     if not it.stage_done("train"):
         log.info("iteration %d: train both adapters", k)
-        train_both(cfg, it, model_path, adapters)
+        with observe.stage(k, "train"):  # progress, status.json and the trackers
+            train_both(cfg, it, model_path, adapters)
     result = metrics.iteration_metrics(it)
     result["seconds"].update(timings)
     artifacts.write_json(it.metrics, result)
@@ -119,21 +120,22 @@ async def generation_stages(cfg: DictConfig, paths: artifacts.RunPaths, it: arti
     async with serving(model_path, adapters, cfg) as engine:
         timings = {"engine_start": round(time.time() - t0, 1)}
         if cfg.eval.every_iteration:  # the previous generator (the base model first) is served here already
-            await in_run.evaluate_generator(cfg, paths, it.k - 1, engine, "generator" if adapters else None)
+            with observe.stage(it.k - 1, "eval", engine):
+                await in_run.evaluate_generator(cfg, paths, it.k - 1, engine, "generator" if adapters else None)
         stage_runs = {
             "augment": lambda: augment.run(cfg, it, engine, instruction_pool(seeds, paths, it.k), sampling),
             "generate": lambda: generate.run(cfg, it, engine, sampling, QualityCheck(rules),
                                              "generator" if adapters else None),
-            "extend": lambda: extend.run(cfg, it, engine, sampling, QualityCheck(rules),
-                                         "extender" if adapters else None),
+            "extend": lambda: synth.run(cfg, it, engine, sampling, QualityCheck(rules), adapters),  # loop.synth
         }
         for stage, run_stage in stage_runs.items():
             if it.stage_done(stage):
                 continue
             log.info("iteration %d: %s", it.k, stage)
-            before, started = usage_snapshot(engine), time.time()
-            await run_stage()
-            record_engine_usage(it, stage, before, usage_snapshot(engine), time.time() - started)
+            with observe.stage(it.k, stage, engine):  # progress, status.json and the trackers
+                before, started = usage_snapshot(engine), time.time()
+                await run_stage()
+                record_engine_usage(it, stage, before, usage_snapshot(engine), time.time() - started)
     log.info("iteration %d: engine shut down", it.k)
     return timings
 
@@ -183,7 +185,7 @@ def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, a
         if not sft_rows[role]:
             roles[role] = carry_adapter_over(it, role, adapters.get(role))
             continue
-        role_cfg = {**tcfg, **(tcfg["per_role"].get(role) or {})}
+        role_cfg = {**tcfg, **(tcfg["per_role"].get(role) or {}), "report": observe.train_report(it.k, role)}
         ref = task.remote(model_path, str(it.sft(role)), str(it.adapter(role)), adapters.get(role), role_cfg,
                           int(cfg.seed))
         pending[role] = ref
@@ -228,7 +230,7 @@ def run(cfg: DictConfig) -> artifacts.RunPaths:
     config.validate(cfg)
     seeds = config.load_seeds(cfg)
     paths = artifacts.RunPaths(Path(str(cfg.paths.iterations_dir)) / str(cfg.run.name))
-    with RunLock(paths.root):  # one writer per run folder
+    with RunLock(paths.root), observe.watching(cfg, paths.root):  # one writer; status.json and trackers
         return _run_locked(cfg, seeds)
 
 
@@ -248,6 +250,7 @@ def _run_locked(cfg: DictConfig, seeds: dict[str, list[str]]) -> artifacts.RunPa
             workers.init_ray(cfg.ray)
         t0 = time.time()
         history.append(run_iteration(cfg, paths, k, model_path, seeds))
+        observe.log_finished(paths)
         w = history[-1]["words"]
         log.info("iteration %d done in %.0f s: initial mean %s words, extended mean %s words", k,
                  time.time() - t0, w["initial"]["mean"], w["extended"]["mean"])
@@ -255,6 +258,7 @@ def _run_locked(cfg: DictConfig, seeds: dict[str, list[str]]) -> artifacts.RunPa
         model_path = artifacts.read_json(paths.iteration(1).manifest)["model"]
     if cfg.eval.every_iteration:  # normally only the last iteration's generator is left
         in_run.catch_up(cfg, paths, model_path, cfg.iterations)
+    observe.log_finished(paths)  # the last evaluation (and any iteration not yet logged)
     artifacts.write_json(paths.manifest, {
         "run": str(cfg.run.name), "model": str(cfg.model.path), "model_resolved": model_path,
         "iterations_completed": len(history), "seconds_this_invocation": round(time.time() - started, 1),

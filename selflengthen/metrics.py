@@ -54,8 +54,13 @@ def iteration_metrics(it: artifacts.IterationPaths) -> dict:
             "generator_first_try": length_stats(m["generate"]["first_try_words"]),
             "initial": length_stats([r["words"] for r in initial]),
             "extended": length_stats([r["words"] for r in extended]),
-            "growth_ratio": length_stats([round(r["words"] / max(1, r["initial_words"]), 3) for r in extended]),
+            "growth_ratio": length_stats([round(r["words"] / r["initial_words"], 3) for r in extended
+                                          if r["initial_words"]]),  # an AgentWrite row may have no draft
+            "extended_by_method": {method: length_stats([r["words"] for r in extended
+                                                         if r.get("method", "extend") == method])
+                                   for method in sorted({r.get("method", "extend") for r in extended})},
         },
+        "synth": ext.get("synth", "extend"),
         "acceptance": {
             "augment": m["augment"].get("acceptance", {}),
             "generate_quality": gen["quality"]["pass_rate"],

@@ -310,6 +310,7 @@ def test_resume_after_a_kill_writes_no_paragraph_twice(tmp_path, how, after):
     union = Counter((r["id"], r["index"]) for r in artifacts.read_jsonl(checkpoint) if r["kind"] == "step")
     assert set(union) == {(k, i) for k in "abc" for i in (1, 2, 3)} and set(union.values()) == {1}
     assert stats["resumed_steps"] == len(finished) and stats["steps_written"] == 9
+    assert stats["steps_this_run"] == 9 - len(finished)
     assert stats["requests"] == 12 - len(before)
     # the resumed run's rows are those of an uninterrupted run
     assert rows == run(ScriptedEngine(writer(3)))[0]
@@ -333,6 +334,23 @@ def test_rejected_plans_are_counted_and_never_written(tmp_path):
     again = ScriptedEngine(respond)
     _, stats2 = run(again, items, checkpoint=checkpoint)
     assert again.requests == [] and stats2["plans_rejected"] == stats["plans_rejected"]
+
+
+def test_prefill_starts_the_plan_with_its_first_label():
+    def planning(request) -> bool:
+        return not is_write(request) and "写作计划：\n" not in request.messages[0]["content"]
+
+    def respond(request, sampling):
+        return " Opening - Word count: 300 words\n第2段 - 要点：结尾 - 字数：200字" if planning(request) else "Text."
+
+    engine = ScriptedEngine(respond)
+    items = [{"id": "a", "instruction": "Write.", "language": "en"}, {"id": "z", "instruction": "写。", "language": "zh"}]
+    rows, _ = run(engine, items, cfg=conf(plan={"prefill": True}))
+    assert {r.key: r.prefix for r in engine.requests if planning(r)} == {"a": "Paragraph 1 - Main point:",
+                                                                             "z": "第1段 - 要点："}
+    assert [[p["planned_words"] for p in r["plan"]] for r in rows] == [[300, 200], [300, 200]]
+    plain = run(ScriptedEngine(respond), items)[0]  # without the label, the answer's first line is no step
+    assert [[p["planned_words"] for p in r["plan"]] for r in plain] == [[200], [200]]
 
 
 def test_missing_word_counts_use_the_default():
@@ -386,3 +404,17 @@ def test_plan_vs_actual_and_plot(tmp_path):
     assert plan_vs_actual([])["paragraphs"]["ratio"] is None
     out = plot_plan_vs_actual(rows, tmp_path / "plots" / "plan_vs_actual.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_progress_counts_items_and_the_resumed_ones(tmp_path):
+    from selflengthen import progress
+
+    checkpoint = tmp_path / "agentwrite.jsonl"
+    run(ScriptedEngine(writer(2)), ITEMS[:1], checkpoint=checkpoint)
+    reporter = progress.StageProgress("extend", enabled=False)
+    token = progress.activate(reporter)
+    try:
+        run(ScriptedEngine(writer(2)), ITEMS, checkpoint=checkpoint)
+    finally:
+        progress.deactivate(token)
+    assert (reporter.total, reporter.done, reporter.resumed) == (3, 3, 1)

@@ -321,6 +321,31 @@ def test_load_adapters_registers_them_under_hashed_names(server, tiny_model, ada
 
 
 @pytest.mark.slow
+def test_the_loop_runs_on_the_server_with_each_iterations_adapters_loaded_by_name(server, proxy, model_cache,
+                                                                                   tmp_path):
+    """`run engine=openai` for 2 iterations: iteration 2 generates and extends with iteration
+    1's adapters, registered on the server at start and addressed by their hashed names."""
+    from tests.conftest import REPO, run_cli
+
+    proc = run_cli("run", "iterations=2", "run.name=oa", f"paths.iterations_dir={tmp_path}",
+                   f"paths.cache_dir={model_cache}", "engine=openai", f"engine.base_url={proxy.base_url}",
+                   "engine.model=tiny", "engine.load_adapters=true", f"engine.api_key_env={KEY_ENV}",
+                   "loop.augment.new_per_language=4", "eval.every_iteration=false", "loop.sampling.max_tokens=256",
+                   "train.epochs=1", "model.max_model_len=2048", cwd=REPO, env={KEY_ENV: FAKE_KEY})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    first = tmp_path / "oa" / "iter_1" / "adapters"
+    usage = json.loads((tmp_path / "oa" / "iter_2" / "manifests" / "engine_usage.json").read_text())
+    for stage, role in (("generate", "generator"), ("extend", "extender")):
+        assert set(usage[stage]["adapters"]) == {role} and usage[stage]["adapters"][role]["requests"] > 0
+        assert usage[stage]["adapters"][role]["path"] == str(first / role)
+    loads = [e for e in proxy.entries if e["path"] == "/v1/load_lora_adapter"]
+    assert len(loads) == 2  # iteration 2's start registers both of iteration 1's adapters, once
+    served = {e["model"] for e in proxy.entries if e["path"] in ("/v1/chat/completions", "/v1/completions")}
+    assert {f"{r}-{adapter_fingerprint(first / r)}" for r in ("generator", "extender")} <= served
+    assert "tiny" in served  # iteration 1 and the augment stage: the base model
+
+
+@pytest.mark.slow
 def test_the_key_is_in_no_file_and_no_error(server, tmp_path_factory):
     """Runs last: every file these tests (and the server) wrote, and every error text."""
     assert not any(FAKE_KEY in t for t in ERROR_TEXTS)

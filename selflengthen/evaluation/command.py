@@ -132,21 +132,31 @@ def run_eval(cfg: DictConfig) -> tuple[dict, Path]:
     return runner.finish(paths, bench, rows, meta), out
 
 
-def generate(cfg: DictConfig, bench, paths: runner.EvalPaths, limit, languages) -> tuple[list[dict], dict]:
+def model_and_adapter(cfg: DictConfig) -> tuple[str, dict[str, str]]:
+    """The model to serve and its adapters: {"generator": folder} for `adapter=` (a run's
+    iteration, served as the run did, on the base model it was trained on), else {}."""
     from selflengthen import loop
 
-    items = load_items(bench.name, cfg.data, limit=limit, languages=languages)
-    adapters, adapter_role, base_of_adapter = {}, None, None
+    adapters, base_of_adapter = {}, None
     if cfg.adapter:
         adapter_path, base_of_adapter, run_config = resolve_adapter(str(cfg.adapter),
                                                                     Path(str(cfg.paths.iterations_dir)))
-        adapters, adapter_role = {"generator": str(adapter_path)}, "generator"
+        adapters = {"generator": str(adapter_path)}
         adopt_run_settings(cfg, run_config, adapter_path)
     model_path = loop.resolve_model(cfg) if not (base_of_adapter and cfg.model.path == config.EMBEDDED_TINY) \
         else base_of_adapter
     if base_of_adapter and Path(model_path).resolve() != Path(base_of_adapter).resolve():
         raise UserError(f"adapter {cfg.adapter} was trained on {base_of_adapter}, not on model.path={model_path}; "
                         f"leave model.path unset or give that base model")
+    return model_path, adapters
+
+
+def generate(cfg: DictConfig, bench, paths: runner.EvalPaths, limit, languages) -> tuple[list[dict], dict]:
+    from selflengthen import loop
+
+    items = load_items(bench.name, cfg.data, limit=limit, languages=languages)
+    model_path, adapters = model_and_adapter(cfg)
+    adapter_role = "generator" if adapters else None
     sampling, sampling_meta = runner.bench_sampling(bench, loop.sampling_from(cfg), cfg.max_tokens,
                                                     int(cfg.model.max_model_len))
     done = runner.resume_log(paths, "predictions")

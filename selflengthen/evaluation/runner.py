@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from selflengthen import artifacts
+from selflengthen import artifacts, progress
 from selflengthen.engines import Engine, Request, Sampling, usage_delta
 from selflengthen.evaluation import judge as judging
 from selflengthen.evaluation import plots, scoring
@@ -87,7 +87,9 @@ async def generate_predictions(engine: Engine, bench: Benchmark, items: list[dic
         row = scoring.prediction_row(bench, item, done.text)
         row.update(finish_reason=done.finish_reason, completion_tokens=done.completion_tokens)
         log.add({"id": item["id"], "row": row})
+        progress.advance()
 
+    progress.expect(len(items), done=sum(item["id"] in log for item in items))
     await asyncio.gather(*(one(item) for item in items if item["id"] not in log))
     return [log.done[item["id"]]["row"] for item in items]
 

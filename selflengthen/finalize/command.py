@@ -104,9 +104,9 @@ def settle(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     run = OmegaConf.load(root / "config.yaml")
     out = cfg.copy()
     with open_dict(out):
-        for key in FROM_RUN:
+        for key in FROM_RUN:  # merged over today's defaults: keys added since the run keep them
             if key in run:
-                out[key] = run[key]
+                out[key] = OmegaConf.merge(out[key], run[key]) if OmegaConf.is_dict(run[key]) else run[key]
         for o in OverridesParser.create().parse_overrides(overrides):
             key = o.key_or_group
             if key.startswith(OVERRIDABLE) and not o.is_delete():

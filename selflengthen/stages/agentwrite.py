@@ -16,6 +16,10 @@ twice. Checkpoint rows (JSONL):
   {"kind": "step", "id", "index", "text", "words", "planned_words", "finish_reason"}
 An empty step (the engine answered nothing, e.g. "no_room" when the prompt fills the
 context) is recorded like any other and the item moves on to its next step.
+
+`plan.prefill: true` begins the plan's answer with the first line's label ("Paragraph 1 -
+Main point:" / "第1段 - 要点："), so a model that drifts from the format starts in it; the
+recorded plan text includes that label.
 """
 from __future__ import annotations
 
@@ -27,9 +31,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from selflengthen import artifacts
-from selflengthen.agentwrite_plan import REJECT_REASONS, Plan, PlanStep, parse_plan, plan_request, write_request
+from selflengthen import progress as stage_progress
+from selflengthen.agentwrite_plan import (REJECT_REASONS, Plan, PlanStep, format_step, parse_plan, plan_request,
+                                          write_request)
 from selflengthen.engines import Completion, Engine, Request, Sampling
-from selflengthen.samples import stable_seed
+from selflengthen.samples import drop_torn_tail, stable_seed
 from selflengthen.text import count_words
 
 
@@ -50,19 +56,29 @@ class _Progress:
 
     def __init__(self, path: Path | None):
         self.path = path
+        if path is not None and path.exists():
+            drop_torn_tail(path)  # a kill mid-append: the next append must start a line of its own
         rows = artifacts.read_jsonl(path) if path is not None and path.exists() else []
         self.plans = {r["id"]: r for r in rows if r.get("kind") == "plan"}
         self.steps = {(r["id"], r["index"]): r for r in rows if r.get("kind") == "step"}
         self.resumed_plans, self.resumed_steps = len(self.plans), len(self.steps)
         self.requests = self.prompt_tokens = self.completion_tokens = 0
+        self.new_steps = 0  # steps written by this run (not resumed)
 
     def add(self, row: dict) -> None:
         key = row["id"] if row["kind"] == "plan" else (row["id"], row["index"])
         table = self.plans if row["kind"] == "plan" else self.steps
         assert key not in table, f"{row['kind']} {key} finished twice"
         table[key] = row
+        self.new_steps += row["kind"] == "step"
         if self.path is not None:
             artifacts.append_jsonl(self.path, [row])
+
+    def finished(self, item_id: str) -> bool:
+        """The item's plan is rejected, or every step of it is written."""
+        entry = self.plans.get(item_id)
+        return entry is not None and (bool(entry["rejected"]) or
+                                      all((item_id, s["index"]) in self.steps for s in entry["plan"]))
 
     def spent(self, done: Completion) -> None:
         self.requests += 1
@@ -85,23 +101,25 @@ async def agentwrite_all(engine: Engine, items: list[dict], cfg, *, seed, sampli
     bound = cfg["max_items_in_flight"]
     gate = asyncio.Semaphore(int(bound)) if bound else None
 
-    async def call(item: dict, step: int, messages: list[dict], how: Sampling) -> Completion:
-        request = Request(messages, adapter=adapter, seed=stable_seed(seed, "agentwrite", item["id"], step),
-                          key=str(item["id"]))
+    async def call(item: dict, step: int, messages: list[dict], how: Sampling, prefix: str = "") -> Completion:
+        request = Request(messages, prefix=prefix, adapter=adapter,
+                          seed=stable_seed(seed, "agentwrite", item["id"], step), key=str(item["id"]))
         done = await engine.complete(request, how)
         progress.spent(done)
         return done
 
     async def plan_of(item: dict) -> dict:
+        prefix = plan_label(item["language"]) if cfg["plan"]["prefill"] else ""
         done = await call(item, 0, plan_request(item["instruction"], item["language"], min_words=cfg["min_words"],
-                                                max_words=cfg["max_words"]), plan_sampling)
-        plan = parse_plan(done.text, item["language"], max_steps=int(cfg["max_steps"]))
+                                                max_words=cfg["max_words"]), plan_sampling, prefix)
+        text = prefix + done.text
+        plan = parse_plan(text, item["language"], max_steps=int(cfg["max_steps"]))
         missing = sum(s.words is None for s in plan.steps)
         plan = plan.with_default_words(int(cfg["default_step_words"]))
         return {"kind": "plan", "id": item["id"], "rejected": plan.rejected,
                 "plan": [] if plan.rejected else [{"index": s.index, "point": s.point, "planned_words": s.words}
                                                   for s in plan.steps],
-                "defaulted": 0 if plan.rejected else missing, "text": done.text}
+                "defaulted": 0 if plan.rejected else missing, "text": text}
 
     async def write(item: dict) -> None:
         if item["id"] not in progress.plans:
@@ -124,10 +142,15 @@ async def agentwrite_all(engine: Engine, items: list[dict], cfg, *, seed, sampli
 
     async def gated(item: dict) -> None:
         if gate is None:
-            return await write(item)
-        async with gate:
-            return await write(item)
+            await write(item)
+        else:
+            async with gate:
+                await write(item)
+        if item["id"] not in finished:
+            stage_progress.advance(item["id"])  # the loop's progress display (a no-op elsewhere)
 
+    finished = {item["id"] for item in items if progress.finished(item["id"])}
+    stage_progress.expect(len(items), done=len(finished))
     tasks = [asyncio.ensure_future(gated(item)) for item in items]
     try:
         await asyncio.gather(*tasks)
@@ -155,11 +178,24 @@ async def agentwrite_all(engine: Engine, items: list[dict], cfg, *, seed, sampli
         "truncated_steps": sum(s["finish_reason"] == "length" for s in steps),
         "rows": len(rows), "empty_responses": empty_responses,
         "resumed_plans": progress.resumed_plans, "resumed_steps": progress.resumed_steps,
-        "requests": progress.requests,
+        "requests": progress.requests, "steps_this_run": progress.new_steps,
         "tokens": {"prompt": progress.prompt_tokens, "completion": progress.completion_tokens},
         "seconds": round(time.time() - started, 2),
     }
+    stats["paragraphs_per_second"] = round(progress.new_steps / stats["seconds"], 3) if stats["seconds"] else None
     return sorted(rows, key=lambda r: r["id"]), stats
+
+
+def plan_label(language: str) -> str:
+    """The first plan line's label in the requested format: 'Paragraph 1 - Main point:'."""
+    line = format_step(PlanStep(1, "", None), language)
+    return line.rstrip()
+
+
+def pending(items: list[dict], checkpoint: Path) -> int:
+    """How many items the checkpoint does not finish (no plan yet, or a plan step unwritten)."""
+    progress = _Progress(checkpoint)
+    return sum(not progress.finished(item["id"]) for item in items)
 
 
 def _row(item: dict, progress: _Progress) -> dict | None:
@@ -224,3 +260,42 @@ def plot_plan_vs_actual(rows: list[dict], out_png: Path) -> Path:
     fig.savefig(out_png)
     plt.close(fig)
     return out_png
+
+
+# --- which responses are kept as training data ------------------------------------------
+
+def keep_rows(rows: list[dict], fcfg, check=None) -> tuple[list[dict], dict]:
+    """(rows within [min_words, max_words] that pass `check` (a QualityCheck, when the
+    filter asks for it), {reason: rows dropped}); `fcfg` is the agentwrite.filter config."""
+    kept, dropped = [], Counter()
+    low, high = int(fcfg["min_words"]), fcfg["max_words"]
+    for row in rows:
+        if row["words"] < low:
+            dropped["too_short"] += 1
+        elif high is not None and row["words"] > int(high):
+            dropped["too_long"] += 1
+        elif fcfg["quality"] and check is not None and not check(row["response"], row["language"]):
+            dropped["quality"] += 1
+        else:
+            kept.append(row)
+    return kept, dict(dropped)
+
+
+def config_problems(acfg) -> list[str]:
+    """Problems with the agentwrite group (reported with the rest of the config, with fixes)."""
+    out = []
+    if not 0 < int(acfg.min_words) <= int(acfg.max_words):
+        out.append(f"agentwrite.min_words ({acfg.min_words}) must be > 0 and <= agentwrite.max_words "
+                   f"({acfg.max_words})")
+    if not (isinstance(acfg.max_steps, int) and acfg.max_steps >= 1):
+        out.append(f"agentwrite.max_steps={acfg.max_steps!r} must be a whole number >= 1 (the paper: 50)")
+    if acfg.max_items_in_flight is not None and not (isinstance(acfg.max_items_in_flight, int)
+                                                     and acfg.max_items_in_flight >= 1):
+        out.append(f"agentwrite.max_items_in_flight={acfg.max_items_in_flight!r} must be null (all) or >= 1")
+    f = acfg.filter
+    if f.max_words is not None and not int(f.max_words) > int(f.min_words):
+        out.append(f"agentwrite.filter.max_words ({f.max_words}) must be above filter.min_words ({f.min_words}), "
+                   f"or null for no bound")
+    if float(acfg.mix.general_per_long) < 0:
+        out.append(f"agentwrite.mix.general_per_long={acfg.mix.general_per_long} must be >= 0")
+    return out

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
-from selflengthen import artifacts, prompting
+from selflengthen import artifacts, progress, prompting
 from selflengthen.engines import Engine, Request, Sampling
 from selflengthen.samples import SampleLog, sample_rng, stable_seed
 from selflengthen.text import count_words
@@ -80,6 +80,8 @@ class Augmenter:
     async def one(self, pool: list[str], seen: set[str], language: str, slot_id: str) -> str | None:
         """One wanted instruction's chain: up to `tries_per_instruction` candidates."""
         for try_no in range(1, self.tries_per_instruction + 1):
+            if try_no > 1:
+                progress.retry(slot_id)
             cand = await self.candidate(pool, language, slot_id, try_no)
             self.stats.drawn += 1
             if not self.min_words < count_words(cand) < self.max_words:
@@ -114,7 +116,9 @@ class Augmenter:
 
         async def chain(sid: str) -> None:
             log.add({"id": sid, "instruction": await self.one(pool, seen, language, sid)})
+            progress.advance(sid, accepted=self.stats.accepted)
 
+        progress.expect(len(slots), done=sum(sid in log for sid in slots))
         await asyncio.gather(*(chain(sid) for sid in slots if sid not in log))
         return [{"id": sid, "language": language, "instruction": log.done[sid]["instruction"]}
                 for sid in slots if log.done[sid]["instruction"]]

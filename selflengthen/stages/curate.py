@@ -4,6 +4,11 @@ generator: instruction -> extended response
 extender:  extender prompt(instruction, degraded initial) -> extended response, where the
            degraded initial keeps each line of the initial response with probability
            `line_keep_prob`, joined by blank lines (it teaches the extender to add, not copy).
+
+With loop.synth=agentwrite|both some "extended" rows are AgentWrite's (stages/synth.py):
+their initial is the generator's draft for the same instruction, so the extender learns to
+turn a draft into the planned long text; a row with no draft trains the generator only.
+Each record keeps its row's `method` (extend | agentwrite).
 """
 from __future__ import annotations
 
@@ -24,9 +29,13 @@ def sft_records(extended: list[dict], keep_prob: float, rng: random.Random) -> t
     generator, extender = [], []
     for row in extended:
         answer = {"role": "assistant", "content": row["response"]}
-        generator.append({"id": row["id"], "messages": prompting.generator_request(row["instruction"]) + [answer]})
+        method = row.get("method", "extend")  # rows written before loop.synth existed are the extender's
+        generator.append({"id": row["id"], "method": method,
+                          "messages": prompting.generator_request(row["instruction"]) + [answer]})
+        if not row["initial"]:
+            continue
         draft = degrade(row["initial"], keep_prob, rng)
-        extender.append({"id": row["id"], "messages":
+        extender.append({"id": row["id"], "method": method, "messages":
                          prompting.extender_request(row["instruction"], draft, row["language"]) + [answer]})
     return generator, extender
 

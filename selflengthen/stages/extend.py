@@ -17,12 +17,11 @@ Each finished attempt is checkpointed as it finishes.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
-from selflengthen import artifacts, prompting
+from selflengthen import artifacts, progress, prompting
 from selflengthen.engines import Engine, Request, Sampling
 from selflengthen.quality import QualityCheck
 from selflengthen.resample import drop_short
@@ -81,6 +80,8 @@ class ExtendChain:
         initial_words = count_words(item["response"])
         for try_no in range(1, self.retries + 1):
             self.stats.tries += 1
+            if try_no > 1:
+                progress.retry(attempt_id)
             current = best = item["response"]
             history = [initial_words]
             for round_no in range(1, self.rounds + 1):
@@ -105,21 +106,24 @@ async def extend_responses(chain: ExtendChain, initial: list[dict], attempts: in
     """Accepted extensions, one row per accepted attempt, sorted by id."""
 
     async def one(item: dict, j: int) -> None:
-        log.add(await chain.attempt(item, j))
+        log.add(entry := await chain.attempt(item, j))
+        progress.advance(entry["id"])
 
     todo = [(item, j) for item in initial for j in range(attempts) if f"{item['id']}-a{j}" not in log]
     chain.stats.attempts = len(initial) * attempts
     chain.stats.resumed_attempts = len(initial) * attempts - len(todo)
+    progress.expect(chain.stats.attempts, done=chain.stats.resumed_attempts)
     await asyncio.gather(*(one(item, j) for item, j in todo))
     rows = [e["row"] for e in sorted(log.values(), key=lambda e: e["id"]) if e["row"] is not None]
     chain.stats.accepted = len(rows)
     return rows
 
 
-async def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampling: Sampling,
-              check: QualityCheck, adapter: str | None) -> dict:
-    """Write iter_k/extended.jsonl; return the stage's statistics."""
-    started = time.time()
+async def extended_rows(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampling: Sampling,
+                        check: QualityCheck, adapter: str | None) -> tuple[list[dict], dict]:
+    """(the kept extensions, tagged "method": "extend"; the statistics). The caller
+    (stages/synth.py, `loop.synth`) writes extended.jsonl and the stage's manifest, then
+    removes the checkpoint."""
     ecfg = cfg.loop.extend
     initial = artifacts.read_jsonl(paths.initial)
     chain = ExtendChain(engine, sampling, check, int(ecfg.retries), int(ecfg.rounds), float(ecfg.min_growth),
@@ -128,12 +132,8 @@ async def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, 
     extended = await extend_responses(chain, initial, int(ecfg.attempts), log)
     kept = drop_short(extended, [r["words"] for r in extended], seed=stable_seed(cfg.seed, "extend-drop", paths.k)) \
         if ecfg.drop_short else extended
-    artifacts.write_jsonl(paths.extended, kept)
     stats = chain.stats
     summary = {**vars(stats), "initial": len(initial), "kept_after_drop_short": len(kept),
                "attempt_accept_rate": round(stats.accepted / stats.attempts, 4) if stats.attempts else None,
                "quality": check.summary(), "adapter": adapter}
-    artifacts.write_stage_manifest(paths, "extend", started=started, config_digest=artifacts.config_hash(str(ecfg)),
-                                   counts=summary, outputs=[paths.extended])
-    log.remove()  # its rows are in extended.jsonl now
-    return summary
+    return [{**row, "method": "extend"} for row in kept], summary

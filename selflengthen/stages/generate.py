@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from selflengthen import artifacts, prompting
+from selflengthen import artifacts, progress, prompting
 from selflengthen.engines import Engine, Request, Sampling
 from selflengthen.quality import QualityCheck
 from selflengthen.resample import drop_short
@@ -38,6 +38,8 @@ class GenerateChain:
         sample_id = f"{row['id']}-s{j}"
         first_words = None
         for attempt in range(1, self.retries + 1):
+            if attempt > 1:
+                progress.retry(sample_id)
             request = Request(prompting.generator_request(row["instruction"]), adapter=self.adapter,
                               seed=stable_seed(self.seed, sample_id, attempt), key=sample_id)
             text = (await self.engine.complete(request, self.sampling)).text
@@ -58,10 +60,12 @@ async def sample_responses(chain: GenerateChain, instructions: list[dict], sampl
     counts of every sample's first try (the generator's unfiltered length curve)."""
 
     async def one(row: dict, j: int) -> None:
-        log.add(await chain.sample(row, j))
+        log.add(entry := await chain.sample(row, j))
+        progress.advance(entry["id"])
 
-    await asyncio.gather(*(one(row, j) for row in instructions for j in range(samples)
-                           if f"{row['id']}-s{j}" not in log))
+    todo = [(row, j) for row in instructions for j in range(samples) if f"{row['id']}-s{j}" not in log]
+    progress.expect(len(instructions) * samples, done=len(instructions) * samples - len(todo))
+    await asyncio.gather(*(one(row, j) for row, j in todo))
     entries = sorted(log.values(), key=lambda e: e["id"])
     rows = [e["row"] for e in entries if e["row"] is not None]
     return rows, [e["first_try_words"] for e in entries]

@@ -20,6 +20,28 @@ def to_prompt_completion(row: dict) -> dict:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
+def progress_file_callback(path: Path):
+    """A TRL callback writing {step, max_steps, loss} to `path` every few seconds: the
+    driver's progress bar and status.json read it (the trainer runs in another process)."""
+    from transformers import TrainerCallback
+
+    from selflengthen.artifacts import write_json
+
+    class ProgressFile(TrainerCallback):
+        last = 0.0
+        loss = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.loss = (logs or {}).get("loss", self.loss)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.time() - self.last >= 2 or state.global_step == state.max_steps:
+                self.last = time.time()
+                write_json(path, {"step": state.global_step, "max_steps": state.max_steps, "loss": self.loss})
+
+    return ProgressFile()
+
+
 def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: str | None, tcfg: dict,
                   seed: int) -> dict:
     """Train one adapter and save it (adapter weights + tokenizer-free PEFT config) to out_dir."""
@@ -30,6 +52,8 @@ def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: st
     from trl import SFTConfig, SFTTrainer
 
     started = time.time()
+    report = tcfg.get("report") or {}  # the run's trackers (tracking/): TRL's report_to and their environment
+    os.environ.update(report.get("env") or {})
     cuda = torch.cuda.is_available()
     if not cuda:
         torch.set_num_threads(max(1, int(tcfg["cpu_threads"] or os.cpu_count() or 1)))
@@ -64,13 +88,13 @@ def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: st
         use_cpu=not cuda,
         logging_steps=tcfg["logging_steps"],
         save_strategy="no",
-        report_to="none",
+        report_to=report.get("report_to") or "none",
         seed=seed,
         data_seed=seed,
         dataloader_num_workers=0,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=[progress_file_callback(work_dir / "progress.json")])
     result = trainer.train()
     tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
