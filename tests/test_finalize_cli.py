@@ -188,10 +188,37 @@ def test_the_merged_model_loads_without_peft_and_generated_on_vllm(finalized, ti
 @pytest.mark.slow
 def test_the_run_is_untouched_and_a_rerun_resumes_instantly(finalized):
     root, final = finalized["root"], finalized["final"]
-    after = {k: v for k, v in snapshot(root).items() if not k.startswith("final/")}
+    after = {k: v for k, v in snapshot(root).items() if not k.startswith("final")}
     assert after == finalized["before"]
     stamps = {p: p.stat().st_mtime_ns for p in (final / "manifests").glob("*.json")}
     proc = run_cli(*finalized["args"], cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (final / "manifests").glob("*.json")} == stamps
     assert "starting the vllm engine" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_writes_a_standalone_model(finalized, tiny_model):
+    """finalize.training.method=full: every weight trained, saved with its tokenizer (no
+    engine: the template insertion constrains the queries)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = finalized["root"]
+    proc = run_cli("finalize", "e2e", f"paths.iterations_dir={root.parent}", "step=train",
+                   "finalize.output_dir=final_full", "finalize.rewrite.use_model=false",
+                   "finalize.training.method=full", "finalize.training.learning_rate=1e-4",
+                   "finalize.training.epochs=1", cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "starting the vllm engine" not in proc.stderr
+    full = root / "final_full" / "model" / "full"
+    assert not (full / "adapter_config.json").exists() and (full / "config.json").exists()
+    train = json.loads((root / "final_full" / "manifests" / "train.json").read_text())["training"]
+    assert train["method"] == "full" and train["steps"] > 0
+    model = AutoModelForCausalLM.from_pretrained(str(full))
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model)).state_dict()
+    moved = [n for n, p in model.state_dict().items() if not torch.equal(p, base[n])]
+    assert any("embed" in n or "norm" in n for n in moved)  # not only LoRA targets: every weight trains
+    assert AutoTokenizer.from_pretrained(str(full)).chat_template
+    constrain = json.loads((root / "final_full" / "manifests" / "constrain.json").read_text())["counts"]
+    assert constrain["rewritten_by_model"] == 0 and constrain["template_fallback"] == constrain["constrained"] > 0

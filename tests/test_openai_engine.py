@@ -96,6 +96,17 @@ def test_a_server_that_keeps_failing_is_one_line_after_the_retries(closed_port, 
         assert proxy.keys_seen == 3  # the key reached the server on every try
 
 
+def test_stops_beyond_the_apis_four_are_cut_here():
+    from selflengthen.engines.openai_engine import MAX_STOPS, cut_at_stops
+
+    stops = ["a1", "a2", "a3", "a4", "\n---", "END"]
+    assert MAX_STOPS == 4
+    assert cut_at_stops("text a1 more", stops) == ("text a1 more", False)  # the server's own stops
+    assert cut_at_stops("one END two\n--- three", stops) == ("one ", True)  # the earliest of the rest
+    assert cut_at_stops("one\n--- END", stops) == ("one", True)
+    assert cut_at_stops("nothing to cut", stops[:4]) == ("nothing to cut", False)
+
+
 def test_preset_builds_the_engine(tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["engine=openai", "engine.adapter_models.generator=gen"])

@@ -54,6 +54,16 @@ def adapter_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()[:10]
 
 
+MAX_STOPS = 4  # OpenAI's API (and vLLM's server, which validates like it) takes at most 4 stop strings
+
+
+def cut_at_stops(text: str, stops: list[str]) -> tuple[str, bool]:
+    """The text up to the earliest of the stops the server was not given (beyond
+    MAX_STOPS), without the stop itself, as the server does with its own; (text, cut?)."""
+    ends = [i for i in (text.find(s) for s in stops[MAX_STOPS:] if s) if i >= 0]
+    return (text[:min(ends)], True) if ends else (text, False)
+
+
 class OpenAIEngine:
     """`complete(request, sampling) -> Completion` against an OpenAI-compatible server."""
 
@@ -211,8 +221,8 @@ class OpenAIEngine:
     def _sampling_args(self, sampling: Sampling, request: Request, stop: list[str]) -> dict[str, Any]:
         args: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p,
                                 "max_tokens": sampling.max_tokens}
-        if stop:
-            args["stop"] = stop
+        if stop:  # the API takes at most MAX_STOPS; the rest are cut here (cut_at_stops)
+            args["stop"] = stop[:MAX_STOPS]
         if request.seed is not None and self.per_request_seeds:
             args["seed"] = request.seed
         if self.send_extra_sampling:  # vLLM and SGLang take these; strict hosted APIs reject them
@@ -223,7 +233,8 @@ class OpenAIEngine:
         response = await client.chat.completions.create(
             model=model, messages=request.messages, **self._sampling_args(sampling, request, list(sampling.stop)))
         choice = response.choices[0]
-        return self._completion(choice.message.content or "", choice.finish_reason, response.usage, 0)
+        text, cut = cut_at_stops(choice.message.content or "", list(sampling.stop))
+        return self._completion(text, "stop" if cut else choice.finish_reason, response.usage, 0)
 
     async def _raw(self, client, model: str, ids: list[int], request: Request, sampling: Sampling) -> Completion:
         if self.max_model_len is not None:
@@ -234,7 +245,8 @@ class OpenAIEngine:
         # The end of turn as text and, where the server takes them, as token ids: vLLM
         # matches stop strings against text without special tokens, so "<|im_end|>" as a
         # string alone would not stop a model whose EOS is another token.
-        args = self._sampling_args(sampling, request, list(dict.fromkeys((*sampling.stop, *self.end_of_turn))))
+        stops = list(dict.fromkeys((*sampling.stop, *self.end_of_turn)))
+        args = self._sampling_args(sampling, request, stops)
         if self.send_extra_sampling and self.end_of_turn_ids():
             args["extra_body"]["stop_token_ids"] = self.end_of_turn_ids()
         try:
@@ -244,7 +256,8 @@ class OpenAIEngine:
                 return Completion("", len(ids), 0, "no_room")
             raise
         choice = response.choices[0]
-        return self._completion(choice.text or "", choice.finish_reason, response.usage, len(ids))
+        text, cut = cut_at_stops(choice.text or "", stops)
+        return self._completion(text, "stop" if cut else choice.finish_reason, response.usage, len(ids))
 
     def end_of_turn_ids(self) -> list[int]:
         if self._end_of_turn_ids is None:
