@@ -171,12 +171,19 @@ def test_agentwrite_killed_mid_way_resumes_without_losing_or_repeating_a_step(tm
     assert (out / "train" / "manifest.json").exists()
     assert "paragraphs/s" in proc.stdout and f"results: {out}" in proc.stdout
 
-    # a third run finds everything done: no engine, the same rows
-    again = run_cli(*common, cwd=REPO)
+    # a third run finds everything done (no engine, the same rows) and mixes in general chats
+    general = tmp_path / "general.jsonl"
+    chats = [[{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]
+             for i in range(20)]
+    write_input(general, [{"messages": c} for c in chats])
+    again = run_cli(*common, f"agentwrite.mix.general={general}", "agentwrite.mix.general_per_long=2", cwd=REPO)
     assert again.returncode == 0, again.stderr[-3000:]
     assert artifacts.read_jsonl(out / "rows.jsonl") == rows
     assert artifacts.read_jsonl(out / "checkpoint.jsonl") == ckpt
     assert json.loads((out / "metrics.json").read_text())["requests"] == 0
+    train = artifacts.read_jsonl(out / "train" / "train.jsonl")
+    assert Counter(r["source"] for r in train) == {"agentwrite": len(kept), "general": 2 * len(kept)}
+    assert all(r["messages"] in chats for r in train if r["source"] == "general")
 
     # other settings on the same folder are refused, naming what changed
     line = one_error_line(run_cli(*common, "seed=5", cwd=REPO))

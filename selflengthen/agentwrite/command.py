@@ -86,8 +86,8 @@ def output_name(cfg: DictConfig) -> str:
         return str(cfg.name)
     source = Path(str(cfg.input))
     stem = f"{source.parent.parent.name}-{source.parent.name}" if source.stem == "instructions" else source.stem
-    who = str(cfg.adapter).strip("/").replace("/", "-") if cfg.adapter else str(cfg.model.name)
-    return re.sub(r"[^\w.-]+", "-", f"{stem}-{who}")
+    who = "-".join(Path(str(cfg.adapter)).parts[-2:]) if cfg.adapter else str(cfg.model.name)
+    return re.sub(r"[^\w.-]+", "-", stem if who == stem else f"{stem}-{who}")
 
 
 def settings_of(cfg: DictConfig, model_path: str, adapters: dict) -> dict:
