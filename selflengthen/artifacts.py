@@ -3,6 +3,7 @@ atomic (write to a temporary file, then rename), and each stage's manifest is wr
 last so that its presence means the stage completed."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable
+
+from selflengthen.errors import UserError
 
 STAGES = ("augment", "generate", "extend", "curate", "train")
 ROLES = ("generator", "extender")
@@ -95,25 +98,48 @@ class IterationPaths:
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
+    """Write to `<name>.tmp`, flush and fsync, then rename: a crash or a full disk leaves
+    the previous file intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(err, path) from err
     return n
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_error(err: OSError, path: Path) -> Exception:
+    """A full disk (or quota) as a user error naming the folder; any other OSError as is."""
+    if err.errno not in DISK_FULL:
+        return err
+    return UserError(f"no space left on the disk holding {Path(path).parent} ({os.strerror(err.errno)}) while "
+                     f"writing {Path(path).name}; the previous version is kept: free space there (or move "
+                     f"paths.iterations_dir elsewhere) and rerun the same command to resume")
 
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
     """Checkpoint rows as they complete (flushed, so a crash loses at most one batch)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with path.open("a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:  # a torn last line is cut when the checkpoint is read again
+        raise disk_error(err, path) from err
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -136,8 +162,15 @@ def read_jsonl(path: Path) -> list[dict]:
 def write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(err, path) from err
 
 
 def read_json(path: Path) -> dict:

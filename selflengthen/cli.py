@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,6 +73,12 @@ def user_errors(debug: bool, kept: str):
     except KeyboardInterrupt:
         print(f"selflengthen: interrupted; {kept}, run the same command to resume", file=sys.stderr)
         sys.exit(130)
+    except OSError as err:  # a full disk anywhere (artifacts.py names the folder for its own writes)
+        from selflengthen.artifacts import DISK_FULL, disk_error
+
+        if err.errno not in DISK_FULL or debug or _debugging():
+            raise
+        _fail(disk_error(err, Path(err.filename or "the output folder/?")))
 
 
 def _safe(text: str) -> str:
@@ -156,16 +163,93 @@ def _agentwrite_job(cfg) -> None:
         print(f"results: {out}")
 
 
+# The key that moves each verb's output (Hydra's log folder is created under it first).
+OUTPUT_KEYS = {"config": "paths.iterations_dir", "eval": "out_dir", "dpo": "out_dir", "agentwrite": "out_dir"}
+
+
 def hydra_verb(argv: list[str], config_name: str, job) -> None:
     """Run `job` under Hydra with the config `conf/<config_name>.yaml` and the overrides."""
     import hydra
 
     if not CONF_DIR.is_dir():
         _fail(UserError(f"config folder {CONF_DIR} is missing; run from a checkout (pip install -e .)"))
+    if not any(a in ("-h", "--help", "--hydra-help") for a in argv):
+        try:
+            precheck(argv, config_name)
+        except UserError as err:
+            if _debugging():
+                raise
+            _fail(err)
     main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(job)
     _SWEPT[:] = swept_keys(argv)
     sys.argv = [sys.argv[0]] + argv
     main()
+
+
+def precheck(argv: list[str], config_name: str) -> None:
+    """Compose the config once before Hydra runs the job, so that an unknown key or group
+    option, or an output folder that cannot be created, is one line (Hydra itself prints
+    a report of several lines, or a traceback when it cannot create its log folder)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        raise UserError(f"bad override: {_one_line(err)}") from err
+    plain = [text for text, o in zip(overrides, parsed)  # a sweep's values are checked by Hydra per job
+             if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=plain, return_hydra_config=True)
+            multirun = any(a in ("-m", "--multirun") for a in argv)
+            out = OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+    except (HydraException, OmegaConfBaseException) as err:
+        unknown = re.match(r"Could not override '([^']+)'", str(err))
+        if unknown:
+            raise UserError(f"unknown config key '{unknown[1]}': check its spelling (python -m selflengthen "
+                            f"run --help shows every key), or add a new key with +{unknown[1]}=VALUE") from err
+        raise UserError(f"{_one_line(err)} (python -m selflengthen run --help shows every key and group)") from err
+    finally:
+        GlobalHydra.instance().clear()
+    problem = unwritable(Path(str(out)))
+    if problem and config_name in OUTPUT_KEYS:
+        key = OUTPUT_KEYS[config_name]
+        raise UserError(f"cannot create the output folder {out}: {problem}; set {key}= to a folder you can write")
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why `folder` cannot be created and written, or None."""
+    p = folder.expanduser().absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is a file, not a folder"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{p} is not writable"
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    """Hydra's multi-line message as one line (its debugging hints left out)."""
+    parts: list[str] = []
+    for line in str(err).splitlines():
+        text = line.strip()
+        if not text or text.startswith(("full_key:", "object_type=", "Set the environment variable",
+                                          "Config search path", "provider=")):
+            if text.startswith("Config search path"):
+                break
+            continue
+        if line.startswith("\t") and parts:  # a list of options
+            parts[-1] += ("" if parts[-1].endswith(":") else ",") + " " + text
+        else:
+            parts.append(text)
+    return "; ".join(parts)
 
 
 def inspect_cmd(argv: list[str]) -> None:

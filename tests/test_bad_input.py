@@ -1,0 +1,361 @@
+"""Bad input, as a new user would give it: every value's type and range, the seeds file,
+the model folder, the output folder, a full disk, an unknown key, a NaN loss, an empty
+stage, an unreachable Ray cluster. Each is one line (the problem and its fix), exit 2,
+no traceback, and nothing already computed is touched. Fast: nothing starts an engine."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import time
+from types import SimpleNamespace
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from selflengthen import artifacts, config, loop
+from selflengthen.errors import UserError
+from selflengthen.stages import train
+from tests.conftest import REPO, run_cli, sha256
+from tests.test_cli_errors import one_error_line
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def earlier_run(tmp_path):
+    """A run folder holding finished work, and a check that a failed command left it as it was."""
+    run = tmp_path / "runs" / "tiny"
+    (run / "iter_1").mkdir(parents=True)
+    OmegaConf.save(compose_cfg(), run / "config.yaml", resolve=True)
+    (run / "iter_1" / "instructions.jsonl").write_text('{"id": "x", "instruction": "Write."}\n')
+    before = {p: sha256(p) for p in run.rglob("*") if p.is_file()}
+
+    def untouched():
+        after = {p: sha256(p) for p in run.rglob("*") if p.is_file() and "hydra" not in p.parts}
+        assert after == before
+
+    return SimpleNamespace(dir=tmp_path / "runs", untouched=untouched)
+
+
+# --- every value's type and range (schema.py), reported at once ----------------------------
+
+@pytest.mark.parametrize("override, expected", [
+    ("loop.generate.drop_short=maybe", "loop.generate.drop_short='maybe' must be true or false"),
+    ("loop.extend.drop_short=1", "loop.extend.drop_short=1 must be true or false"),
+    ("loop.sampling.temperature=-1", "loop.sampling.temperature=-1 must be >= 0"),
+    ("loop.sampling.top_p=0", "loop.sampling.top_p=0 must be > 0"),
+    ("loop.sampling.top_p=1.5", "loop.sampling.top_p=1.5 must be <= 1"),
+    ("loop.sampling.top_k=0", "loop.sampling.top_k=0 must be -1 (no top-k) or >= 1"),
+    ("loop.sampling.max_tokens=ten", "loop.sampling.max_tokens='ten' must be a whole number"),
+    ("loop.curate.line_keep_prob=1.5", "loop.curate.line_keep_prob=1.5 must be <= 1"),
+    ("loop.generate.samples=2.5", "loop.generate.samples=2.5 must be a whole number"),
+    ("train.rank=0", "train.rank=0 must be >= 1"),
+    ("train.alpha=0", "train.alpha=0 must be > 0"),
+    ("train.dropout=1", "train.dropout=1 must be < 1"),
+    ("train.bf16=maybe", "train.bf16='maybe' must be true or false, or auto"),
+    ("train.per_role.generator.learning_rate=-1", "train.per_role.generator.learning_rate=-1 must be > 0"),
+    ("model.languages=[fr]", "model.languages has 'fr': must be en or zh"),
+    ("model.dtype=fp8", "model.dtype='fp8' must be auto, float32"),
+    ("engine.replicas=many", "engine.replicas='many' must be auto, or a whole number"),
+    ("engine.cpu_memory_utilization=2", "engine.cpu_memory_utilization=2 must be <= 1"),
+    ("ray.connect_timeout_s=0", "ray.connect_timeout_s=0 must be > 0"),
+    ("agentwrite.filter.quality=yes", "agentwrite.filter.quality='yes' must be true or false"),
+    ("eval.every_iteration=sometimes", "eval.every_iteration='sometimes' must be true or false"),
+    ("iterations=two", "iterations='two' must be a whole number (e.g. iterations=4)"),
+])
+def test_each_bad_value_is_named_with_its_fix(override, expected):
+    found = config.problems(compose_cfg(override))
+    # engine.max_lora_rank is ${train.rank}; fr has no loop.quality rules either
+    assert len(found) == (2 if override in ("train.rank=0", "model.languages=[fr]") else 1), found
+    assert found[0].startswith(expected), found
+    assert "(e.g. " in found[0] or "or >= 1" in found[0]  # every line says what a valid value looks like
+
+
+@pytest.mark.parametrize("override", ["loop.sampling.top_k=-1", "loop.sampling.temperature=0", "train.bf16=false",
+                                      "loop.sampling.top_p=1", "engine.replicas=2", "train.dropout=0"])
+def test_edge_values_that_are_valid_pass(override):
+    assert config.problems(compose_cfg(override)) == []
+
+
+def test_every_bad_value_is_reported_at_once_through_the_cli(earlier_run):
+    proc = run_cli("run", "loop.generate.drop_short=maybe", "loop.sampling.temperature=-1", "loop.sampling.top_p=0",
+                   "loop.sampling.top_k=0", "train.alpha=-1", "model.languages=[fr]",
+                   f"paths.iterations_dir={earlier_run.dir}", cwd=REPO)
+    line = one_error_line(proc)
+    assert "config has 7 problems" in line, proc.stderr  # fr also has no quality rules
+    for key in ("drop_short", "temperature", "top_p", "top_k", "train.alpha", "model.languages", "loop.quality"):
+        assert key in proc.stderr
+    earlier_run.untouched()
+
+
+def test_a_new_key_is_checked_by_declaring_it():
+    from pydantic import Field, ValidationError
+
+    from selflengthen import schema
+
+    class Loud(schema.Group):
+        volume: float = Field(ge=0, le=1, json_schema_extra={"eg": "0.5"})
+        shout: bool
+
+    with pytest.raises(ValidationError) as err:
+        Loud.model_validate({"volume": 2, "shout": "maybe"})
+    assert schema._lines(err.value.errors(include_url=False), "x.", Loud) == [  # noqa: SLF001
+        ("x.volume", "x.volume=2 must be <= 1 (e.g. x.volume=0.5)"),
+        ("x.shout", "x.shout='maybe' must be true or false")]
+
+
+def test_max_tokens_against_the_context_read_from_the_model_config(tmp_path):
+    model = fake_model(tmp_path / "m", context=2048)
+    found = config.problems(compose_cfg(f"model.path={model}"))  # tiny's max_model_len is 8192
+    assert found == [f"model.max_model_len (8192) is above the model's context (2048 positions in its config.json); "
+                     f"set model.max_model_len=2048 or lower"]
+    assert config.problems(compose_cfg(f"model.path={model}", "model.max_model_len=2048")) == []
+
+
+# --- unknown keys and groups, and the output folder (before Hydra runs the job) ---------------
+
+def test_unknown_key_is_one_line():
+    line = one_error_line(run_cli("run", "loop.generate.drop_shrot=true", cwd=REPO))
+    assert "unknown config key 'loop.generate.drop_shrot'" in line and "+loop.generate.drop_shrot=VALUE" in line
+
+
+def test_unknown_group_option_is_one_line_listing_the_options():
+    line = one_error_line(run_cli("run", "model=gpt5", cwd=REPO))
+    assert "Could not find 'model/gpt5'" in line and "tiny" in line and "qwen2.5-7b-instruct" in line
+
+
+def test_output_folder_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = one_error_line(run_cli("run", f"paths.iterations_dir={blocker}/runs", cwd=REPO))
+    assert f"cannot create the output folder {blocker}/runs" in line and "is a file, not a folder" in line
+    assert "paths.iterations_dir=" in line
+    assert blocker.read_text() == "not a folder"
+
+
+def test_unwritable_folder_is_named(tmp_path, monkeypatch):
+    from selflengthen import cli
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # root may write anywhere: simulate it
+    assert cli.unwritable(tmp_path / "new" / "deeper") == f"{tmp_path} is not writable"
+
+
+# --- the seeds file ----------------------------------------------------------------------------
+
+SEED_CASES = {
+    "empty": (b"\n\n", "is empty"),
+    "not_utf8": (b'{"instruction": "Write a long essay."}\n{"instruction": "caf\xe9"}\n',
+                 "is not UTF-8 text (line 2"),
+    "not_object": (b'{"instruction": "Write a long essay."}\n["Write", "a list"]\n',
+                   "line 2 is a JSON list, not an object"),
+    "malformed": (b'{"instruction": "Write a long essay."}\n\n{"instruction": "broken\n',
+                  "line 3 is not valid JSON"),
+    "no_instruction": (b'{"prompt": "Write a long essay."}\n', 'line 1 has no "instruction"'),
+    "not_string": (b'{"instruction": 42}\n', 'line 1: "instruction" must be a non-empty string, not 42'),
+    "language": (b'{"instruction": "Ecris un long essai.", "language": "fr"}\n', "line 1: unknown language 'fr'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEED_CASES))
+def test_bad_seeds_file(case, tmp_path):
+    content, expected = SEED_CASES[case]
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_bytes(content)
+    with pytest.raises(UserError) as err:
+        config.load_seeds(compose_cfg(f"seeds.path={seeds}"))
+    assert str(err.value).startswith(f"seeds file {seeds}") and expected in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_seeds_through_the_cli(tmp_path, earlier_run):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_bytes(SEED_CASES["not_utf8"][0])
+    line = one_error_line(run_cli("run", f"seeds.path={seeds}", f"paths.iterations_dir={earlier_run.dir}", cwd=REPO))
+    assert "is not UTF-8 text (line 2" in line and "save it as UTF-8" in line
+    line = one_error_line(run_cli("run", f"seeds.path={tmp_path}", f"paths.iterations_dir={earlier_run.dir}",
+                                  cwd=REPO))
+    assert f"seeds.path='{tmp_path}' is not a file" in line
+    earlier_run.untouched()
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+def fake_model(folder, *, weights=True, tokenizer=True, template=True, context=8192):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": context}))
+    if weights:
+        (folder / "model.safetensors").write_bytes(b"")
+    if tokenizer:
+        tok = {"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"} if template else {}
+        (folder / "tokenizer_config.json").write_text(json.dumps(tok))
+    return folder
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("no_config", "is a folder but not a model: it has no config.json"),
+    ("no_weights", "has no weights (no *.safetensors or *.bin file)"),
+    ("no_tokenizer", "has no tokenizer"),
+    ("no_template", "its tokenizer has no chat template"),
+])
+def test_folder_that_is_not_a_chat_model(kind, expected, tmp_path):
+    folder = tmp_path / "m"
+    if kind == "no_config":
+        folder.mkdir()
+    else:
+        fake_model(folder, weights=kind != "no_weights", tokenizer=kind != "no_tokenizer",
+                   template=kind != "no_template")
+    found = config.problems(compose_cfg(f"model.path={folder}"))
+    assert len(found) == 1 and found[0].startswith(f"model.path={folder}") and expected in found[0], found
+
+
+def test_bare_config_json_folder_through_the_cli(tmp_path, earlier_run):
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    proc = run_cli("run", f"model.path={folder}", f"paths.iterations_dir={earlier_run.dir}", cwd=REPO)
+    line = one_error_line(proc)
+    assert "config has 2 problems" in line and "has no weights" in proc.stderr and "has no tokenizer" in proc.stderr
+    assert "pydantic" not in proc.stderr
+    earlier_run.untouched()
+
+
+def test_hub_id_not_cached_while_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    found = config.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B"))
+    assert found == ["model.path=SomeOrg/Some-Model-7B is not in the local Hugging Face cache and downloads are off "
+                     "(HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); download it first where there is a network: "
+                     "huggingface-cli download SomeOrg/Some-Model-7B (then copy ~/.cache/huggingface here), or give "
+                     "a local model folder"]
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert config.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B")) == []  # online: downloaded on use
+
+
+def test_adapter_trained_on_another_base_model(tmp_path):
+    model = fake_model(tmp_path / "base")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/models/other-base"}))
+    proc = run_cli("eval", "benchmark=heldout_tiny", f"model.path={model}", f"adapter={adapter}",
+                   f"out_dir={tmp_path / 'eval'}", cwd=REPO)
+    line = one_error_line(proc)
+    assert f"was trained on /models/other-base, not on model.path={model}" in line
+    assert not list((tmp_path / "eval").glob("*/*.jsonl"))
+
+
+# --- a full disk mid-write ----------------------------------------------------------------------
+
+def _disk_fills(monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(artifacts.os, "fsync", full)
+
+
+@pytest.mark.parametrize("writer", ["json", "jsonl", "append"])
+def test_full_disk_keeps_the_previous_file_and_names_the_folder(writer, tmp_path, monkeypatch):
+    path = tmp_path / "iter_1" / ("a.json" if writer == "json" else "a.jsonl")
+    artifacts.write_jsonl(path, [{"id": "old"}])
+    before = path.read_bytes()
+    _disk_fills(monkeypatch)
+    with pytest.raises(UserError) as err:
+        {"json": lambda: artifacts.write_json(path, {"id": "new"}),
+         "jsonl": lambda: artifacts.write_jsonl(path, [{"id": "new"}]),
+         "append": lambda: artifacts.append_jsonl(path, [{"id": "new"}])}[writer]()
+    assert f"no space left on the disk holding {path.parent}" in str(err.value)
+    assert "rerun the same command to resume" in str(err.value)
+    if writer != "append":  # an append may leave a torn tail, which the next read cuts
+        assert path.read_bytes() == before
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_other_os_errors_are_not_disguised(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifacts.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(OSError) as err:
+        artifacts.write_json(tmp_path / "a.json", {})
+    assert not isinstance(err.value, UserError) and err.value.errno == errno.EIO
+
+
+# --- training: a NaN or infinite loss -----------------------------------------------------------
+
+@pytest.mark.parametrize("logs", [{"loss": float("nan")}, {"loss": 1.0, "grad_norm": float("inf")}])
+def test_non_finite_loss_stops_training(logs):
+    guard = train.finite_loss_guard({"learning_rate": 5e-4, "warmup_ratio": 0.1})
+    control = SimpleNamespace(should_training_stop=False)
+    guard.on_log(None, SimpleNamespace(global_step=7), control, logs={"loss": 2.0})
+    assert not control.should_training_stop and guard.bad is None
+    guard.on_log(None, SimpleNamespace(global_step=8), control, logs=logs)
+    assert control.should_training_stop
+    assert "at step 8" in guard.bad and "train.learning_rate (now 0.0005)" in guard.bad
+    assert "the previous adapter is kept" in guard.bad
+
+
+# --- a stage that accepted nothing -------------------------------------------------------------
+
+def test_zero_items_names_the_filter_and_its_rejections(tmp_path):
+    it = artifacts.IterationPaths(tmp_path / "iter_1", 1)
+    artifacts.write_json(it.stage_manifest("augment"), {"counts": {"instructions": 0, "drawn": 240,
+                                                                   "rejected_words": 200, "rejected_duplicate": 30,
+                                                                   "rejected_judge": 10}})
+    with pytest.raises(UserError) as err:
+        loop.carry_adapter_over(it, "generator", None)
+    assert ("augment accepted 0 instructions of 240 drawn (200 outside loop.augment.min_words..max_words, "
+            "30 duplicates, 10 refused by the judge)") in str(err.value)
+    artifacts.write_json(it.stage_manifest("augment"), {"counts": {"instructions": 5}})
+    artifacts.write_json(it.stage_manifest("generate"), {"counts": {"kept_after_drop_short": 3}})
+    artifacts.write_json(it.stage_manifest("extend"), {"counts": {"kept_after_drop_short": 0, "attempts": 6,
+                                                                  "quality": {"failures": {"ngram": 4}}}})
+    assert loop.why_empty(it).startswith("extend accepted 0 of 6 attempts")
+    assert "{'ngram': 4}" in loop.why_empty(it) and "loop.extend.min_growth" in loop.why_empty(it)
+
+
+# --- an unreachable Ray cluster ----------------------------------------------------------------
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when this returns: nothing listens there
+
+
+def test_unreachable_ray_address_fails_fast_naming_it(earlier_run):
+    address = f"127.0.0.1:{closed_port()}"
+    started = time.time()
+    proc = run_cli("run", f"ray.address={address}", "ray.connect_timeout_s=5",
+                   f"paths.iterations_dir={earlier_run.dir}", cwd=REPO, timeout=120)
+    line = one_error_line(proc)
+    assert time.time() - started < 60
+    assert f"cannot reach the Ray cluster at ray.address={address} within ray.connect_timeout_s=5 s" in line
+    assert "ray.address=null" in line
+    earlier_run.untouched()
+
+
+def test_silent_ray_address_times_out_within_the_configured_bound():
+    from selflengthen import workers
+
+    with socket.socket() as server:  # listening, with a full backlog: connections hang
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(8):
+                c = socket.socket()
+                c.setblocking(False)
+                c.connect_ex(("127.0.0.1", port))
+                fillers.append(c)
+            started = time.time()
+            try:
+                workers.check_reachable(f"ray://127.0.0.1:{port}", 1.0)
+            except UserError as err:
+                assert f"ray.address=ray://127.0.0.1:{port}" in str(err)
+            assert time.time() - started < 5
+        finally:
+            for c in fillers:
+                c.close()
