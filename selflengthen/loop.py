@@ -201,39 +201,13 @@ def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, a
                                    outputs=[it.adapter(r) for r in artifacts.ROLES], extra={"roles": roles})
 
 
-def why_empty(it: artifacts.IterationPaths) -> str:
-    """Which stage of iteration k accepted nothing, and how many items each filter rejected
-    (from the stage manifests), with the settings that let more through."""
-    def counts(stage: str) -> dict:
-        path = it.stage_manifest(stage)
-        return artifacts.read_json(path).get("counts", {}) if path.exists() else {}
-
-    a, g, e = counts("augment"), counts("generate"), counts("extend")
-    if a and not a.get("instructions"):
-        return (f"augment accepted 0 instructions of {a.get('drawn', 0)} drawn ({a.get('rejected_words', 0)} outside "
-                f"loop.augment.min_words..max_words, {a.get('rejected_duplicate', 0)} duplicates, "
-                f"{a.get('rejected_judge', 0)} refused by the judge); raise loop.augment.tries or widen the "
-                f"word bounds")
-    if g and not g.get("kept_after_drop_short"):
-        q = g.get("quality") or {}
-        return (f"generate kept 0 of {g.get('samples_wanted', 0)} samples ({g.get('passed_quality', 0)} passed the "
-                f"quality check; failures by rule: {q.get('failures', {})}); raise loop.generate.retries or relax "
-                f"loop.quality")
-    if e and not e.get("kept_after_drop_short"):
-        q = e.get("quality") or {}
-        return (f"extend accepted 0 of {e.get('attempts', 0)} attempts (none grew past loop.extend.min_growth and "
-                f"passed the quality check; failures by rule: {q.get('failures', {})}); raise loop.extend.retries "
-                f"or loop.extend.rounds, or lower loop.extend.min_growth")
-    return "no extension was accepted"
-
-
 def carry_adapter_over(it: artifacts.IterationPaths, role: str, previous: str | None) -> dict:
     """No accepted data for this role: keep the previous adapter (nothing to learn from)."""
     if previous is None:
-        raise UserError(f"iteration {it.k} produced no {role} training data: {why_empty(it)}; the generated data "
+        raise UserError(f"iteration {it.k} produced no {role} training data: {metrics.why_empty(it)}; the generated data "
                         f"is kept in {it.root} -- change those settings in a new run (run.name=NEW_NAME)")
     log.warning("iteration %d: no %s training data (%s); carrying the adapter of iteration %d over", it.k, role,
-                why_empty(it), it.k - 1)
+                metrics.why_empty(it), it.k - 1)
     shutil.rmtree(it.adapter(role), ignore_errors=True)
     shutil.copytree(previous, it.adapter(role))
     info = {"examples": 0, "steps": 0, "train_loss": None, "init_adapter": previous,

@@ -76,3 +76,29 @@ def iteration_metrics(it: artifacts.IterationPaths) -> dict:
         "seconds": {s: m[s]["seconds"] for s in m},
         "adapters_used": {"generator": gen.get("adapter"), "extender": ext.get("adapter")},
     }
+
+
+def why_empty(it: artifacts.IterationPaths) -> str:
+    """Which stage of iteration k accepted nothing, and how many items each filter rejected
+    (from the stage manifests), with the settings that let more through."""
+    def counts(stage: str) -> dict:
+        path = it.stage_manifest(stage)
+        return artifacts.read_json(path).get("counts", {}) if path.exists() else {}
+
+    a, g, e = counts("augment"), counts("generate"), counts("extend")
+    if a and not a.get("instructions"):
+        return (f"augment accepted 0 instructions of {a.get('drawn', 0)} drawn ({a.get('rejected_words', 0)} outside "
+                f"loop.augment.min_words..max_words, {a.get('rejected_duplicate', 0)} duplicates, "
+                f"{a.get('rejected_judge', 0)} refused by the judge); raise loop.augment.tries or widen the "
+                f"word bounds")
+    if g and not g.get("kept_after_drop_short"):
+        q = g.get("quality") or {}
+        return (f"generate kept 0 of {g.get('samples_wanted', 0)} samples ({g.get('passed_quality', 0)} passed the "
+                f"quality check; failures by rule: {q.get('failures', {})}); raise loop.generate.retries or relax "
+                f"loop.quality")
+    if e and not e.get("kept_after_drop_short"):
+        q = e.get("quality") or {}
+        return (f"extend accepted 0 of {e.get('attempts', 0)} attempts (none grew past loop.extend.min_growth and "
+                f"passed the quality check; failures by rule: {q.get('failures', {})}); raise loop.extend.retries "
+                f"or loop.extend.rounds, or lower loop.extend.min_growth")
+    return "no extension was accepted"

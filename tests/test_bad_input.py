@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import artifacts, config, loop
+from selflengthen import artifacts, config, loop, metrics
 from selflengthen.errors import UserError
 from selflengthen.stages import train
 from tests.conftest import REPO, run_cli, sha256
@@ -312,8 +312,8 @@ def test_zero_items_names_the_filter_and_its_rejections(tmp_path):
     artifacts.write_json(it.stage_manifest("generate"), {"counts": {"kept_after_drop_short": 3}})
     artifacts.write_json(it.stage_manifest("extend"), {"counts": {"kept_after_drop_short": 0, "attempts": 6,
                                                                   "quality": {"failures": {"ngram": 4}}}})
-    assert loop.why_empty(it).startswith("extend accepted 0 of 6 attempts")
-    assert "{'ngram': 4}" in loop.why_empty(it) and "loop.extend.min_growth" in loop.why_empty(it)
+    assert metrics.why_empty(it).startswith("extend accepted 0 of 6 attempts")
+    assert "{'ngram': 4}" in metrics.why_empty(it) and "loop.extend.min_growth" in metrics.why_empty(it)
 
 
 # --- an unreachable Ray cluster ----------------------------------------------------------------
