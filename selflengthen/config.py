@@ -29,7 +29,7 @@ METHOD_KEYS = ("seed", "model", "loop", "train", "seeds", "agentwrite")
 ADDED_METHOD_KEYS = {("loop", "synth"): "extend"}
 
 
-def problems(cfg: DictConfig) -> list[str]:
+def problems(cfg: DictConfig, in_run_eval: bool = True) -> list[str]:
     """Every problem in the config, each phrased as what is wrong and how to fix it: first
     each value's type and range (schema.py), then the rules that join several values or
     look at files (the model folder, the seeds file); a rule whose values have a bad type
@@ -52,7 +52,7 @@ def problems(cfg: DictConfig) -> list[str]:
         for lang in langs:
             need(lang in cfg.loop.quality, f"loop.quality has no rules for language {lang!r}; add loop.quality.{lang}")
         out += rule_problems(cfg.loop.quality)
-    if ok("eval", "judge"):
+    if in_run_eval and ok("eval", "judge"):  # eval.* inside a run; the other verbs do not run it
         out += eval_problems(cfg)
     need(cfg.loop.synth in SYNTHS, f"loop.synth={cfg.loop.synth!r} must be one of {list(SYNTHS)} "
          "(extend: the paper's extender; agentwrite: LongWriter's plan-then-write; both)")
@@ -98,8 +98,10 @@ def _model_path_problems(path: str) -> tuple[list[str], int | None]:
     return model_check.hub_problems(path)
 
 
-def validate(cfg: DictConfig) -> None:
-    found = problems(cfg)
+def validate(cfg: DictConfig, in_run_eval: bool = True) -> None:
+    """problems() as one UserError; in_run_eval=False for the verbs that do not run the
+    loop's per-iteration evaluation (eval, dpo, agentwrite, finalize)."""
+    found = problems(cfg, in_run_eval)
     if len(found) == 1:
         raise UserError(f"config: {found[0]}")
     if found:

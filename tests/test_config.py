@@ -74,3 +74,10 @@ def test_seed_pool_shipped_and_user_file(tmp_path):
     mine.write_text('{"instruction": "ok one"}\nnot json\n', encoding="utf-8")
     with pytest.raises(UserError, match="line 2"):
         config.load_seeds(compose_cfg(f"seeds.path={mine}"))
+
+
+def test_the_in_run_eval_checks_apply_to_the_loop_only():
+    """judge=vllm cannot run beside the loop's engine, but eval/dpo/agentwrite/finalize may use it."""
+    cfg = compose_cfg("judge=vllm", "eval.every_iteration=true")
+    assert any(p.startswith("judge=vllm cannot run inside a run") for p in config.problems(cfg))
+    assert not any(p.startswith("judge=vllm") for p in config.problems(cfg, in_run_eval=False))

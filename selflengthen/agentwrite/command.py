@@ -119,7 +119,7 @@ def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
     from selflengthen.engines.factory import serving
     from selflengthen import loop
 
-    config.validate(cfg)
+    config.validate(cfg, in_run_eval=False)
     items = read_instructions(cfg.input, int(cfg.limit) if cfg.limit else None)
     general = mix.load_general(str(cfg.agentwrite.mix.general), str(cfg.agentwrite.mix.general_split)) \
         if cfg.agentwrite.mix.general else []

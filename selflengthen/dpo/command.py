@@ -273,7 +273,7 @@ def run_dpo(cfg: DictConfig) -> tuple[dict, DpoPaths]:
     """The whole `dpo` command: {step: manifest} and the job's paths."""
     from selflengthen import config
 
-    config.validate(cfg)  # the run's groups (types, ranges, the model folder), then dpo's own
+    config.validate(cfg, in_run_eval=False)  # the run's groups (types, ranges, the model folder), then dpo's own
     validate(cfg)
     bench = get_benchmark(str(cfg.benchmark))
     paths = DpoPaths(Path(str(cfg.out_dir)) / output_name(cfg))

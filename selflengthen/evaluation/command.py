@@ -105,7 +105,7 @@ def read_predictions(bench_name: str, path: Path, limit, languages) -> list[dict
 
 def run_eval(cfg: DictConfig) -> tuple[dict, Path]:
     """The whole `eval` command; returns the summary and the output folder."""
-    config.validate(cfg)  # every value's type and range, the model folder: before any work
+    config.validate(cfg, in_run_eval=False)  # every value's type and range, the model folder: before any work
     bench = get_benchmark(str(cfg.benchmark))
     out = Path(str(cfg.out_dir)) / output_name(cfg)
     paths = runner.EvalPaths(out)

@@ -374,7 +374,7 @@ def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_pa
 def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPaths]:
     """The whole `finalize` command; returns its manifest and paths."""
     cfg = settle(cfg, overrides)
-    trouble = problems(cfg) + config.problems(cfg)
+    trouble = problems(cfg) + config.problems(cfg, in_run_eval=False)
     if trouble:
         raise UserError(f"bad finalize config: {trouble[0]}" + (f" (and {len(trouble) - 1} more)"
                                                                if len(trouble) > 1 else ""))
