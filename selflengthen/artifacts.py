@@ -97,24 +97,34 @@ class IterationPaths:
         return self.stage_manifest(stage).exists()
 
 
-def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
-    """Write to `<name>.tmp`, flush and fsync, then rename: a crash or a full disk leaves
-    the previous file intact."""
+def write_atomically(path: Path, fill) -> None:
+    """`fill(file)` writes `<name>.tmp`, which is flushed, fsync'ed and renamed over path: a
+    crash or a full disk leaves the previous file intact."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    n = 0
     try:
         with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise disk_error(err, path) from err
-    return n
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
+    """Every row as one JSON line, written atomically; returns how many."""
+    written = [0]
+
+    def fill(f) -> None:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written[0] += 1
+
+    write_atomically(path, fill)
+    return written[0]
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -159,18 +169,12 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def write_text(path: Path, text: str) -> None:
+    write_atomically(path, lambda f: f.write(text))
+
+
 def write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise disk_error(err, path) from err
+    write_atomically(path, lambda f: f.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str)))
 
 
 def read_json(path: Path) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from selflengthen import artifacts
 from selflengthen.errors import UserError
-from selflengthen.finalize.export import _write_text, alpaca_row, dataset_info, plot_lengths
+from selflengthen.finalize.export import alpaca_row, dataset_info, plot_lengths
 from selflengthen.samples import stable_seed
 from selflengthen.text import count_words, detect_language
 
@@ -152,7 +152,7 @@ def export_set(rows: list[dict], out_dir: Path, *, info: dict, name: str = "agen
              "long_words": {"min": long_words[0], "median": long_words[len(long_words) // 2],
                             "max": long_words[-1]} if long_words else {}}
     plot_lengths(rows, out / "length_histogram.png")
-    _write_text(out / "README.md", card(stats, info, name))
+    artifacts.write_text(out / "README.md", card(stats, info, name))
     manifest = {"name": name, "counts": stats, **info, "seconds": round(time.time() - started, 2),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": artifacts.package_versions()}
     artifacts.write_json(out / "manifest.json", manifest)

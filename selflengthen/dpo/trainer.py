@@ -7,9 +7,6 @@ which is the same policy since LoRA starts at zero. Only the trained adapter is 
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -28,29 +25,15 @@ def _curve(history: list[dict], key: str) -> list[float]:
 def train_dpo_adapter(base_model: str, pairs_path: str, out_dir: str, init_adapter: str | None, dcfg: dict,
                       seed: int) -> dict:
     """Train one adapter on the pairs and save it to out_dir; the training stats."""
-    import torch
     from datasets import Dataset
-    from peft import LoraConfig, PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
+    from selflengthen.stages.train import save_trained, setup
+
     started = time.time()
-    cuda = torch.cuda.is_available()
-    if not cuda:
-        torch.set_num_threads(max(1, int(dcfg["cpu_threads"] or os.cpu_count() or 1)))
-    rows = [json.loads(line) for line in Path(pairs_path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    s = setup(base_model, pairs_path, init_adapter, dcfg)
+    cuda, bf16, tokenizer, model, peft_config, rows = s.cuda, s.bf16, s.tokenizer, s.model, s.peft_config, s.rows
     dataset = Dataset.from_list([to_preference(r) for r in rows])
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    bf16 = cuda and dcfg["bf16"] in (True, "auto")
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
-    peft_config = None
-    if init_adapter:
-        model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
-    else:
-        peft_config = LoraConfig(r=dcfg["rank"], lora_alpha=dcfg["alpha"], lora_dropout=dcfg["dropout"],
-                                 target_modules=dcfg["target_modules"], task_type="CAUSAL_LM")
     work_dir = Path(out_dir).with_name(Path(out_dir).name + ".trainer")
     args = DPOConfig(
         output_dir=str(work_dir),
@@ -77,12 +60,7 @@ def train_dpo_adapter(base_model: str, pairs_path: str, out_dir: str, init_adapt
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     result = trainer.train()
-    tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp, selected_adapters=["default"])  # not TRL's frozen "ref" copy
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    shutil.rmtree(work_dir, ignore_errors=True)
+    save_trained(trainer.model, out_dir, work_dir, selected_adapters=["default"])  # not TRL's frozen "ref" copy
     history = trainer.state.log_history
     losses, margins = _curve(history, "loss"), _curve(history, "rewards/margins")
     accuracies = _curve(history, "rewards/accuracies")

@@ -65,26 +65,38 @@ def check_config(cfg: DictConfig) -> list[str]:
 async def evaluate_generator(cfg: DictConfig, paths: artifacts.RunPaths, k: int, engine: Engine,
                              adapter: str | None) -> None:
     """Evaluate iteration k's generator (k = 0: the base model) on the engine that serves it."""
-    from selflengthen.evaluation.command import judge_engine, judge_settings
-    from selflengthen.loop import sampling_from
-
     todo = missing(cfg, paths, k)
     if not todo:
         return
+    summaries = await evaluate_benchmarks(cfg, engine, adapter, todo, lambda name: eval_dir(paths, k, name),
+                                          meta={"iteration": k, "adapter": adapter}, label=f"iteration {k}")
+    for name, summary in summaries.items():
+        record(paths, k, name, summary)
+
+
+async def evaluate_benchmarks(cfg: DictConfig, engine: Engine, adapter: str | None, names: list[str], out_dir,
+                              *, meta: dict, label: str) -> dict[str, dict]:
+    """The model `engine` serves (with `adapter`) on each benchmark of `names` (cfg.eval's
+    data, limit, languages and token cap; the loop's sampling where the benchmark has none),
+    judged by cfg.judge; results in out_dir(name); returns the summaries."""
+    from selflengthen.evaluation.command import judge_engine, judge_settings
+    from selflengthen.loop import sampling_from
+
+    summaries = {}
     async with judge_engine(cfg) as judge:
         jsampling, jretries, jmeta = judge_settings(cfg) if judge is not None else (None, 0, {})
-        for name in todo:
+        for name in names:
             bench = get_benchmark(name)
             items = load_items(name, cfg.eval.data, limit=cfg.eval.limit,
                                languages=list(cfg.eval.languages) if cfg.eval.languages else None)
             sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(cfg), cfg.eval.max_tokens,
                                                             int(cfg.model.max_model_len))
-            log.info("iteration %d: eval %s (%d items, %s)", k, name, len(items), adapter or "base model")
-            summary = await runner.evaluate(
-                engine, bench, items, eval_dir(paths, k, name), sampling=sampling, sampling_meta=sampling_meta,
-                adapter=adapter, meta={"iteration": k, "adapter": adapter}, seed=int(cfg.seed),
-                judge_engine=judge, judge_sampling=jsampling, judge_retries=jretries, judge_meta=jmeta)
-            record(paths, k, name, summary)
+            log.info("%s: eval %s (%d items, %s)", label, name, len(items), adapter or "base model")
+            summaries[name] = await runner.evaluate(
+                engine, bench, items, Path(out_dir(name)), sampling=sampling, sampling_meta=sampling_meta,
+                adapter=adapter, meta=meta, seed=int(cfg.seed), judge_engine=judge, judge_sampling=jsampling,
+                judge_retries=jretries, judge_meta=jmeta)
+    return summaries
 
 
 def record(paths: artifacts.RunPaths, k: int, name: str, summary: dict) -> None:

@@ -329,10 +329,7 @@ def final_model(cfg: DictConfig, fp: FinalPaths, model_path: str) -> tuple[str, 
 
 def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_path: str) -> dict:
     """The final model on the run's eval benchmarks, scored as every iteration was."""
-    from selflengthen.evaluation import in_run, runner
-    from selflengthen.evaluation.benchmarks import get_benchmark, load_items
-    from selflengthen.evaluation.command import judge_engine, judge_settings
-    from selflengthen.loop import sampling_from
+    from selflengthen.evaluation import in_run
 
     if fp.done("eval"):
         return artifacts.read_json(fp.step_manifest("eval"))
@@ -346,24 +343,14 @@ def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_pa
     started = time.time()
     served, adapters = final_model(cfg, fp, model_path)
     adapter = "generator" if adapters else None
-    results = {}
 
     async def go():
-        async with serving(served, adapters, cfg) as engine, judge_engine(cfg) as judge:
-            jsampling, jretries, jmeta = judge_settings(cfg) if judge is not None else (None, 0, {})
-            for name in cfg.eval.benchmarks:
-                bench = get_benchmark(name)
-                items = load_items(name, cfg.eval.data, limit=cfg.eval.limit,
-                                   languages=list(cfg.eval.languages) if cfg.eval.languages else None)
-                sampling, smeta = runner.bench_sampling(bench, sampling_from(cfg), cfg.eval.max_tokens,
-                                                        int(cfg.model.max_model_len))
-                summary = await runner.evaluate(
-                    engine, bench, items, fp.root / "eval" / name, sampling=sampling, sampling_meta=smeta,
-                    adapter=adapter, meta={"final_model": served, "adapter": adapter}, seed=int(cfg.seed),
-                    judge_engine=judge, judge_sampling=jsampling, judge_retries=jretries, judge_meta=jmeta)
-                results[name] = in_run.headline(summary)
+        async with serving(served, adapters, cfg) as engine:
+            return await in_run.evaluate_benchmarks(
+                cfg, engine, adapter, list(cfg.eval.benchmarks), lambda name: fp.root / "eval" / name,
+                meta={"final_model": served, "adapter": adapter}, label="finalize")
 
-    asyncio.run(go())
+    results = {name: in_run.headline(summary) for name, summary in asyncio.run(go()).items()}
     last = in_run.load(run).get(run.iterations()[-1].k, {})
     return write_step(fp, "eval", started, results, served=served, adapter=adapter,
                       last_iteration={name: last.get(name) for name in results})

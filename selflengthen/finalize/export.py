@@ -28,12 +28,6 @@ from selflengthen import artifacts
 FILES = ("train.jsonl", "alpaca.json", "dataset_info.json", "hf_dataset", "length_histogram.png", "README.md")
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _query(row: dict) -> str:
     """The constrained query when the rows went through constrain_all, else the instruction."""
     return row["query"] if "query" in row else row["instruction"]
@@ -166,7 +160,7 @@ def export(rows: list[dict], out_dir: Path, *, card_info: dict) -> dict:
     os.replace(tmp, out / "hf_dataset")
     stats = summary(rows)
     plot_lengths(rows, out / "length_histogram.png")
-    _write_text(out / "README.md", dataset_card(stats, card_info, name))
+    artifacts.write_text(out / "README.md", dataset_card(stats, card_info, name))
     manifest = {"name": name, "counts": stats, "files": list(FILES), "model": card_info["model"],
                 "config_digest": card_info["config_digest"], "seconds": round(time.time() - started, 2),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": artifacts.package_versions()}

@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -68,30 +69,35 @@ def finite_loss_guard(tcfg: dict):
     return FiniteLoss()
 
 
-def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: str | None, tcfg: dict,
-                  seed: int) -> dict:
-    """Train one adapter and save it (adapter weights + tokenizer-free PEFT config) to out_dir."""
+@dataclass
+class Setup:
+    """What every trainer here starts from: the data rows, the tokenizer, the model (with
+    the adapter to continue, loaded trainable) and the LoRA config of a fresh adapter."""
+
+    rows: list[dict]
+    tokenizer: object
+    model: object
+    peft_config: object | None
+    cuda: bool
+    bf16: bool
+
+
+def setup(base_model: str, data_path: str, init_adapter: str | None, tcfg: dict, *, full: bool = False) -> Setup:
+    """Threads, rows, tokenizer and model for a training task (SFT here, DPO in dpo/trainer.py)."""
     import torch
-    from datasets import Dataset
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
 
-    started = time.time()
-    report = tcfg.get("report") or {}  # the run's trackers (tracking/): TRL's report_to and their environment
-    os.environ.update(report.get("env") or {})
     cuda = torch.cuda.is_available()
     if not cuda:
         torch.set_num_threads(max(1, int(tcfg["cpu_threads"] or os.cpu_count() or 1)))
-    rows = [json.loads(line) for line in Path(sft_path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    dataset = Dataset.from_list([to_prompt_completion(r) for r in rows])
+    rows = [json.loads(line) for line in Path(data_path).read_text(encoding="utf-8").splitlines() if line.strip()]
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     bf16 = cuda and tcfg["bf16"] in (True, "auto")
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
     peft_config = None
-    full = tcfg.get("method", "lora") == "full"  # the final model may be fully fine-tuned (finalize)
     if full:
         assert init_adapter is None, "full fine-tuning starts from the base weights, not an adapter"
     elif init_adapter:
@@ -99,6 +105,34 @@ def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: st
     else:
         peft_config = LoraConfig(r=tcfg["rank"], lora_alpha=tcfg["alpha"], lora_dropout=tcfg["dropout"],
                                  target_modules=tcfg["target_modules"], task_type="CAUSAL_LM")
+    return Setup(rows, tokenizer, model, peft_config, cuda, bf16)
+
+
+def save_trained(model, out_dir: str, work_dir: Path, *, tokenizer=None, **save_kwargs) -> None:
+    """Save to `<out_dir>.tmp`, then replace out_dir with it; the trainer's work folder goes."""
+    tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, **save_kwargs)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: str | None, tcfg: dict,
+                  seed: int) -> dict:
+    """Train one adapter and save it (adapter weights + tokenizer-free PEFT config) to out_dir."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    started = time.time()
+    report = tcfg.get("report") or {}  # the run's trackers (tracking/): TRL's report_to and their environment
+    os.environ.update(report.get("env") or {})
+    full = tcfg.get("method", "lora") == "full"  # the final model may be fully fine-tuned (finalize)
+    s = setup(base_model, sft_path, init_adapter, tcfg, full=full)
+    cuda, bf16, tokenizer, model, peft_config, rows = s.cuda, s.bf16, s.tokenizer, s.model, s.peft_config, s.rows
+    dataset = Dataset.from_list([to_prompt_completion(r) for r in rows])
     work_dir = Path(out_dir).with_name(Path(out_dir).name + ".trainer")
     args = SFTConfig(
         output_dir=str(work_dir),
@@ -126,14 +160,8 @@ def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: st
     if guard.bad or not math.isfinite(result.training_loss):  # nothing is saved: out_dir keeps what it held
         raise NonFiniteLoss(guard.bad or f"the mean training loss is {result.training_loss}; the previous adapter "
                             f"is kept: lower train.learning_rate (now {tcfg['learning_rate']}) or set train.bf16=false")
-    tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
-    if full:  # a standalone model folder: vLLM and transformers load it with its tokenizer
-        tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    shutil.rmtree(work_dir, ignore_errors=True)
+    # a full model is a standalone folder: vLLM and transformers load it with its tokenizer
+    save_trained(trainer.model, out_dir, work_dir, tokenizer=tokenizer if full else None)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
         "examples": len(rows),
