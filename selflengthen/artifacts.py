@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -198,6 +199,7 @@ def config_hash(obj) -> str:
 def write_stage_manifest(paths: IterationPaths, stage: str, *, started: float, counts: dict,
                          config_digest: str, outputs: list[Path], extra: dict | None = None) -> None:
     """Written after the stage's data: its presence means the stage is complete."""
+    crash_point(f"manifest:{stage}")  # the stage's data files are written, its manifest not yet
     write_json(paths.stage_manifest(stage), {
         "stage": stage,
         "iteration": paths.k,
@@ -209,3 +211,21 @@ def write_stage_manifest(paths: IterationPaths, stage: str, *, started: float, c
         "versions": package_versions(),
         **(extra or {}),
     })
+
+
+CRASH_AT = "SELFLENGTHEN_CRASH_AT"  # test hook (tests/test_crash_points.py); unset: inert
+_crash_passes: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """A test hook, inert unless the environment variable SELFLENGTHEN_CRASH_AT is set: when
+    it is `NAME` or `NAME@N`, the N-th (default: first) pass of this process through
+    crash_point(NAME) SIGKILLs its whole process group, as a preemption or an OOM kill would.
+    Points: `manifest:<stage>` (the stage's data written, its manifest not yet) and
+    `checkpoint:<stage>` (a sample just appended to partial/<stage>.jsonl)."""
+    wanted = os.environ.get(CRASH_AT)
+    if not wanted or wanted.partition("@")[0] != name:
+        return
+    _crash_passes[name] = _crash_passes.get(name, 0) + 1
+    if _crash_passes[name] >= int(wanted.partition("@")[2] or 1):
+        os.killpg(os.getpgrp(), signal.SIGKILL)

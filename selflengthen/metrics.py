@@ -42,7 +42,7 @@ def iteration_metrics(it: artifacts.IterationPaths) -> dict:
     extended = artifacts.read_jsonl(it.extended)
     gen, ext = m["generate"]["counts"], m["extend"]["counts"]
     training = {role: {k: info.get(k) for k in ("examples", "steps", "train_loss", "loss_first", "loss_last",
-                                                "seconds", "init_adapter")}
+                                                "seconds", "init_adapter", "world_size", "resumed_from_step")}
                 for role, info in m["train"].get("roles", {}).items()}
     return {
         "iteration": it.k,

@@ -47,6 +47,7 @@ class SampleLog:
         self.done[entry["id"]] = entry
         if self.path is not None:
             artifacts.append_jsonl(self.path, [entry])
+            artifacts.crash_point(f"checkpoint:{self.path.stem}")  # a test hook, inert by default
 
     def values(self) -> list[dict]:
         return list(self.done.values())

@@ -3,15 +3,17 @@
 Hydra composes the YAML in conf/; this module checks the result before any work starts.
 A key is checked by declaring it here (pydantic, strict: `true`/`false` only for a
 boolean, a whole number where one is needed, no string where a number is expected).
-Groups allow keys they do not declare, so a new key works before it is typed here, and
-the verbs' own groups (eval, dpo, finalize) keep their own checks. Cross-key rules (a
+Groups allow keys they do not declare, so a new key works before it is typed here. The
+verbs' own groups and keys (finalize, judge, tracking, dpo, the top-level keys of eval,
+dpo, agentwrite and finalize) are typed here too; the rules that join several of their
+values stay with the verb (finalize/constraints.py, dpo/command.py). Cross-key rules (a
 value below another) are `model_validator`s; they run only when their group's types are
 right. `problems(cfg)` returns one line per bad value: the key, the value, what it must
 be and an example of a valid setting.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -119,6 +121,10 @@ class Train(Group):
     num_gpus: float = eg("1", ge=0)
     num_cpus: float = eg("1", gt=0)
     parallel: bool = eg("true")
+    workers: int = eg("2", ge=1)
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = eg("ddp")
+    cpu_offload: bool = eg("false")
+    save_every_steps: int = eg("50 (0: no checkpoints)", ge=0)
     per_role: dict[str, dict]
 
     @field_validator("per_role")
@@ -209,6 +215,7 @@ class Ray(Group):
     num_cpus: Optional[int] = eg("null (all cores)", ge=1)
     log_to_driver: bool = eg("false")
     connect_timeout_s: float = eg("15", gt=0)
+    dashboard: bool = eg("false", default=False)
 
 
 class Run(Group):
@@ -229,6 +236,139 @@ class Status(Group):
     stale_after_s: float = eg("120", gt=0)
 
 
+class FinalizeTraining(Group):
+    method: Literal["lora", "full"] = eg("lora")
+    learning_rate: Optional[float] = eg("null (the run's train.learning_rate)", gt=0)
+    epochs: Optional[float] = eg("null (the run's train.epochs)", gt=0)
+    max_length: Optional[int] = eg("null (the run's train.max_length)", ge=1)
+    rank: Optional[int] = eg("null (the run's train.rank)", ge=1)
+    alpha: Optional[float] = eg("null (the run's train.alpha)", gt=0)
+
+
+class LengthUnit(Group):
+    words: int = eg("1000", ge=1)
+    prob: float = eg("0.8", ge=0, le=1)
+
+
+class TypeProbs(Group):
+    about: float = eg("0.4", ge=0, le=1)
+    range: float = eg("0.25", ge=0, le=1)
+    above: float = eg("0.1", ge=0, le=1)
+    below: float = eg("0.25", ge=0, le=1)
+
+
+class Constraints(Group):  # the sums and min < max: finalize/constraints.py, once these types are right
+    min_words: int = eg("2000", ge=1)
+    max_words: int = eg("8000", ge=1)
+    units: list[LengthUnit] = eg("[{words: 1000, prob: 1.0}]", min_length=1)
+    type_probs: TypeProbs
+    zh_numeral_prob: float = eg("0.5", ge=0, le=1)
+
+
+class RewriteVerify(Group):
+    min_length_ratio: float = eg("0.5", ge=0)
+    max_length_ratio: float = eg("2.5", gt=0)
+    slack_chars: int = eg("40", ge=0)
+
+
+class Rewrite(Group):
+    use_model: bool = eg("true")
+    temperature: float = eg("0.7", ge=0)
+    top_p: float = eg("0.8", gt=0, le=1)
+    top_k: int = eg("20 (or -1: off)")
+    repetition_penalty: float = eg("1.0", gt=0)
+    max_tokens: int = eg("1024", ge=1)
+    adapter: Optional[Literal["generator", "extender"]] = eg("null (the base model)")
+    verify: RewriteVerify
+
+    _top_k = field_validator("top_k")(Sampling._top_k.__func__)
+
+
+class Finalize(Group):
+    output_dir: str = eg("final", min_length=1)
+    dataset_name: str = eg("selflengthen_final", min_length=1)
+    allow_unfinished: bool = eg("false")
+    extra_per_language: int = eg("0 (only what the loop made)", ge=0)
+    keep_unconstrained: bool = eg("true")
+    train: bool = eg("false")
+    merge: bool = eg("false")
+    training: FinalizeTraining
+    constraints: Constraints
+    rewrite: Rewrite
+
+
+class Prices(Group):
+    prompt: Optional[float] = eg("null (no cost estimate)", ge=0)
+    completion: Optional[float] = eg("null (no cost estimate)", ge=0)
+
+
+class Judge(Group):  # conf/judge/: none | vllm | openai (each option has its own keys)
+    kind: Literal["none", "vllm", "openai"] = eg("none")
+    model: Optional[str] = None
+    max_model_len: Optional[int] = eg("32768", ge=16, default=None)
+    dtype: Optional[Literal["auto", "float32", "float16", "bfloat16", "half", "float"]] = eg("auto", default=None)
+    end_of_turn: Optional[list[str]] = None
+    trust_remote_code: Optional[bool] = eg("false", default=None)
+    retries: Optional[int] = eg("3", ge=0, default=None)
+    temperature: Optional[float] = eg("0.5", ge=0, default=None)
+    max_tokens: Optional[int] = eg("1024", ge=1, default=None)
+    price_per_million_tokens: Optional[Prices] = None
+    base_url: Optional[str] = None
+    tokenizer: Optional[str] = None
+    api_key_env: Optional[str] = None
+    adapter_models: Optional[dict[str, str]] = None
+    max_concurrency: Optional[int] = eg("32", ge=1, default=None)
+    timeout: Optional[float] = eg("600", gt=0, default=None)
+    max_retries: Optional[int] = eg("5", ge=0, default=None)
+    send_extra_sampling: Optional[bool] = eg("false", default=None)
+    load_adapters: Optional[bool] = eg("false", default=None)
+    ready_timeout: Optional[float] = eg("120", gt=0, default=None)
+    per_request_seeds: Optional[bool] = eg("false", default=None)
+
+
+class TensorBoardTracking(Group):
+    dir: Optional[str] = None
+
+
+class MlflowTracking(Group):
+    experiment: str = eg("selflengthen", min_length=1)
+
+
+class WandbTracking(Group):
+    mode: Literal["offline", "online", "disabled"] = eg("offline")
+    project: str = eg("selflengthen", min_length=1)
+    entity: Optional[str] = None
+
+
+class Tracking(Group):  # conf/tracking/: each selected tracker adds its key
+    group: Optional[str] = None
+    tensorboard: Optional[TensorBoardTracking] = None
+    mlflow: Optional[MlflowTracking] = None
+    wandb: Optional[WandbTracking] = None
+
+
+class DpoTrain(Group):
+    beta: float = eg("0.1", gt=0)
+    loss_type: str = eg("sigmoid", min_length=1)
+    learning_rate: float = eg("5e-5", gt=0)
+    epochs: float = eg("2", gt=0)
+    max_steps: Optional[int] = eg("null (epochs decide)", ge=1)
+    lr_scheduler: str = eg("cosine", min_length=1)
+    warmup_ratio: float = eg("0.1", ge=0, le=1)
+    per_device_batch_size: int = eg("1", ge=1)
+    gradient_accumulation_steps: int = eg("1", ge=1)
+    max_length: int = eg("8192", ge=1)
+    logging_steps: int = eg("1", ge=1)
+
+
+class Dpo(Group):
+    samples_per_instruction: int = eg("4", ge=2)
+    temperature: float = eg("0.8", gt=0)
+    pairing: Literal["best_vs_worst", "all"] = eg("best_vs_worst")
+    min_margin: float = eg("10.0", ge=0)
+    train: DpoTrain
+
+
 class Config(Group):
     iterations: int = eg("4", ge=1)
     seed: int = eg("0", ge=0)
@@ -245,6 +385,23 @@ class Config(Group):
     progress: bool = eg("true")
     status: Status
     debug: bool = eg("false")
+    sweep_name: Optional[str] = None
+    finalize: Finalize
+    judge: Judge
+    tracking: Tracking
+    # the verbs' own keys (conf/eval.yaml, dpo.yaml, agentwrite.yaml, finalize.yaml); absent under `run`
+    benchmark: Optional[str] = eg("heldout_tiny", min_length=1, default=None)
+    data: Optional[str] = None
+    adapter: Optional[str] = None
+    predictions: Optional[str] = None
+    input: Optional[str] = None
+    limit: Optional[int] = eg("6 (or null: all)", ge=1, default=None)
+    languages: Optional[list[Language]] = eg("[en]", default=None)
+    max_tokens: Optional[int] = eg("null (the benchmark's own)", ge=1, default=None)
+    name: Optional[str] = None
+    out_dir: Optional[str] = eg("eval", min_length=1, default=None)
+    step: Optional[Literal["all", "collect", "constrain", "export", "train", "eval"]] = eg("all", default=None)
+    dpo: Optional[Dpo] = None
 
 
 _KINDS = {
@@ -260,16 +417,32 @@ _KINDS = {
 }
 
 
+def _parts(loc: tuple) -> list:
+    """An error's location without the names pydantic gives a union's members ('int',
+    'literal[...]', 'constrained-int')."""
+    return [p for p in loc if isinstance(p, int)
+            or (isinstance(p, str) and p.isidentifier() and p not in ("int", "bool", "str", "float"))]
+
+
 def _key(loc: tuple) -> str:
-    """The dotted config key of an error's location: a list's index and the names pydantic
-    gives a union's members ('int', 'literal[...]', 'constrained-int') are left out."""
-    parts = []
-    for p in loc:
+    """The dotted config key of an error's location: a bad element of a list is reported
+    under the list's key; a key inside a list's element names its index (units[0].words)."""
+    parts, key = _parts(loc), ""
+    for i, p in enumerate(parts):
         if isinstance(p, int):
-            break
-        if isinstance(p, str) and p.isidentifier() and p not in ("int", "bool", "str", "float"):
-            parts.append(p)
-    return ".".join(parts)
+            if i == len(parts) - 1:
+                break
+            key += f"[{p}]"
+        else:
+            key += f".{p}" if key else p
+    return key
+
+
+def _model_in(ann) -> type[BaseModel] | None:
+    """The group an annotation holds: itself, or inside Optional[...] / list[...]."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    return next((m for m in map(_model_in, get_args(ann)) if m is not None), None)
 
 
 def _example(loc: tuple, root: type[BaseModel]) -> str | None:
@@ -280,8 +453,7 @@ def _example(loc: tuple, root: type[BaseModel]) -> str | None:
             return example
         info = fields[part]
         example = (info.json_schema_extra or {}).get("eg") if isinstance(info.json_schema_extra, dict) else None
-        ann = info.annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        model = _model_in(info.annotation)
         if model is None:
             return example
     return example
@@ -317,7 +489,7 @@ def _lines(errors: list[dict], prefix: str, root: type[BaseModel]) -> list[tuple
             continue
         whats = list(dict.fromkeys(_what(e) for e in errs))
         what = whats[0] + "".join(", or " + w.removeprefix("must be ") for w in whats[1:])
-        item = any(isinstance(p, int) for p in first["loc"])  # a bad element of a list
+        item = bool(_parts(first["loc"])) and isinstance(_parts(first["loc"])[-1], int)  # a bad element of a list
         shown = "" if first["type"] == "missing" else (f" has {first['input']!r}:" if item else f"={first['input']!r}")
         example = _example(tuple(p for p in first["loc"] if not isinstance(p, int)), root)
         fix = f" (e.g. '{key}={example}')" if example and item else (f" (e.g. {key}={example})" if example else "")

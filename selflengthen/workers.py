@@ -8,45 +8,122 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+from pathlib import Path
 
 import ray
 
-from selflengthen.errors import UserError
+from selflengthen.errors import UserError, sigterm_stops_like_ctrl_c
+from selflengthen.training import strategy
 
 
 def cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def check_reachable(address: str, timeout_s: float) -> None:
-    """Fail within `timeout_s` when a host:port (or ray://host:port) address does not accept
-    a connection (ray.init itself retries for minutes); "auto" is left to Ray."""
+def ray_address_file() -> Path:
+    """Where `ray start` on this node records its cluster's address (Ray's own rule:
+    $RAY_TMPDIR, else $TMPDIR, else /tmp, then ray/ray_current_cluster)."""
+    tmp = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
+    tmp = tmp or "/tmp"
+    return Path(tmp) / "ray" / "ray_current_cluster"
+
+
+def resolve_address(address: str) -> tuple[str, str]:
+    """(the address to connect to, how it is named in messages). "auto" is resolved as Ray
+    does it, from RAY_ADDRESS or the file `ray start` writes, but never falls back to Ray's
+    legacy guess (any Ray process found on this node: another user's local instance); with
+    neither, it is a one-line error at once instead of Ray's own attempt."""
+    if address != "auto":
+        return address, f"ray.address={address}"
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    if env and env != "auto":
+        return env, f"ray.address=auto ({env}, from RAY_ADDRESS)"
+    found = ray_address_file()
+    text = found.read_text(encoding="utf-8", errors="replace").strip() if found.is_file() else ""
+    if not text:
+        raise UserError(f"ray.address=auto found no running Ray cluster: RAY_ADDRESS is unset and {found} does not "
+                        "exist (`ray start --head` writes it); start the cluster on this node (ray start --head), "
+                        "give its address (ray.address=HOST:6379 or ray://HOST:10001), or set ray.address=null "
+                        "for a local instance")
+    return text, f"ray.address=auto ({text}, from {found})"
+
+
+def check_reachable(address: str, timeout_s: float) -> str:
+    """The address to give ray.init (resolve_address); fail within `timeout_s` when its
+    host:port does not accept a connection (ray.init itself retries for minutes)."""
+    address, named = resolve_address(address)
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        return
+        return address
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as err:
         reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
-        raise UserError(f"cannot reach the Ray cluster at ray.address={address} within "
+        raise UserError(f"cannot reach the Ray cluster at {named} within "
                         f"ray.connect_timeout_s={timeout_s:g} s ({reason}); start it there (ray start --head), "
                         "fix the address, or set ray.address=null for a local instance") from err
+    return address
 
 
 def init_ray(ray_cfg) -> None:
-    """Connect to `ray.address`, or start a local instance sized by `ray.num_cpus`."""
+    """Connect to `ray.address`, or start a local instance sized by `ray.num_cpus` (its
+    dashboard off unless `ray.dashboard`, and then bound to 127.0.0.1)."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if ray_cfg.address:
-        check_reachable(str(ray_cfg.address), float(ray_cfg.connect_timeout_s))
+        address = check_reachable(str(ray_cfg.address), float(ray_cfg.connect_timeout_s))
         try:
-            ray.init(address=ray_cfg.address, log_to_driver=bool(ray_cfg.log_to_driver))
+            ray.init(address=address, log_to_driver=bool(ray_cfg.log_to_driver))
         except (ConnectionError, RuntimeError, TimeoutError) as err:
             raise UserError(f"cannot connect to the Ray cluster at ray.address={ray_cfg.address}: "
                             f"{str(err).strip().splitlines()[0][:200]}; start it (ray start --head) or set "
                             "ray.address=null for a local instance") from err
     else:
-        ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=False,
+        # the dashboard serves the cluster's jobs and logs without authentication: off, or on loopback only
+        dashboard = bool(ray_cfg.get("dashboard", False))
+        ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=dashboard,
+                 **({"dashboard_host": "127.0.0.1"} if dashboard else {}),
                  log_to_driver=bool(ray_cfg.log_to_driver), configure_logging=False)
+    sigterm_stops_like_ctrl_c()  # ray.init replaced it: SIGTERM would abort and leave Ray's agents running
+
+
+def placement_problem(engine_cfg, train_cfgs: list[dict], total_gpus: float, node_gpus: list[float],
+                      total_cpus: float) -> str | None:
+    """What the cluster lacks for the run's engines and trainers, as one line naming the
+    settings to change, or None. Serving: engine.replicas x tensor_parallel_size GPUs, each
+    replica's on one node (the openai engine serves elsewhere; a cluster without GPUs
+    serves on CPUs). Training: per adapter, train.workers x train.num_gpus GPUs and
+    x train.num_cpus CPUs (training/strategy.py), each worker's GPUs on one node."""
+    largest = max(node_gpus, default=total_gpus)
+    found = []
+    tp = int(engine_cfg.tensor_parallel_size)
+    if total_gpus > 0 and str(engine_cfg.kind) != "openai":
+        if tp > largest:
+            found.append(f"a serving replica needs engine.tensor_parallel_size={tp} GPUs on one node and the "
+                         f"largest node has {largest:g}")
+        elif engine_cfg.replicas != "auto" and int(engine_cfg.replicas) * tp > total_gpus:
+            found.append(f"serving needs engine.replicas={engine_cfg.replicas} x engine.tensor_parallel_size={tp} = "
+                         f"{int(engine_cfg.replicas) * tp} GPUs and the cluster has {total_gpus:g} "
+                         f"(engine.replicas=auto uses what there is)")
+    for rc in train_cfgs:
+        if total_gpus > 0 and float(rc["num_gpus"]) > largest:
+            found.append(f"a training worker needs train.num_gpus={float(rc['num_gpus']):g} GPUs on one node and "
+                         f"the largest node has {largest:g}")
+        found += strategy.cluster_problems({"workers": 1, "strategy": "ddp", **rc}, total_gpus, total_cpus)
+    if not found:
+        return None
+    return "; ".join(dict.fromkeys(found)) + " (`ray status` lists the cluster's GPUs and CPUs)"
+
+
+def check_placement(engine_cfg, train_cfgs: list[dict]) -> None:
+    """Before any work: the cluster must have what serving and training ask for (Ray would
+    otherwise wait forever for resources that never come)."""
+    nodes = [float(n.get("Resources", {}).get("GPU", 0)) for n in ray.nodes() if n.get("Alive", True)]
+    resources = ray.cluster_resources()
+    problem = placement_problem(engine_cfg, train_cfgs, float(resources.get("GPU", 0)), nodes,
+                                float(resources.get("CPU", 0)))
+    if problem:
+        raise UserError(problem)

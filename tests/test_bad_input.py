@@ -359,3 +359,101 @@ def test_silent_ray_address_times_out_within_the_configured_bound():
         finally:
             for c in fillers:
                 c.close()
+
+
+def test_ray_address_auto_without_a_cluster_fails_at_once_naming_it(earlier_run, tmp_path):
+    """Ray's own "auto" would look for any Ray process on the node (another user's local
+    instance) or fail with a message naming neither the key nor the fix."""
+    env = {"RAY_ADDRESS": "", "RAY_TMPDIR": str(tmp_path / "no-cluster-here")}  # no `ray start` on this node
+    started = time.time()
+    proc = run_cli("run", "ray.address=auto", "ray.connect_timeout_s=5", f"paths.iterations_dir={earlier_run.dir}",
+                   cwd=REPO, env=env, timeout=120)
+    line = one_error_line(proc)
+    assert time.time() - started < 60
+    assert "ray.address=auto found no running Ray cluster" in line
+    assert str(tmp_path / "no-cluster-here" / "ray" / "ray_current_cluster") in line
+    assert "ray start --head" in line and "ray.address=null" in line
+    earlier_run.untouched()
+
+
+def test_ray_address_auto_of_a_stopped_cluster_times_out_naming_the_address(tmp_path, monkeypatch):
+    from selflengthen import workers
+
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    address = f"127.0.0.1:{closed_port()}"
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(address + "\n")  # left by a cluster since stopped
+    started = time.time()
+    with pytest.raises(UserError) as err:
+        workers.check_reachable("auto", 2.0)
+    assert time.time() - started < 5
+    assert f"cannot reach the Ray cluster at ray.address=auto ({address}, from {tmp_path}/ray/ray_current_cluster) " \
+           "within ray.connect_timeout_s=2 s" in str(err.value)
+    monkeypatch.setenv("RAY_ADDRESS", address)  # RAY_ADDRESS wins, as in Ray
+    with pytest.raises(UserError, match=rf"ray.address=auto \({address}, from RAY_ADDRESS\)"):
+        workers.check_reachable("auto", 2.0)
+
+
+# --- the other groups (finalize, judge, tracking) and the verbs' own keys: typed too ----------
+
+def compose_verb(verb: str, *overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name=verb, overrides=list(overrides))
+
+
+@pytest.mark.parametrize("verb, overrides, expected", [
+    ("finalize", ["finalize.extra_per_language=-1"], "finalize.extra_per_language=-1 must be >= 0 (e.g. "),
+    ("config", ["finalize.extra_per_language=some"], "finalize.extra_per_language='some' must be a whole number"),
+    ("finalize", ["finalize.keep_unconstrained=sometimes"], "finalize.keep_unconstrained='sometimes' must be true or"),
+    ("finalize", ["finalize.training.method=qlora"], "finalize.training.method='qlora' must be lora or full"),
+    ("finalize", ["finalize.training.learning_rate=0"], "finalize.training.learning_rate=0 must be > 0"),
+    ("finalize", ["finalize.constraints.min_words=many"], "finalize.constraints.min_words='many' must be a whole"),
+    ("finalize", ["finalize.constraints.units=[{words: 0, prob: 1.0}]"],
+     "finalize.constraints.units[0].words=0 must be >= 1 (e.g. finalize.constraints.units[0].words=1000)"),
+    ("finalize", ["finalize.constraints.type_probs.about=1.5"], "finalize.constraints.type_probs.about=1.5 must be <= 1"),
+    ("finalize", ["finalize.constraints.zh_numeral_prob=-0.1"], "finalize.constraints.zh_numeral_prob=-0.1 must be >= 0"),
+    ("finalize", ["finalize.rewrite.top_p=0"], "finalize.rewrite.top_p=0 must be > 0"),
+    ("finalize", ["finalize.rewrite.top_k=0"], "finalize.rewrite.top_k=0 must be -1 (no top-k) or >= 1"),
+    ("finalize", ["finalize.rewrite.adapter=critic"], "finalize.rewrite.adapter='critic' must be generator or extender"),
+    ("finalize", ["finalize.rewrite.verify.slack_chars=-5"], "finalize.rewrite.verify.slack_chars=-5 must be >= 0"),
+    ("finalize", ["step=deploy"], "step='deploy' must be all, collect, constrain, export, train or eval"),
+    ("dpo", ["dpo.samples_per_instruction=1"], "dpo.samples_per_instruction=1 must be >= 2 (e.g. "),
+    ("dpo", ["dpo.pairing=random"], "dpo.pairing='random' must be best_vs_worst or all"),
+    ("dpo", ["dpo.train.warmup_ratio=2"], "dpo.train.warmup_ratio=2 must be <= 1"),
+    ("dpo", ["dpo.train.max_steps=0"], "dpo.train.max_steps=0 must be >= 1"),
+    ("eval", ["limit=0"], "limit=0 must be >= 1"),
+    ("eval", ["languages=[fr]"], "languages has 'fr': must be en or zh"),
+    ("eval", ["max_tokens=lots"], "max_tokens='lots' must be a whole number"),
+    ("eval", ["judge=vllm", "judge.temperature=-1"], "judge.temperature=-1 must be >= 0"),
+    ("eval", ["judge=openai", "judge.max_concurrency=0"], "judge.max_concurrency=0 must be >= 1"),
+    ("agentwrite", ["limit=ten"], "limit='ten' must be a whole number"),
+    ("config", ["tracking=wandb", "tracking.wandb.mode=loud"], "tracking.wandb.mode='loud' must be offline, online"),
+    ("config", ["tracking=mlflow", "tracking.mlflow.experiment=''"], "tracking.mlflow.experiment='' must not be empty"),
+])
+def test_each_bad_value_of_the_other_groups_is_named(verb, overrides, expected):
+    found = config.problems(compose_verb(verb, *overrides), in_run_eval=verb == "config")
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+@pytest.mark.parametrize("verb, overrides", [
+    ("config", []), ("eval", []), ("dpo", []), ("agentwrite", []), ("finalize", []),
+    ("config", ["model=smollm2-135m"]), ("config", ["model=qwen2.5-7b-instruct"]),
+    ("eval", ["judge=openai"]), ("eval", ["judge=vllm"]), ("config", ["tracking=[tensorboard,mlflow,wandb]"]),
+])
+def test_the_shipped_configs_of_every_verb_pass(verb, overrides):
+    container = OmegaConf.to_container(compose_verb(verb, *overrides), resolve=True)
+    from selflengthen import schema
+
+    assert schema.problems(container) == []
+
+
+def test_bad_finalize_values_through_the_cli_before_any_work(earlier_run):
+    proc = run_cli("finalize", "tiny", f"paths.iterations_dir={earlier_run.dir}", "finalize.extra_per_language=-1",
+                   "finalize.train=maybe", cwd=REPO)
+    line = one_error_line(proc)
+    assert "bad finalize config, 2 problems" in line, proc.stderr
+    assert "finalize.extra_per_language=-1 must be >= 0" in proc.stderr
+    assert "finalize.train='maybe' must be true or false" in proc.stderr
+    earlier_run.untouched()
+    assert not (earlier_run.dir / "tiny" / "final").exists()

@@ -1,7 +1,7 @@
 """The SmolLM2-135M-Instruct preset: the package check, the converted folder's checks (on a
 tiny stand-in folder that each test breaks one way), the engine's memory advice, and a slow
 end-to-end run of the real CLI with `model=smollm2-135m` (2 iterations on real vLLM, TRL
-and Ray; about 9-10 minutes on 2 busy cores, the GGUF conversion included)."""
+and Ray; MEASURE minutes on 2 cores, the GGUF conversion included)."""
 from __future__ import annotations
 
 import json
@@ -178,17 +178,21 @@ def test_other_startup_failures_get_no_memory_advice():
 
 # --- the real CLI on the real model --------------------------------------------------------
 
-SEEDS = [  # short two-paragraph tasks: the extender needs two paragraphs, and the CPU needs short outputs
-    "Write two short paragraphs about why people enjoy autumn.",
-    "Write two short paragraphs about the history of tea.",
-    "Describe a quiet morning at the sea in two short paragraphs.",
-    "In two short paragraphs, explain what a library card is for.",
-    "In two short paragraphs, explain why bees matter to farmers.",
-    "Write two short paragraphs about learning to ride a bicycle.",
+SEEDS = [  # multi-paragraph tasks: the extender splits a response into paragraphs to extend its first half
+    "Write three short paragraphs about why people enjoy autumn.",
+    "Write three short paragraphs about the history of tea.",
+    "Describe a quiet morning at the sea in three short paragraphs.",
+    "In three short paragraphs, explain what a library card is for.",
+    "In three short paragraphs, explain why bees matter to farmers.",
+    "Write three short paragraphs about learning to ride a bicycle.",
 ]
-SIZES = ("loop.augment.new_per_language=8", "loop.augment.max_tokens=40", "loop.sampling.max_tokens=192",
-         "loop.generate.retries=2", "loop.generate.drop_short=false", "loop.extend.drop_short=false",
-         "loop.extend.retries=1", "loop.extend.rounds=1", "train.epochs=1", "train.max_length=512", "progress=false")
+# Sized for 2 CPU cores. SmolLM2 answers in about 100-250 words, so the token cap leaves room
+# to grow (at 192 every rewrite of a 150-word answer was cut off: CI, 2026-11-23), and any
+# growth is accepted (min_growth=1.0): this test proves the path, not the growth rate.
+SIZES = ("loop.augment.new_per_language=4", "loop.augment.max_tokens=40", "loop.sampling.max_tokens=320",
+         "loop.generate.retries=1", "loop.generate.drop_short=false", "loop.extend.drop_short=false",
+         "loop.extend.retries=2", "loop.extend.rounds=1", "loop.extend.min_growth=1.0",
+         "train.epochs=1", "train.max_length=768", "progress=false")
 
 
 @pytest.mark.slow

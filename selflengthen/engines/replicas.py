@@ -5,17 +5,27 @@ request to the replica with the fewest requests outstanding, keeping a sample's 
 calls on the replica that served its first (its prompt prefix is cached there). A
 semaphore per replica bounds the requests in flight. Resource requests use GPUs where
 the cluster has them, CPUs otherwise, so the same code runs on a laptop and a cluster.
+
+Each replica holds a placement group of one bundle (its `tensor_parallel_size` GPUs and its
+CPUs, packed on one node); its actor runs inside it, and vLLM's tensor-parallel workers
+are processes of that actor (the "mp" backend) on the group's GPUs. The groups are
+reserved before any engine starts, so a cluster that cannot place them is named at once.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 
 import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from selflengthen.engines.base import Completion, Request, Sampling, merge_usage
+from selflengthen.errors import UserError
 
 STICKY_KEYS = 100_000  # remembered sample -> replica routes (oldest forgotten first)
+PLACEMENT_WAIT_S = 600  # how long the replicas' placement groups may wait for busy GPUs
 
 
 @ray.remote
@@ -60,7 +70,26 @@ def engine_options(engine_cfg, model_cfg, gpus: int) -> dict:
         "max_lora_rank": int(engine_cfg.max_lora_rank),
         "trust_remote_code": bool(model_cfg.trust_remote_code),
         "max_num_seqs": int(engine_cfg.max_num_seqs),
+        # tensor-parallel workers as processes of the replica's actor, on its placement group's GPUs
+        # (inside a placement group vLLM would otherwise start Ray workers of one GPU per bundle)
+        **({"distributed_executor_backend": "mp"} if int(engine_cfg.tensor_parallel_size) > 1 else {}),
     }
+
+
+def reserve(replicas: int, bundle: dict, wait_s: float = PLACEMENT_WAIT_S) -> list:
+    """One STRICT_PACK placement group per replica (its GPUs on one node), ready, or a
+    UserError naming what could not be placed."""
+    groups = [placement_group([bundle], strategy="STRICT_PACK") for _ in range(replicas)]
+    deadline = time.monotonic() + wait_s
+    for i, group in enumerate(groups):
+        if not group.wait(timeout_seconds=max(1.0, deadline - time.monotonic())):
+            for g in groups:
+                remove_placement_group(g)
+            need = ", ".join(f"{v:g} {k}" for k, v in bundle.items())
+            raise UserError(f"cannot place engine replica {i + 1} of {replicas} ({need} on one node) within "
+                            f"{wait_s:g} s: the cluster's resources are taken by other work or not there "
+                            f"(`ray status`); lower engine.replicas or engine.tensor_parallel_size, or free them")
+    return groups
 
 
 class EnginePool:
@@ -77,11 +106,13 @@ class EnginePool:
         # never ask for more CPUs than the cluster has: Ray would wait forever
         cpus = min(float(engine_cfg.num_cpus_per_replica), float(resources.get("CPU", 1)))
         in_flight = int(engine_cfg.max_in_flight_per_replica)
-        actor = EngineWorker.options(num_gpus=tp if gpus else 0, num_cpus=cpus, max_concurrency=in_flight + 16)
+        self.groups = reserve(replicas, {"CPU": cpus, **({"GPU": tp} if gpus else {})})
         self.kind = str(engine_cfg.kind)
-        self.workers = [actor.remote(self.kind, model_path, adapters, engine_options(engine_cfg, model_cfg, gpus),
-                                     list(model_cfg.end_of_turn), bool(engine_cfg.per_request_seeds))
-                        for _ in range(replicas)]
+        self.workers = [EngineWorker.options(
+            num_gpus=tp if gpus else 0, num_cpus=cpus, max_concurrency=in_flight + 16,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0),
+        ).remote(self.kind, model_path, adapters, engine_options(engine_cfg, model_cfg, gpus),
+                 list(model_cfg.end_of_turn), bool(engine_cfg.per_request_seeds)) for group in self.groups]
         self.outstanding = [0] * replicas
         self.served = [0] * replicas
         self.routes: OrderedDict[str, int] = OrderedDict()
@@ -137,6 +168,9 @@ class EnginePool:
         for w in self.workers:
             ray.kill(w, no_restart=True)
         self.workers = []
+        for group in getattr(self, "groups", []):
+            remove_placement_group(group)
+        self.groups = []
 
     def __enter__(self) -> "EnginePool":
         return self

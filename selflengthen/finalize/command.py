@@ -292,19 +292,19 @@ def _ray_get(ref, what: str):
 def train_step(cfg: DictConfig, fp: FinalPaths, model_path: str) -> dict:
     """Fine-tune the base model on the exported set (a Ray task, on a GPU when the cluster
     has one); then merge a LoRA adapter into the base weights when finalize.merge is true."""
-    from selflengthen.stages.train import merge_adapter, train_adapter
+    from selflengthen.stages.train import merge_adapter
+    from selflengthen.training import ray_train
 
     tcfg = training_config(cfg)
     full = tcfg["method"] == "full"
     out = fp.model / ("full" if full else "adapter")
     workers.init_ray(cfg.ray)
-    gpus = workers.cluster_gpus()
     if not fp.done("train"):
         started = time.time()
-        task = ray.remote(train_adapter).options(num_cpus=tcfg["num_cpus"], num_gpus=tcfg["num_gpus"] if gpus else 0)
+        gpus, _ = ray_train.placement([tcfg])  # one line when the cluster cannot hold it
         log.info("finalize: training the final model (%s) on %s", tcfg["method"], fp.dataset / "train.jsonl")
-        info = _ray_get(task.remote(model_path, str(fp.dataset / "train.jsonl"), str(out), None, tcfg,
-                                    int(cfg.seed)), "training the final model")
+        info = _ray_get(ray_train.launch(model_path, str(fp.dataset / "train.jsonl"), str(out), None, tcfg,
+                                         int(cfg.seed), gpus=gpus), "training the final model")
         write_step(fp, "train", started, {"examples": info["examples"], "steps": info["steps"]}, training=info,
                    output=str(out), config=tcfg)
     trained = artifacts.read_json(fp.step_manifest("train"))
@@ -361,10 +361,13 @@ def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_pa
 def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPaths]:
     """The whole `finalize` command; returns its manifest and paths."""
     cfg = settle(cfg, overrides)
-    trouble = problems(cfg) + config.problems(cfg, in_run_eval=False)
+    typed = config.problems(cfg, in_run_eval=False)  # every value's type and range (schema.py) first
+    own = [] if any(t.startswith(("finalize.", "step")) for t in typed) else problems(cfg)  # then the sums, min < max
+    trouble = own + typed
+    if len(trouble) == 1:
+        raise UserError(f"bad finalize config: {trouble[0]}")
     if trouble:
-        raise UserError(f"bad finalize config: {trouble[0]}" + (f" (and {len(trouble) - 1} more)"
-                                                               if len(trouble) > 1 else ""))
+        raise UserError("bad finalize config, %d problems:\n  - %s" % (len(trouble), "\n  - ".join(trouble)))
     run = artifacts.RunPaths(run_root_of(cfg))
     todo = steps_wanted(cfg)
     rows, _ = collect(run.root, allow_unfinished=bool(cfg.finalize.allow_unfinished))  # checks before any write

@@ -1,0 +1,67 @@
+"""Training wall time of one adapter with train.workers=1 (one Ray task) vs train.workers=2
+(a Ray Train TorchTrainer of two gloo workers), same data, same Ray instance, on the tiny
+model (or any `model.path=`). Prints each one's wall time (launch to saved adapter), the
+time inside the trainer (model load, tokenization, steps, save: rank 0's `seconds`), the
+rest (process start, imports, Ray Train's worker group), the optimizer steps, and the
+wall-time ratio against the first.
+
+    .venv/bin/python scripts/bench_train_workers.py [--examples 64] [KEY=VALUE ...]   (Hydra overrides)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from selflengthen import loop
+from selflengthen.training import ray_train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sft_rows(n: int) -> list[dict]:
+    words = "the module returns a list of values for each call and the object keeps its state".split()
+    return [{"messages": [{"role": "user", "content": f"Write about topic number {i}."},
+                          {"role": "assistant", "content": " ".join(words[(i + j) % len(words)]
+                                                                  for j in range(150 + i % 50))}]}
+            for i in range(n)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--examples", type=int, default=64, help="SFT examples (~200-300 tokens each)")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["train.epochs=1", "train.save_every_steps=0", *a.overrides])
+    model = loop.resolve_model(cfg)
+    ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "sft.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in sft_rows(a.examples)), encoding="utf-8")
+        for workers in a.workers:
+            tcfg = OmegaConf.to_container(cfg.train, resolve=True)
+            tcfg.update(workers=workers, cpu_threads=tcfg["cpu_threads"] or tcfg["num_cpus"])
+            gpus, _ = ray_train.placement([tcfg])
+            started = time.time()
+            info = ray.get(ray_train.launch(model, str(data), str(Path(tmp) / f"adapter-{workers}"), None, tcfg,
+                                            int(cfg.seed), gpus=gpus))
+            rows.append((workers, time.time() - started, info["seconds"], info["steps"]))
+    base = rows[0][1]
+    print(f"{'workers':>7} {'wall s':>8} {'trainer s':>9} {'start-up s':>10} {'steps':>6} {'wall vs first':>13}")
+    for workers, wall, inside, steps in rows:  # start-up: processes, imports, Ray Train's worker group
+        print(f"{workers:>7} {wall:>8.1f} {inside:>9.1f} {wall - inside:>10.1f} {steps:>6} {wall / base:>12.2f}x")
+    print(f"({a.examples} examples, 1 epoch, per-device batch {cfg.train.per_device_batch_size}, "
+          f"{cfg.train.num_cpus:g} CPU(s) per worker, model {cfg.model.name})")
+
+
+if __name__ == "__main__":
+    main()

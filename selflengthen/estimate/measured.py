@@ -1,0 +1,73 @@
+"""Throughput measured by a previous run (`estimate.from_run=iterations/NAME`): each
+finished iteration's manifests/engine_usage.json records, per generation stage, the
+generated tokens and the stage's wall time over its replicas (loop.record_engine_usage);
+summed over the iterations and divided by the GPUs that served them (replicas x
+engine.tensor_parallel_size of the run's config), that is generated tokens per second
+per GPU, per stage."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from selflengthen import artifacts
+from selflengthen.errors import UserError
+
+STAGES = ("augment", "generate", "extend")
+
+
+def run_folder(value: str, iterations_dir: str) -> Path:
+    """A run folder, or a run name under paths.iterations_dir."""
+    folder = Path(value).expanduser()
+    if not folder.is_dir() and (Path(iterations_dir).expanduser() / value).is_dir():
+        folder = Path(iterations_dir).expanduser() / value
+    if not folder.is_dir():
+        raise UserError(f"estimate.from_run={value}: no such run folder; give a run folder (iterations/NAME) "
+                        f"or a run name under {iterations_dir}/")
+    return folder
+
+
+def throughput(folder: Path) -> dict:
+    """{"per_stage": {stage: tokens/s per GPU}, "all": over every stage, and what it was
+    measured on (run, model, iterations, device)}; a UserError when the folder holds no
+    recorded stage."""
+    paths = artifacts.RunPaths(folder)
+    tp = 1
+    model = None
+    if paths.config.is_file():
+        saved = OmegaConf.to_container(OmegaConf.load(paths.config))
+        tp = int(((saved.get("engine") or {}).get("tensor_parallel_size")) or 1)
+        model = (saved.get("model") or {}).get("path")
+    sums = {s: {"tokens": 0, "gpu_seconds": 0.0, "seconds": 0.0} for s in STAGES}
+    iterations, devices = [], set()
+    for it in paths.iterations():
+        usage_file = it.stage_manifest("engine_usage")
+        if not usage_file.is_file():
+            continue
+        usage = artifacts.read_json(usage_file)
+        recorded = False
+        for stage in STAGES:
+            u = usage.get(stage)
+            if not isinstance(u, dict) or not u.get("seconds") or not u.get("completion_tokens"):
+                continue
+            sums[stage]["tokens"] += u["completion_tokens"]
+            sums[stage]["seconds"] += u["seconds"]
+            sums[stage]["gpu_seconds"] += u["seconds"] * int(u.get("replicas") or 1) * tp
+            recorded = True
+        if recorded:
+            iterations.append(it.k)
+        for role in artifacts.ROLES:
+            info = it.stage_manifest(f"train_{role}")
+            if info.is_file():
+                devices.add(artifacts.read_json(info).get("device"))
+    per_stage = {s: round(v["tokens"] / v["gpu_seconds"], 1) for s, v in sums.items() if v["gpu_seconds"] > 0}
+    gpu_seconds = sum(v["gpu_seconds"] for v in sums.values())
+    if not per_stage:
+        raise UserError(f"estimate.from_run={folder}: no measured stage in it (no iter_K/manifests/engine_usage.json "
+                        f"with generated tokens and seconds); finish one iteration of that run first, or give "
+                        f"estimate.tokens_per_s_per_gpu=N instead")
+    return {"per_stage": per_stage, "all": round(sum(v["tokens"] for v in sums.values()) / gpu_seconds, 1),
+            "run": str(folder), "model": model, "iterations": iterations,
+            "tensor_parallel_size": tp, "device": "cpu" if devices == {"cpu"} else ("cuda" if "cuda" in devices
+                                                                                    else "unknown"),
+            "measured": {s: v for s, v in sums.items() if v["gpu_seconds"] > 0}}

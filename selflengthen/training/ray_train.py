@@ -1,0 +1,154 @@
+"""Where one adapter trains (train.workers, train.strategy).
+
+- train.workers=1 with ddp: one Ray task of train.num_cpus / train.num_gpus runs
+  stages/train.py `train_adapter` (the single-process path).
+- otherwise: a Ray Train `TorchTrainer` of train.workers workers, each with those resources,
+  runs the same `train_adapter` inside the torch.distributed group Ray Train sets up (gloo
+  on CPUs, NCCL on GPUs); TRL/accelerate join it, shard the data, and apply FSDP or DeepSpeed
+  when asked. The Ray Train run's folder is the adapter's work folder (on a filesystem every
+  node sees): TRL's checkpoints are written there and registered with Ray Train in place
+  (no copy), and rank 0 saves the trained adapter there too, as the run's last checkpoint,
+  reported with rank 0's info; `fit` then moves it to the adapter's folder. A rerun after
+  a kill finds Ray Train's snapshot and TRL's checkpoints there and resumes the same way
+  as the single-process path (training/checkpoints.py).
+
+`launch` returns an ObjectRef either way; its value is the training info (stages/train.py),
+or the task raises NonFiniteLoss.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import ray
+
+from selflengthen.errors import UserError
+from selflengthen.stages import train
+from selflengthen.training import checkpoints, strategy
+
+
+def placement(role_cfgs: list[dict]) -> tuple[float, bool]:
+    """(the cluster's GPUs, whether these trainings fit in the cluster at once: else they run
+    one after another). A training the cluster cannot hold at all is a one-line UserError,
+    not a wait forever."""
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+    found = list(dict.fromkeys(p for rc in role_cfgs for p in strategy.cluster_problems(rc, gpus, cpus)))
+    if found:
+        raise UserError("; ".join(found))
+    need_cpus = sum(rc["workers"] * rc["num_cpus"] for rc in role_cfgs)
+    need_gpus = sum(rc["workers"] * rc["num_gpus"] for rc in role_cfgs) if gpus else 0
+    return gpus, need_cpus <= cpus and need_gpus <= gpus
+
+
+def uses_ray_train(tcfg: dict) -> bool:
+    return tcfg["workers"] > 1 or tcfg["strategy"] != "ddp"
+
+
+def launch(base_model: str, data_path: str, out_dir: str, init_adapter: str | None, tcfg: dict, seed: int,
+           *, gpus: float) -> ray.ObjectRef:
+    """Start training one adapter; an ObjectRef of its info."""
+    num_gpus = tcfg["num_gpus"] if gpus else 0
+    if not uses_ray_train(tcfg):
+        task = ray.remote(train.train_adapter).options(num_cpus=tcfg["num_cpus"], num_gpus=num_gpus)
+        return task.remote(base_model, data_path, out_dir, init_adapter, tcfg, seed)
+    # fit() blocks until the workers finish: a resource-free task, so both adapters can run at once
+    return ray.remote(fit).options(num_cpus=0, num_gpus=0).remote(
+        base_model, data_path, out_dir, init_adapter, tcfg, seed, gpus=gpus)
+
+
+def fit(base_model: str, data_path: str, out_dir: str, init_adapter: str | None, tcfg: dict, seed: int,
+        *, gpus: float) -> dict:
+    """Run one adapter's TorchTrainer to the end; rank 0's info (the metrics it reported with
+    the saved adapter), plus where Ray Train recorded it."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    out_dir = str(Path(out_dir).resolve())  # Ray Train accepts checkpoints under its run folder, resolved
+    work_dir = train.work_dir_of(out_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    # Ray Train's print patch sends print() to its logger, which breaks code that captures
+    # stdout (dill's globalvars, behind datasets' fingerprints, prints bytecode instead)
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    resources = {"CPU": tcfg["num_cpus"], **({"GPU": tcfg["num_gpus"]} if gpus else {})}
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"args": (base_model, data_path, out_dir, init_adapter, tcfg, seed),
+                           "attempt": uuid.uuid4().hex[:8]},
+        torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
+        scaling_config=ScalingConfig(num_workers=tcfg["workers"], use_gpu=bool(gpus),
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=work_dir.name, storage_path=str(work_dir.parent),
+                             failure_config=FailureConfig(max_failures=0)),
+    )
+    try:
+        result = trainer.fit()
+    except WorkerGroupError as err:
+        raise _worker_error(err) from None
+    info = dict(result.metrics or {})
+    assert info.get("steps") is not None and result.checkpoint, f"rank 0 reported no adapter: {result}"
+    saved = Path(result.checkpoint.path)
+    info["ray_train"] = {"checkpoint": saved.name, "storage": str(work_dir), "workers": tcfg["workers"]}
+    shutil.rmtree(out_dir, ignore_errors=True)  # publish the adapter, as save_trained does
+    saved.rename(out_dir)
+    checkpoints.fsync_dir(Path(out_dir).parent)
+    shutil.rmtree(work_dir, ignore_errors=True)  # after fit(): Ray Train writes there until it returns
+    return info
+
+
+def _worker(config: dict) -> None:
+    """One Ray Train worker: the SFT code of the single-process path, then a report (rank 0:
+    its info, with the saved adapter as the run's checkpoint; the others: nothing)."""
+    import ray.train
+
+    final = train.work_dir_of(config["args"][2]) / f"adapter-{config['attempt']}"
+    info = train.train_adapter(*config["args"], extra_callbacks=[_report_checkpoints()], save_dir=str(final))
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    _report(info if rank0 else {}, final if rank0 else None)
+
+
+def _report(metrics: dict, folder: Path | None) -> None:
+    """ray.train.report; a checkpoint folder is already in the run's folder: registered where it is."""
+    import ray.train
+    from ray.train import Checkpoint, CheckpointUploadMode
+
+    if folder is None:
+        ray.train.report(metrics, checkpoint=None)
+    else:
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(folder)),
+                         checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
+
+
+def _report_checkpoints():
+    """A TRL callback: each complete trainer checkpoint is reported to Ray Train (every rank
+    reports, as Ray Train requires; rank 0 with the folder). Runs after the marker is written."""
+    from transformers import TrainerCallback
+
+    class ReportCheckpoint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            losses = [h["loss"] for h in state.log_history if "loss" in h]
+            metrics = {"step": state.global_step, "loss": losses[-1] if losses else None}
+            _report(metrics, folder if state.is_world_process_zero else None)
+
+    return ReportCheckpoint()
+
+
+def _worker_error(err) -> Exception:
+    """The first worker's failure: NonFiniteLoss as itself (its message names the settings),
+    anything else as one line."""
+    failures = list(getattr(err, "worker_failures", {}).values())
+    for failure in failures:
+        cause = failure
+        while cause is not None:
+            if isinstance(cause, train.NonFiniteLoss):
+                return train.NonFiniteLoss(str(cause))
+            cause = getattr(cause, "cause", None) or cause.__cause__
+        text = str(failure)
+        if "NonFiniteLoss: " in text:
+            return train.NonFiniteLoss(text.split("NonFiniteLoss: ", 1)[1].splitlines()[0])
+    last = str(failures[0] if failures else err).strip().splitlines()
+    return RuntimeError(f"a training worker failed: {last[-1] if last else repr(err)}")
