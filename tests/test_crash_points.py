@@ -11,7 +11,9 @@ The kills inside a stage are made deterministic with the test hook SELFLENGTHEN_
 (artifacts.crash_point: `checkpoint:<stage>@N` kills the process group right after the N-th
 sample this process appends to partial/<stage>.jsonl; `manifest:<stage>` right after the
 stage's data files are written, before its manifest); the training kill is made from
-outside, once status.json shows the trainers have taken a step."""
+outside, once a trainer checkpoint is complete (train.save_every_steps), and the resumed
+training must go on from that checkpoint. The same run is watched and tracked (status.json,
+`inspect`, TensorBoard and MLflow): killed and resumed, it stays one tracked run."""
 from __future__ import annotations
 
 import json
@@ -25,13 +27,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, sha256
+from tests.conftest import REPO, run_cli, sha256
 
 MARK = "SELFLENGTHEN_TEST_SESSION_MARK"  # inherited by every process a run starts, wherever it goes
 # Small, but several items per stage: 4 instructions, 8 samples, >= 4 extension attempts,
 # about ten training steps per adapter. About 5 minutes on 2 quiet cores (4 vLLM starts).
 SIZES = ["iterations=1", "loop.augment.new_per_language=4", "eval.every_iteration=false",
-         "loop.sampling.max_tokens=256", "train.epochs=2", "status.interval_s=0.2"]
+         "loop.sampling.max_tokens=256", "train.epochs=2", "train.save_every_steps=2", "train.logging_steps=1",
+         "status.interval_s=0.2"]
 LIMIT_S = 900  # per invocation: a busy 2-core machine starts the vLLM engine slowly
 
 
@@ -133,6 +136,59 @@ def finished_data(it: Path) -> dict[str, str]:
             for f in names}
 
 
+def complete_checkpoints(it: Path) -> dict[str, int]:
+    """{role: newest complete trainer checkpoint's step} of the trainings in progress (a
+    role whose training finished has its manifest and no work folder)."""
+    from selflengthen.training import checkpoints
+
+    found = {}
+    for work in (it / "adapters").glob("*.trainer"):
+        role = work.name.removesuffix(".trainer")
+        if (it / "manifests" / f"train_{role}.json").exists():
+            continue
+        last = checkpoints.last_complete(work)
+        if last:
+            found[role] = last[1]
+    return found
+
+
+def _scalars(logdir) -> dict[str, list]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
+
+
+def check_tracked_as_one_run(root: Path, run_id: str) -> None:
+    """TensorBoard: every stage's and the iteration's scalars logged once, at iteration 1, and
+    a training curve per role; MLflow: one finished main run with a child run per adapter."""
+    from mlflow import MlflowClient
+
+    scalars = _scalars(root / "tracking" / "tensorboard")
+    for tag in ("stage/augment/counts/instructions", "stage/generate/counts/passed_quality",
+                "stage/generate/engine/tokens_per_second", "stage/extend/counts/accepted",
+                "iteration/words/initial/mean", "iteration/words/extended/p90", "iteration/acceptance/generate_quality",
+                "iteration/training/generator/train_loss", "iteration/tokens/completion_tokens"):
+        assert tag in scalars, sorted(scalars)
+        assert [e.step for e in scalars[tag]] == [1], (tag, scalars[tag])  # once: not again after a resume
+    metrics = json.loads((root / "iter_1" / "metrics.json").read_text())
+    assert scalars["iteration/words/initial/mean"][0].value == pytest.approx(metrics["words"]["initial"]["mean"])
+    train_runs = sorted((root / "tracking" / "tensorboard" / "train" / "iter_1").iterdir())
+    assert [p.name for p in train_runs] == ["extender", "generator"]
+    assert all("train/loss" in _scalars(p) for p in train_runs)
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'tracking' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("selflengthen").experiment_id])
+    main = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.run_id for r in main] == [run_id] and main[0].info.status == "FINISHED"
+    assert main[0].data.metrics["iteration/words/initial/mean"] == pytest.approx(metrics["words"]["initial"]["mean"])
+    children = {r.data.tags["mlflow.runName"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == run_id}
+    assert sorted(children) == ["iter_1/extender", "iter_1/generator"]
+    history = client.get_metric_history(children["iter_1/generator"].info.run_id, "loss")
+    assert history and all(h.step >= 1 for h in history)
+
+
 def status(root: Path) -> dict:
     try:
         return json.loads((root / "status.json").read_text())
@@ -142,7 +198,8 @@ def status(root: Path) -> dict:
 
 @pytest.mark.slow
 def test_a_run_killed_at_five_points_resumes_each_time_and_loses_nothing(tmp_path, model_cache, tiny_model):
-    args = ["run", *SIZES, f"paths.iterations_dir={tmp_path}", f"paths.cache_dir={model_cache}", "run.name=crash"]
+    args = ["run", *SIZES, f"paths.iterations_dir={tmp_path}", f"paths.cache_dir={model_cache}", "run.name=crash",
+            "tracking=[tensorboard,mlflow]", "status.stale_after_s=3"]
     root = tmp_path / "crash"
     it = root / "iter_1"
     held: dict[str, dict[str, dict]] = {}  # stage -> the checkpoint's rows at the last kill inside it
@@ -158,11 +215,17 @@ def test_a_run_killed_at_five_points_resumes_each_time_and_loses_nothing(tmp_pat
     timings, sft_before_curate = [], {}
     for n, (where, crash_at, holds) in enumerate(kills):
         run = Run(args, tmp_path / f"kill-{n}.log", crash_at)
-        if crash_at is None:  # from outside: the whole group, once the trainers have taken a step
-            run.wait_until(lambda: status(root).get("stage") == "train" and (status(root).get("done") or 0) >= 1,
-                           "training")
+        if crash_at is None:  # from outside: the whole group, once a trainer checkpoint is complete
+            run.wait_until(lambda: complete_checkpoints(it), "training with a complete checkpoint")
             os.killpg(run.proc.pid, signal.SIGKILL)
         rc = run.wait()
+        if crash_at is None:
+            checkpoints_at_kill = complete_checkpoints(it)  # nothing changes after the kill
+        if where == "generate":  # killed: `inspect` calls the run stale once its heartbeat is old
+            time.sleep(3.5)
+            seen = run_cli("inspect", "crash", "--iterations-dir", str(tmp_path), cwd=REPO)
+            assert seen.returncode == 0 and "status: stale" in seen.stdout, seen.stdout + seen.stderr
+            run_id = json.loads((root / "tracking" / "tracking.json").read_text())["mlflow"]["run_id"]
         timings.append((where, round(time.time() - run.started)))
         assert rc == -signal.SIGKILL, f"{where}: rc {rc}, not killed: {run.tail()}"
         assert holds(), f"{where}: not killed where intended: {sorted(p.name for p in it.rglob('*'))}"
@@ -187,12 +250,20 @@ def test_a_run_killed_at_five_points_resumes_each_time_and_loses_nothing(tmp_pat
     assert json.loads((root / "manifest.json").read_text())["iterations_completed"] == 1
     assert json.loads((it / "manifest.json").read_text())["complete"] is True
     assert status(root)["state"] == "finished"
-    # Training: here only that the resumed run completes and leaves both adapters. Whether the
-    # killed training went on from a trainer checkpoint (train.save_every_steps) rather than
-    # from its start is for the training-checkpoint change's own test to check.
+    # training: each role killed with a complete checkpoint went on from it, not from its start
+    assert checkpoints_at_kill, "no trainer checkpoint at the training kill"
     for role in ("generator", "extender"):
         assert (it / "adapters" / role / "adapter_model.safetensors").exists()
         assert (it / "adapters" / role / "adapter_config.json").exists()
+        assert not (it / "adapters" / f"{role}.trainer").exists()  # the work folder goes once the adapter is in
+    for role, step in checkpoints_at_kill.items():
+        trained = json.loads((it / "manifests" / f"train_{role}.json").read_text())
+        assert trained["resumed_from_step"] == step and trained["steps"] > step, (role, step, trained)
+
+    # watched and tracked as one run: the MLflow run opened before the kills is the one that
+    # finished, and TensorBoard holds each stage once, the iteration and the training curves
+    assert json.loads((root / "tracking" / "tracking.json").read_text())["mlflow"]["run_id"] == run_id
+    check_tracked_as_one_run(root, run_id)
 
     # every id unique in every JSONL of every stage
     for path in root.rglob("*.jsonl"):

@@ -66,3 +66,32 @@ def test_transformers_engine_batches_requests_and_honours_stops(transformers_eng
     assert engine.usage()["base"]["requests"] == 4
     long = Request([{"role": "user", "content": "word " * 5000}])  # fills the context: nothing generated
     assert asyncio.run(engine.complete(long, Sampling(max_tokens=8))).finish_reason == "no_room"
+
+
+@pytest.mark.slow
+def test_the_loop_runs_two_iterations_on_the_transformers_engine(tmp_path, model_cache, tiny_model):
+    """`engine=transformers` through the real CLI: every stage of 2 iterations on the same
+    contract, iteration 2 serving iteration 1's adapters (PEFT, switched per request group)."""
+    import json
+
+    from selflengthen import artifacts
+    from tests.conftest import REPO, run_cli
+
+    proc = run_cli("run", "engine=transformers", "iterations=2", "run.name=hf", f"paths.iterations_dir={tmp_path}",
+                   f"paths.cache_dir={model_cache}", "loop.augment.new_per_language=6", "eval.every_iteration=false",
+                   "loop.sampling.max_tokens=256", "progress=false", cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
+    assert proc.stderr.count("starting the transformers engine") == 2 and "vllm engine" not in proc.stderr
+    paths = artifacts.RunPaths(tmp_path / "hf")
+    for k in (1, 2):
+        it = paths.iteration(k)
+        assert all(it.stage_done(stage) for stage in artifacts.STAGES), k
+        instructions = artifacts.read_jsonl(it.instructions)
+        initial = artifacts.read_jsonl(it.initial)
+        assert instructions and initial and {r["instruction_id"] for r in initial} <= {r["id"] for r in instructions}
+        usage = json.loads(it.stage_manifest("engine_usage").read_text())
+        assert all(usage[stage]["completion_tokens"] > 0 for stage in ("augment", "generate", "extend"))
+    assert artifacts.read_jsonl(paths.iteration(1).extended)
+    second = json.loads(paths.iteration(2).stage_manifest("engine_usage").read_text())
+    assert second["generate"]["adapters"]["generator"]["path"] == str(paths.iteration(1).adapter("generator"))
+    assert second["extend"]["adapters"]["extender"]["path"] == str(paths.iteration(1).adapter("extender"))
