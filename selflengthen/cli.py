@@ -220,14 +220,15 @@ def precheck(argv: list[str], config_name: str) -> None:
         raise UserError(f"{_one_line(err)} (python -m selflengthen run --help shows every key and group)") from err
     finally:
         GlobalHydra.instance().clear()
-    problem = unwritable(Path(str(out)))
-    if problem and config_name in OUTPUT_KEYS:
+    problem = unwritable(Path(str(out))) if config_name in OUTPUT_KEYS else None
+    if problem:
         key = OUTPUT_KEYS[config_name]
         raise UserError(f"cannot create the output folder {out}: {problem}; set {key}= to a folder you can write")
 
 
 def unwritable(folder: Path) -> str | None:
-    """Why `folder` cannot be created and written, or None."""
+    """Why `folder` cannot be created and written, or None. It is created here (Hydra
+    creates it next anyway): only the filesystem knows, e.g. under /proc or a read-only mount."""
     p = folder.expanduser().absolute()
     while not p.exists() and p != p.parent:
         p = p.parent
@@ -235,6 +236,10 @@ def unwritable(folder: Path) -> str | None:
         return f"{p} is a file, not a folder"
     if not os.access(p, os.W_OK | os.X_OK):
         return f"{p} is not writable"
+    try:
+        folder.expanduser().absolute().mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return err.strerror or str(err)
     return None
 
 

@@ -139,6 +139,14 @@ def test_output_folder_that_cannot_be_created(tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
+def test_a_folder_only_the_filesystem_refuses_is_one_line():
+    """/proc is a writable-looking folder (for root) where no folder can be made: only
+    trying tells (it was a Hydra traceback)."""
+    line = one_error_line(run_cli("run", "paths.iterations_dir=/proc/selflengthen-no-such-folder", cwd=REPO))
+    assert "cannot create the output folder /proc/selflengthen-no-such-folder" in line
+    assert "paths.iterations_dir=" in line
+
+
 def test_unwritable_folder_is_named(tmp_path, monkeypatch):
     from selflengthen import cli
 

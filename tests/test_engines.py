@@ -81,7 +81,8 @@ def test_the_loop_runs_two_iterations_on_the_transformers_engine(tmp_path, model
                    f"paths.cache_dir={model_cache}", "loop.augment.new_per_language=6", "eval.every_iteration=false",
                    "loop.sampling.max_tokens=256", "progress=false", cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
-    assert proc.stderr.count("starting the transformers engine") == 2 and "vllm engine" not in proc.stderr
+    log = proc.stdout + proc.stderr
+    assert log.count("starting the transformers engine") == 2 and "starting the vllm engine" not in log
     paths = artifacts.RunPaths(tmp_path / "hf")
     for k in (1, 2):
         it = paths.iteration(k)
