@@ -54,3 +54,34 @@ def finished_run(tmp_path_factory, model_cache, tiny_model):
     proc = run_cli(*args, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
     return {"root": out / "e2e", "proc": proc, "args": args, "base_hash": base_hash, "model": tiny_model}
+
+
+def kill_session_when(cmd: list[str], ready, log: Path, timeout: float, what: str) -> None:
+    """Run `cmd` in a session of its own; once `ready()` holds, SIGKILL the whole session
+    (driver, Ray, vLLM, trainers) and anything of it that outlived the kill."""
+    import signal
+    import time
+
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=sink, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if ready():
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"{what} ended (rc {proc.returncode}) before it could be killed: " + \
+            log.read_text()[-3000:]
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        leftovers = subprocess.run(["ps", "-o", "pid=", "-s", str(proc.pid)], capture_output=True, text=True).stdout
+        for pid in leftovers.split():  # anything of that session that outlived the kill
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

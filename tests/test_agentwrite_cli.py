@@ -5,11 +5,7 @@ checkpoint."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections import Counter
 
 import pytest
@@ -18,7 +14,7 @@ from selflengthen import artifacts
 from selflengthen.agentwrite.command import read_instructions
 from selflengthen.errors import UserError
 from selflengthen.text import count_words
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, kill_session_when
 from tests.test_cli_errors import one_error_line
 
 INSTRUCTIONS = [
@@ -94,29 +90,9 @@ def kill_after_first_step(args, checkpoint, timeout=1500) -> None:
     engine processes) as soon as the checkpoint holds a written paragraph."""
     log = checkpoint.parent.parent / "killed_run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "selflengthen", *args], cwd=REPO, start_new_session=True,
-                                stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if checkpoint.exists() and '"kind": "step"' in checkpoint.read_text(encoding="utf-8"):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before it could be killed: " + \
-            log.read_text()[-2000:]
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        leftovers = subprocess.run(["ps", "-o", "pid=", "-s", str(proc.pid)], capture_output=True, text=True).stdout
-        for pid in leftovers.split():  # anything of that session that outlived the kill
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    kill_session_when([sys.executable, "-m", "selflengthen", *args],
+                      lambda: checkpoint.exists() and '"kind": "step"' in checkpoint.read_text(encoding="utf-8"),
+                      log, timeout, "the run")
 
 
 @pytest.mark.slow

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from omegaconf import OmegaConf
 from selflengthen import config, schema
 from selflengthen.errors import UserError
 from selflengthen.training import checkpoints, ray_train, strategy
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, kill_session_when
 
 CONF = REPO / "conf"
 
@@ -201,29 +199,7 @@ def run_driver(cmd: list[str], tmp_path: Path, timeout: int = 600) -> dict:
 def kill_after_checkpoint(cmd: list[str], work_dir: Path, log: Path, timeout: int = 600) -> None:
     """Run the driver in a session of its own; SIGKILL the whole session (driver, Ray, the
     trainers) as soon as a complete trainer checkpoint exists."""
-    with log.open("w") as sink:
-        proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=sink, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if checkpoints.last_complete(work_dir):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, f"training ended (rc {proc.returncode}) before it could be killed: " + \
-            log.read_text()[-3000:]
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        leftovers = subprocess.run(["ps", "-o", "pid=", "-s", str(proc.pid)], capture_output=True, text=True).stdout
-        for pid in leftovers.split():  # anything of that session that outlived the kill
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    kill_session_when(cmd, lambda: checkpoints.last_complete(work_dir), log, timeout, "training")
 
 
 @pytest.mark.slow
