@@ -220,6 +220,14 @@ def precheck(argv: list[str], config_name: str) -> None:
         raise UserError(f"{_one_line(err)} (python -m selflengthen run --help shows every key and group)") from err
     finally:
         GlobalHydra.instance().clear()
+    from selflengthen.config import missing_values
+
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    unset = [k for k in missing_values(cfg) if k not in swept]
+    if unset:
+        raise UserError(f"config: {', '.join(unset)} must be set (the chosen preset leaves "
+                        f"{'it' if len(unset) == 1 else 'them'} as ???); add "
+                        + " ".join(f"{k}=VALUE" for k in unset) + " to the command")
     problem = unwritable(Path(str(out))) if config_name in OUTPUT_KEYS else None
     if problem:
         key = OUTPUT_KEYS[config_name]

@@ -88,6 +88,26 @@ def problems(cfg: DictConfig, in_run_eval: bool = True) -> list[str]:
     return out
 
 
+def missing_values(cfg, prefix: str = "") -> list[str]:
+    """The keys whose value is still Hydra's `???` (a preset's "you must set this"), without
+    resolving interpolations; the hydra node is left out."""
+    from omegaconf import DictConfig, ListConfig
+
+    out = []
+    keys = list(cfg.keys()) if isinstance(cfg, DictConfig) else range(len(cfg))
+    for key in keys:
+        path = f"{prefix}{key}" if isinstance(cfg, DictConfig) else f"{prefix.rstrip('.')}[{key}]"
+        if path == "hydra":
+            continue
+        if OmegaConf.is_missing(cfg, key):
+            out.append(path)
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, (DictConfig, ListConfig)) and not node._is_interpolation() and not node._is_none():
+            out += missing_values(node, path + ".")
+    return out
+
+
 def _model_path_problems(path: str) -> tuple[list[str], int | None]:
     """A model folder must hold a model; a hub id must be cached when offline."""
     if path in EMBEDDED:

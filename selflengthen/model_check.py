@@ -34,12 +34,34 @@ def hub_problems(repo_id: str, key: str = "model.path") -> tuple[list[str], int 
     snapshot = hub_snapshot(repo_id)
     if snapshot is not None:
         return folder_problems(snapshot, key, shown=repo_id)
+    fetch = (f"download it first where there is a network: huggingface-cli download {repo_id} (then copy "
+             f"~/.cache/huggingface here), or give a local model folder")
     if offline():
         return [f"{key}={repo_id} is not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE or "
-                f"TRANSFORMERS_OFFLINE is set); download it first where there is a network: "
-                f"huggingface-cli download {repo_id} (then copy ~/.cache/huggingface here), or give a local "
-                f"model folder"], None
+                f"TRANSFORMERS_OFFLINE is set); {fetch}"], None
+    unreachable = hub_unreachable()
+    if unreachable:
+        return [f"{key}={repo_id} is not in the local Hugging Face cache and the hub cannot be reached "
+                f"({unreachable}); {fetch}"], None
     return [], None
+
+
+def hub_unreachable(timeout_s: float = 5.0) -> str | None:
+    """Why the Hugging Face endpoint (HF_ENDPOINT) cannot be reached, or None: one TCP connect,
+    so that an uncached model on a machine without the hub fails in seconds, not after the
+    engine's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"{url.scheme}://{url.hostname}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def folder_problems(folder: Path, key: str = "model.path", shown: str | None = None) -> tuple[list[str], int | None]:

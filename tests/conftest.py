@@ -43,6 +43,17 @@ def tiny_model(model_cache) -> Path:
 E2E_ITERATIONS = 2
 
 
+@pytest.fixture
+def hub_on_loopback(monkeypatch):
+    """A loopback listener stands in for the Hugging Face hub, so that a config naming an
+    uncached hub id validates as it would online, without a test reaching another address."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as hub:
+        monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{hub.getsockname()[1]}")
+        yield
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, model_cache, tiny_model):
     """A finished 2-iteration run of the real CLI on the tiny model (run name e2e), shared by

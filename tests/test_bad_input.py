@@ -130,6 +130,16 @@ def test_unknown_group_option_is_one_line_listing_the_options():
     assert "Could not find 'model/gpt5'" in line and "tiny" in line and "qwen2.5-7b-instruct" in line
 
 
+@pytest.mark.parametrize("verb, args", [("eval", ["benchmark=ruler", "judge=openai"]), ("run", ["judge=vllm"])])
+def test_a_value_the_preset_leaves_unset_is_one_line_before_any_work(verb, args, tmp_path):
+    proc = run_cli(verb, *args, f"paths.iterations_dir={tmp_path}", f"out_dir={tmp_path}/eval", cwd=REPO) \
+        if verb == "eval" else run_cli(verb, *args, f"paths.iterations_dir={tmp_path}", cwd=REPO)
+    line = one_error_line(proc)
+    assert line == ("selflengthen: error: config: judge.model must be set (the chosen preset leaves it as ???); "
+                    "add judge.model=VALUE to the command")
+    assert not list(tmp_path.iterdir())  # refused before any work
+
+
 def test_output_folder_that_cannot_be_created(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -243,7 +253,23 @@ def test_hub_id_not_cached_while_offline(tmp_path, monkeypatch):
                      "huggingface-cli download SomeOrg/Some-Model-7B (then copy ~/.cache/huggingface here), or give "
                      "a local model folder"]
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    assert config.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B")) == []  # online: downloaded on use
+    # online: downloaded on use when the hub answers (a loopback listener stands in for it) ...
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as hub:
+        monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{hub.getsockname()[1]}")
+        assert config.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B")) == []
+    # ... and one line, at once, when it does not (a closed loopback port)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{port}")
+    found = config.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B"))
+    assert found == [f"model.path=SomeOrg/Some-Model-7B is not in the local Hugging Face cache and the hub cannot be "
+                     f"reached (http://127.0.0.1:{port}: Connection refused); download it first where there is a "
+                     f"network: huggingface-cli download SomeOrg/Some-Model-7B (then copy ~/.cache/huggingface "
+                     f"here), or give a local model folder"]
 
 
 def test_adapter_trained_on_another_base_model(tmp_path):

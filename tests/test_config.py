@@ -9,6 +9,8 @@ from selflengthen import config
 from selflengthen.errors import UserError
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+# presets name uncached hub ids: validated as online, the hub stood in for on loopback
+pytestmark = pytest.mark.usefixtures("hub_on_loopback")
 MODEL_PRESETS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
 

@@ -72,6 +72,16 @@ def assert_nothing_left(session: int, mark: str, within_s: float = 30) -> None:
     assert not left, f"left behind {within_s:g} s after the session ended: {left}"
 
 
+def kill_all(session: int, mark: str) -> None:
+    """SIGKILL the session's process group and every process carrying the run's mark."""
+    os.killpg(session, signal.SIGKILL)
+    for line in processes_of(session, mark):
+        try:
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class Run:
     """One invocation of the real CLI in a session (and process group) of its own."""
 
@@ -215,9 +225,11 @@ def test_a_run_killed_at_five_points_resumes_each_time_and_loses_nothing(tmp_pat
     timings, sft_before_curate = [], {}
     for n, (where, crash_at, holds) in enumerate(kills):
         run = Run(args, tmp_path / f"kill-{n}.log", crash_at)
-        if crash_at is None:  # from outside: the whole group, once a trainer checkpoint is complete
+        if crash_at is None:  # from outside, once a trainer checkpoint is complete: every process
+            # of the run at once, as a lost node; the group alone would leave Ray's training worker
+            # (a child of the raylet, in a session of its own) saving checkpoints for a few seconds
             run.wait_until(lambda: complete_checkpoints(it), "training with a complete checkpoint")
-            os.killpg(run.proc.pid, signal.SIGKILL)
+            kill_all(run.proc.pid, run.mark)
         rc = run.wait()
         if crash_at is None:
             checkpoints_at_kill = complete_checkpoints(it)  # nothing changes after the kill
@@ -256,17 +268,12 @@ def test_a_run_killed_at_five_points_resumes_each_time_and_loses_nothing(tmp_pat
         assert (it / "adapters" / role / "adapter_model.safetensors").exists()
         assert (it / "adapters" / role / "adapter_config.json").exists()
         assert not (it / "adapters" / f"{role}.trainer").exists()  # the work folder goes once the adapter is in
-    resumed = []
     for role, step in checkpoints_at_kill.items():
         trained = json.loads((it / "manifests" / f"train_{role}.json").read_text())
-        if trained["resumed_from_step"] is None:  # KNOWN GAP (2026-11-23): a role seen with a checkpoint
-            continue                              # at the kill once retrained from its start; under study
-        resumed.append(role)
         # from that step to the end of the same schedule (a kill after the last checkpoint
         # but before the adapter was saved resumes at the end and only saves)
         assert trained["resumed_from_step"] == step and trained["steps"] >= step, (role, step, trained)
         assert len(trained["loss_curve"]) == trained["steps"], trained  # the steps before the kill are kept
-    assert resumed, ("no role resumed from its checkpoint", checkpoints_at_kill)
 
     # watched and tracked as one run: the MLflow run opened before the kills is the one that
     # finished, and TensorBoard holds each stage once, the iteration and the training curves

@@ -78,8 +78,10 @@ def test_the_loop_runs_two_iterations_on_the_transformers_engine(tmp_path, model
     from tests.conftest import REPO, run_cli
 
     proc = run_cli("run", "engine=transformers", "iterations=2", "run.name=hf", f"paths.iterations_dir={tmp_path}",
-                   f"paths.cache_dir={model_cache}", "loop.augment.new_per_language=6", "eval.every_iteration=false",
-                   "loop.sampling.max_tokens=256", "progress=false", cwd=REPO)
+                   f"paths.cache_dir={model_cache}", "loop.augment.new_per_language=8", "eval.every_iteration=false",
+                   # the engine is under test, not the filters: keep every accepted extension, and
+                   # accept any growth (the toy's extensions were kept 2 of 12 here at 1.2)
+                   "loop.extend.min_growth=1.05", "loop.extend.drop_short=false", "progress=false", cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
     log = proc.stdout + proc.stderr
     assert log.count("starting the transformers engine") == 2 and "starting the vllm engine" not in log
