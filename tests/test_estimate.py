@@ -98,6 +98,7 @@ def test_default_run_config_is_unchanged_by_the_experiment_group():
 
 
 @pytest.mark.parametrize("preset", ["paper-qwen2-7b", "paper-llama3.1-8b"])
+@pytest.mark.usefixtures("hub_on_loopback")  # the presets name uncached hub ids
 def test_paper_presets_validate_as_run_configs(preset):
     """The same composition `run` gets; deepspeed (the paper's ZeRO-3) is the one package a
     GPU cluster must add, and the check says so up front."""
