@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,15 +68,56 @@ def finished_run(tmp_path_factory, model_cache, tiny_model):
     return {"root": out / "e2e", "proc": proc, "args": args, "base_hash": base_hash, "model": tiny_model}
 
 
-def kill_session_when(cmd: list[str], ready, log: Path, timeout: float, what: str) -> None:
-    """Run `cmd` in a session of its own; once `ready()` holds, SIGKILL the whole session
-    (driver, Ray, vLLM, trainers) and anything of it that outlived the kill."""
-    import signal
-    import time
+MARK = "SELFLENGTHEN_TEST_SESSION_MARK"  # inherited by every process a run starts, wherever it goes
 
+
+def processes_of(session: int, mark: str) -> list[str]:
+    """Live processes of the session, or carrying the run's mark in their environment (a
+    process that left the session, as Ray's workers do, still has it): "PID command" each."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            env = (d / "environ").read_bytes()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and (int(fields[3]) == session or mark.encode() in env):  # a zombie is dead already
+            found.append(f"{d.name} {cmd[:120]}")
+    return found
+
+
+def kill_listed(lines: list[str]) -> None:
+    """SIGKILL each "PID ..." line of processes_of()."""
+    for line in lines:
+        try:
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def kill_all(session: int, mark: str) -> None:
+    """SIGKILL the session's process group and every process carrying the run's mark, at once,
+    as a lost node: the group alone leaves Ray's workers, which run in sessions of their own."""
+    try:
+        os.killpg(session, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    kill_listed(processes_of(session, mark))
+
+
+def kill_session_when(cmd: list[str], ready, log: Path, timeout: float, what: str) -> None:
+    """Run `cmd` in a session of its own; once `ready()` holds, SIGKILL every process of it
+    (driver, Ray, vLLM, trainers: kill_all)."""
+    import time
+    import uuid
+
+    mark = uuid.uuid4().hex
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=sink, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", MARK: mark})
     deadline = time.time() + timeout
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -85,14 +127,6 @@ def kill_session_when(cmd: list[str], ready, log: Path, timeout: float, what: st
         assert proc.poll() is None, f"{what} ended (rc {proc.returncode}) before it could be killed: " + \
             log.read_text()[-3000:]
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_all(proc.pid, mark)
         proc.wait()
-        leftovers = subprocess.run(["ps", "-o", "pid=", "-s", str(proc.pid)], capture_output=True, text=True).stdout
-        for pid in leftovers.split():  # anything of that session that outlived the kill
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_listed(processes_of(proc.pid, mark))  # anything started between the kill and the wait

@@ -27,9 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli, sha256
+from tests.conftest import MARK, REPO, kill_all, kill_listed, processes_of, run_cli, sha256
 
-MARK = "SELFLENGTHEN_TEST_SESSION_MARK"  # inherited by every process a run starts, wherever it goes
 # Small, but several items per stage: 4 instructions, 8 samples, >= 4 extension attempts,
 # about ten training steps per adapter. About 5 minutes on 2 quiet cores (4 vLLM starts).
 SIZES = ["iterations=1", "loop.augment.new_per_language=4", "eval.every_iteration=false",
@@ -41,46 +40,14 @@ LIMIT_S = 900  # per invocation: a busy 2-core machine starts the vLLM engine sl
 
 # --- processes --------------------------------------------------------------------------------
 
-def processes_of(session: int, mark: str) -> list[str]:
-    """Live processes of the session, or carrying the run's mark in their environment (a
-    process that left the session with setsid still has it)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            env = (d / "environ").read_bytes()
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and (int(fields[3]) == session or mark.encode() in env):  # a zombie is dead already
-            found.append(f"{d.name} {cmd[:120]}")
-    return found
-
-
 def assert_nothing_left(session: int, mark: str, within_s: float = 30) -> None:
     """No process of the session outlives it by more than `within_s` (Ray's workers and
     vLLM's engine core notice their parents' death and exit); leftovers are killed, and fail."""
     deadline = time.time() + within_s
     while (left := processes_of(session, mark)) and time.time() < deadline:
         time.sleep(0.5)
-    for line in left:
-        try:
-            os.kill(int(line.split()[0]), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_listed(left)
     assert not left, f"left behind {within_s:g} s after the session ended: {left}"
-
-
-def kill_all(session: int, mark: str) -> None:
-    """SIGKILL the session's process group and every process carrying the run's mark."""
-    os.killpg(session, signal.SIGKILL)
-    for line in processes_of(session, mark):
-        try:
-            os.kill(int(line.split()[0]), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 class Run:
