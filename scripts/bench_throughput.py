@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 def args_():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model folder (default: the embedded tiny model)")
-    p.add_argument("--n", type=int, default=32, help="instructions (2 samples each)")
+    p.add_argument("--n", type=int, default=32, help="instructions (2 samples each; the tiny model's seed file holds 64)")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--max-model-len", type=int, default=4096)
     p.add_argument("--threads", type=int, default=32, help="client threads of the reference architecture")
@@ -249,7 +249,7 @@ def main() -> None:
         if key in rows:
             ours_tps, base_tps = rows[key]
             print(f"({key}) {names[key]:<48} {ours_tps:>11.0f} {base_tps:>10.0f} {ours_tps / base_tps:>7.2f}")
-    print(f"\nmodel {model}; {a.n} instructions x 2 samples; max_tokens {a.max_tokens}; "
+    print(f"\nmodel {model}; {len(instructions)} instructions x 2 samples; max_tokens {a.max_tokens}; "
           f"extension workload: {len(items)} attempts x 2 rounds ({ext[2]} requests, {ext[0]} tokens)")
 
 

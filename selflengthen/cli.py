@@ -17,7 +17,7 @@ from selflengthen.errors import Terminated, UserError, sigterm_stops_like_ctrl_c
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 VERBS = ("run", "eval", "finalize", "agentwrite", "dpo", "inspect", "estimate")
 USAGE = """usage: python -m selflengthen run [KEY=VALUE ...] [-m]   run the loop (Hydra overrides)
-       python -m selflengthen eval benchmark=NAME [data=PATH] [adapter=RUN/iter_K | predictions=FILE] [KEY=VALUE ...]
+       python -m selflengthen eval benchmark=NAME|[A,B] [data=PATH] [adapter=RUN/iter_K | predictions=FILE] [KEY=VALUE ...]
                                                                   score a model on a long-output benchmark
        python -m selflengthen dpo [data=PATH] [adapter=RUN/iter_K] [dpo.samples_per_instruction=K] [KEY=VALUE ...]
                                                                   preference-tune (DPO, LoRA) on sampled, scored long outputs
@@ -121,9 +121,9 @@ def _eval_job(cfg) -> None:
     from selflengthen.evaluation.command import run_eval, summary_table
 
     with user_errors(cfg.debug, "finished items are kept"):
-        summary, out = run_eval(cfg)
-        print(summary_table(summary))
-        print(f"results: {out}")
+        for summary, out in run_eval(cfg):
+            print(summary_table(summary))
+            print(f"results: {out}")
 
 
 def _finalize_job(cfg) -> None:

@@ -390,7 +390,7 @@ class Config(Group):
     judge: Judge
     tracking: Tracking
     # the verbs' own keys (conf/eval.yaml, dpo.yaml, agentwrite.yaml, finalize.yaml); absent under `run`
-    benchmark: Optional[str] = eg("heldout_tiny", min_length=1, default=None)
+    benchmark: Optional[Union[str, list[str]]] = eg("heldout_tiny (eval: or a list, [longen,ruler])", default=None)
     data: Optional[str] = None
     adapter: Optional[str] = None
     predictions: Optional[str] = None

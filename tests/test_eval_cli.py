@@ -52,39 +52,59 @@ def test_a_bad_predictions_file_is_one_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+BENCHMARKS = ["longen", "longbench_write_en", "ruler", "heldout_tiny"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("benchmark,extra", [
-    ("longen", ["languages=[en]"]),
-    ("longbench_write_en", []),
-    ("ruler", []),
-    ("heldout_tiny", []),
-])
 @needs_data
-def test_eval_generates_on_the_tiny_model(tmp_path, model_cache, tiny_model, benchmark, extra):
-    args = [f"benchmark={benchmark}", "limit=2", "max_tokens=96", f"paths.cache_dir={model_cache}", *extra]
-    if benchmark != "heldout_tiny":
-        args.append(f"data={DATA}")
+def test_eval_generates_every_benchmark_on_one_engine_start(tmp_path, model_cache, tiny_model):
+    """All four benchmarks in one command (one engine start; the packaged heldout_tiny is
+    found although data= names the shared folder), each scored with its own counter, sampling
+    and token accounting, in its own folder."""
+    args = [f"benchmark=[{','.join(BENCHMARKS)}]", "limit=2", "max_tokens=96", "languages=[en]",
+            f"paths.cache_dir={model_cache}", f"data={DATA}", "name=all"]
     proc = _eval(tmp_path, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = next(p for p in (tmp_path / "eval").iterdir() if not p.name.startswith("."))  # .hydra-logs: Hydra's
-    rows = artifacts.read_jsonl(out / "predictions.jsonl")
-    summary = json.loads((out / "summary.json").read_text())
-    assert len(rows) == summary["items"] == 2
-    for row in rows:  # the benchmark's own counter and scorer, on what the model wrote
-        if benchmark == "longen":
-            assert row["language"] == "en" and row["words"] == count_words(row["response"])
-            assert row["length_score"] == pytest.approx(longen_score(row["words"], *row["window"]))
-        else:
-            assert row["words"] == count_words_longwriter(row["response"])
-            assert row["length_score"] == pytest.approx(longbench_length_score(row["length"], row["words"]))
-        assert row["completion_tokens"] <= 96
-    assert summary["sampling"]["max_tokens_used"] == 96
-    if benchmark in ("longbench_write_en", "ruler"):
-        assert summary["sampling"]["temperature"] == 0.5  # LongWriter's own inference setting
-    assert summary["generation_usage"]["base"]["requests"] == 2
+    logged = proc.stdout + proc.stderr
+    assert logged.count("eval: vllm engine up in") == 1 and "for 4 benchmarks" in logged  # one engine start
+    saved = {}
+    for benchmark in BENCHMARKS:
+        out = tmp_path / "eval" / f"all-{benchmark}"
+        rows = artifacts.read_jsonl(out / "predictions.jsonl")
+        summary = json.loads((out / "summary.json").read_text())
+        assert len(rows) == summary["items"] == 2 and summary["benchmark"] == benchmark
+        for row in rows:  # the benchmark's own counter and scorer, on what the model wrote
+            assert row["language"] == "en" and row["completion_tokens"] <= 96
+            if benchmark == "longen":
+                assert row["words"] == count_words(row["response"])
+                assert row["length_score"] == pytest.approx(longen_score(row["words"], *row["window"]))
+            else:
+                assert row["words"] == count_words_longwriter(row["response"])
+                assert row["length_score"] == pytest.approx(longbench_length_score(row["length"], row["words"]))
+        assert summary["sampling"]["max_tokens_used"] == 96
+        if benchmark in ("longbench_write_en", "ruler"):
+            assert summary["sampling"]["temperature"] == 0.5  # LongWriter's own inference setting
+        assert summary["generation_usage"]["base"]["requests"] == 2  # this benchmark's requests only
+        assert f"{benchmark}: 2 items" in proc.stdout
+        saved[benchmark] = rows
     # a rerun skips what is already predicted: the same predictions, no engine needed
     again = _eval(tmp_path, *args)
-    assert again.returncode == 0 and artifacts.read_jsonl(out / "predictions.jsonl") == rows
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "engine up in" not in again.stdout + again.stderr
+    for benchmark in BENCHMARKS:
+        out = tmp_path / "eval" / f"all-{benchmark}"
+        assert artifacts.read_jsonl(out / "predictions.jsonl") == saved[benchmark]
+        assert json.loads((out / "summary.json").read_text())["resumed"] is True
+
+
+def test_several_benchmarks_need_a_folder_and_one_predictions_benchmark(tmp_path):
+    one_file = tmp_path / "one.jsonl"
+    one_file.write_text('{"prompt": "x", "type": "t", "length": 100, "response": "a"}\n')
+    proc = _eval(tmp_path, "benchmark=[ruler,longbench_write]", f"data={one_file}")
+    assert proc.returncode == 2 and "give the folder" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _eval(tmp_path, "benchmark=[ruler,longbench_write]", f"predictions={one_file}")
+    assert proc.returncode == 2 and "holds one benchmark's rows" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -177,14 +177,19 @@ def constraint_window(constraint: str, kind: str | None = None) -> tuple[float, 
 
 def benchmark_file(bench: Benchmark, path: str | Path | None) -> Path:
     """The file to read: `path` itself, `path`/default_file for a folder, or the packaged
-    file of a packaged benchmark when no path is given."""
+    file of a packaged benchmark when no path is given (or the folder given, meant for the
+    other benchmarks of the same command, does not hold it)."""
+    packaged = Path(str(resources.files("selflengthen") / "evaluation" / bench.default_file))
     if path is None:
         if not bench.packaged:
             raise UserError(f"benchmark {bench.name} needs its data file: pass the path of "
                             f"{bench.default_file} (or of the folder that holds it)")
-        return Path(str(resources.files("selflengthen") / "evaluation" / bench.default_file))
+        return packaged
     path = Path(path)
-    return path / bench.default_file if path.is_dir() else path
+    if not path.is_dir():
+        return path
+    inside = path / bench.default_file
+    return packaged if bench.packaged and not inside.exists() else inside
 
 
 def _required_length(value: object, where: str) -> int:

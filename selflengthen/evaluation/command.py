@@ -1,10 +1,12 @@
-"""`python -m selflengthen eval`: one benchmark on a base model, on an iteration of a run
-(its generator adapter on its base model), or on a file of predictions made elsewhere.
+"""`python -m selflengthen eval`: one benchmark, or several (`benchmark=[longen,ruler]`), on
+a base model, on an iteration of a run (its generator adapter on its base model), or on a
+file of predictions made elsewhere.
 
-Generation runs on the configured engine (one start, every item in flight together);
-the judge, when configured, runs afterwards on its own engine (the generation engine is
-shut down first, so both fit on the same accelerators). Results go to
-`<out_dir>/<name>/`: predictions.jsonl, summary.json (last), plot.png.
+Generation runs on the configured engine, started once for all the benchmarks (each
+benchmark's items all in flight together, one benchmark after the other, so each one's
+token accounting is its own); the judge, when configured, runs afterwards on its own engine
+(the generation engine is shut down first, so both fit on the same accelerators). Results
+go to `<out_dir>/<name>/` per benchmark: predictions.jsonl, summary.json (last), plot.png.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -57,16 +60,26 @@ def adopt_run_settings(cfg: DictConfig, run_config: Path | None, adapter_path: P
         cfg.engine.max_lora_rank = max(int(cfg.engine.max_lora_rank), rank)
 
 
-def output_name(cfg: DictConfig) -> str:
+def benchmark_names(cfg: DictConfig) -> list[str]:
+    """`benchmark=NAME` or `benchmark=[A,B]`: the names, in order, each once."""
+    value = cfg.benchmark
+    names = [str(value)] if isinstance(value, str) else [str(v) for v in value]
+    if not names:
+        raise UserError("benchmark=[] names no benchmark; give one (benchmark=longbench_write) or a list "
+                        "(benchmark=[longen,ruler])")
+    return list(dict.fromkeys(names))
+
+
+def output_name(cfg: DictConfig, benchmark: str, several: bool = False) -> str:
     if cfg.name:
-        return str(cfg.name)
+        return f"{cfg.name}-{benchmark}" if several else str(cfg.name)
     if cfg.predictions:
         who = Path(str(cfg.predictions)).stem
     elif cfg.adapter:
         who = str(cfg.adapter).strip("/").replace("/", "-")
     else:
         who = str(cfg.model.name)
-    return re.sub(r"[^\w.-]+", "-", f"{who}-{cfg.benchmark}")
+    return re.sub(r"[^\w.-]+", "-", f"{who}-{benchmark}")
 
 
 @asynccontextmanager
@@ -103,34 +116,44 @@ def read_predictions(bench_name: str, path: Path, limit, languages) -> list[dict
             for item in load_items(bench_name, path, limit=limit, languages=languages)]
 
 
-def run_eval(cfg: DictConfig) -> tuple[dict, Path]:
-    """The whole `eval` command; returns the summary and the output folder."""
+def run_eval(cfg: DictConfig) -> list[tuple[dict, Path]]:
+    """The whole `eval` command; (summary, output folder) per benchmark."""
     config.validate(cfg, in_run_eval=False)  # every value's type and range, the model folder: before any work
-    bench = get_benchmark(str(cfg.benchmark))
-    out = Path(str(cfg.out_dir)) / output_name(cfg)
-    paths = runner.EvalPaths(out)
+    names = benchmark_names(cfg)
+    benches = [get_benchmark(name) for name in names]  # every name checked before any work
+    several = len(benches) > 1
+    outs = [Path(str(cfg.out_dir)) / output_name(cfg, bench.name, several) for bench in benches]
     languages = list(cfg.languages) if cfg.languages else None
     limit = int(cfg.limit) if cfg.limit else None
-    meta: dict = {"name": out.name}
+    if several and cfg.data and Path(str(cfg.data)).expanduser().is_file():
+        raise UserError(f"data={cfg.data} is one file, but {len(names)} benchmarks are named; give the folder "
+                        f"that holds their files (e.g. data=../shared/data), or name one benchmark")
     if cfg.predictions:
+        if several:
+            raise UserError(f"predictions={cfg.predictions} holds one benchmark's rows; name that one benchmark "
+                            f"(benchmark={names[0]}), not {len(names)}")
         source = Path(str(cfg.predictions)).expanduser()
         if not source.is_file():
             raise UserError(f"predictions={source} is not a file; give a JSONL of the benchmark's rows plus "
                             f"a \"response\" field")
-        rows = read_predictions(bench.name, source, limit, languages)
-        meta.update(source=str(source), model=None)
+        results = [(read_predictions(benches[0].name, source, limit, languages), {"source": str(source), "model": None})]
     else:
-        rows, more = generate(cfg, bench, paths, limit, languages)
-        meta.update(more)
-    if cfg.judge.kind != "none" and bench.rubric:
+        results = generate(cfg, benches, [runner.EvalPaths(o) for o in outs], limit, languages)
+    if cfg.judge.kind != "none" and any(bench.rubric for bench in benches):
         sampling, retries, jmeta = judge_settings(cfg)
 
         async def judged():
             async with judge_engine(cfg) as engine:
-                return await runner.run_judge(engine, bench, rows, paths, sampling, retries, jmeta)
+                for i, bench in enumerate(benches):
+                    if bench.rubric:
+                        rows, meta = results[i]
+                        rows, meta["judge"] = await runner.run_judge(engine, bench, rows, runner.EvalPaths(outs[i]),
+                                                                     sampling, retries, jmeta)
+                        results[i] = (rows, meta)
 
-        rows, meta["judge"] = asyncio.run(judged())
-    return runner.finish(paths, bench, rows, meta), out
+        asyncio.run(judged())
+    return [(runner.finish(runner.EvalPaths(out), bench, rows, {"name": out.name, **meta}), out)
+            for bench, out, (rows, meta) in zip(benches, outs, results)]
 
 
 def model_and_adapter(cfg: DictConfig) -> tuple[str, dict[str, str]]:
@@ -152,28 +175,51 @@ def model_and_adapter(cfg: DictConfig) -> tuple[str, dict[str, str]]:
     return model_path, adapters
 
 
-def generate(cfg: DictConfig, bench, paths: runner.EvalPaths, limit, languages) -> tuple[list[dict], dict]:
+def generate(cfg: DictConfig, benches: list, paths: list[runner.EvalPaths], limit,
+             languages) -> list[tuple[list[dict], dict]]:
+    """(rows, meta) per benchmark, generated on one engine start (none when an earlier run
+    predicted every item of every benchmark)."""
     from selflengthen import loop
 
-    items = load_items(bench.name, cfg.data, limit=limit, languages=languages)
     model_path, adapters = model_and_adapter(cfg)
     adapter_role = "generator" if adapters else None
-    sampling, sampling_meta = runner.bench_sampling(bench, loop.sampling_from(cfg), cfg.max_tokens,
-                                                    int(cfg.model.max_model_len))
-    done = runner.resume_log(paths, "predictions")
-    if all(item["id"] in done for item in items):  # an earlier run predicted them all
-        return [done.done[item["id"]]["row"] for item in items], {"model": model_path,
-                                                                   "adapter": adapters.get("generator"),
-                                                                   "sampling": sampling_meta, "resumed": True}
-    async def predicted():
-        async with serving(model_path, adapters, cfg) as engine:
-            return await runner.predict(engine, bench, items, paths, sampling, adapter_role, int(cfg.seed), done)
+    plans = []
+    for bench, where in zip(benches, paths):
+        items = load_items(bench.name, cfg.data, limit=limit, languages=languages)
+        sampling, sampling_meta = runner.bench_sampling(bench, loop.sampling_from(cfg), cfg.max_tokens,
+                                                        int(cfg.model.max_model_len))
+        plans.append((bench, where, items, sampling, sampling_meta, runner.resume_log(where, "predictions")))
+    meta = {"model": model_path, "adapter": adapters.get("generator")}
 
-    log.info("eval %s: %d items on %s%s", bench.name, len(items), model_path,
-             f" + adapter {adapters['generator']}" if adapters else "")
-    rows, generation = asyncio.run(predicted())
-    return rows, {"model": model_path, "adapter": adapters.get("generator"), "sampling": sampling_meta,
-                  "engine": str(cfg.engine.kind), **generation}
+    def finished(plan) -> bool:  # an earlier run predicted every item
+        return all(item["id"] in plan[5] for item in plan[2])
+
+    def resumed(plan) -> tuple[list[dict], dict]:
+        _, _, items, _, sampling_meta, done = plan
+        return [done.done[item["id"]]["row"] for item in items], {**meta, "sampling": sampling_meta, "resumed": True}
+
+    if all(finished(plan) for plan in plans):  # no engine needed
+        return [resumed(plan) for plan in plans]
+
+    async def predicted():
+        out, started = [], time.time()
+        async with serving(model_path, adapters, cfg) as engine:
+            todo = sum(not finished(plan) for plan in plans)
+            log.info("eval: %s engine up in %.0f s for %d benchmark%s", cfg.engine.kind, time.time() - started, todo,
+                     "s" if todo > 1 else "")
+            for plan in plans:
+                if finished(plan):
+                    out.append(resumed(plan))
+                    continue
+                bench, where, items, sampling, sampling_meta, done = plan
+                log.info("eval %s: %d items on %s%s", bench.name, len(items), model_path,
+                         f" + adapter {adapters['generator']}" if adapters else "")
+                rows, generation = await runner.predict(engine, bench, items, where, sampling, adapter_role,
+                                                        int(cfg.seed), done)
+                out.append((rows, {**meta, "sampling": sampling_meta, "engine": str(cfg.engine.kind), **generation}))
+        return out
+
+    return asyncio.run(predicted())
 
 
 def summary_table(summary: dict) -> str:
