@@ -108,3 +108,9 @@ def test_the_dpo_config_composes_and_its_bad_values_are_all_reported():
     assert len(bad) == 6
     for key in ("benchmark=longen", "samples_per_instruction", "min_margin", "pairing", "beta", "max_steps"):
         assert any(key in b for b in bad), key
+
+
+def test_dpo_takes_one_benchmark_not_a_list():
+    bad = command.problems(_dpo_cfg("benchmark=[heldout_tiny,longbench_write]"))
+    assert bad == ["dpo takes one benchmark, not a list (['heldout_tiny', 'longbench_write']); "
+                   "e.g. benchmark=heldout_tiny"]

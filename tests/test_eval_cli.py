@@ -85,6 +85,8 @@ def test_eval_generates_every_benchmark_on_one_engine_start(tmp_path, model_cach
         if benchmark in ("longbench_write_en", "ruler"):
             assert summary["sampling"]["temperature"] == 0.5  # LongWriter's own inference setting
         assert summary["generation_usage"]["base"]["requests"] == 2  # this benchmark's requests only
+        packaged = benchmark == "heldout_tiny"  # not in the shared folder: the package's own file
+        assert (DATA.name in summary["sampling"]["data_file"]) != packaged, summary["sampling"]["data_file"]
         assert f"{benchmark}: 2 items" in proc.stdout
         saved[benchmark] = rows
     # a rerun skips what is already predicted: the same predictions, no engine needed
@@ -95,6 +97,15 @@ def test_eval_generates_every_benchmark_on_one_engine_start(tmp_path, model_cach
         out = tmp_path / "eval" / f"all-{benchmark}"
         assert artifacts.read_jsonl(out / "predictions.jsonl") == saved[benchmark]
         assert json.loads((out / "summary.json").read_text())["resumed"] is True
+
+
+def test_an_unset_benchmark_and_a_missing_data_file_are_one_line_before_any_model_work(tmp_path):
+    proc = _eval(tmp_path, "benchmark=null")
+    assert proc.returncode == 2 and "benchmark= is not set" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _eval(tmp_path, "benchmark=[ruler,heldout_tiny]", f"data={tmp_path / 'nowhere'}",
+                 f"paths.cache_dir={tmp_path / 'empty-cache'}")  # an empty cache: any model work would build one
+    assert proc.returncode == 2 and "no such file" in proc.stderr and "ruler" in proc.stderr.lower()
+    assert not (tmp_path / "empty-cache").exists() or not any((tmp_path / "empty-cache").iterdir())
 
 
 def test_several_benchmarks_need_a_folder_and_one_predictions_benchmark(tmp_path):

@@ -73,8 +73,10 @@ def output_name(cfg: DictConfig) -> str:
 def problems(cfg: DictConfig) -> list[str]:
     """Every problem with the dpo settings, each with its fix."""
     d, t, out = cfg.dpo, cfg.dpo.train, []
-    bench = BENCHMARKS.get(str(cfg.benchmark))
-    if bench is None or bench.target != "length":
+    bench = BENCHMARKS.get(str(cfg.benchmark)) if isinstance(cfg.benchmark, str) else None
+    if cfg.benchmark is not None and not isinstance(cfg.benchmark, str):
+        out.append(f"dpo takes one benchmark, not a list ({list(cfg.benchmark)}); e.g. benchmark=heldout_tiny")
+    elif bench is None or bench.target != "length":
         usable = [b.name for b in BENCHMARKS.values() if b.target == "length"]
         out.append(f"benchmark={cfg.benchmark} is not a LongBench-Write row format; choose one of {usable}")
     if not (isinstance(d.samples_per_instruction, int) and d.samples_per_instruction >= 2):

@@ -25,7 +25,7 @@ from selflengthen.engines import Sampling
 from selflengthen.engines.factory import serving
 from selflengthen.errors import UserError
 from selflengthen.evaluation import runner, scoring
-from selflengthen.evaluation.benchmarks import get_benchmark, load_items
+from selflengthen.evaluation.benchmarks import benchmark_file, get_benchmark, load_items
 
 log = logging.getLogger("selflengthen")
 
@@ -63,6 +63,9 @@ def adopt_run_settings(cfg: DictConfig, run_config: Path | None, adapter_path: P
 def benchmark_names(cfg: DictConfig) -> list[str]:
     """`benchmark=NAME` or `benchmark=[A,B]`: the names, in order, each once."""
     value = cfg.benchmark
+    if value is None:
+        raise UserError("benchmark= is not set; give one (benchmark=longbench_write) or a list "
+                        "(benchmark=[longen,ruler])")
     names = [str(value)] if isinstance(value, str) else [str(v) for v in value]
     if not names:
         raise UserError("benchmark=[] names no benchmark; give one (benchmark=longbench_write) or a list "
@@ -181,13 +184,14 @@ def generate(cfg: DictConfig, benches: list, paths: list[runner.EvalPaths], limi
     predicted every item of every benchmark)."""
     from selflengthen import loop
 
-    model_path, adapters = model_and_adapter(cfg)
+    loaded = [load_items(bench.name, cfg.data, limit=limit, languages=languages) for bench in benches]  # first:
+    model_path, adapters = model_and_adapter(cfg)  # a data file's problem is named before any model is prepared
     adapter_role = "generator" if adapters else None
     plans = []
-    for bench, where in zip(benches, paths):
-        items = load_items(bench.name, cfg.data, limit=limit, languages=languages)
+    for bench, where, items in zip(benches, paths, loaded):
         sampling, sampling_meta = runner.bench_sampling(bench, loop.sampling_from(cfg), cfg.max_tokens,
-                                                        int(cfg.model.max_model_len))
+                                                        int(cfg.model.max_model_len))  # after the run's settings
+        sampling_meta = {**sampling_meta, "data_file": str(benchmark_file(bench, cfg.data))}
         plans.append((bench, where, items, sampling, sampling_meta, runner.resume_log(where, "predictions")))
     meta = {"model": model_path, "adapter": adapters.get("generator")}
 
