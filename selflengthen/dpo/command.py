@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import ray
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from selflengthen import artifacts
 from selflengthen.dpo import pairs as pairing
@@ -73,8 +73,8 @@ def output_name(cfg: DictConfig) -> str:
 def problems(cfg: DictConfig) -> list[str]:
     """Every problem with the dpo settings, each with its fix."""
     d, t, out = cfg.dpo, cfg.dpo.train, []
-    bench = BENCHMARKS.get(str(cfg.benchmark)) if isinstance(cfg.benchmark, str) else None
-    if cfg.benchmark is not None and not isinstance(cfg.benchmark, str):
+    bench = BENCHMARKS.get(cfg.benchmark) if isinstance(cfg.benchmark, str) else None
+    if isinstance(cfg.benchmark, ListConfig):
         out.append(f"dpo takes one benchmark, not a list ({list(cfg.benchmark)}); e.g. benchmark=heldout_tiny")
     elif bench is None or bench.target != "length":
         usable = [b.name for b in BENCHMARKS.values() if b.target == "length"]

@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -25,7 +26,8 @@ from selflengthen.engines import Sampling
 from selflengthen.engines.factory import serving
 from selflengthen.errors import UserError
 from selflengthen.evaluation import runner, scoring
-from selflengthen.evaluation.benchmarks import benchmark_file, get_benchmark, load_items
+from selflengthen.evaluation.benchmarks import Benchmark, benchmark_file, get_benchmark, load_items
+from selflengthen.samples import SampleLog
 
 log = logging.getLogger("selflengthen")
 
@@ -178,6 +180,24 @@ def model_and_adapter(cfg: DictConfig) -> tuple[str, dict[str, str]]:
     return model_path, adapters
 
 
+@dataclass
+class Plan:
+    """One benchmark's generation: its items, sampling and checkpoint."""
+    bench: Benchmark
+    paths: runner.EvalPaths
+    items: list[dict]
+    sampling: Sampling
+    sampling_meta: dict
+    done: SampleLog
+
+    @property
+    def finished(self) -> bool:  # an earlier run predicted every item
+        return all(item["id"] in self.done for item in self.items)
+
+    def resumed_rows(self) -> list[dict]:
+        return [self.done.done[item["id"]]["row"] for item in self.items]
+
+
 def generate(cfg: DictConfig, benches: list, paths: list[runner.EvalPaths], limit,
              languages) -> list[tuple[list[dict], dict]]:
     """(rows, meta) per benchmark, generated on one engine start (none when an earlier run
@@ -192,38 +212,29 @@ def generate(cfg: DictConfig, benches: list, paths: list[runner.EvalPaths], limi
         sampling, sampling_meta = runner.bench_sampling(bench, loop.sampling_from(cfg), cfg.max_tokens,
                                                         int(cfg.model.max_model_len))  # after the run's settings
         sampling_meta = {**sampling_meta, "data_file": str(benchmark_file(bench, cfg.data))}
-        plans.append((bench, where, items, sampling, sampling_meta, runner.resume_log(where, "predictions")))
+        plans.append(Plan(bench, where, items, sampling, sampling_meta, runner.resume_log(where, "predictions")))
     meta = {"model": model_path, "adapter": adapters.get("generator")}
-
-    def finished(plan) -> bool:  # an earlier run predicted every item
-        return all(item["id"] in plan[5] for item in plan[2])
-
-    def resumed(plan) -> tuple[list[dict], dict]:
-        _, _, items, _, sampling_meta, done = plan
-        return [done.done[item["id"]]["row"] for item in items], {**meta, "sampling": sampling_meta, "resumed": True}
-
-    if all(finished(plan) for plan in plans):  # no engine needed
-        return [resumed(plan) for plan in plans]
+    todo = [plan for plan in plans if not plan.finished]
+    results = {id(plan): (plan.resumed_rows(), {**meta, "sampling": plan.sampling_meta, "resumed": True})
+               for plan in plans if plan.finished}
+    if not todo:  # no engine needed
+        return [results[id(plan)] for plan in plans]
 
     async def predicted():
-        out, started = [], time.time()
+        started = time.time()
         async with serving(model_path, adapters, cfg) as engine:
-            todo = sum(not finished(plan) for plan in plans)
-            log.info("eval: %s engine up in %.0f s for %d benchmark%s", cfg.engine.kind, time.time() - started, todo,
-                     "s" if todo > 1 else "")
-            for plan in plans:
-                if finished(plan):
-                    out.append(resumed(plan))
-                    continue
-                bench, where, items, sampling, sampling_meta, done = plan
-                log.info("eval %s: %d items on %s%s", bench.name, len(items), model_path,
+            log.info("eval: %s engine up in %.0f s for %d benchmark%s", cfg.engine.kind, time.time() - started,
+                     len(todo), "s" if len(todo) > 1 else "")
+            for plan in todo:
+                log.info("eval %s: %d items on %s%s", plan.bench.name, len(plan.items), model_path,
                          f" + adapter {adapters['generator']}" if adapters else "")
-                rows, generation = await runner.predict(engine, bench, items, where, sampling, adapter_role,
-                                                        int(cfg.seed), done)
-                out.append((rows, {**meta, "sampling": sampling_meta, "engine": str(cfg.engine.kind), **generation}))
-        return out
+                rows, generation = await runner.predict(engine, plan.bench, plan.items, plan.paths, plan.sampling,
+                                                        adapter_role, int(cfg.seed), plan.done)
+                results[id(plan)] = (rows, {**meta, "sampling": plan.sampling_meta, "engine": str(cfg.engine.kind),
+                                            **generation})
 
-    return asyncio.run(predicted())
+    asyncio.run(predicted())
+    return [results[id(plan)] for plan in plans]
 
 
 def summary_table(summary: dict) -> str:
