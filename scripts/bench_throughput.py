@@ -3,8 +3,11 @@
 
   (a) generation stage (chains on the vLLM async engine in a Ray actor) tokens/s
       / raw `vllm.LLM.generate` on the same prompts and sampling
-  (b) extension stage (dependent Stage 1 -> Stage 2 chains) tokens/s
+  (b) extension stage (dependent Stage 1 -> Stage 2 chains, `--attempts` per response as
+      loop.extend.attempts) tokens/s
       / raw `LLM.generate` producing the same number of tokens (same requests, ignore_eos)
+  The raw baselines run in a process of their own, in the process layout our engine uses
+  on a CPU (engine.cpu_single_process) and, as (a0)/(b0), in vLLM's default layout.
   (c) our default path on the extension workload
       / the reference's architecture: vLLM's OpenAI server, a client of 32 threads, one HTTP
         request per call, each thread running one sample's chain
@@ -25,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +56,10 @@ def args_():
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--max-model-len", type=int, default=4096)
     p.add_argument("--threads", type=int, default=32, help="client threads of the reference architecture")
+    p.add_argument("--attempts", type=int, default=None,
+                   help="extension attempts per response (default: loop.extend.attempts, 2 as in the paper)")
+    p.add_argument("--rounds", type=int, default=2, help="two-stage extension rounds per attempt")
+    p.add_argument("--raw-job", type=Path, default=None, help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -80,26 +88,44 @@ def sampling(cfg, max_tokens) -> Sampling:
                     max_tokens=max_tokens, stop=tuple(s.stop))
 
 
-def raw_llm(model, cfg, prompts_ids, samp: Sampling, ignore_eos=False, max_tokens=None):
-    """Raw `LLM.generate` over token-id prompts: (generated tokens, seconds)."""
+def raw_llm(model, cfg, prompts_ids, samp: Sampling, ignore_eos=False, max_tokens=None, single_process=True):
+    """Raw `LLM.generate` over token-id prompts, in a fresh process of its own (so its
+    thread binding and its memory do not touch the rest of the benchmark): (generated
+    tokens, seconds). `single_process`: the model runs in the engine's own process, the
+    layout our engine uses on a CPU (engine.cpu_single_process); False: vLLM's default
+    (a frontend, an engine core and a model worker, one process each)."""
+    job = {"model": model, "max_model_len": int(cfg.model.max_model_len), "prompts": prompts_ids,
+           "sampling": {"temperature": samp.temperature, "top_p": samp.top_p, "top_k": samp.top_k,
+                        "repetition_penalty": samp.repetition_penalty, "stop": list(samp.stop)},
+           "end_of_turn": list(cfg.model.end_of_turn), "ignore_eos": ignore_eos,
+           "max_tokens": max_tokens or [samp.max_tokens] * len(prompts_ids)}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "job.json").write_text(json.dumps(job))
+        env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0" if single_process else "1")
+        subprocess.run([sys.executable, __file__, "--raw-job", str(Path(tmp) / "job.json")], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result = json.loads((Path(tmp) / "result.json").read_text())
+    return result["tokens"], result["seconds"]
+
+
+def raw_job(path: Path) -> None:
+    """The child process of `raw_llm`."""
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=model, max_model_len=cfg.model.max_model_len, dtype="float32", enforce_eager=True,
-              gpu_memory_utilization=0.2, seed=0)
-    eos = token_ids(llm.get_tokenizer(), list(cfg.model.end_of_turn))
-    params = [SamplingParams(temperature=samp.temperature, top_p=samp.top_p, top_k=samp.top_k,
-                             repetition_penalty=samp.repetition_penalty, max_tokens=mt, stop=list(samp.stop),
-                             stop_token_ids=[] if ignore_eos else eos, ignore_eos=ignore_eos)
-              for mt in (max_tokens or [samp.max_tokens] * len(prompts_ids))]
+    job = json.loads(path.read_text())
+    layout = {"distributed_executor_backend": "uni"} if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" else {}
+    llm = LLM(model=job["model"], max_model_len=job["max_model_len"], dtype="float32", enforce_eager=True,
+              gpu_memory_utilization=0.2, seed=0, **layout)
+    eos = token_ids(llm.get_tokenizer(), job["end_of_turn"])
+    params = [SamplingParams(**job["sampling"], max_tokens=mt, stop_token_ids=[] if job["ignore_eos"] else eos,
+                             ignore_eos=job["ignore_eos"]) for mt in job["max_tokens"]]
     llm.generate([TokensPrompt(prompt_token_ids=[1, 2, 3])], params[:1], use_tqdm=False)  # warm-up
     t = time.time()
-    outs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompts_ids], params, use_tqdm=False)
+    outs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in job["prompts"]], params, use_tqdm=False)
     seconds = time.time() - t
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-    llm.llm_engine.engine_core.shutdown()
-    del llm
-    return tokens, seconds
+    (path.parent / "result.json").write_text(json.dumps({"tokens": tokens, "seconds": seconds}))
 
 
 async def timed(engine, coro_factory):
@@ -113,8 +139,9 @@ async def timed(engine, coro_factory):
     return result, tokens, seconds, requests
 
 
-async def lockstep_extend(engine, items, samp, rounds):
+async def lockstep_extend(engine, items, samp, rounds, attempts):
     """The former architecture: every attempt's Stage 1 of a round, then every Stage 2."""
+    items = [dict(it, id=f"{it['id']}-a{j}") for it in items for j in range(attempts)]
     current = {it["id"]: it["response"] for it in items}
     for _ in range(rounds):
         active = [(it, first_half(current[it["id"]])[0]) for it in items if first_half(current[it["id"]])[1]]
@@ -151,8 +178,9 @@ def start_server(model: str, cfg, log: Path):
     raise SystemExit("server not ready in 240 s")
 
 
-def reference_extend(port: int, model: str, items, samp: Sampling, rounds: int, threads: int):
-    """The reference's shape: one thread per sample chain, one HTTP request per call."""
+def reference_extend(port: int, model: str, items, samp: Sampling, rounds: int, attempts: int, threads: int):
+    """The reference's shape: one thread per sample chain (its attempts one after the
+    other), one HTTP request per call."""
     from openai import OpenAI
     from transformers import AutoTokenizer
 
@@ -162,6 +190,10 @@ def reference_extend(port: int, model: str, items, samp: Sampling, rounds: int, 
     counted = []
 
     def chain(item):
+        for _ in range(attempts):
+            attempt(item)
+
+    def attempt(item):
         current = item["response"]
         for _ in range(rounds):
             half, taken, _ = first_half(current)
@@ -204,6 +236,8 @@ def main() -> None:
     gen_ids = [render_ids(tok, Request(prompting.generator_request(r["instruction"])))
                for r in instructions for _ in range(2)]
     raw_gen = raw_llm(model, cfg, gen_ids, samp)
+    raw_gen_default = raw_llm(model, cfg, gen_ids, samp, single_process=False)
+    attempts = a.attempts or int(cfg.loop.extend.attempts)
 
     workers.init_ray(OmegaConf.create({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False}))
     pool = EnginePool(model, {}, cfg.engine, cfg.model)
@@ -214,11 +248,12 @@ def main() -> None:
         (initial, _), tokens, seconds, _ = await timed(pool, lambda: sample_responses(chain, instructions, 2,
                                                                                        SampleLog(None)))
         rows["a"] = (tokens / seconds, raw_gen[0] / raw_gen[1])
+        rows["a0"] = (tokens / seconds, raw_gen_default[0] / raw_gen_default[1])
         items = [dict(r, response=r["response"]) for r in initial if first_half(r["response"])[1]] or initial
-        ext = ExtendChain(pool, samp, check, 1, 2, 1.2, None, seed=(0, "bench-ext"))
-        _, e_tokens, e_seconds, e_requests = await timed(pool, lambda: extend_responses(ext, items, 1,
+        ext = ExtendChain(pool, samp, check, 1, a.rounds, 1.2, None, seed=(0, "bench-ext"))
+        _, e_tokens, e_seconds, e_requests = await timed(pool, lambda: extend_responses(ext, items, attempts,
                                                                                           SampleLog(None)))
-        _, l_tokens, l_seconds, _ = await timed(pool, lambda: lockstep_extend(pool, items, samp, 2))
+        _, l_tokens, l_seconds, _ = await timed(pool, lambda: lockstep_extend(pool, items, samp, a.rounds, attempts))
         return items, (e_tokens, e_seconds, e_requests), (l_tokens, l_seconds)
 
     items, ext, lock = asyncio.run(ours())
@@ -228,29 +263,36 @@ def main() -> None:
                for it in items]
     ext_ids = (ext_ids * (ext[2] // max(1, len(ext_ids)) + 1))[: ext[2]]
     raw_ext = raw_llm(model, cfg, ext_ids, samp, ignore_eos=True, max_tokens=[per_request] * len(ext_ids))
+    raw_ext_default = raw_llm(model, cfg, ext_ids, samp, ignore_eos=True, max_tokens=[per_request] * len(ext_ids),
+                              single_process=False)
     rows["b"] = (ext[0] / ext[1], raw_ext[0] / raw_ext[1])
+    rows["b0"] = (ext[0] / ext[1], raw_ext_default[0] / raw_ext_default[1])
     rows["d"] = (ext[0] / ext[1], lock[0] / lock[1])
 
     log = Path("/tmp/bench_server.log")
     proc, port = start_server(model, cfg, log)
     try:
-        ref = reference_extend(port, model, items, samp, 2, a.threads)
+        ref = reference_extend(port, model, items, samp, a.rounds, attempts, a.threads)
         rows["c"] = (ext[0] / ext[1], ref[0] / ref[1])
         openai_tps = eval_through_openai(model, cfg, port)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
     rows["e"] = (openai_tps, eval_in_process(model, cfg))  # the server is gone: nothing else on the CPUs
-    names = {"a": "generate stage vs raw LLM.generate", "b": "extend stage vs raw LLM.generate (same tokens)",
+    names = {"a": "generate stage vs raw LLM.generate", "a0": "  the same, raw in vLLM's default layout",
+             "b": "extend stage vs raw LLM.generate (same tokens)", "b0": "  the same, raw in vLLM's default layout",
              "c": "default path vs reference (HTTP, 32 threads)", "d": "chains vs lock-step rounds (extend)",
              "e": "eval: OpenAI-compatible vs in-process engine"}
-    print(f"\n{'':3} {'comparison':<48} {'ours tok/s':>11} {'baseline':>10} {'ratio':>7}")
-    for key in "abcde":
+    print(f"\n{'':4} {'comparison':<48} {'ours tok/s':>11} {'baseline':>10} {'ratio':>7}")
+    for key in names:
         if key in rows:
             ours_tps, base_tps = rows[key]
-            print(f"({key}) {names[key]:<48} {ours_tps:>11.0f} {base_tps:>10.0f} {ours_tps / base_tps:>7.2f}")
+            print(f"{'(' + key + ')':<4} {names[key]:<48} {ours_tps:>11.0f} {base_tps:>10.0f} {ours_tps / base_tps:>7.2f}")
     print(f"\nmodel {model}; {len(instructions)} instructions x 2 samples; max_tokens {a.max_tokens}; "
-          f"extension workload: {len(items)} attempts x 2 rounds ({ext[2]} requests, {ext[0]} tokens)")
+          f"extension workload: {len(items)} responses x {attempts} attempts x {a.rounds} rounds "
+          f"({ext[2]} requests, {ext[0]} tokens)")
+    print("raw LLM.generate runs in a process of its own, in the layout our engine uses on a CPU (the model in "
+          "the engine's process: engine.cpu_single_process) and, for (a0)/(b0), in vLLM's default layout")
 
 
 def _eval_tps(engine, cfg) -> float:
@@ -288,4 +330,7 @@ def eval_in_process(model, cfg) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    if "--raw-job" in sys.argv:
+        raw_job(Path(sys.argv[sys.argv.index("--raw-job") + 1]))
+    else:
+        main()

@@ -148,6 +148,7 @@ class Engine(Group):
     max_in_flight_per_replica: int = eg("512", ge=1)
     num_cpus_per_replica: float = eg("1", gt=0)
     per_request_seeds: bool = eg("true")
+    cpu_single_process: bool = eg("true", default=True)
     seed: int
     # the openai engine's keys (absent from the other engines' presets)
     base_url: Optional[str] = None

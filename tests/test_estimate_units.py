@@ -3,6 +3,8 @@ shapes), a previous run's throughput read from files the real writers wrote, and
 placement check against a faked cluster."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -302,3 +304,27 @@ def test_tensor_parallel_replicas_run_their_workers_inside_the_actor():
     options = engine_options(engine, model, gpus=8)
     assert options["distributed_executor_backend"] == "mp" and options["tensor_parallel_size"] == 4
     assert options["trust_remote_code"] is False
+
+
+def test_a_cpu_replica_runs_the_model_inside_the_engine_core_unless_told_not_to(monkeypatch):
+    """On a CPU, one-way replicas ask vLLM for its in-process executor, and the engine sets
+    the environment that lets the CPU platform keep it; a user's own setting wins."""
+    from selflengthen.engines.replicas import engine_options
+    from selflengthen.engines.vllm_engine import single_process
+
+    model = OmegaConf.create({"max_model_len": 4096, "dtype": "float32", "trust_remote_code": False})
+    engine = OmegaConf.create({"seed": 0, "tensor_parallel_size": 1, "enforce_eager": False, "max_lora_rank": 16,
+                               "gpu_memory_utilization": 0.9, "cpu_memory_utilization": 0.2, "max_num_seqs": 256,
+                               "cpu_single_process": True})
+    assert engine_options(engine, model, gpus=0)["distributed_executor_backend"] == "uni"
+    assert "distributed_executor_backend" not in engine_options(engine, model, gpus=1)  # GPUs: vLLM's default
+    engine.cpu_single_process = False
+    assert "distributed_executor_backend" not in engine_options(engine, model, gpus=0)
+
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    options = {"distributed_executor_backend": "uni"}
+    single_process(options)
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and options["distributed_executor_backend"] == "uni"
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    single_process(options)
+    assert "distributed_executor_backend" not in options and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"

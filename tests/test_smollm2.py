@@ -152,8 +152,8 @@ def test_weights_that_differ_from_the_reference_are_reported(checked):
 def test_usage_counts_what_ended_each_request_and_keeps_a_rendered_prompt():
     meter = UsageMeter(paths={"generator": "/a"})
     before = meter.snapshot()
-    meter.record("generator", Completion("x", 5, 3, ended_by="<|im_end|>"), prompt="<|im_start|>system\n...")
-    meter.record("generator", Completion("y", 5, 9, finish_reason="length", ended_by="max_tokens"), prompt="p2")
+    meter.record("generator", Completion("x", 5, 3, ended_by="<|im_end|>"), prompt=lambda: "<|im_start|>system\n...")
+    meter.record("generator", Completion("y", 5, 9, finish_reason="length", ended_by="max_tokens"), prompt=lambda: "p2")
     delta = usage_delta(before, meter.snapshot())["generator"]
     assert delta["ended_by:<|im_end|>"] == 1 and delta["ended_by:max_tokens"] == 1 and delta["last_prompt"] == "p2"
     merged = merge_usage([{"generator": delta}, {"generator": delta}])["generator"]

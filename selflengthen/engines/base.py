@@ -18,7 +18,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,11 @@ class UsageMeter:
     paths: dict[str, str | None] = field(default_factory=dict)
     served: dict[str, dict] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    # per adapter, how to make the last prompt's text: decoded only when a snapshot is taken
+    # (one decode per snapshot, not one per request on the engine's process)
+    last_prompt: dict[str, Callable[[], str]] = field(default_factory=dict)
 
-    def record(self, adapter: str | None, completion: Completion, prompt: str | None = None) -> None:
+    def record(self, adapter: str | None, completion: Completion, prompt: Callable[[], str] | None = None) -> None:
         name = adapter or "base"
         entry = self.served.setdefault(name, {"path": self.paths.get(name), "requests": 0, "prompt_tokens": 0,
                                               "completion_tokens": 0})
@@ -122,10 +125,13 @@ class UsageMeter:
             key = f"ended_by:{completion.ended_by}"
             entry[key] = entry.get(key, 0) + 1
         if prompt is not None:  # the last prompt as the model saw it (chat template applied)
-            entry["last_prompt"] = prompt
+            self.last_prompt[name] = prompt
 
     def snapshot(self) -> dict[str, dict]:
-        return {name: dict(info) for name, info in self.served.items()}
+        out = {name: dict(info) for name, info in self.served.items()}
+        for name, prompt in self.last_prompt.items():
+            out[name]["last_prompt"] = prompt()
+        return out
 
 
 def usage_delta(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:

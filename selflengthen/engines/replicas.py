@@ -73,6 +73,10 @@ def engine_options(engine_cfg, model_cfg, gpus: int) -> dict:
         # tensor-parallel workers as processes of the replica's actor, on its placement group's GPUs
         # (inside a placement group vLLM would otherwise start Ray workers of one GPU per bundle)
         **({"distributed_executor_backend": "mp"} if int(engine_cfg.tensor_parallel_size) > 1 else {}),
+        # on a CPU, the model worker inside vLLM's engine-core process (see VllmEngine)
+        **({"distributed_executor_backend": "uni"}
+           if not gpus and int(engine_cfg.tensor_parallel_size) == 1 and engine_cfg.get("cpu_single_process", True)
+           else {}),
     }
 
 

@@ -83,7 +83,7 @@ class TransformersEngine:
         future = asyncio.get_running_loop().create_future()
         await self.queue.put(_Pending(request, sampling, ids, future))
         done = await future
-        self.meter.record(request.adapter, done, prompt=self.tokenizer.decode(ids))
+        self.meter.record(request.adapter, done, prompt=lambda: self.tokenizer.decode(ids))
         return done
 
     async def _batch_forever(self) -> None:
