@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -113,6 +114,24 @@ def write_atomically(path: Path, fill) -> None:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise disk_error(err, path) from err
+
+
+def publish_build(tmp: Path, final: Path, complete: str = "build.json") -> Path:
+    """Move a finished build folder (with its `complete` marker written last) into place.
+    When another process finished the same build meanwhile (a test session beside a
+    `make run`), its folder stays (it may be in use) and this one is discarded."""
+    if (final / complete).exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return final
+    if final.exists():  # an incomplete earlier build
+        shutil.rmtree(final)
+    try:
+        tmp.rename(final)
+    except OSError:  # another build was renamed into place in between
+        if not (final / complete).exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:

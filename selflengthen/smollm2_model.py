@@ -25,6 +25,7 @@ import shutil
 import time
 from pathlib import Path
 
+from selflengthen.artifacts import publish_build
 from selflengthen.errors import UserError
 
 NAME = "smollm2-135m"
@@ -196,7 +197,4 @@ def ensure_smollm2_model(cache_dir: Path, log=print) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     (tmp / "build.json").write_text(json.dumps(info, indent=2))
-    if final.exists():  # an incomplete earlier build
-        shutil.rmtree(final)
-    tmp.rename(final)
-    return final
+    return publish_build(tmp, final)

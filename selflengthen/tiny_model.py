@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from selflengthen import prompting
+from selflengthen.artifacts import publish_build
 from selflengthen.text import keep_lines
 
 BUILDER_VERSION = 3
@@ -249,8 +250,6 @@ def ensure_tiny_model(cache_dir: Path, recipe: TinyRecipe | None = None, log=pri
     tmp.mkdir(parents=True)
     info = build(recipe, tmp, log=log)
     (tmp / "build.json").write_text(json.dumps(info, indent=2))
-    if final.exists():  # an incomplete earlier build
-        shutil.rmtree(final)
-    tmp.rename(final)
+    publish_build(tmp, final)
     log(f"tiny model ready: loss {info['final_loss']:.2f} in {info['seconds']} s")
     return final

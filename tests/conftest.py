@@ -1,5 +1,6 @@
-"""Shared fixtures. The end-to-end tests build the embedded tiny model once per session,
-under pytest's temporary folder (tests download nothing and write only under tmp)."""
+"""Shared fixtures. The end-to-end tests use the embedded tiny model from the cache that
+`make run` uses, building it there when it is missing (tests download nothing; runs write
+only under tmp)."""
 from __future__ import annotations
 
 import hashlib
@@ -27,10 +28,16 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 1500)
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
-    """A fresh cache per session (CI builds the model from scratch); a developer may point
-    SELFLENGTHEN_TEST_MODEL_CACHE at a cache that already holds the same recipe's build."""
-    shared = os.environ.get("SELFLENGTHEN_TEST_MODEL_CACHE")
-    return Path(shared) if shared else tmp_path_factory.mktemp("model-cache")
+    """Where the embedded models are built: the cache `make run` uses (SELFLENGTHEN_CACHE,
+    else ~/.cache/selflengthen), keyed by each model's recipe, so a machine builds each
+    recipe once for runs and tests alike (a fresh machine builds it here). The builder
+    itself is tested from scratch on a small recipe (test_tiny_model.py).
+    SELFLENGTHEN_TEST_MODEL_CACHE=fresh builds into the session's temporary folder instead;
+    any other value names the cache folder."""
+    chosen = os.environ.get("SELFLENGTHEN_TEST_MODEL_CACHE") or os.environ.get("SELFLENGTHEN_CACHE")
+    if chosen == "fresh":
+        return tmp_path_factory.mktemp("model-cache")
+    return Path(chosen).expanduser() if chosen else Path.home() / ".cache" / "selflengthen"
 
 
 @pytest.fixture(scope="session")

@@ -40,3 +40,50 @@ def test_tokenizer_chat_template_matches_the_training_renderer():
     assert rendered == render(messages) + "<|im_start|>assistant\n"
     ids = tok.encode("<|im_end|>", add_special_tokens=False)
     assert ids == [tok.convert_tokens_to_ids("<|im_end|>")] and tok.eos_token == "<|im_end|>"
+
+
+def test_a_small_recipe_builds_from_scratch_into_a_cache_that_a_second_call_reuses(tmp_path):
+    """The whole builder on a small recipe (the suite's model comes from the shared cache):
+    tokenizer and model trained, saved, build.json written last, the folder renamed into
+    place; the second call finds it and builds nothing."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selflengthen.tiny_model import ensure_tiny_model
+
+    recipe = replace(TinyRecipe(), steps=3, seq_len=64, vocab_size=400, list_examples=4, judge_examples=4,
+                     rewrite_examples=4)
+    logged = []
+    folder = ensure_tiny_model(tmp_path, recipe, log=logged.append)
+    assert folder == tmp_path / f"tiny-llama-{recipe.key()}"
+    info = json.loads((folder / "build.json").read_text())
+    assert info["key"] == recipe.key() and info["recipe"]["steps"] == 3 and info["training_tokens"] > 0
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no temporary folder left
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert model.config.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
+    assert any("building" in line for line in logged)
+    logged.clear()
+    assert ensure_tiny_model(tmp_path, recipe, log=logged.append) == folder and logged == []
+
+
+def test_a_build_finished_elsewhere_meanwhile_is_kept(tmp_path):
+    """Two processes building the same recipe: the one that finishes second keeps the first's
+    folder (which may be in use) and discards its own."""
+    from selflengthen.artifacts import publish_build
+
+    final = tmp_path / "model"
+    mine = tmp_path / "model.building-1"
+    for folder, text in ((final, "theirs"), (mine, "mine")):
+        folder.mkdir()
+        (folder / "weights").write_text(text)
+        (folder / "build.json").write_text("{}")
+    assert publish_build(mine, final) == final
+    assert (final / "weights").read_text() == "theirs" and not mine.exists()
+    (final / "build.json").unlink()  # an incomplete earlier build is replaced
+    mine.mkdir()
+    (mine / "weights").write_text("mine")
+    (mine / "build.json").write_text("{}")
+    publish_build(mine, final)
+    assert (final / "weights").read_text() == "mine" and not mine.exists()
