@@ -40,6 +40,7 @@ from selflengthen import prompting, workers
 from selflengthen.engines import Request, Sampling, complete_all
 from selflengthen.engines.base import render_ids, token_ids
 from selflengthen.engines.replicas import EnginePool
+from selflengthen.engines.vllm_engine import cpu_threads
 from selflengthen.quality import QualityCheck, rules_from_config
 from selflengthen.samples import SampleLog
 from selflengthen.stages.extend import ExtendChain, extend_responses
@@ -101,11 +102,24 @@ def raw_llm(model, cfg, prompts_ids, samp: Sampling, ignore_eos=False, max_token
            "max_tokens": max_tokens or [samp.max_tokens] * len(prompts_ids)}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "job.json").write_text(json.dumps(job))
-        env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0" if single_process else "1")
-        subprocess.run([sys.executable, __file__, "--raw-job", str(Path(tmp) / "job.json")], env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with (Path(tmp) / "log.txt").open("w") as log:
+            done = subprocess.run([sys.executable, __file__, "--raw-job", str(Path(tmp) / "job.json")],
+                                  env=layout_env(single_process), stdout=log, stderr=subprocess.STDOUT, timeout=1800)
+        if done.returncode != 0:
+            raise SystemExit(f"raw LLM.generate failed (rc {done.returncode}):\n"
+                             f"{(Path(tmp) / 'log.txt').read_text()[-3000:]}")
         result = json.loads((Path(tmp) / "result.json").read_text())
     return result["tokens"], result["seconds"]
+
+
+def layout_env(single_process: bool) -> dict:
+    """The environment of a vLLM process in our CPU layout (the model in the engine core's
+    process, with the threads our engine gives it) or in vLLM's default layout."""
+    if single_process:
+        return dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0", OMP_NUM_THREADS=str(cpu_threads()))
+    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1")
+    env.pop("OMP_NUM_THREADS", None)  # vLLM's own binding: all cores but one for the model worker
+    return env
 
 
 def raw_job(path: Path) -> None:
@@ -126,6 +140,7 @@ def raw_job(path: Path) -> None:
     seconds = time.time() - t
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     (path.parent / "result.json").write_text(json.dumps({"tokens": tokens, "seconds": seconds}))
+    llm.llm_engine.engine_core.shutdown()
 
 
 async def timed(engine, coro_factory):
@@ -160,12 +175,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, cfg, log: Path):
+def start_server(model: str, cfg, log: Path, single_process: bool):
     port = free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", "base",
            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
            "--max-model-len", str(cfg.model.max_model_len), "--gpu-memory-utilization", "0.2", "--seed", "0"]
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env=layout_env(single_process))
     for _ in range(240):  # bounded: 240 tries, one per second
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
@@ -269,20 +285,23 @@ def main() -> None:
     rows["b0"] = (ext[0] / ext[1], raw_ext_default[0] / raw_ext_default[1])
     rows["d"] = (ext[0] / ext[1], lock[0] / lock[1])
 
-    log = Path("/tmp/bench_server.log")
-    proc, port = start_server(model, cfg, log)
-    try:
-        ref = reference_extend(port, model, items, samp, a.rounds, attempts, a.threads)
-        rows["c"] = (ext[0] / ext[1], ref[0] / ref[1])
-        openai_tps = eval_through_openai(model, cfg, port)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
-    rows["e"] = (openai_tps, eval_in_process(model, cfg))  # the server is gone: nothing else on the CPUs
+    for single_process, c_key, e_key in ((True, "c", "e"), (False, "c0", "e0")):
+        log = Path(tempfile.gettempdir()) / f"bench_server_{c_key}.log"
+        proc, port = start_server(model, cfg, log, single_process)
+        try:
+            ref = reference_extend(port, model, items, samp, a.rounds, attempts, a.threads)
+            rows[c_key] = (ext[0] / ext[1], ref[0] / ref[1])
+            rows[e_key] = (eval_through_openai(model, cfg, port), None)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+    in_process = eval_in_process(model, cfg)  # the servers are gone: nothing else on the CPUs
+    rows["e"], rows["e0"] = (rows["e"][0], in_process), (rows["e0"][0], in_process)
     names = {"a": "generate stage vs raw LLM.generate", "a0": "  the same, raw in vLLM's default layout",
              "b": "extend stage vs raw LLM.generate (same tokens)", "b0": "  the same, raw in vLLM's default layout",
-             "c": "default path vs reference (HTTP, 32 threads)", "d": "chains vs lock-step rounds (extend)",
-             "e": "eval: OpenAI-compatible vs in-process engine"}
+             "c": "default path vs reference (HTTP, 32 threads)", "c0": "  the same, server in vLLM's default layout",
+             "d": "chains vs lock-step rounds (extend)",
+             "e": "eval: OpenAI-compatible vs in-process engine", "e0": "  the same, server in vLLM's default layout"}
     print(f"\n{'':4} {'comparison':<48} {'ours tok/s':>11} {'baseline':>10} {'ratio':>7}")
     for key in names:
         if key in rows:
@@ -291,8 +310,9 @@ def main() -> None:
     print(f"\nmodel {model}; {len(instructions)} instructions x 2 samples; max_tokens {a.max_tokens}; "
           f"extension workload: {len(items)} responses x {attempts} attempts x {a.rounds} rounds "
           f"({ext[2]} requests, {ext[0]} tokens)")
-    print("raw LLM.generate runs in a process of its own, in the layout our engine uses on a CPU (the model in "
-          "the engine's process: engine.cpu_single_process) and, for (a0)/(b0), in vLLM's default layout")
+    print(f"raw LLM.generate and the reference's server run in processes of their own, in the layout our engine "
+          f"uses on a CPU (the model in the engine core's process, {cpu_threads()} thread(s): "
+          f"engine.cpu_single_process) and, for (a0)/(b0)/(c0)/(e0), in vLLM's default layout")
 
 
 def _eval_tps(engine, cfg) -> float:

@@ -119,18 +119,18 @@ def write_atomically(path: Path, fill) -> None:
 def publish_build(tmp: Path, final: Path, complete: str = "build.json") -> Path:
     """Move a finished build folder (with its `complete` marker written last) into place.
     When another process finished the same build meanwhile (a test session beside a
-    `make run`), its folder stays (it may be in use) and this one is discarded."""
-    if (final / complete).exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-        return final
-    if final.exists():  # an incomplete earlier build
-        shutil.rmtree(final)
-    try:
-        tmp.rename(final)
-    except OSError:  # another build was renamed into place in between
-        if not (final / complete).exists():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
+    `make run`), its folder stays (it may be in use) and this one is discarded; only an
+    incomplete earlier folder is replaced."""
+    for _ in range(2):
+        try:
+            tmp.rename(final)  # atomic; fails when `final` exists and is not empty
+            return final
+        except OSError:
+            if (final / complete).exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return final
+            shutil.rmtree(final, ignore_errors=True)  # an incomplete earlier build
+    tmp.rename(final)
     return final
 
 

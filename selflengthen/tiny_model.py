@@ -248,7 +248,11 @@ def ensure_tiny_model(cache_dir: Path, recipe: TinyRecipe | None = None, log=pri
     tmp = final.with_name(final.name + f".building-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    info = build(recipe, tmp, log=log)
+    try:
+        info = build(recipe, tmp, log=log)
+    except BaseException:  # an interrupted build leaves nothing behind in the cache
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (tmp / "build.json").write_text(json.dumps(info, indent=2))
     publish_build(tmp, final)
     log(f"tiny model ready: loss {info['final_loss']:.2f} in {info['seconds']} s")

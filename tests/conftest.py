@@ -37,7 +37,7 @@ def model_cache(tmp_path_factory) -> Path:
     chosen = os.environ.get("SELFLENGTHEN_TEST_MODEL_CACHE") or os.environ.get("SELFLENGTHEN_CACHE")
     if chosen == "fresh":
         return tmp_path_factory.mktemp("model-cache")
-    return Path(chosen).expanduser() if chosen else Path.home() / ".cache" / "selflengthen"
+    return Path(chosen).expanduser().resolve() if chosen else Path.home() / ".cache" / "selflengthen"
 
 
 @pytest.fixture(scope="session")

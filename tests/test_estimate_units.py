@@ -321,10 +321,14 @@ def test_a_cpu_replica_runs_the_model_inside_the_engine_core_unless_told_not_to(
     engine.cpu_single_process = False
     assert "distributed_executor_backend" not in engine_options(engine, model, gpus=0)
 
-    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(name, "0")  # recorded, so the teardown restores the real value
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     options = {"distributed_executor_backend": "uni"}
     single_process(options)
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and options["distributed_executor_backend"] == "uni"
+    assert os.environ["OMP_NUM_THREADS"] == "3"  # vLLM's own rule for its worker: all cores but one
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     single_process(options)
     assert "distributed_executor_backend" not in options and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
