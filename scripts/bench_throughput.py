@@ -40,7 +40,7 @@ from selflengthen import prompting, workers
 from selflengthen.engines import Request, Sampling, complete_all
 from selflengthen.engines.base import render_ids, token_ids
 from selflengthen.engines.replicas import EnginePool
-from selflengthen.engines.vllm_engine import cpu_threads
+from selflengthen.engines.vllm_engine import cpu_threads, single_process_env
 from selflengthen.quality import QualityCheck, rules_from_config
 from selflengthen.samples import SampleLog
 from selflengthen.stages.extend import ExtendChain, extend_responses
@@ -68,7 +68,8 @@ def tiny_model() -> str:
     from selflengthen.tiny_model import TinyRecipe, ensure_tiny_model
 
     build = OmegaConf.load(REPO / "conf" / "model" / "tiny.yaml").model.build
-    return str(ensure_tiny_model(Path.home() / ".cache" / "selflengthen", TinyRecipe(**build)))
+    cache = OmegaConf.load(REPO / "conf" / "config.yaml").paths.cache_dir  # where `make run` keeps it
+    return str(ensure_tiny_model(Path(cache), TinyRecipe(**build)))
 
 
 def settings(model: str, a) -> OmegaConf:
@@ -116,7 +117,7 @@ def layout_env(single_process: bool) -> dict:
     """The environment of a vLLM process in our CPU layout (the model in the engine core's
     process, with the threads our engine gives it) or in vLLM's default layout."""
     if single_process:
-        return dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0", OMP_NUM_THREADS=str(cpu_threads()))
+        return {**os.environ, **single_process_env()}
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1")
     env.pop("OMP_NUM_THREADS", None)  # vLLM's own binding: all cores but one for the model worker
     return env
@@ -285,18 +286,19 @@ def main() -> None:
     rows["b0"] = (ext[0] / ext[1], raw_ext_default[0] / raw_ext_default[1])
     rows["d"] = (ext[0] / ext[1], lock[0] / lock[1])
 
+    through_server = {}
     for single_process, c_key, e_key in ((True, "c", "e"), (False, "c0", "e0")):
         log = Path(tempfile.gettempdir()) / f"bench_server_{c_key}.log"
         proc, port = start_server(model, cfg, log, single_process)
         try:
             ref = reference_extend(port, model, items, samp, a.rounds, attempts, a.threads)
             rows[c_key] = (ext[0] / ext[1], ref[0] / ref[1])
-            rows[e_key] = (eval_through_openai(model, cfg, port), None)
+            through_server[e_key] = eval_through_openai(model, cfg, port)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)
     in_process = eval_in_process(model, cfg)  # the servers are gone: nothing else on the CPUs
-    rows["e"], rows["e0"] = (rows["e"][0], in_process), (rows["e0"][0], in_process)
+    rows.update({key: (tps, in_process) for key, tps in through_server.items()})
     names = {"a": "generate stage vs raw LLM.generate", "a0": "  the same, raw in vLLM's default layout",
              "b": "extend stage vs raw LLM.generate (same tokens)", "b0": "  the same, raw in vLLM's default layout",
              "c": "default path vs reference (HTTP, 32 threads)", "c0": "  the same, server in vLLM's default layout",

@@ -116,6 +116,27 @@ def write_atomically(path: Path, fill) -> None:
         raise disk_error(err, path) from err
 
 
+def build_once(final: Path, make, announce=None) -> Path:
+    """A cached build folder: `final` when its build.json (written last) is there; else
+    `announce()`, then `make(tmp)` fills a temporary folder beside it and returns what
+    build.json records, and the folder is published into place. An interrupted build
+    leaves nothing behind."""
+    if (final / "build.json").exists():
+        return final
+    if announce is not None:
+        announce()
+    tmp = final.with_name(final.name + f".building-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        info = make(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / "build.json").write_text(json.dumps(info, indent=2))
+    return publish_build(tmp, final)
+
+
 def publish_build(tmp: Path, final: Path, complete: str = "build.json") -> Path:
     """Move a finished build folder (with its `complete` marker written last) into place.
     When another process finished the same build meanwhile (a test session beside a

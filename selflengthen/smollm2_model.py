@@ -21,11 +21,10 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
-from selflengthen.artifacts import publish_build
+from selflengthen.artifacts import build_once
 from selflengthen.errors import UserError
 
 NAME = "smollm2-135m"
@@ -185,16 +184,5 @@ def ensure_smollm2_model(cache_dir: Path, log=print) -> Path:
     """The cached model folder, converting the package's GGUF file first if it is missing."""
     gguf = gguf_path()
     final = Path(cache_dir).expanduser() / f"smollm2-135m-instruct-{recipe_key(gguf)}"
-    if (final / "build.json").exists():
-        return final
-    log(f"converting {PACKAGE}'s {gguf.name} into {final} (once; about a minute)")
-    tmp = final.with_name(final.name + f".building-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        info = convert(gguf, tmp, log=log)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    (tmp / "build.json").write_text(json.dumps(info, indent=2))
-    return publish_build(tmp, final)
+    return build_once(final, lambda tmp: convert(gguf, tmp, log=log), announce=lambda: log(
+        f"converting {PACKAGE}'s {gguf.name} into {final} (once; about a minute)"))

@@ -15,14 +15,13 @@ import json
 import math
 import os
 import random
-import shutil
 import sysconfig
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from selflengthen import prompting
-from selflengthen.artifacts import publish_build
+from selflengthen.artifacts import build_once
 from selflengthen.text import keep_lines
 
 BUILDER_VERSION = 3
@@ -242,18 +241,11 @@ def ensure_tiny_model(cache_dir: Path, recipe: TinyRecipe | None = None, log=pri
     """The cached model folder for this recipe, building it first if it is missing."""
     recipe = recipe or TinyRecipe()
     final = Path(cache_dir).expanduser() / f"tiny-llama-{recipe.key()}"
-    if (final / "build.json").exists():
-        return final
-    log(f"building the embedded tiny model into {final} (once; about 2-3 minutes on 2 cores)")
-    tmp = final.with_name(final.name + f".building-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+
+    def make(tmp: Path) -> dict:
         info = build(recipe, tmp, log=log)
-    except BaseException:  # an interrupted build leaves nothing behind in the cache
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    (tmp / "build.json").write_text(json.dumps(info, indent=2))
-    publish_build(tmp, final)
-    log(f"tiny model ready: loss {info['final_loss']:.2f} in {info['seconds']} s")
-    return final
+        log(f"tiny model ready: loss {info['final_loss']:.2f} in {info['seconds']} s")
+        return info
+
+    return build_once(final, make, announce=lambda: log(
+        f"building the embedded tiny model into {final} (once; about 2-3 minutes on 2 cores)"))

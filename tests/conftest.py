@@ -34,10 +34,13 @@ def model_cache(tmp_path_factory) -> Path:
     itself is tested from scratch on a small recipe (test_tiny_model.py).
     SELFLENGTHEN_TEST_MODEL_CACHE=fresh builds into the session's temporary folder instead;
     any other value names the cache folder."""
-    chosen = os.environ.get("SELFLENGTHEN_TEST_MODEL_CACHE") or os.environ.get("SELFLENGTHEN_CACHE")
+    from omegaconf import OmegaConf
+
+    chosen = os.environ.get("SELFLENGTHEN_TEST_MODEL_CACHE")
     if chosen == "fresh":
         return tmp_path_factory.mktemp("model-cache")
-    return Path(chosen).expanduser().resolve() if chosen else Path.home() / ".cache" / "selflengthen"
+    default = OmegaConf.load(REPO / "conf" / "config.yaml").paths.cache_dir  # the run's own default
+    return Path(chosen or default).expanduser().resolve()
 
 
 @pytest.fixture(scope="session")

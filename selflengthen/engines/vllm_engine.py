@@ -91,6 +91,12 @@ def cpu_threads() -> int:
     return max(1, cores - 1)
 
 
+def single_process_env() -> dict[str, str]:
+    """The environment of a vLLM process whose engine core runs the model itself, with the
+    threads vLLM's own layout would give its worker."""
+    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(cpu_threads())}
+
+
 def single_process(kwargs: dict) -> None:
     """vLLM's CPU platform runs the model in a worker process of its own beside the
     engine-core process (the scheduler), handing every step between them; with
@@ -102,8 +108,7 @@ def single_process(kwargs: dict) -> None:
     would otherwise pass the actor's CPU grant). VLLM_ENABLE_V1_MULTIPROCESSING=1 in the
     replica's environment keeps vLLM's layout."""
     if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") == "0":
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # this actor's process and the engine core it spawns
-        os.environ["OMP_NUM_THREADS"] = str(cpu_threads())
+        os.environ.update(single_process_env())  # this actor's process and the engine core it spawns
     else:
         kwargs.pop("distributed_executor_backend")
 
