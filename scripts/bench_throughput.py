@@ -114,8 +114,8 @@ def raw_llm(model, cfg, prompts_ids, samp: Sampling, ignore_eos=False, max_token
 
 
 def layout_env(single_process: bool) -> dict:
-    """The environment of a vLLM process in our CPU layout (the model in the engine core's
-    process, with the threads our engine gives it) or in vLLM's default layout."""
+    """The environment of a vLLM process in our CPU layout (vLLM's engine and its model in
+    one process, with the threads our engine gives it) or in vLLM's default layout."""
     if single_process:
         return {**os.environ, **single_process_env()}
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1")
@@ -313,7 +313,7 @@ def main() -> None:
           f"extension workload: {len(items)} responses x {attempts} attempts x {a.rounds} rounds "
           f"({ext[2]} requests, {ext[0]} tokens)")
     print(f"raw LLM.generate and the reference's server run in processes of their own, in the layout our engine "
-          f"uses on a CPU (the model in the engine core's process, {cpu_threads()} thread(s): "
+          f"uses on a CPU (vLLM's engine and its model in one process, {cpu_threads()} thread(s): "
           f"engine.cpu_single_process) and, for (a0)/(b0)/(c0)/(e0), in vLLM's default layout")
 
 

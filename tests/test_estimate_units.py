@@ -306,17 +306,20 @@ def test_tensor_parallel_replicas_run_their_workers_inside_the_actor():
     assert options["trust_remote_code"] is False
 
 
-def test_a_cpu_replica_runs_the_model_inside_the_engine_core_unless_told_not_to(monkeypatch):
+def test_a_cpu_replica_runs_the_model_in_its_own_process_unless_told_not_to(monkeypatch):
     """On a CPU, one-way replicas ask vLLM for its in-process executor, and the engine sets
-    the environment that lets the CPU platform keep it; a user's own setting wins."""
+    the environment that lets the CPU platform keep it, splitting the host's cores between
+    the replicas; a user's own setting wins."""
     from selflengthen.engines.replicas import engine_options
-    from selflengthen.engines.vllm_engine import single_process
+    from selflengthen.engines.vllm_engine import cpu_threads, single_process
 
     model = OmegaConf.create({"max_model_len": 4096, "dtype": "float32", "trust_remote_code": False})
     engine = OmegaConf.create({"seed": 0, "tensor_parallel_size": 1, "enforce_eager": False, "max_lora_rank": 16,
                                "gpu_memory_utilization": 0.9, "cpu_memory_utilization": 0.2, "max_num_seqs": 256,
                                "cpu_single_process": True})
     assert engine_options(engine, model, gpus=0)["distributed_executor_backend"] == "uni"
+    assert engine_options(engine, model, gpus=0, replicas=2)["cpu_replicas"] == 2
+    assert "cpu_replicas" not in engine_options(engine, model, gpus=1, replicas=2)
     assert "distributed_executor_backend" not in engine_options(engine, model, gpus=1)  # GPUs: vLLM's default
     engine.cpu_single_process = False
     assert "distributed_executor_backend" not in engine_options(engine, model, gpus=0)
@@ -328,7 +331,8 @@ def test_a_cpu_replica_runs_the_model_inside_the_engine_core_unless_told_not_to(
     options = {"distributed_executor_backend": "uni"}
     single_process(options)
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and options["distributed_executor_backend"] == "uni"
-    assert os.environ["OMP_NUM_THREADS"] == "3"  # vLLM's own rule for its worker: all cores but one
+    assert os.environ["OMP_NUM_THREADS"] == "4"  # in-process the model takes every core of the process
+    assert cpu_threads(2) == 2 and cpu_threads(8) == 1  # replicas on one host split its cores
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     single_process(options)
     assert "distributed_executor_backend" not in options and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"

@@ -57,8 +57,10 @@ class EngineWorker:
             self.engine.shutdown()
 
 
-def engine_options(engine_cfg, model_cfg, gpus: int) -> dict:
-    """vLLM's engine arguments from our config (the transformers engine reads what it needs)."""
+def engine_options(engine_cfg, model_cfg, gpus: int, replicas: int = 1) -> dict:
+    """vLLM's engine arguments from our config (the transformers engine reads what it needs),
+    plus `cpu_replicas`: on a CPU, how many replicas share the host's cores (VllmEngine)."""
+    single = not gpus and int(engine_cfg.tensor_parallel_size) == 1 and engine_cfg.get("cpu_single_process", True)
     return {
         "max_model_len": int(model_cfg.max_model_len),
         "dtype": model_cfg.dtype,
@@ -73,10 +75,8 @@ def engine_options(engine_cfg, model_cfg, gpus: int) -> dict:
         # tensor-parallel workers as processes of the replica's actor, on its placement group's GPUs
         # (inside a placement group vLLM would otherwise start Ray workers of one GPU per bundle)
         **({"distributed_executor_backend": "mp"} if int(engine_cfg.tensor_parallel_size) > 1 else {}),
-        # on a CPU, the model worker inside vLLM's engine-core process (see VllmEngine)
-        **({"distributed_executor_backend": "uni"}
-           if not gpus and int(engine_cfg.tensor_parallel_size) == 1 and engine_cfg.get("cpu_single_process", True)
-           else {}),
+        # on a CPU, vLLM's engine and its model in the replica's own process (see VllmEngine)
+        **({"distributed_executor_backend": "uni", "cpu_replicas": replicas} if single else {}),
     }
 
 
@@ -115,7 +115,7 @@ class EnginePool:
         self.workers = [EngineWorker.options(
             num_gpus=tp if gpus else 0, num_cpus=cpus, max_concurrency=in_flight + 16,
             scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0),
-        ).remote(self.kind, model_path, adapters, engine_options(engine_cfg, model_cfg, gpus),
+        ).remote(self.kind, model_path, adapters, engine_options(engine_cfg, model_cfg, gpus, replicas),
                  list(model_cfg.end_of_turn), bool(engine_cfg.per_request_seeds)) for group in self.groups]
         self.outstanding = [0] * replicas
         self.served = [0] * replicas

@@ -1,4 +1,5 @@
-"""The vLLM engine: one `AsyncLLM` (vLLM's async engine) serving the base model with the
+"""The vLLM engine: vLLM's async engine (`AsyncLLM`; on a CPU its engine stepped on a
+thread of this process, engines/vllm_inprocess.py) serving the base model with the
 iteration's LoRA adapters as named requests. Each `complete` call is one request; the
 engine batches whatever is in flight at each step (continuous batching), so chains of
 dependent calls from many samples keep its batch full.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from selflengthen.engines.base import (Completion, Request, Sampling, UsageMeter, check_adapter_folders, render_ids,
                                        token_ids)
+from selflengthen.engines.vllm_inprocess import InprocessEngine
 
 NO_ROOM = 16  # fewer free context tokens than this: answer empty rather than fail
 # vLLM's words for "the memory fraction is too small for the weights plus a KV cache" ...
@@ -81,36 +83,41 @@ def memory_advice(log_text: str, device: str, fraction: float) -> str | None:
     return None
 
 
-def cpu_threads() -> int:
-    """The model's threads on a CPU: every core this process may use but one, as vLLM's own
-    CPU layout gives its model worker (the core left serves the frontend, Ray and the driver)."""
+def cpu_threads(replicas: int = 1) -> int:
+    """The model's threads on a CPU when vLLM's engine runs in our process: the cores this
+    process may use, split between the replicas on the host. vLLM's own layout gives its
+    separate model worker all cores but one, the last serving its frontend process;
+    in-process the frontend's work falls between the model's steps, and on the 2-core
+    machine 2 threads gave 3,647 generated tokens/s where 1 gave 2,585 (128 requests x
+    256 tokens through the Ray actor)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, cores // max(1, replicas))
 
 
 def single_process_env() -> dict[str, str]:
-    """The environment of a vLLM process whose engine core runs the model itself, with the
-    threads vLLM's own layout would give its worker."""
+    """The environment of a vLLM process whose engine runs the model in-process, with the
+    threads our engine gives it."""
     return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(cpu_threads())}
 
 
-def single_process(kwargs: dict) -> None:
-    """vLLM's CPU platform runs the model in a worker process of its own beside the
-    engine-core process (the scheduler), handing every step between them; with
-    VLLM_ENABLE_V1_MULTIPROCESSING=0 in the environment the engine core (still a process of
-    its own under the async engine) runs the model itself. On the 2-core machine that
-    halves the processes an engine start spawns and imports vLLM in (about 32 -> 17 s)
-    and raises the tokens/s about 1.4x at the same thread count. The engine core gets the
-    threads vLLM's own layout would give its worker (OMP_NUM_THREADS = cpu_threads(); Ray
-    would otherwise pass the actor's CPU grant). VLLM_ENABLE_V1_MULTIPROCESSING=1 in the
-    replica's environment keeps vLLM's layout."""
+def single_process(kwargs: dict) -> bool:
+    """On a CPU, vLLM's async engine runs its engine core (the scheduler) in a process of
+    its own and, by default, the model in a third (a worker), handing every step between
+    them. With VLLM_ENABLE_V1_MULTIPROCESSING=0 and the `uni` executor, vLLM's engine runs
+    the model in the process that asks; we then step it on a thread of the replica's actor
+    (engines/vllm_inprocess.py): no process to start and import vLLM in (about 32 -> 17 s
+    for the bare engine on the 2-core machine), no socket between the steps and the
+    frontend. The model gets every core of the process (cpu_threads(); Ray would otherwise
+    pass the actor's CPU grant). True when that layout applies;
+    VLLM_ENABLE_V1_MULTIPROCESSING=1 in the replica's environment keeps vLLM's."""
     if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") == "0":
-        os.environ.update(single_process_env())  # this actor's process and the engine core it spawns
-    else:
-        kwargs.pop("distributed_executor_backend")
+        os.environ.update(single_process_env())
+        return True
+    kwargs.pop("distributed_executor_backend")
+    return False
 
 
 def device_kind() -> str:
@@ -142,12 +149,13 @@ class VllmEngine:
             kwargs.update(enable_lora=True, max_loras=max(1, len(self.adapters)))
         else:
             kwargs.pop("max_lora_rank", None)
-        if kwargs.get("distributed_executor_backend") == "uni":
-            single_process(kwargs)
+        sharing = int(kwargs.pop("cpu_replicas", 1))  # replicas on this CPU host: its cores split between them
+        in_process = kwargs.get("distributed_executor_backend") == "uni" and single_process(kwargs)
         errors = capture_vllm_errors()
         seen = errors.stat().st_size if errors is not None and errors.exists() else 0
         try:
-            self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model_path, disable_log_stats=True, **kwargs))
+            args = AsyncEngineArgs(model=model_path, disable_log_stats=True, **kwargs)
+            self.llm = InprocessEngine(args, cpu_threads(sharing)) if in_process else AsyncLLM.from_engine_args(args)
         except Exception as err:
             text = str(err)
             if errors is not None and errors.exists():
@@ -159,8 +167,9 @@ class VllmEngine:
             if advice is None:
                 raise
             raise RuntimeError(advice) from None  # one line: the Ray error shows its last line
-        self.tokenizer = self.llm.get_tokenizer()
-        self.max_len = self.llm.model_config.max_model_len
+        core = self.llm.engine if in_process else self.llm
+        self.tokenizer = core.get_tokenizer()
+        self.max_len = core.model_config.max_model_len
         self.stop_token_ids = token_ids(self.tokenizer, end_of_turn)
         # lora_int_id must be unique per weights: a retrained adapter lives at a new path,
         # and a new engine is started per iteration, so ids by sorted role are safe.
@@ -196,10 +205,8 @@ class VllmEngine:
             seed=request.seed if self.per_request_seeds else None,
             output_kind=RequestOutputKind.FINAL_ONLY,  # one message per request, not one per token
         )
-        final = None
-        async for out in self.llm.generate(TokensPrompt(prompt_token_ids=ids), params, f"r{next(self._ids)}",
-                                           lora_request=self.lora.get(request.adapter) if request.adapter else None):
-            final = out
+        final = await self._final_output(TokensPrompt(prompt_token_ids=ids), params,
+                                         self.lora.get(request.adapter) if request.adapter else None)
         assert final is not None and final.finished, "vLLM ended a request without a final output"
         choice = final.outputs[0]
         if choice.finish_reason == "length":
@@ -213,6 +220,16 @@ class VllmEngine:
                           finish_reason="length" if choice.finish_reason == "length" else "stop", ended_by=ended_by)
         self.meter.record(request.adapter, done, prompt=lambda: self.tokenizer.decode(ids))
         return done
+
+    async def _final_output(self, prompt, params, lora):
+        """One request's final output, from whichever of vLLM's engines runs here."""
+        rid = f"r{next(self._ids)}"
+        if isinstance(self.llm, InprocessEngine):
+            return await self.llm.generate(prompt, params, rid, lora)
+        final = None
+        async for out in self.llm.generate(prompt, params, rid, lora_request=lora):
+            final = out
+        return final
 
     def shutdown(self) -> None:
         self.llm.shutdown()
