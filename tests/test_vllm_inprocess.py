@@ -1,0 +1,133 @@
+"""The in-process vLLM engine's stepping thread (engines/vllm_inprocess.py): its hand-offs
+between the event loop and the thread, with a stand-in for vLLM's LLMEngine (the real
+engine runs in the end-to-end, replicas and eval tests)."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import types
+
+import pytest
+
+from selflengthen.engines.vllm_inprocess import InprocessEngine
+
+
+class SteppedStandIn:
+    """Finishes each request after `steps[prompt]` calls of step(); records what it was told."""
+
+    def __init__(self, steps: dict[str, int], fail_on: str | None = None, die_at_step: int | None = None):
+        self.steps, self.fail_on, self.die_at_step = steps, fail_on, die_at_step
+        self.left: dict[str, int] = {}
+        self.prompts: dict[str, str] = {}
+        self.aborted: list[str] = []
+        self.calls = 0
+        self.threads: set[str] = set()
+        self.shut = False
+        self.engine_core = types.SimpleNamespace(shutdown=self._shutdown)
+
+    def _shutdown(self):
+        self.shut = True
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.left)
+
+    def add_request(self, request_id, prompt, params, lora_request=None):
+        self.threads.add(threading.current_thread().name)
+        if prompt == self.fail_on:
+            raise ValueError(f"bad prompt {prompt}")
+        self.left[request_id], self.prompts[request_id] = self.steps[prompt], prompt
+
+    def abort_request(self, ids):
+        self.aborted += ids
+        for i in ids:
+            self.left.pop(i, None)
+
+    def step(self):
+        self.threads.add(threading.current_thread().name)
+        self.calls += 1
+        if self.die_at_step is not None and self.calls >= self.die_at_step:
+            raise RuntimeError("engine core died")
+        outs = []
+        for rid in list(self.left):
+            self.left[rid] -= 1
+            finished = self.left[rid] <= 0
+            if finished:
+                del self.left[rid]
+            outs.append(types.SimpleNamespace(request_id=rid, finished=finished, text=self.prompts[rid]))
+        return outs
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # the suite's own process keeps its threads
+    def install(**kwargs):
+        fake = SteppedStandIn(**kwargs)
+        monkeypatch.setattr("vllm.v1.engine.llm_engine.LLMEngine.from_engine_args", lambda args: fake)
+        return fake
+
+    return install
+
+
+def test_each_caller_gets_its_own_output_while_all_share_the_steps(stand_in):
+    fake = stand_in(steps={"long": 5, "short": 1, "mid": 3})
+    engine = InprocessEngine(engine_args=None, threads=1)
+
+    async def main():
+        return await asyncio.gather(*(engine.generate(p, None, f"r{i}") for i, p in enumerate(["long", "short", "mid"])))
+
+    outs = asyncio.run(main())
+    engine.shutdown()
+    assert [o.text for o in outs] == ["long", "short", "mid"]
+    assert fake.calls == 5  # one batch: the longest request's steps, not the sum
+    assert fake.threads == {"vllm-steps"} and fake.shut  # every vLLM call on the stepping thread
+
+
+def test_a_cancelled_caller_frees_its_slot_and_a_bad_request_fails_alone(stand_in):
+    fake = stand_in(steps={"slow": 10_000, "ok": 2}, fail_on="bad")
+    engine = InprocessEngine(engine_args=None, threads=1)
+
+    async def main():
+        slow = asyncio.create_task(engine.generate("slow", None, "slow-1"))
+        bad = asyncio.create_task(engine.generate("bad", None, "bad-1"))
+        ok = await engine.generate("ok", None, "ok-1")
+        with pytest.raises(ValueError, match="bad prompt"):
+            await bad
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        for _ in range(200):  # the thread takes the abort at its next step
+            if fake.aborted:
+                break
+            await asyncio.sleep(0.01)
+        return ok
+
+    assert asyncio.run(main()).text == "ok"
+    engine.shutdown()
+    assert fake.aborted == ["slow-1"] and not fake.left
+
+
+def test_an_engine_that_dies_fails_every_waiting_caller_and_later_ones(stand_in):
+    stand_in(steps={"a": 50, "b": 50}, die_at_step=3)
+    engine = InprocessEngine(engine_args=None, threads=1)
+
+    async def main():
+        results = await asyncio.gather(engine.generate("a", None, "a"), engine.generate("b", None, "b"),
+                                       return_exceptions=True)
+        with pytest.raises(RuntimeError, match="the vLLM engine stopped: engine core died"):
+            await engine.generate("a", None, "later")
+        return results
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, RuntimeError) and "engine core died" in str(r) for r in results)
+    engine.shutdown()
+
+
+def test_a_start_failure_is_raised_to_whoever_started_it(monkeypatch):
+    monkeypatch.setattr("torch.set_num_threads", lambda n: None)
+
+    def refuse(args):
+        raise RuntimeError("less than requested memory for kv")
+
+    monkeypatch.setattr("vllm.v1.engine.llm_engine.LLMEngine.from_engine_args", refuse)
+    with pytest.raises(RuntimeError, match="requested memory for kv"):
+        InprocessEngine(engine_args=None, threads=1)
