@@ -19,7 +19,7 @@ import ray
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import loop
+from selflengthen import loop, workers
 from selflengthen.training import ray_train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ def main() -> None:
         data.write_text("".join(json.dumps(r) + "\n" for r in sft_rows(a.examples)), encoding="utf-8")
         for workers in a.workers:
             tcfg = OmegaConf.to_container(cfg.train, resolve=True)
-            tcfg.update(workers=workers, cpu_threads=tcfg["cpu_threads"] or tcfg["num_cpus"])
+            tcfg.update(workers=workers, cpu_threads=tcfg["cpu_threads"] or workers.task_threads(tcfg["num_cpus"]))
             gpus, _ = ray_train.placement([tcfg])
             started = time.time()
             info = ray.get(ray_train.launch(model, str(data), str(Path(tmp) / f"adapter-{workers}"), None, tcfg,

@@ -17,6 +17,22 @@ from selflengthen.errors import UserError, sigterm_stops_like_ctrl_c
 from selflengthen.training import strategy
 
 
+def thread_cap() -> int | None:
+    """OMP_NUM_THREADS where it is set in this (the driver's) environment: the standard way to
+    tell a process tree how many threads each of its CPU-bound members may run (HPC shells
+    often set it; the test suite's parallel workers set 1 so that two runs sharing the cores
+    never oversubscribe them, which stalls OpenMP). None when unset or not a number."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def task_threads(granted: float) -> int:
+    """Torch threads of a CPU task granted `granted` CPUs by Ray: the grant, capped by
+    thread_cap()."""
+    cap = thread_cap()
+    return max(1, min(int(granted), cap) if cap else int(granted))
+
+
 def cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 

@@ -14,6 +14,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Parallel workers share the cores: each run a test starts gets its share of threads
+    # (workers.thread_cap), as two runs sharing a machine should; more stall OpenMP.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1)
+                                                     // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -52,6 +58,29 @@ def tiny_model(model_cache) -> Path:
 
 
 E2E_ITERATIONS = 2
+
+
+def work_unit(item) -> str:
+    """What one pytest-xdist worker runs as a whole: a test file (its module fixtures start
+    once), or every test of the shared finished run (it is made once)."""
+    return "finished_run" if "finished_run" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs on 2 pytest-xdist workers (--dist loadgroup, pyproject.toml): each
+    work unit goes whole to one worker, heaviest first (the minutes its `slow` markers
+    estimate; 1 for a slow test that gives none), so that the workers end together."""
+    weight: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        unit = work_unit(item)
+        slow = item.get_closest_marker("slow")
+        weight[unit] = weight.get(unit, 0.0) + (float(slow.kwargs.get("minutes", 1)) if slow else 0.01)
+        first.setdefault(unit, i)
+    items.sort(key=lambda it: (-weight[work_unit(it)], first[work_unit(it)]))  # stable: a unit keeps its order
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(work_unit(item)))
 
 
 @pytest.fixture

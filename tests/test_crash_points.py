@@ -178,7 +178,7 @@ def status(root: Path) -> dict:
         return {}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=4)
 def test_a_run_killed_at_five_points_resumes_each_time_and_loses_nothing(tmp_path, model_cache, tiny_model):
     args = ["run", *SIZES, f"paths.iterations_dir={tmp_path}", f"paths.cache_dir={model_cache}", "run.name=crash",
             "tracking=[tensorboard,mlflow]", "status.stale_after_s=3"]

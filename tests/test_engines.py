@@ -68,7 +68,7 @@ def test_transformers_engine_batches_requests_and_honours_stops(transformers_eng
     assert asyncio.run(engine.complete(long, Sampling(max_tokens=8))).finish_reason == "no_room"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=2)
 def test_the_loop_runs_two_iterations_on_the_transformers_engine(tmp_path, model_cache, tiny_model):
     """`engine=transformers` through the real CLI: every stage of 2 iterations on the same
     contract, iteration 2 serving iteration 1's adapters (PEFT, switched per request group)."""

@@ -333,6 +333,18 @@ def test_a_cpu_replica_runs_the_model_in_its_own_process_unless_told_not_to(monk
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and options["distributed_executor_backend"] == "uni"
     assert os.environ["OMP_NUM_THREADS"] == "4"  # in-process the model takes every core of the process
     assert cpu_threads(2) == 2 and cpu_threads(8) == 1  # replicas on one host split its cores
+    assert cpu_threads(1, cap=1) == 1 and cpu_threads(1, cap=16) == 4  # the driver's OMP_NUM_THREADS caps them
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     single_process(options)
     assert "distributed_executor_backend" not in options and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
+
+
+def test_cpu_tasks_take_their_grant_capped_by_the_drivers_omp_num_threads(monkeypatch):
+    from selflengthen import workers
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert workers.thread_cap() is None and workers.task_threads(2) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert workers.thread_cap() == 1 and workers.task_threads(2) == 1 and workers.task_threads(0.5) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert workers.thread_cap() is None

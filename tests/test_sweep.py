@@ -12,7 +12,7 @@ from selflengthen import artifacts
 from tests.conftest import REPO, run_cli
 from tests.test_synth import check_an_agentwrite_iteration
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=2)
 
 
 def test_a_two_job_sweep_over_synth_lands_in_one_folder_and_is_inspected_at_once(tmp_path, model_cache, tiny_model):

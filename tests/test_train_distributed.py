@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import config, schema
+from selflengthen import config, schema, workers
 from selflengthen.errors import UserError
 from selflengthen.training import checkpoints, ray_train, strategy
 from tests.conftest import REPO, run_cli, kill_session_when
@@ -29,7 +29,7 @@ def compose_cfg(*overrides: str):
 
 def train_cfg(*overrides: str) -> dict:
     tcfg = OmegaConf.to_container(compose_cfg(*overrides).train, resolve=True)
-    tcfg["cpu_threads"] = tcfg["cpu_threads"] or tcfg["num_cpus"]
+    tcfg["cpu_threads"] = tcfg["cpu_threads"] or workers.task_threads(tcfg["num_cpus"])
     return tcfg
 
 

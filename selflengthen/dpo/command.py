@@ -240,10 +240,12 @@ def make_pairs(cfg: DictConfig, paths: DpoPaths, samples: list[dict], samples_in
 
 def train_settings(cfg: DictConfig) -> dict:
     """train.* (the LoRA shape and the task's placement) with dpo.train.* on top."""
+    from selflengthen import workers
+
     tcfg = OmegaConf.to_container(cfg.train, resolve=True)
     tcfg.pop("per_role", None)
     tcfg.update(OmegaConf.to_container(cfg.dpo.train, resolve=True))
-    tcfg["cpu_threads"] = tcfg["cpu_threads"] or tcfg["num_cpus"]
+    tcfg["cpu_threads"] = tcfg["cpu_threads"] or workers.task_threads(tcfg["num_cpus"])
     return tcfg
 
 

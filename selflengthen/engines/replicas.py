@@ -21,6 +21,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from selflengthen import workers
 from selflengthen.engines.base import Completion, Request, Sampling, merge_usage
 from selflengthen.errors import UserError
 
@@ -59,7 +60,8 @@ class EngineWorker:
 
 def engine_options(engine_cfg, model_cfg, gpus: int, replicas: int = 1) -> dict:
     """vLLM's engine arguments from our config (the transformers engine reads what it needs),
-    plus `cpu_replicas`: on a CPU, how many replicas share the host's cores (VllmEngine)."""
+    plus, on a CPU, `cpu_replicas` (how many replicas share the host's cores) and
+    `cpu_threads_cap` (the driver's OMP_NUM_THREADS, if set) for VllmEngine's thread count."""
     single = not gpus and int(engine_cfg.tensor_parallel_size) == 1 and engine_cfg.get("cpu_single_process", True)
     return {
         "max_model_len": int(model_cfg.max_model_len),
@@ -76,7 +78,8 @@ def engine_options(engine_cfg, model_cfg, gpus: int, replicas: int = 1) -> dict:
         # (inside a placement group vLLM would otherwise start Ray workers of one GPU per bundle)
         **({"distributed_executor_backend": "mp"} if int(engine_cfg.tensor_parallel_size) > 1 else {}),
         # on a CPU, vLLM's engine and its model in the replica's own process (see VllmEngine)
-        **({"distributed_executor_backend": "uni", "cpu_replicas": replicas} if single else {}),
+        **({"distributed_executor_backend": "uni", "cpu_replicas": replicas, "cpu_threads_cap": workers.thread_cap()}
+           if single else {}),
     }
 
 

@@ -83,18 +83,21 @@ def memory_advice(log_text: str, device: str, fraction: float) -> str | None:
     return None
 
 
-def cpu_threads(replicas: int = 1) -> int:
+def cpu_threads(replicas: int = 1, cap: int | None = None) -> int:
     """The model's threads on a CPU when vLLM's engine runs in our process: the cores this
     process may use, split between the replicas on the host. vLLM's own layout gives its
     separate model worker all cores but one, the last serving its frontend process;
     in-process the frontend's work falls between the model's steps, and on the 2-core
     machine 2 threads gave 3,647 generated tokens/s where 1 gave 2,585 (128 requests x
-    256 tokens through the Ray actor)."""
+    256 tokens through the Ray actor). `cap`: the driver's OMP_NUM_THREADS where set
+    (workers.thread_cap): two runs sharing the cores with 2 threads each stalled OpenMP
+    (SmolLM2 at 5 tok/s instead of ~50 in the parallel test suite)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    return max(1, cores // max(1, replicas))
+    threads = max(1, cores // max(1, replicas))
+    return max(1, min(threads, int(cap))) if cap else threads
 
 
 def single_process_env() -> dict[str, str]:
@@ -150,12 +153,13 @@ class VllmEngine:
         else:
             kwargs.pop("max_lora_rank", None)
         sharing = int(kwargs.pop("cpu_replicas", 1))  # replicas on this CPU host: its cores split between them
+        cap = kwargs.pop("cpu_threads_cap", None)  # the driver's OMP_NUM_THREADS
         in_process = kwargs.get("distributed_executor_backend") == "uni" and single_process(kwargs)
         errors = capture_vllm_errors()
         seen = errors.stat().st_size if errors is not None and errors.exists() else 0
         try:
             args = AsyncEngineArgs(model=model_path, disable_log_stats=True, **kwargs)
-            self.llm = InprocessEngine(args, cpu_threads(sharing)) if in_process else AsyncLLM.from_engine_args(args)
+            self.llm = InprocessEngine(args, cpu_threads(sharing, cap)) if in_process else AsyncLLM.from_engine_args(args)
         except Exception as err:
             text = str(err)
             if errors is not None and errors.exists():
