@@ -60,27 +60,20 @@ def tiny_model(model_cache) -> Path:
 E2E_ITERATIONS = 2
 
 
-def work_unit(item) -> str:
-    """What one pytest-xdist worker runs as a whole: a test file (its module fixtures start
-    once), or every test of the shared finished run (it is made once)."""
-    return "finished_run" if "finished_run" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs on 2 pytest-xdist workers (--dist loadgroup, pyproject.toml): each
-    work unit goes whole to one worker, heaviest first (the minutes its `slow` markers
-    estimate; 1 for a slow test that gives none), so that the workers end together."""
+    """`make test` runs on 2 pytest-xdist workers (--dist loadfile, pyproject.toml): each test
+    file goes whole to one worker (its module fixtures start once), heaviest first (the
+    minutes its `slow` markers estimate; 1 for a slow test that gives none), so that the
+    workers end together."""
     weight: dict[str, float] = {}
     first: dict[str, int] = {}
     for i, item in enumerate(items):
-        unit = work_unit(item)
+        unit = item.nodeid.split("::")[0]
         slow = item.get_closest_marker("slow")
         weight[unit] = weight.get(unit, 0.0) + (float(slow.kwargs.get("minutes", 1)) if slow else 0.01)
         first.setdefault(unit, i)
-    items.sort(key=lambda it: (-weight[work_unit(it)], first[work_unit(it)]))  # stable: a unit keeps its order
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(work_unit(item)))
+    items.sort(key=lambda it: (-weight[it.nodeid.split("::")[0]], first[it.nodeid.split("::")[0]]))
 
 
 @pytest.fixture
@@ -97,7 +90,8 @@ def hub_on_loopback(monkeypatch):
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, model_cache, tiny_model):
     """A finished 2-iteration run of the real CLI on the tiny model (run name e2e), shared by
-    the end-to-end tests of every verb that starts from a run (eval, finalize, ...)."""
+    the end-to-end tests of every verb that starts from a run (eval, finalize, ...). Each
+    pytest-xdist worker that needs it makes its own: tests rerun it and finalize locks it."""
     out = tmp_path_factory.mktemp("runs")
     base_hash = sha256(tiny_model / "model.safetensors")
     args = ("run", f"iterations={E2E_ITERATIONS}", "run.name=e2e", f"paths.iterations_dir={out}",

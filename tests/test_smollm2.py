@@ -195,11 +195,16 @@ SEEDS = [  # short multi-paragraph tasks: the extender splits a response into pa
 # path, not the growth rate. A stage's wall time is its longest chain of dependent calls, so
 # the work is wide, not deep: four extension attempts in parallel with one retry each, rather
 # than two attempts with two retries (iteration 2's extension, on LoRA, took 460 s that way);
-# at 224 tokens 9 of 12 extensions were cut off in one run, so the cap is 256.
+# at 224 tokens 9 of 12 extensions were cut off in one run (the cap was 256, now 384: below).
 # The context is cut to 1,024 tokens (the longest prompt here is ~600), which shortens
 # vLLM's start-up profiling.
-SIZES = ("loop.augment.new_per_language=4", "loop.augment.max_tokens=40", "loop.sampling.max_tokens=256",
-         "loop.generate.retries=1", "loop.generate.drop_short=false", "loop.extend.drop_short=false",
+# Only a draft of two paragraphs or more can be extended (algorithm.md's split), and
+# SmolLM2 mostly writes one: in one suite run all 3 drafts that passed the quality check
+# (of 8; 4 were cut off at 256 tokens, the longer two-paragraph ones among them) were one
+# paragraph, so iteration 1 had nothing to train on. 3 samples per instruction and a
+# 384-token cap give more drafts, and the two-paragraph ones room to end.
+SIZES = ("loop.augment.new_per_language=4", "loop.augment.max_tokens=40", "loop.sampling.max_tokens=384",
+         "loop.generate.samples=3", "loop.generate.retries=1", "loop.generate.drop_short=false", "loop.extend.drop_short=false",
          "loop.extend.attempts=4", "loop.extend.retries=1", "loop.extend.rounds=1", "loop.extend.min_growth=1.0",
          "model.max_model_len=1024", "train.epochs=1", "train.max_length=640", "progress=false")
 

@@ -167,7 +167,12 @@ class EnginePool:
         return ray.get([w.usage.remote() for w in self.workers])
 
     def shutdown(self) -> None:
-        """Stop the engines and kill the actors: frees the accelerator memory for training."""
+        """Stop the engines and kill the actors: frees the accelerator memory for training.
+        When Ray is down already (a run stopping on SIGTERM), the actors went with it, and a
+        call to one would start a new Ray instance (and hang in an exiting interpreter)."""
+        if not ray.is_initialized():
+            self.workers, self.groups = [], []
+            return
         try:
             ray.get([w.shutdown.remote() for w in self.workers], timeout=30)
         except Exception:  # noqa: BLE001 - the actors are killed next either way
