@@ -1,5 +1,6 @@
 """Data-parallel engine replicas on Ray. Each `EngineWorker` is an async Ray actor that
-holds one engine (vLLM's async engine, or the transformers engine) on its own event loop;
+holds one engine (vLLM's async engine; on a CPU vLLM's engine stepped in the actor's own
+process; or the transformers engine) on its own event loop;
 the `EnginePool` the stages see implements the same per-request contract and sends each
 request to the replica with the fewest requests outstanding, keeping a sample's later
 calls on the replica that served its first (its prompt prefix is cached there). A
@@ -14,6 +15,7 @@ reserved before any engine starts, so a cluster that cannot place them is named 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 
@@ -25,6 +27,7 @@ from selflengthen import workers
 from selflengthen.engines.base import Completion, Request, Sampling, merge_usage
 from selflengthen.errors import UserError
 
+log = logging.getLogger("selflengthen")
 STICKY_KEYS = 100_000  # remembered sample -> replica routes (oldest forgotten first)
 PLACEMENT_WAIT_S = 600  # how long the replicas' placement groups may wait for busy GPUs
 
@@ -113,6 +116,9 @@ class EnginePool:
         # never ask for more CPUs than the cluster has: Ray would wait forever
         cpus = min(float(engine_cfg.num_cpus_per_replica), float(resources.get("CPU", 1)))
         in_flight = int(engine_cfg.max_in_flight_per_replica)
+        if not gpus and workers.thread_cap():
+            log.info("OMP_NUM_THREADS=%d in this environment caps each engine replica's CPU threads",
+                     workers.thread_cap())
         self.groups = reserve(replicas, {"CPU": cpus, **({"GPU": tp} if gpus else {})})
         self.kind = str(engine_cfg.kind)
         self.workers = [EngineWorker.options(

@@ -34,8 +34,9 @@ _errors_log: Path | None = None  # this process's copy of vLLM's error records (
 
 
 def capture_vllm_errors() -> Path | None:
-    """vLLM's engine core starts in a child process that reports why it failed only in its
-    own log ("See root cause above"); a copy of vLLM's ERROR records in a file (set through
+    """vLLM's async engine starts its engine core in a child process that reports why it
+    failed only in its own log ("See root cause above"; the in-process engine raises the
+    cause itself); a copy of vLLM's ERROR records in a file (set through
     VLLM_LOGGING_CONFIG_PATH, which the child inherits) lets us name the cause and our fix.
     None when the user configures vLLM's logging themselves."""
     global _errors_log
@@ -100,24 +101,25 @@ def cpu_threads(replicas: int = 1, cap: int | None = None) -> int:
     return max(1, min(threads, int(cap))) if cap else threads
 
 
-def single_process_env() -> dict[str, str]:
+def single_process_env(threads: int | None = None) -> dict[str, str]:
     """The environment of a vLLM process whose engine runs the model in-process, with the
     threads our engine gives it."""
-    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(cpu_threads())}
+    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(threads or cpu_threads())}
 
 
-def single_process(kwargs: dict) -> bool:
+def single_process(kwargs: dict, threads: int | None = None) -> bool:
     """On a CPU, vLLM's async engine runs its engine core (the scheduler) in a process of
     its own and, by default, the model in a third (a worker), handing every step between
     them. With VLLM_ENABLE_V1_MULTIPROCESSING=0 and the `uni` executor, vLLM's engine runs
     the model in the process that asks; we then step it on a thread of the replica's actor
     (engines/vllm_inprocess.py): no process to start and import vLLM in (about 32 -> 17 s
     for the bare engine on the 2-core machine), no socket between the steps and the
-    frontend. The model gets every core of the process (cpu_threads(); Ray would otherwise
-    pass the actor's CPU grant). True when that layout applies;
-    VLLM_ENABLE_V1_MULTIPROCESSING=1 in the replica's environment keeps vLLM's."""
+    frontend. The model gets `threads` (cpu_threads(): the process's cores split between
+    the replicas, capped by the driver's OMP_NUM_THREADS; Ray would otherwise pass the
+    actor's CPU grant). True when that layout applies; VLLM_ENABLE_V1_MULTIPROCESSING=1 in
+    the replica's environment keeps vLLM's."""
     if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") == "0":
-        os.environ.update(single_process_env())
+        os.environ.update(single_process_env(threads))
         return True
     kwargs.pop("distributed_executor_backend")
     return False
@@ -152,14 +154,16 @@ class VllmEngine:
             kwargs.update(enable_lora=True, max_loras=max(1, len(self.adapters)))
         else:
             kwargs.pop("max_lora_rank", None)
-        sharing = int(kwargs.pop("cpu_replicas", 1))  # replicas on this CPU host: its cores split between them
-        cap = kwargs.pop("cpu_threads_cap", None)  # the driver's OMP_NUM_THREADS
-        in_process = kwargs.get("distributed_executor_backend") == "uni" and single_process(kwargs)
+        # the model's threads on a CPU: the cores split between the replicas (all on this host:
+        # a CPU cluster of several nodes gives each replica fewer threads than it could use),
+        # capped by the driver's OMP_NUM_THREADS
+        threads = cpu_threads(int(kwargs.pop("cpu_replicas", 1)), kwargs.pop("cpu_threads_cap", None))
+        in_process = kwargs.get("distributed_executor_backend") == "uni" and single_process(kwargs, threads)
         errors = capture_vllm_errors()
         seen = errors.stat().st_size if errors is not None and errors.exists() else 0
         try:
             args = AsyncEngineArgs(model=model_path, disable_log_stats=True, **kwargs)
-            self.llm = InprocessEngine(args, cpu_threads(sharing, cap)) if in_process else AsyncLLM.from_engine_args(args)
+            self.llm = InprocessEngine(args, threads) if in_process else AsyncLLM.from_engine_args(args)
         except Exception as err:
             text = str(err)
             if errors is not None and errors.exists():

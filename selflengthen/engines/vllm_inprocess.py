@@ -19,6 +19,7 @@ import queue
 import threading
 
 _STOP = object()
+_ABORT = object()
 
 
 class InprocessEngine:
@@ -27,26 +28,28 @@ class InprocessEngine:
 
     def __init__(self, engine_args, threads: int):
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()  # a request is queued only while the thread will still answer it
+        self._closed: BaseException | None = None  # why requests are refused: the engine died or stopped
         self._started = threading.Event()
-        self._failure: BaseException | None = None  # why the engine could not start, or died
         self._thread = threading.Thread(target=self._run, args=(engine_args, threads), name="vllm-steps",
                                         daemon=True)
         self._thread.start()
         self._started.wait()
-        if self._failure is not None:
-            raise self._failure
+        if self._closed is not None:
+            raise self._closed
 
     # --- the event loop's side --------------------------------------------------------------
     async def generate(self, prompt, params, request_id: str, lora_request=None):
-        if self._failure is not None:
-            raise RuntimeError(f"the vLLM engine stopped: {self._failure}")
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        self._inbox.put((request_id, prompt, params, lora_request, loop, done))
+        with self._lock:
+            if self._closed is not None:
+                raise RuntimeError(f"the vLLM engine stopped: {self._closed}")
+            self._inbox.put((request_id, prompt, params, lora_request, loop, done))
         try:
             return await done
         except asyncio.CancelledError:
-            self._inbox.put(("abort", request_id))  # the caller gave up: free its batch slot
+            self._inbox.put((_ABORT, request_id))  # the caller gave up: free its batch slot
             raise
 
     def shutdown(self, timeout: float = 30.0) -> None:
@@ -63,11 +66,12 @@ class InprocessEngine:
             torch.set_num_threads(threads)  # before vLLM's CPU worker forbids changing it
             self.engine = LLMEngine.from_engine_args(engine_args)
         except BaseException as err:  # noqa: BLE001 - raised again on the caller's thread
-            self._failure = err
+            self._closed = err
             self._started.set()
             return
         self._started.set()
         waiting: dict[str, tuple] = {}  # request id -> (its event loop, its future)
+        reason: BaseException = RuntimeError("the vLLM engine was shut down")
         try:
             while True:
                 # block for work only when nothing is being generated
@@ -80,15 +84,17 @@ class InprocessEngine:
                 for out in self.engine.step():
                     if out.finished and out.request_id in waiting:
                         loop, future = waiting.pop(out.request_id)
-                        loop.call_soon_threadsafe(_settle, future, out, None)
+                        _hand_over(loop, future, out, None)
         except BaseException as err:  # noqa: BLE001 - every waiting caller learns why
-            self._failure = err
-            for loop, future in waiting.values():
-                loop.call_soon_threadsafe(_settle, future, None, err)
-            while (item := self._next()) is not None:  # callers who arrived meanwhile
-                if item is not _STOP and len(item) == 6:
-                    item[4].call_soon_threadsafe(_settle, item[5], None, err)
+            reason = err
         finally:
+            with self._lock:  # from here on generate() refuses; answer everyone already queued
+                self._closed = self._closed or reason
+            for loop, future in waiting.values():
+                _hand_over(loop, future, None, reason)
+            while (item := self._next()) is not None:
+                if isinstance(item, tuple) and len(item) == 6:
+                    _hand_over(item[4], item[5], None, reason)
             try:
                 self.engine.engine_core.shutdown()
             except Exception:  # noqa: BLE001 - the process is ending the engine either way
@@ -101,7 +107,7 @@ class InprocessEngine:
             return None
 
     def _take(self, item: tuple, waiting: dict) -> None:
-        if item[0] == "abort":
+        if item[0] is _ABORT:
             if waiting.pop(item[1], None) is not None:
                 self.engine.abort_request([item[1]])
             return
@@ -109,9 +115,21 @@ class InprocessEngine:
         try:
             self.engine.add_request(request_id, prompt, params, lora_request=lora_request)
         except Exception as err:  # noqa: BLE001 - a bad request fails alone
-            loop.call_soon_threadsafe(_settle, future, None, err)
+            try:  # vLLM may have registered it before failing: never leave it unfinished
+                self.engine.abort_request([request_id])
+            except Exception:  # noqa: BLE001
+                pass
+            _hand_over(loop, future, None, err)
             return
         waiting[request_id] = (loop, future)
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, future: asyncio.Future, result, error: BaseException | None) -> None:
+    """Settle a caller's future on its own event loop (a loop closed meanwhile has no caller)."""
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:
+        pass
 
 
 def _settle(future: asyncio.Future, result, error: BaseException | None) -> None:
