@@ -66,14 +66,21 @@ def pytest_collection_modifyitems(config, items):
     file goes whole to one worker (its module fixtures start once), heaviest first (the
     minutes its `slow` markers estimate; 1 for a slow test that gives none), so that the
     workers end together."""
+    def cost(item) -> float:
+        slow = item.get_closest_marker("slow")
+        return float(slow.kwargs.get("minutes", 1)) if slow else 0.01
+
     weight: dict[str, float] = {}
     first: dict[str, int] = {}
     for i, item in enumerate(items):
         unit = item.nodeid.split("::")[0]
-        slow = item.get_closest_marker("slow")
-        weight[unit] = weight.get(unit, 0.0) + (float(slow.kwargs.get("minutes", 1)) if slow else 0.01)
+        weight[unit] = weight.get(unit, 0.0) + cost(item)
         first.setdefault(unit, i)
-    items.sort(key=lambda it: (-weight[it.nodeid.split("::")[0]], first[it.nodeid.split("::")[0]]))
+    # within a unit its heaviest test first: xdist hands a worker its next unit once 2 of its
+    # tests are left, which should not happen while a long one is still to come
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda it: (-weight[it.nodeid.split("::")[0]], first[it.nodeid.split("::")[0]], -cost(it),
+                               order[id(it)]))
 
 
 @pytest.fixture

@@ -209,7 +209,7 @@ SIZES = ("loop.augment.new_per_language=4", "loop.augment.max_tokens=40", "loop.
          "model.max_model_len=1024", "train.epochs=1", "train.max_length=640", "progress=false")
 
 
-@pytest.mark.slow(minutes=8)
+@pytest.mark.slow(minutes=15)
 def test_smollm2_preset_two_iterations_through_the_cli(tmp_path, model_cache):
     from transformers import AutoTokenizer
 
