@@ -47,18 +47,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "sft.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in sft_rows(a.examples)), encoding="utf-8")
-        for workers in a.workers:
-            tcfg = OmegaConf.to_container(cfg.train, resolve=True)
-            tcfg.update(workers=workers, cpu_threads=tcfg["cpu_threads"] or workers.task_threads(tcfg["num_cpus"]))
+        for count in a.workers:  # (`workers` is the module)
+            tcfg = workers.with_cpu_threads({**OmegaConf.to_container(cfg.train, resolve=True), "workers": count})
             gpus, _ = ray_train.placement([tcfg])
             started = time.time()
-            info = ray.get(ray_train.launch(model, str(data), str(Path(tmp) / f"adapter-{workers}"), None, tcfg,
+            info = ray.get(ray_train.launch(model, str(data), str(Path(tmp) / f"adapter-{count}"), None, tcfg,
                                             int(cfg.seed), gpus=gpus))
-            rows.append((workers, time.time() - started, info["seconds"], info["steps"]))
+            rows.append((count, time.time() - started, info["seconds"], info["steps"]))
     base = rows[0][1]
     print(f"{'workers':>7} {'wall s':>8} {'trainer s':>9} {'start-up s':>10} {'steps':>6} {'wall vs first':>13}")
-    for workers, wall, inside, steps in rows:  # start-up: processes, imports, Ray Train's worker group
-        print(f"{workers:>7} {wall:>8.1f} {inside:>9.1f} {wall - inside:>10.1f} {steps:>6} {wall / base:>12.2f}x")
+    for count, wall, inside, steps in rows:  # start-up: processes, imports, Ray Train's worker group
+        print(f"{count:>7} {wall:>8.1f} {inside:>9.1f} {wall - inside:>10.1f} {steps:>6} {wall / base:>12.2f}x")
     print(f"({a.examples} examples, 1 epoch, per-device batch {cfg.train.per_device_batch_size}, "
           f"{cfg.train.num_cpus:g} CPU(s) per worker, model {cfg.model.name})")
 

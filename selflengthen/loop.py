@@ -173,15 +173,13 @@ def record_engine_usage(it: artifacts.IterationPaths, stage: str, before: list[d
 
 def train_configs(cfg: DictConfig) -> dict[str, dict]:
     """train.* of each role (train.per_role on top), torch threads defaulting to its CPUs."""
-    tcfg = OmegaConf.to_container(cfg.train, resolve=True)
-    tcfg["cpu_threads"] = tcfg["cpu_threads"] or workers.task_threads(tcfg["num_cpus"])
+    tcfg = workers.with_cpu_threads(OmegaConf.to_container(cfg.train, resolve=True))
     return {role: {**tcfg, **(tcfg["per_role"].get(role) or {})} for role in artifacts.ROLES}
 
 
 def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, adapters: dict[str, str]) -> None:
     started = time.time()
-    tcfg = OmegaConf.to_container(cfg.train, resolve=True)
-    tcfg["cpu_threads"] = tcfg["cpu_threads"] or workers.task_threads(tcfg["num_cpus"])
+    tcfg = workers.with_cpu_threads(OmegaConf.to_container(cfg.train, resolve=True))
     role_cfgs = train_configs(cfg)
     gpus, together = ray_train.placement(list(role_cfgs.values()))  # both at once when the cluster has room
     sft_rows = artifacts.read_json(it.stage_manifest("curate"))["counts"]

@@ -33,6 +33,13 @@ def task_threads(granted: float) -> int:
     return max(1, min(int(granted), cap) if cap else int(granted))
 
 
+def with_cpu_threads(tcfg: dict) -> dict:
+    """A training config (train.* as a dict) with its torch threads decided: train.cpu_threads
+    when set, else task_threads(train.num_cpus). Returns the same dict."""
+    tcfg["cpu_threads"] = tcfg.get("cpu_threads") or task_threads(tcfg["num_cpus"])
+    return tcfg
+
+
 def cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 

@@ -70,17 +70,18 @@ def pytest_collection_modifyitems(config, items):
         slow = item.get_closest_marker("slow")
         return float(slow.kwargs.get("minutes", 1)) if slow else 0.01
 
+    def unit(item) -> str:
+        return item.nodeid.split("::")[0]
+
     weight: dict[str, float] = {}
     first: dict[str, int] = {}
     for i, item in enumerate(items):
-        unit = item.nodeid.split("::")[0]
-        weight[unit] = weight.get(unit, 0.0) + cost(item)
-        first.setdefault(unit, i)
-    # within a unit its heaviest test first: xdist hands a worker its next unit once 2 of its
-    # tests are left, which should not happen while a long one is still to come
-    order = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda it: (-weight[it.nodeid.split("::")[0]], first[it.nodeid.split("::")[0]], -cost(it),
-                               order[id(it)]))
+        weight[unit(item)] = weight.get(unit(item), 0.0) + cost(item)
+        first.setdefault(unit(item), i)
+    # within a unit its heaviest test first (the sort is stable: ties keep their order): xdist
+    # hands a worker its next unit once 2 of its tests are left, which should not happen while
+    # a long one is still to come
+    items.sort(key=lambda it: (-weight[unit(it)], first[unit(it)], -cost(it)))
 
 
 @pytest.fixture

@@ -28,9 +28,7 @@ def compose_cfg(*overrides: str):
 
 
 def train_cfg(*overrides: str) -> dict:
-    tcfg = OmegaConf.to_container(compose_cfg(*overrides).train, resolve=True)
-    tcfg["cpu_threads"] = tcfg["cpu_threads"] or workers.task_threads(tcfg["num_cpus"])
-    return tcfg
+    return workers.with_cpu_threads(OmegaConf.to_container(compose_cfg(*overrides).train, resolve=True))
 
 
 # --- config rules (unit) -------------------------------------------------------------------

@@ -245,8 +245,7 @@ def train_settings(cfg: DictConfig) -> dict:
     tcfg = OmegaConf.to_container(cfg.train, resolve=True)
     tcfg.pop("per_role", None)
     tcfg.update(OmegaConf.to_container(cfg.dpo.train, resolve=True))
-    tcfg["cpu_threads"] = tcfg["cpu_threads"] or workers.task_threads(tcfg["num_cpus"])
-    return tcfg
+    return workers.with_cpu_threads(tcfg)
 
 
 def train(cfg: DictConfig, paths: DpoPaths, model_path: str, adapters: dict[str, str], pairs_info: dict) -> dict:

@@ -116,9 +116,9 @@ class EnginePool:
         # never ask for more CPUs than the cluster has: Ray would wait forever
         cpus = min(float(engine_cfg.num_cpus_per_replica), float(resources.get("CPU", 1)))
         in_flight = int(engine_cfg.max_in_flight_per_replica)
-        if not gpus and workers.thread_cap():
-            log.info("OMP_NUM_THREADS=%d in this environment caps each engine replica's CPU threads",
-                     workers.thread_cap())
+        cap = workers.thread_cap()
+        if not gpus and cap:
+            log.info("OMP_NUM_THREADS=%d in this environment caps each engine replica's CPU threads", cap)
         self.groups = reserve(replicas, {"CPU": cpus, **({"GPU": tp} if gpus else {})})
         self.kind = str(engine_cfg.kind)
         self.workers = [EngineWorker.options(

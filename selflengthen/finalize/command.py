@@ -277,8 +277,7 @@ def training_config(cfg: DictConfig) -> dict:
     tcfg.pop("per_role", None)
     tcfg.update({k: v for k, v in OmegaConf.to_container(cfg.finalize.training, resolve=True).items()
                  if v is not None})
-    tcfg["cpu_threads"] = tcfg.get("cpu_threads") or workers.task_threads(tcfg["num_cpus"])
-    return tcfg
+    return workers.with_cpu_threads(tcfg)
 
 
 def _ray_get(ref, what: str):
