@@ -117,7 +117,7 @@ class Train(Group):
     bf16: Union[bool, Literal["auto"]] = eg("auto")
     gradient_checkpointing: bool = eg("true")
     logging_steps: int = eg("1", ge=1)
-    cpu_threads: Optional[int] = eg("null (the task's CPUs)", ge=1)
+    cpu_threads: Optional[int] = eg("null (the task's CPUs, capped by OMP_NUM_THREADS)", ge=1)
     num_gpus: float = eg("1", ge=0)
     num_cpus: float = eg("1", gt=0)
     parallel: bool = eg("true")
