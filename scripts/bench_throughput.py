@@ -16,7 +16,12 @@
   (e) evaluation through the OpenAI-compatible engine / through the in-process engine, on
       the same held-out items
 
-    .venv/bin/python scripts/bench_throughput.py [--n 32] [--max-tokens 256] [--model PATH]
+    .venv/bin/python scripts/bench_throughput.py [--n 32] [--samples 2] [--max-tokens 256] [--model PATH]
+
+The width of the work sets (b) and (c): the extension's chains can keep at most
+responses x attempts requests in flight, the raw baseline sends all of its requests at once,
+and the reference caps itself at --threads. `--n 64 --samples 4` (all the shipped English
+seeds, 4 samples each: ~400 chains) is wider than one CPU batch (engine.max_num_seqs 256).
 """
 from __future__ import annotations
 
@@ -53,7 +58,8 @@ REPO = Path(__file__).resolve().parent.parent
 def args_():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model folder (default: the embedded tiny model)")
-    p.add_argument("--n", type=int, default=32, help="instructions (2 samples each; the tiny model's seed file holds 64)")
+    p.add_argument("--n", type=int, default=32, help="instructions (the shipped English seed file holds 64)")
+    p.add_argument("--samples", type=int, default=2, help="samples per instruction (loop.generate.samples)")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--max-model-len", type=int, default=4096)
     p.add_argument("--threads", type=int, default=32, help="client threads of the reference architecture")
@@ -251,7 +257,7 @@ def main() -> None:
 
     tok = AutoTokenizer.from_pretrained(model)
     gen_ids = [render_ids(tok, Request(prompting.generator_request(r["instruction"])))
-               for r in instructions for _ in range(2)]
+               for r in instructions for _ in range(a.samples)]
     raw_gen = raw_llm(model, cfg, gen_ids, samp)
     raw_gen_default = raw_llm(model, cfg, gen_ids, samp, single_process=False)
     attempts = a.attempts or int(cfg.loop.extend.attempts)
@@ -262,7 +268,7 @@ def main() -> None:
     async def ours():
         chain = GenerateChain(pool, samp, check, 1, None, seed=(0, "bench"))
         await complete_all(pool, [Request([{"role": "user", "content": "warm up"}])], samp.with_max_tokens(4))
-        (initial, _), tokens, seconds, _ = await timed(pool, lambda: sample_responses(chain, instructions, 2,
+        (initial, _), tokens, seconds, _ = await timed(pool, lambda: sample_responses(chain, instructions, a.samples,
                                                                                        SampleLog(None)))
         rows["a"] = (tokens / seconds, raw_gen[0] / raw_gen[1])
         rows["a0"] = (tokens / seconds, raw_gen_default[0] / raw_gen_default[1])
@@ -309,7 +315,7 @@ def main() -> None:
         if key in rows:
             ours_tps, base_tps = rows[key]
             print(f"{'(' + key + ')':<4} {names[key]:<48} {ours_tps:>11.0f} {base_tps:>10.0f} {ours_tps / base_tps:>7.2f}")
-    print(f"\nmodel {model}; {len(instructions)} instructions x 2 samples; max_tokens {a.max_tokens}; "
+    print(f"\nmodel {model}; {len(instructions)} instructions x {a.samples} samples; max_tokens {a.max_tokens}; "
           f"extension workload: {len(items)} responses x {attempts} attempts x {a.rounds} rounds "
           f"({ext[2]} requests, {ext[0]} tokens)")
     print(f"raw LLM.generate and the reference's server run in processes of their own, in the layout our engine "
