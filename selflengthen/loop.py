@@ -171,16 +171,20 @@ def record_engine_usage(it: artifacts.IterationPaths, stage: str, before: list[d
     artifacts.write_json(path, usage)
 
 
-def train_configs(cfg: DictConfig) -> dict[str, dict]:
-    """train.* of each role (train.per_role on top), torch threads defaulting to its CPUs."""
-    tcfg = workers.with_cpu_threads(OmegaConf.to_container(cfg.train, resolve=True))
+def train_config(cfg: DictConfig) -> dict:
+    """train.* as a dict, torch threads defaulting to its CPUs (workers.with_cpu_threads)."""
+    return workers.with_cpu_threads(OmegaConf.to_container(cfg.train, resolve=True))
+
+
+def train_configs(tcfg: dict) -> dict[str, dict]:
+    """Each role's training config: train_config() with train.per_role on top."""
     return {role: {**tcfg, **(tcfg["per_role"].get(role) or {})} for role in artifacts.ROLES}
 
 
 def train_both(cfg: DictConfig, it: artifacts.IterationPaths, model_path: str, adapters: dict[str, str]) -> None:
     started = time.time()
-    tcfg = workers.with_cpu_threads(OmegaConf.to_container(cfg.train, resolve=True))
-    role_cfgs = train_configs(cfg)
+    tcfg = train_config(cfg)
+    role_cfgs = train_configs(tcfg)
     gpus, together = ray_train.placement(list(role_cfgs.values()))  # both at once when the cluster has room
     sft_rows = artifacts.read_json(it.stage_manifest("curate"))["counts"]
     roles = {}
@@ -261,7 +265,7 @@ def _run_locked(cfg: DictConfig, seeds: dict[str, list[str]]) -> artifacts.RunPa
         if model_path is None:  # only when there is work: a finished run resumes instantly
             model_path = resolve_model(cfg)
             workers.init_ray(cfg.ray)
-            workers.check_placement(cfg.engine, list(train_configs(cfg).values()))  # or one line now
+            workers.check_placement(cfg.engine, list(train_configs(train_config(cfg)).values()))  # or one line now
         t0 = time.time()
         history.append(run_iteration(cfg, paths, k, model_path, seeds))
         observe.log_finished(paths)

@@ -76,8 +76,9 @@ def pytest_collection_modifyitems(config, items):
     weight: dict[str, float] = {}
     first: dict[str, int] = {}
     for i, item in enumerate(items):
-        weight[unit(item)] = weight.get(unit(item), 0.0) + cost(item)
-        first.setdefault(unit(item), i)
+        u = unit(item)
+        weight[u] = weight.get(u, 0.0) + cost(item)
+        first.setdefault(u, i)
     # within a unit its heaviest test first (the sort is stable: ties keep their order): xdist
     # hands a worker its next unit once 2 of its tests are left, which should not happen while
     # a long one is still to come
