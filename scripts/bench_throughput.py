@@ -17,6 +17,13 @@
       the same held-out items
 
     .venv/bin/python scripts/bench_throughput.py [--n 32] [--samples 2] [--max-tokens 256] [--model PATH]
+        [--repeat 3] [--only a,b,c]
+
+vLLM's speed on a CPU varies between processes by up to ~40% (thread placement), more than
+the differences measured here, so one measurement of each side carries that noise.
+`--repeat K` measures every selected comparison K times, each round with a fresh engine on
+each side, ours and its baseline side by side on the same round's workload, and prints the
+medians and the ratio's range.
 
 The width of the work sets (b) and (c): the extension's chains can keep at most
 responses x attempts requests in flight, the raw baseline sends all of its requests at once,
@@ -31,6 +38,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,7 +58,7 @@ from selflengthen.quality import QualityCheck, rules_from_config
 from selflengthen.samples import SampleLog
 from selflengthen.stages.extend import ExtendChain, extend_responses
 from selflengthen.stages.generate import GenerateChain, sample_responses
-from selflengthen.text import first_half, keep_leading_two_thirds
+from selflengthen.text import continue_after, first_half, keep_leading_two_thirds
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,6 +74,12 @@ def args_():
     p.add_argument("--attempts", type=int, default=None,
                    help="extension attempts per response (default: loop.extend.attempts, 2 as in the paper)")
     p.add_argument("--rounds", type=int, default=2, help="two-stage extension rounds per attempt")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds: every comparison measured this many times, interleaved (ours and its baseline "
+                        "in each round, on that round's workload); the table gives medians and the ratio's range")
+    p.add_argument("--only", type=lambda v: [k.strip() for k in v.split(",") if k.strip()],
+                   default=["a", "a0", "b", "b0", "c", "c0", "d", "e", "e0"],
+                   help="comma-separated comparisons to measure, e.g. a,b,c (default: all)")
     p.add_argument("--raw-job", type=Path, default=None, help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -173,7 +187,7 @@ async def lockstep_extend(engine, items, samp, rounds, attempts):
         s2 = await complete_all(engine, [Request(prompting.extender_request(it["instruction"], current[it["id"]], "en"),
                                                  prefix=p) for (it, _), p in zip(active, prefixes)], samp)
         for (it, _), p, o in zip(active, prefixes, s2):
-            current[it["id"]] = (p + o.text).strip()
+            current[it["id"]] = continue_after(p, o.text)
 
 
 def free_port() -> int:
@@ -234,7 +248,7 @@ def reference_extend(port: int, model: str, items, samp: Sampling, rounds: int, 
                                            temperature=samp.temperature, top_p=samp.top_p, max_tokens=samp.max_tokens,
                                            stop=list(samp.stop), extra_body=extra)
             counted.append(r2.usage.completion_tokens)
-            current = (prefix + r2.choices[0].text).strip()
+            current = continue_after(prefix, r2.choices[0].text)
 
     t = time.time()
     with ThreadPoolExecutor(threads) as pool:
@@ -242,27 +256,31 @@ def reference_extend(port: int, model: str, items, samp: Sampling, rounds: int, 
     return sum(counted), time.time() - t
 
 
-def main() -> None:
-    a = args_()
-    model = a.model or tiny_model()
-    cfg = settings(model, a)
-    samp = sampling(cfg, a.max_tokens)
-    check = QualityCheck(rules_from_config(cfg.loop.quality))
-    seeds = [l for l in (REPO / "selflengthen" / "seeds" / "en.jsonl").read_text().splitlines() if l.strip()]
-    instructions = [{"id": f"b{i}", "language": "en", "instruction": json.loads(l)["instruction"]}
-                    for i, l in enumerate(seeds[: a.n])]
-    rows = {}
+NAMES = {"a": "generate stage vs raw LLM.generate", "a0": "  the same, raw in vLLM's default layout",
+         "b": "extend stage vs raw LLM.generate (same tokens)", "b0": "  the same, raw in vLLM's default layout",
+         "c": "default path vs reference (HTTP, 32 threads)", "c0": "  the same, server in vLLM's default layout",
+         "d": "chains vs lock-step rounds (extend)",
+         "e": "eval: OpenAI-compatible vs in-process engine", "e0": "  the same, server in vLLM's default layout"}
 
-    from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model)
+def one_round(a, model, cfg, samp, check, instructions, tok, ours_first: bool) -> tuple[dict, dict]:
+    """Every selected comparison once, each side on this round's own workload; `ours_first`
+    alternates which side of (a) runs first, so a drift of the machine's speed within a
+    run falls on both sides. Returns {key: (ours tok/s, baseline tok/s)} and the workload."""
+    rows, keys = {}, set(a.only)
     gen_ids = [render_ids(tok, Request(prompting.generator_request(r["instruction"])))
                for r in instructions for _ in range(a.samples)]
-    raw_gen = raw_llm(model, cfg, gen_ids, samp)
-    raw_gen_default = raw_llm(model, cfg, gen_ids, samp, single_process=False)
-    attempts = a.attempts or int(cfg.loop.extend.attempts)
+    raw_gen = {}
 
-    workers.init_ray(OmegaConf.create({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False}))
+    def raw_generation():
+        if "a" in keys:
+            raw_gen["a"] = raw_llm(model, cfg, gen_ids, samp)
+        if "a0" in keys:
+            raw_gen["a0"] = raw_llm(model, cfg, gen_ids, samp, single_process=False)
+
+    if not ours_first:
+        raw_generation()
+    attempts = a.attempts or int(cfg.loop.extend.attempts)
     pool = EnginePool(model, {}, cfg.engine, cfg.model)
 
     async def ours():
@@ -270,54 +288,98 @@ def main() -> None:
         await complete_all(pool, [Request([{"role": "user", "content": "warm up"}])], samp.with_max_tokens(4))
         (initial, _), tokens, seconds, _ = await timed(pool, lambda: sample_responses(chain, instructions, a.samples,
                                                                                        SampleLog(None)))
-        rows["a"] = (tokens / seconds, raw_gen[0] / raw_gen[1])
-        rows["a0"] = (tokens / seconds, raw_gen_default[0] / raw_gen_default[1])
         items = [dict(r, response=r["response"]) for r in initial if first_half(r["response"])[1]] or initial
         ext = ExtendChain(pool, samp, check, 1, a.rounds, 1.2, None, seed=(0, "bench-ext"))
         _, e_tokens, e_seconds, e_requests = await timed(pool, lambda: extend_responses(ext, items, attempts,
                                                                                           SampleLog(None)))
-        _, l_tokens, l_seconds, _ = await timed(pool, lambda: lockstep_extend(pool, items, samp, a.rounds, attempts))
-        return items, (e_tokens, e_seconds, e_requests), (l_tokens, l_seconds)
+        lock = None
+        if "d" in keys:
+            _, l_tokens, l_seconds, _ = await timed(pool, lambda: lockstep_extend(pool, items, samp, a.rounds, attempts))
+            lock = (l_tokens, l_seconds)
+        return tokens / seconds, items, (e_tokens, e_seconds, e_requests), lock
 
-    items, ext, lock = asyncio.run(ours())
-    pool.shutdown()
+    try:
+        gen_tps, items, ext, lock = asyncio.run(ours())
+    finally:
+        pool.shutdown()
+    if ours_first:
+        raw_generation()
+    for key, (tokens, seconds) in raw_gen.items():
+        rows[key] = (gen_tps, tokens / seconds)
+    if lock:
+        rows["d"] = (ext[0] / ext[1], lock[0] / lock[1])
     per_request = max(1, ext[0] // max(1, ext[2]))
     ext_ids = [render_ids(tok, Request(prompting.extender_request(it["instruction"], it["response"], "en")))
                for it in items]
     ext_ids = (ext_ids * (ext[2] // max(1, len(ext_ids)) + 1))[: ext[2]]
-    raw_ext = raw_llm(model, cfg, ext_ids, samp, ignore_eos=True, max_tokens=[per_request] * len(ext_ids))
-    raw_ext_default = raw_llm(model, cfg, ext_ids, samp, ignore_eos=True, max_tokens=[per_request] * len(ext_ids),
-                              single_process=False)
-    rows["b"] = (ext[0] / ext[1], raw_ext[0] / raw_ext[1])
-    rows["b0"] = (ext[0] / ext[1], raw_ext_default[0] / raw_ext_default[1])
-    rows["d"] = (ext[0] / ext[1], lock[0] / lock[1])
+    for key, single_process in (("b", True), ("b0", False)):
+        if key in keys:
+            raw_ext = raw_llm(model, cfg, ext_ids, samp, ignore_eos=True, max_tokens=[per_request] * len(ext_ids),
+                              single_process=single_process)
+            rows[key] = (ext[0] / ext[1], raw_ext[0] / raw_ext[1])
 
     through_server = {}
     for single_process, c_key, e_key in ((True, "c", "e"), (False, "c0", "e0")):
+        if not keys & {c_key, e_key}:
+            continue
         log = Path(tempfile.gettempdir()) / f"bench_server_{c_key}.log"
         proc, port = start_server(model, cfg, log, single_process)
         try:
-            ref = reference_extend(port, model, items, samp, a.rounds, attempts, a.threads)
-            rows[c_key] = (ext[0] / ext[1], ref[0] / ref[1])
-            through_server[e_key] = eval_through_openai(model, cfg, port)
+            if c_key in keys:
+                ref = reference_extend(port, model, items, samp, a.rounds, attempts, a.threads)
+                rows[c_key] = (ext[0] / ext[1], ref[0] / ref[1])
+            if e_key in keys:
+                through_server[e_key] = eval_through_openai(model, cfg, port)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)
-    in_process = eval_in_process(model, cfg)  # the servers are gone: nothing else on the CPUs
-    rows.update({key: (tps, in_process) for key, tps in through_server.items()})
-    names = {"a": "generate stage vs raw LLM.generate", "a0": "  the same, raw in vLLM's default layout",
-             "b": "extend stage vs raw LLM.generate (same tokens)", "b0": "  the same, raw in vLLM's default layout",
-             "c": "default path vs reference (HTTP, 32 threads)", "c0": "  the same, server in vLLM's default layout",
-             "d": "chains vs lock-step rounds (extend)",
-             "e": "eval: OpenAI-compatible vs in-process engine", "e0": "  the same, server in vLLM's default layout"}
-    print(f"\n{'':4} {'comparison':<48} {'ours tok/s':>11} {'baseline':>10} {'ratio':>7}")
-    for key in names:
-        if key in rows:
-            ours_tps, base_tps = rows[key]
-            print(f"{'(' + key + ')':<4} {names[key]:<48} {ours_tps:>11.0f} {base_tps:>10.0f} {ours_tps / base_tps:>7.2f}")
+    if through_server:
+        in_process = eval_in_process(model, cfg)  # the servers are gone: nothing else on the CPUs
+        rows.update({key: (tps, in_process) for key, tps in through_server.items()})
+    workload = {"responses": len(items), "attempts": attempts, "requests": ext[2], "tokens": ext[0]}
+    return rows, workload
+
+
+def main() -> None:
+    a = args_()
+    unknown = set(a.only) - set(NAMES)
+    if unknown:
+        raise SystemExit(f"--only: unknown comparison(s) {sorted(unknown)}; choose from {','.join(NAMES)}")
+    model = a.model or tiny_model()
+    cfg = settings(model, a)
+    samp = sampling(cfg, a.max_tokens)
+    check = QualityCheck(rules_from_config(cfg.loop.quality))
+    seeds = [l for l in (REPO / "selflengthen" / "seeds" / "en.jsonl").read_text().splitlines() if l.strip()]
+    instructions = [{"id": f"b{i}", "language": "en", "instruction": json.loads(l)["instruction"]}
+                    for i, l in enumerate(seeds[: a.n])]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    workers.init_ray(OmegaConf.create({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False}))
+    rounds = []
+    for r in range(a.repeat):
+        rows, workload = one_round(a, model, cfg, samp, check, instructions, tok, ours_first=r % 2 == 1)
+        rounds.append(rows)
+        print(f"round {r + 1}/{a.repeat}: " + ", ".join(f"({k}) {o:.0f}/{b:.0f} = {o / b:.2f}"
+                                                         for k, (o, b) in rows.items())
+              + f"; extension workload {workload['requests']} requests, {workload['tokens']} tokens", flush=True)
+    print(f"\n{'':4} {'comparison':<48} {'ours tok/s':>11} {'baseline':>10} {'ratio':>7}"
+          + (f" {'min-max':>11}" if a.repeat > 1 else ""))
+    for key in NAMES:
+        measured = [rows[key] for rows in rounds if key in rows]
+        if not measured:
+            continue
+        ratios = [o / b for o, b in measured]
+        line = (f"{'(' + key + ')':<4} {NAMES[key]:<48} {statistics.median(o for o, _ in measured):>11.0f} "
+                f"{statistics.median(b for _, b in measured):>10.0f} {statistics.median(ratios):>7.2f}")
+        print(line + (f" {min(ratios):>5.2f}-{max(ratios):.2f}" if a.repeat > 1 else ""))
     print(f"\nmodel {model}; {len(instructions)} instructions x {a.samples} samples; max_tokens {a.max_tokens}; "
-          f"extension workload: {len(items)} responses x {attempts} attempts x {a.rounds} rounds "
-          f"({ext[2]} requests, {ext[0]} tokens)")
+          f"extension workload (last round): {workload['responses']} responses x {workload['attempts']} attempts "
+          f"x {a.rounds} rounds ({workload['requests']} requests, {workload['tokens']} tokens)")
+    if a.repeat > 1:
+        print(f"{a.repeat} rounds, each comparison measured once per round on that round's own workload, the two "
+              f"sides of (a) in alternating order; tok/s and ratio columns are medians over the rounds (the "
+              f"ratio's median, not the medians' ratio), min-max the ratio's range")
     print(f"raw LLM.generate and the reference's server run in processes of their own, in the layout our engine "
           f"uses on a CPU (vLLM's engine and its model in one process, {cpu_threads()} thread(s): "
           f"engine.cpu_single_process) and, for (a0)/(b0)/(c0)/(e0), in vLLM's default layout")

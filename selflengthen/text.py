@@ -54,6 +54,20 @@ def keep_leading_two_thirds(text: str) -> str:
     return "\n\n".join(parts[: (2 * len(parts)) // 3])
 
 
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
+
+
+def continue_after(prefix: str, continuation: str) -> str:
+    """Stage 2's text: the prefix the model was handed as the start of its turn (the kept
+    Stage-1 paragraphs and a blank line), then what it wrote. The model may open with
+    newlines of its own after that blank line; they are dropped, so the join is one
+    paragraph break. Left in, the join holds three newlines, a stop string of the sampling
+    that no generated text contains: a model trained on it learns to stop there."""
+    if prefix:
+        continuation = _LEADING_BLANK_LINES.sub("", continuation)
+    return (prefix + continuation).strip()
+
+
 def keep_lines(text: str, keep_prob: float, rng) -> list[str]:
     """The non-blank lines of text, each kept with probability keep_prob (never none)."""
     lines = [ln for ln in text.split("\n") if ln.strip()]

@@ -11,7 +11,7 @@ from selflengthen.stages.augment import Augmenter
 from selflengthen.stages.curate import degrade, sft_records
 from selflengthen.stages.extend import ExtendChain, extend_responses
 from selflengthen.stages.generate import GenerateChain, sample_responses
-from selflengthen.text import QualityRules, count_words
+from selflengthen.text import QualityRules, continue_after, count_words
 from tests.fakes import ScriptedEngine
 
 RULES = {"en": QualityRules(terminal_marks=(".", "!", "?"), ngram=10, meta_words=("response",)),
@@ -142,6 +142,28 @@ def test_extension_two_stages_prefix_and_acceptance():
     assert rows[0]["words"] == count_words(rows[0]["response"]) and rows[0]["round_words"][0] == 16
     assert all(r.adapter == "extender" for r in engine.requests)
     assert {r.key for r in engine.requests} == {"i0-s0-a0"}
+
+
+def test_extension_joins_stage2_at_one_paragraph_break():
+    """A continuation that opens with newlines of its own (after the prefix's blank line)
+    joins at one blank line: three newlines are a stop string, and a generator trained on
+    texts holding them learns to stop there."""
+    initial = "\n\n".join(f"Part {i} says something." for i in range(4))
+
+    def respond(req, sampling):
+        if not req.prefix:
+            return "One new detail.\n\nTwo new details.\n\nIn conclusion it ends."
+        return "\n  \n    indented rest of it, in depth.\n\nAnd a little more, with one more example."
+
+    rows = run(extend_responses(_extend_chain(ScriptedEngine(respond)), [_initial(initial)], 1, SampleLog(None)))
+    assert rows[0]["response"].startswith("One new detail.\n\nTwo new details.\n\n    indented rest of it")
+    assert "\n\n\n" not in rows[0]["response"]
+
+
+def test_continue_after_keeps_a_continuation_without_prefix_as_written():
+    assert continue_after("", "\n\nText.\n") == "Text."
+    assert continue_after("Kept.\n\n", "\n\n\nRest.") == "Kept.\n\nRest."
+    assert continue_after("Kept.\n\n", "Rest,\n\n\nmore.") == "Kept.\n\nRest,\n\n\nmore."  # only its start
 
 
 def test_extension_rejects_too_little_growth_and_retries():

@@ -26,7 +26,7 @@ from selflengthen.engines import Engine, Request, Sampling
 from selflengthen.quality import QualityCheck
 from selflengthen.resample import drop_short
 from selflengthen.samples import SampleLog, stable_seed
-from selflengthen.text import count_words, first_half, keep_leading_two_thirds
+from selflengthen.text import continue_after, count_words, first_half, keep_leading_two_thirds
 
 
 @dataclass
@@ -72,7 +72,7 @@ class ExtendChain:
             Request(prompting.extender_request(item["instruction"], current, item["language"]), prefix=prefix,
                     adapter=self.adapter, seed=stable_seed(self.seed, *ident, 2), key=key), self.sampling)
         self.stats.stage2_requests += 1
-        return (prefix + stage2.text).strip()
+        return continue_after(prefix, stage2.text)
 
     async def attempt(self, item: dict, index: int) -> dict:
         """One attempt's chain, with its retries; returns its checkpoint entry."""
