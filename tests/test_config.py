@@ -46,8 +46,10 @@ def test_real_presets_use_the_paper_scale_and_tiny_scales_down():
     assert list(qwen.model.languages) == ["en", "zh"]
     tiny = compose_cfg()
     assert tiny.model.path == config.EMBEDDED_TINY and tiny.loop.augment.new_per_language < 100
-    assert tiny.train.per_role.generator.learning_rate > tiny.train.learning_rate  # merged, not replaced
-    assert tiny.train.per_role.extender == {}
+    assert "learning_rate" in tiny.train.per_role.generator and tiny.train.per_role.extender == {}  # merged
+    one_role = compose_cfg("train.per_role.generator.learning_rate=7e-4")
+    assert one_role.train.per_role.generator.learning_rate == 7e-4 and one_role.train.per_role.extender == {}
+    assert one_role.train.learning_rate == tiny.train.learning_rate
     # a user pointing the default at a real model only changes model.path
     real = compose_cfg("model.path=Qwen/Qwen2.5-7B-Instruct")
     assert config.problems(real) == []
