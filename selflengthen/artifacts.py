@@ -3,7 +3,9 @@ atomic (write to a temporary file, then rename), and each stage's manifest is wr
 last so that its presence means the stage completed."""
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -116,15 +118,41 @@ def write_atomically(path: Path, fill) -> None:
         raise disk_error(err, path) from err
 
 
+@contextlib.contextmanager
+def _build_lock(final: Path):
+    """Held while `final` is built: an exclusive flock(2) on `<final>.lock` beside it, so a
+    second process (a test worker, a second `make run`) waits for the first build instead
+    of repeating it. The kernel drops the lock with its holder, however it ends. Where the
+    filesystem cannot lock, builds go ahead unlocked (publish_build keeps the first)."""
+    fd = os.open(final.with_name(final.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no locking here: at worst two processes build the same folder
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def build_once(final: Path, make, announce=None) -> Path:
     """A cached build folder: `final` when its build.json (written last) is there; else
     `announce()`, then `make(tmp)` fills a temporary folder beside it and returns what
     build.json records, and the folder is published into place. An interrupted build
-    leaves nothing behind."""
+    leaves nothing behind. Processes asking for the same folder at once build it once: the
+    others wait for it (`_build_lock`)."""
     if (final / "build.json").exists():
         return final
     if announce is not None:
         announce()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(final):
+        if (final / "build.json").exists():  # built by another process while this one waited
+            return final
+        return _build(final, make)
+
+
+def _build(final: Path, make) -> Path:
     tmp = final.with_name(final.name + f".building-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
