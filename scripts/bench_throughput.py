@@ -78,7 +78,7 @@ def args_():
                    help="rounds: every comparison measured this many times, interleaved (ours and its baseline "
                         "in each round, on that round's workload); the table gives medians and the ratio's range")
     p.add_argument("--only", type=lambda v: [k.strip() for k in v.split(",") if k.strip()],
-                   default=["a", "a0", "b", "b0", "c", "c0", "d", "e", "e0"],
+                   default=list(NAMES),
                    help="comma-separated comparisons to measure, e.g. a,b,c (default: all)")
     p.add_argument("--raw-job", type=Path, default=None, help=argparse.SUPPRESS)
     return p.parse_args()
@@ -263,13 +263,11 @@ NAMES = {"a": "generate stage vs raw LLM.generate", "a0": "  the same, raw in vL
          "e": "eval: OpenAI-compatible vs in-process engine", "e0": "  the same, server in vLLM's default layout"}
 
 
-def one_round(a, model, cfg, samp, check, instructions, tok, ours_first: bool) -> tuple[dict, dict]:
+def one_round(a, model, cfg, samp, check, instructions, gen_ids, tok, ours_first: bool) -> tuple[dict, dict]:
     """Every selected comparison once, each side on this round's own workload; `ours_first`
     alternates which side of (a) runs first, so a drift of the machine's speed within a
     run falls on both sides. Returns {key: (ours tok/s, baseline tok/s)} and the workload."""
     rows, keys = {}, set(a.only)
-    gen_ids = [render_ids(tok, Request(prompting.generator_request(r["instruction"])))
-               for r in instructions for _ in range(a.samples)]
     raw_gen = {}
 
     def raw_generation():
@@ -308,6 +306,9 @@ def one_round(a, model, cfg, samp, check, instructions, tok, ours_first: bool) -
         rows[key] = (gen_tps, tokens / seconds)
     if lock:
         rows["d"] = (ext[0] / ext[1], lock[0] / lock[1])
+    if ext[2] == 0:
+        raise SystemExit("the extension made no request (no draft had two paragraphs to split): "
+                         "raise --n, --samples or --max-tokens")
     per_request = max(1, ext[0] // max(1, ext[2]))
     ext_ids = [render_ids(tok, Request(prompting.extender_request(it["instruction"], it["response"], "en")))
                for it in items]
@@ -355,10 +356,12 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model)
+    gen_ids = [render_ids(tok, Request(prompting.generator_request(r["instruction"])))
+               for r in instructions for _ in range(a.samples)]  # the same prompts every round
     workers.init_ray(OmegaConf.create({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False}))
     rounds = []
     for r in range(a.repeat):
-        rows, workload = one_round(a, model, cfg, samp, check, instructions, tok, ours_first=r % 2 == 1)
+        rows, workload = one_round(a, model, cfg, samp, check, instructions, gen_ids, tok, ours_first=r % 2 == 1)
         rounds.append(rows)
         print(f"round {r + 1}/{a.repeat}: " + ", ".join(f"({k}) {o:.0f}/{b:.0f} = {o / b:.2f}"
                                                          for k, (o, b) in rows.items())
