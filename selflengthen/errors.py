@@ -1,10 +1,19 @@
 """The one exception type for user-facing problems: the CLI prints its message as a
 single line (what is wrong and how to fix it) instead of a traceback. SIGTERM is turned
-into `Terminated`, so a terminated command stops the way Ctrl-C stops it."""
+into `Terminated`, so a terminated command stops the way Ctrl-C stops it.
+
+Inside an event loop (`run_async`), SIGTERM does not raise where it lands (in some
+chain's task, half-way through a write): it cancels the loop's main task, as asyncio
+does for Ctrl-C, so every `finally` and `async with` unwinds in its own task and
+context, and `Terminated` is raised once the loop has stopped."""
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
+from typing import Any, Coroutine, TypeVar
+
+T = TypeVar("T")
 
 
 class UserError(Exception):
@@ -15,8 +24,47 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (`kill PID`, a scheduler's notice before it kills): stops like Ctrl-C."""
 
 
+class _MainTask:
+    """The main task of the `run_async` call in progress, and whether SIGTERM cancelled it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.task, self.terminated = loop, None, False
+
+
+_RUNNING: list[_MainTask] = []  # innermost last (a nested call runs in a worker thread, not here)
+
+
 def _raise_terminated(signum, frame) -> None:
+    main = _RUNNING[-1] if _RUNNING else None
+    if main is not None and main.task is not None and not main.terminated:
+        main.terminated = True  # a second SIGTERM raises at once, like a second Ctrl-C
+        main.loop.call_soon_threadsafe(main.task.cancel)
+        return
     raise Terminated()
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run`, with SIGTERM cancelling the main task (then raising `Terminated`)
+    instead of raising inside whichever task it interrupts. Every command's event loop
+    runs through here."""
+    if threading.current_thread() is not threading.main_thread():
+        return asyncio.run(coro)
+    with asyncio.Runner() as runner:
+        main = _MainTask(runner.get_loop())
+
+        async def watched() -> T:
+            main.task = asyncio.current_task()
+            return await coro
+
+        _RUNNING.append(main)
+        try:
+            return runner.run(watched())
+        except asyncio.CancelledError:
+            if main.terminated:
+                raise Terminated() from None
+            raise
+        finally:
+            _RUNNING.remove(main)
 
 
 def sigterm_stops_like_ctrl_c() -> None:

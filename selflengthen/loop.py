@@ -8,7 +8,6 @@ manifest exists is skipped, so re-running the same command resumes where it stop
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import time
@@ -21,7 +20,7 @@ from selflengthen import artifacts, config, metrics, observe, smollm2_model, wor
 from selflengthen.engines import Sampling, merge_usage, usage_delta
 from selflengthen.engines.factory import serving
 from selflengthen.evaluation import in_run
-from selflengthen.errors import UserError
+from selflengthen.errors import UserError, run_async
 from selflengthen.quality import QualityCheck, rules_from_config
 from selflengthen.runlock import RunLock
 from selflengthen.stages import augment, curate, generate, synth, train
@@ -96,7 +95,7 @@ def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path
     adapters = previous_adapters(paths, k)
     timings: dict[str, float] = {}
     if not all(it.stage_done(s) for s in ("augment", "generate", "extend")):
-        timings = asyncio.run(generation_stages(cfg, paths, it, model_path, adapters, seeds))
+        timings = run_async(generation_stages(cfg, paths, it, model_path, adapters, seeds))
     if not it.stage_done("curate"):
         curate.run(cfg, it)
     if not it.stage_done("train"):

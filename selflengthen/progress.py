@@ -166,7 +166,10 @@ def activate(reporter: StageProgress | None) -> contextvars.Token:
 
 
 def deactivate(token: contextvars.Token) -> None:
-    _CURRENT.reset(token)
+    try:
+        _CURRENT.reset(token)
+    except ValueError:  # unwinding in another context (an interrupted event loop): nothing is current
+        _CURRENT.set(None)
 
 
 def expect(total: int, done: int = 0) -> None:

@@ -414,3 +414,50 @@ def test_generate_killed_between_its_data_and_its_manifest_redoes_no_sample(tmp_
     stats = asyncio.run(generate.run(cfg, it, again, Sampling(), check, None))
     assert again.requests == [] and stats["resumed_samples"] == samples
     assert sha256(it.initial) == data and it.stage_done("generate") and not it.checkpoint("generate").exists()
+
+
+def test_sigterm_inside_an_event_loop_cancels_its_main_task_and_every_chain_unwinds_in_its_own_task(caplog):
+    """SIGTERM landing inside one chain's task (here: a blocking write) must not raise
+    there: the loop's main task is cancelled, every chain's `finally` runs in its own task
+    and context (a stage's progress reporter is reset where it was set), nothing is left
+    pending, and `Terminated` comes out of `run_async` once the loop has stopped. Raising
+    in the interrupted task instead left the main task pending and logged a traceback."""
+    import asyncio
+    import contextvars
+    import logging
+
+    from selflengthen.errors import Terminated, run_async, sigterm_stops_like_ctrl_c
+
+    current = contextvars.ContextVar("current", default=None)
+    unwound: list[str] = []
+
+    async def chain(i: int) -> None:
+        try:
+            if i == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)  # blocking, as an fsync is: the signal's handler runs inside this task
+            await asyncio.sleep(30)
+        finally:
+            unwound.append(f"chain {i}")
+
+    async def stage() -> None:
+        token = current.set("stage")
+        try:
+            await asyncio.gather(*(chain(i) for i in range(4)))
+        finally:
+            current.reset(token)  # ValueError if this ran in another context
+            unwound.append("stage")
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        sigterm_stops_like_ctrl_c()
+        caplog.set_level(logging.ERROR, logger="asyncio")
+        started = time.time()
+        with pytest.raises(Terminated):
+            run_async(stage())
+        assert time.time() - started < 10
+        assert sorted(unwound) == ["chain 0", "chain 1", "chain 2", "chain 3", "stage"]
+        assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+        assert run_async(asyncio.sleep(0, "again")) == "again"  # the next loop is not cancelled
+    finally:
+        signal.signal(signal.SIGTERM, before)

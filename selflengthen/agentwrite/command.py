@@ -16,7 +16,6 @@ Results go to `<out_dir>/<name>/`:
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -26,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from selflengthen import artifacts
 from selflengthen.agentwrite import mix
-from selflengthen.errors import UserError
+from selflengthen.errors import UserError, run_async
 from selflengthen.prompting import LANGUAGES
 from selflengthen.quality import QualityCheck, rules_from_config
 from selflengthen.samples import stable_seed
@@ -139,7 +138,7 @@ def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
                                         sampling=loop.sampling_from(cfg),
                                         adapter="generator" if adapters else None, checkpoint=checkpoint)
 
-    rows, stats = asyncio.run(written())
+    rows, stats = run_async(written())
     (out / "metrics.json").unlink(missing_ok=True)  # written last again
     check = QualityCheck(rules_from_config(cfg.loop.quality))
     kept, dropped = keep_rows(rows, cfg.agentwrite.filter, check)

@@ -30,7 +30,7 @@ from selflengthen import artifacts
 from selflengthen.dpo import pairs as pairing
 from selflengthen.engines import Request, Sampling
 from selflengthen.engines.factory import serving
-from selflengthen.errors import UserError
+from selflengthen.errors import UserError, run_async
 from selflengthen.evaluation import runner, scoring
 from selflengthen.evaluation.benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_items
 from selflengthen.evaluation.command import judge_engine, judge_settings, model_and_adapter
@@ -188,7 +188,7 @@ def make_samples(cfg: DictConfig, paths: DpoPaths, bench: Benchmark, items: list
                 await _sample(engine, bench, items, k, sampling, "generator" if adapters else None,
                               int(cfg.seed), done)
 
-        asyncio.run(sampled())
+        run_async(sampled())
     rows = [done.done[sample_id(item, j)] for item in items for j in range(k)]
     info: dict = {"score": "S=(S_l+S_q)/2" if judged else "S_l (judge=none)"}
     if judged:
@@ -199,7 +199,7 @@ def make_samples(cfg: DictConfig, paths: DpoPaths, bench: Benchmark, items: list
                 return await runner.run_judge(engine, bench, rows, runner.EvalPaths(paths.root), j_sampling,
                                               retries, jmeta)
 
-        rows, info["judge"] = asyncio.run(judged_rows())
+        rows, info["judge"] = run_async(judged_rows())
     elif cfg.judge.kind != "none":
         info["score"] = f"S_l ({bench.name} has no judge rubric)"
     for row in rows:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
+from selflengthen.errors import run_async
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -100,7 +102,7 @@ async def complete_all(engine: Engine, requests: Iterable[Request], sampling: Sa
 
 def run_batch(engine: Engine, requests: list[Request], sampling: Sampling) -> list[str]:
     """Blocking convenience for scripts with no event loop of their own."""
-    return [c.text for c in asyncio.run(complete_all(engine, requests, sampling))]
+    return [c.text for c in run_async(complete_all(engine, requests, sampling))]
 
 
 @dataclass

@@ -10,7 +10,6 @@ go to `<out_dir>/<name>/` per benchmark: predictions.jsonl, summary.json (last),
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -24,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from selflengthen import config
 from selflengthen.engines import Sampling
 from selflengthen.engines.factory import serving
-from selflengthen.errors import UserError
+from selflengthen.errors import UserError, run_async
 from selflengthen.evaluation import runner, scoring
 from selflengthen.evaluation.benchmarks import Benchmark, benchmark_file, get_benchmark, load_items
 from selflengthen.samples import SampleLog
@@ -156,7 +155,7 @@ def run_eval(cfg: DictConfig) -> list[tuple[dict, Path]]:
                                                                      sampling, retries, jmeta)
                         results[i] = (rows, meta)
 
-        asyncio.run(judged())
+        run_async(judged())
     return [(runner.finish(runner.EvalPaths(out), bench, rows, {"name": out.name, **meta}), out)
             for bench, out, (rows, meta) in zip(benches, outs, results)]
 
@@ -233,7 +232,7 @@ def generate(cfg: DictConfig, benches: list, paths: list[runner.EvalPaths], limi
                 results[id(plan)] = (rows, {**meta, "sampling": plan.sampling_meta, "engine": str(cfg.engine.kind),
                                             **generation})
 
-    asyncio.run(predicted())
+    run_async(predicted())
     return [results[id(plan)] for plan in plans]
 
 

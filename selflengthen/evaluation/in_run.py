@@ -6,7 +6,6 @@ after training. Results: `iter_<k>/eval/<benchmark>/`, a headline in `iter_<k>/m
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from omegaconf import DictConfig
 from selflengthen import artifacts
 from selflengthen.engines import Engine
 from selflengthen.engines.factory import serving
-from selflengthen.errors import UserError
+from selflengthen.errors import UserError, run_async
 from selflengthen.evaluation import runner
 from selflengthen.evaluation.benchmarks import get_benchmark, load_items
 
@@ -133,4 +132,4 @@ def catch_up(cfg: DictConfig, paths: artifacts.RunPaths, model_path: str, iterat
             async with serving(model_path, adapters, cfg) as engine:
                 await evaluate_generator(cfg, paths, k, engine, "generator" if adapters else None)
 
-        asyncio.run(go())
+        run_async(go())

@@ -20,7 +20,6 @@ over them, and `engine`, `ray`, `judge` and `paths` come from the command line.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -32,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from selflengthen import artifacts, config, workers
 from selflengthen.engines.factory import serving
-from selflengthen.errors import UserError
+from selflengthen.errors import UserError, run_async
 from selflengthen.finalize.collect import collect
 from selflengthen.finalize.constraints import ConstraintConfig
 from selflengthen.finalize.export import export
@@ -349,7 +348,7 @@ def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_pa
                 cfg, engine, adapter, list(cfg.eval.benchmarks), lambda name: fp.root / "eval" / name,
                 meta={"final_model": served, "adapter": adapter}, label="finalize")
 
-    results = {name: in_run.headline(summary) for name, summary in asyncio.run(go()).items()}
+    results = {name: in_run.headline(summary) for name, summary in run_async(go()).items()}
     last = in_run.load(run).get(run.iterations()[-1].k, {})
     return write_step(fp, "eval", started, results, served=served, adapter=adapter,
                       last_iteration={name: last.get(name) for name in results})
@@ -380,7 +379,7 @@ def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPath
         model_path = resolve_model(cfg)
         fp.manifest.unlink(missing_ok=True)  # incomplete until every wanted step is done again
         if "constrain" in todo or "collect" in todo:
-            asyncio.run(data_steps(cfg, run, fp, model_path, todo))
+            run_async(data_steps(cfg, run, fp, model_path, todo))
         if "export" in todo:
             export_step(cfg, run, fp, model_path)
         if "train" in todo:
