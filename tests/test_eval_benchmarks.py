@@ -138,7 +138,7 @@ def test_benchmark_descriptions():
 
 def test_heldout_tiny_ships_with_the_package():
     items = load_items("heldout_tiny")
-    assert 25 <= len(items) <= 40
+    assert 80 <= len(items) <= 100  # 90: a 30-item set measured the same model 20-36 words apart
     assert {i["language"] for i in items} == {"en"}
     lengths = {i["length"] for i in items}
     assert min(lengths) == 50 and max(lengths) == 800 and len(lengths) >= 8
