@@ -5,7 +5,9 @@
       / raw `vllm.LLM.generate` on the same prompts and sampling
   (b) extension stage (dependent Stage 1 -> Stage 2 chains, `--attempts` per response as
       loop.extend.attempts) tokens/s
-      / raw `LLM.generate` producing the same number of tokens (same requests, ignore_eos)
+      / raw `LLM.generate` replaying the very requests the chains sent, all at once: the same
+        prompt tokens, and each request's own generated length (ignore_eos, max_tokens = what
+        it generated), so the same tokens without the dependencies between them
   The raw baselines run in a process of their own, in the process layout our engine uses
   on a CPU (engine.cpu_single_process) and, as (a0)/(b0), in vLLM's default layout.
   (c) our default path on the extension workload
@@ -164,6 +166,22 @@ def raw_job(path: Path) -> None:
     llm.llm_engine.engine_core.shutdown()
 
 
+class Recorder:
+    """An engine in front of ours that notes each request and how many tokens it generated,
+    for (b)'s baseline to replay them."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    def usage(self) -> dict:
+        return self.engine.usage()
+
+    async def complete(self, request: Request, samp: Sampling):
+        done = await self.engine.complete(request, samp)
+        self.calls.append((request, done.completion_tokens))
+        return done
+
+
 async def timed(engine, coro_factory):
     before = engine.usage()
     t = time.time()
@@ -280,6 +298,7 @@ def one_round(a, model, cfg, samp, check, instructions, gen_ids, tok, ours_first
         raw_generation()
     attempts = a.attempts or int(cfg.loop.extend.attempts)
     pool = EnginePool(model, {}, cfg.engine, cfg.model)
+    recorder = Recorder(pool)
 
     async def ours():
         chain = GenerateChain(pool, samp, check, 1, None, seed=(0, "bench"))
@@ -287,7 +306,7 @@ def one_round(a, model, cfg, samp, check, instructions, gen_ids, tok, ours_first
         (initial, _), tokens, seconds, _ = await timed(pool, lambda: sample_responses(chain, instructions, a.samples,
                                                                                        SampleLog(None)))
         items = [dict(r, response=r["response"]) for r in initial if first_half(r["response"])[1]] or initial
-        ext = ExtendChain(pool, samp, check, 1, a.rounds, 1.2, None, seed=(0, "bench-ext"))
+        ext = ExtendChain(recorder, samp, check, 1, a.rounds, 1.2, None, seed=(0, "bench-ext"))
         _, e_tokens, e_seconds, e_requests = await timed(pool, lambda: extend_responses(ext, items, attempts,
                                                                                           SampleLog(None)))
         lock = None
@@ -309,14 +328,11 @@ def one_round(a, model, cfg, samp, check, instructions, gen_ids, tok, ours_first
     if ext[2] == 0:
         raise SystemExit("the extension made no request (no draft had two paragraphs to split): "
                          "raise --n, --samples or --max-tokens")
-    per_request = max(1, ext[0] // max(1, ext[2]))
-    ext_ids = [render_ids(tok, Request(prompting.extender_request(it["instruction"], it["response"], "en")))
-               for it in items]
-    ext_ids = (ext_ids * (ext[2] // max(1, len(ext_ids)) + 1))[: ext[2]]
+    replay = [(render_ids(tok, request), max(1, tokens)) for request, tokens in recorder.calls]
     for key, single_process in (("b", True), ("b0", False)):
         if key in keys:
-            raw_ext = raw_llm(model, cfg, ext_ids, samp, ignore_eos=True, max_tokens=[per_request] * len(ext_ids),
-                              single_process=single_process)
+            raw_ext = raw_llm(model, cfg, [ids for ids, _ in replay], samp, ignore_eos=True,
+                              max_tokens=[n for _, n in replay], single_process=single_process)
             rows[key] = (ext[0] / ext[1], raw_ext[0] / raw_ext[1])
 
     through_server = {}
