@@ -58,13 +58,16 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
         _RUNNING.append(main)
         try:
-            return runner.run(watched())
+            result = runner.run(watched())
         except asyncio.CancelledError:
             if main.terminated:
                 raise Terminated() from None
             raise
         finally:
             _RUNNING.remove(main)
+        if main.terminated:  # SIGTERM came as the main task was ending: stop all the same
+            raise Terminated()
+        return result
 
 
 def sigterm_stops_like_ctrl_c() -> None:

@@ -461,3 +461,23 @@ def test_sigterm_inside_an_event_loop_cancels_its_main_task_and_every_chain_unwi
         assert run_async(asyncio.sleep(0, "again")) == "again"  # the next loop is not cancelled
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_sigterm_as_the_event_loops_main_task_ends_still_stops():
+    """A SIGTERM whose cancellation comes too late (the main task has already returned)
+    must not be lost: `run_async` raises Terminated instead of returning."""
+    import asyncio
+
+    from selflengthen.errors import Terminated, run_async, sigterm_stops_like_ctrl_c
+
+    async def ends_right_after_the_signal() -> str:
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here and schedules the cancel ...
+        return "done"  # ... which finds the task finished
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        sigterm_stops_like_ctrl_c()
+        with pytest.raises(Terminated):
+            run_async(ends_right_after_the_signal())
+    finally:
+        signal.signal(signal.SIGTERM, before)
