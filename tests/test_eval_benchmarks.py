@@ -199,3 +199,20 @@ def test_blank_lines_and_bom_are_fine_and_ids_count_lines(tmp_path):
         load_items("longbench_write", path, limit=0)
     with pytest.raises(UserError, match="languages"):
         load_items("longbench_write", path, languages=["fr"])
+
+
+def test_heldout_tiny_measures_past_the_loops_cap_with_the_loops_sampling_otherwise():
+    """The held-out set has a budget of its own above the tiny preset's 1,024-token cap
+    (a generator trained towards the cap is measured by what it writes, not cut off where
+    the loop cuts), keeps the loop's temperature and stop strings, and eval.max_tokens and
+    the context still cap it."""
+    from selflengthen.engines import Sampling
+    from selflengthen.evaluation.runner import bench_sampling
+
+    loop = Sampling(temperature=0.7, max_tokens=1024, stop=("---",))
+    sampling, meta = bench_sampling(get_benchmark("heldout_tiny"), loop, None, 8192)
+    assert sampling.max_tokens > 1024 and meta["capped_by"] is None
+    assert (sampling.temperature, sampling.stop) == (0.7, ("---",))
+    assert bench_sampling(get_benchmark("heldout_tiny"), loop, 512, 8192)[0].max_tokens == 512
+    assert bench_sampling(get_benchmark("heldout_tiny"), loop, None, 1500)[0].max_tokens == 1500
+    assert bench_sampling(get_benchmark("longen"), loop, None, 8192)[0].max_tokens == 1024  # LonGen: the loop's
