@@ -120,7 +120,8 @@ def raw_llm(model, cfg, prompts_ids, samp: Sampling, ignore_eos=False, max_token
     (a frontend, an engine core and a model worker, one process each)."""
     job = {"model": model, "max_model_len": int(cfg.model.max_model_len), "prompts": prompts_ids,
            "sampling": {"temperature": samp.temperature, "top_p": samp.top_p, "top_k": samp.top_k,
-                        "repetition_penalty": samp.repetition_penalty, "stop": list(samp.stop)},
+                        "repetition_penalty": samp.repetition_penalty,
+                        "stop": [] if ignore_eos else list(samp.stop)},  # ignore_eos: exactly max_tokens each
            "end_of_turn": list(cfg.model.end_of_turn), "ignore_eos": ignore_eos,
            "max_tokens": max_tokens or [samp.max_tokens] * len(prompts_ids)}
     with tempfile.TemporaryDirectory() as tmp:
