@@ -174,9 +174,6 @@ class Recorder:
     def __init__(self, engine):
         self.engine, self.calls = engine, []
 
-    def usage(self) -> dict:
-        return self.engine.usage()
-
     async def complete(self, request: Request, samp: Sampling):
         done = await self.engine.complete(request, samp)
         self.calls.append((request, done.completion_tokens))

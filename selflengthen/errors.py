@@ -31,11 +31,11 @@ class _MainTask:
         self.loop, self.task, self.terminated = loop, None, False
 
 
-_RUNNING: list[_MainTask] = []  # innermost last (a nested call runs in a worker thread, not here)
+_running: _MainTask | None = None  # one at most: a loop cannot start inside a running one on this thread
 
 
 def _raise_terminated(signum, frame) -> None:
-    main = _RUNNING[-1] if _RUNNING else None
+    main = _running
     if main is not None and main.task is not None and not main.terminated:
         main.terminated = True  # a second SIGTERM raises at once, like a second Ctrl-C
         main.loop.call_soon_threadsafe(main.task.cancel)
@@ -47,6 +47,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """`asyncio.run`, with SIGTERM cancelling the main task (then raising `Terminated`)
     instead of raising inside whichever task it interrupts. Every command's event loop
     runs through here."""
+    global _running
     if threading.current_thread() is not threading.main_thread():
         return asyncio.run(coro)
     with asyncio.Runner() as runner:
@@ -56,7 +57,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
             main.task = asyncio.current_task()
             return await coro
 
-        _RUNNING.append(main)
+        _running = main
         try:
             result = runner.run(watched())
         except asyncio.CancelledError:
@@ -64,7 +65,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
                 raise Terminated() from None
             raise
         finally:
-            _RUNNING.remove(main)
+            _running = None
         if main.terminated:  # SIGTERM came as the main task was ending: stop all the same
             raise Terminated()
         return result

@@ -168,7 +168,7 @@ def activate(reporter: StageProgress | None) -> contextvars.Token:
 def deactivate(token: contextvars.Token) -> None:
     try:
         _CURRENT.reset(token)
-    except ValueError:  # unwinding in another context (an interrupted event loop): nothing is current
+    except ValueError:  # unwinding in another context (a second SIGTERM raises inside whichever task it hits)
         _CURRENT.set(None)
 
 

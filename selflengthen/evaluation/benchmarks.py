@@ -22,7 +22,8 @@ LONGEN_KINDS = ("about", "range", "above", "below")
 @dataclass(frozen=True)
 class Benchmark:
     """One benchmark. `temperature`/`max_new_tokens` are the paper's own inference
-    settings; None means "use the loop's sampling" (LonGen prescribes none)."""
+    settings (heldout_tiny's budget is ours); None means "use the loop's sampling" (LonGen
+    prescribes none)."""
 
     name: str
     default_file: str  # the file's usual name (a package resource for heldout_tiny)
