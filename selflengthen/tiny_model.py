@@ -65,8 +65,11 @@ class TinyRecipe:
     num_heads: int = 2
     num_kv_heads: int = 1
     max_position_embeddings: int = 8192
-    seq_len: int = 1024  # long windows: the extender reads a whole response and writes a longer one
-    batch_size: int = 2
+    # Long windows: the extender reads a whole response and writes a longer one, and a model
+    # never trained past position N stops ending its texts there. 1,024-token windows held
+    # the kept extensions under ~450 words; 2,048 let them reach ~800 (docs/demo_experiments.md).
+    seq_len: int = 2048
+    batch_size: int = 1  # one window per step: the same tokens per step as 2 x 1,024
     steps: int = 1800  # 900 left a model that repeats itself once its drafts pass ~300 words
     learning_rate: float = 3e-3
     list_examples: int = 400
@@ -248,4 +251,4 @@ def ensure_tiny_model(cache_dir: Path, recipe: TinyRecipe | None = None, log=pri
         return info
 
     return build_once(final, make, announce=lambda: log(
-        f"building the embedded tiny model into {final} (once; about 4 minutes on 2 cores)"))
+        f"building the embedded tiny model into {final} (once; about 5.5 minutes on 2 cores)"))
