@@ -251,4 +251,4 @@ def ensure_tiny_model(cache_dir: Path, recipe: TinyRecipe | None = None, log=pri
         return info
 
     return build_once(final, make, announce=lambda: log(
-        f"building the embedded tiny model into {final} (once; about 5.5 minutes on 2 cores)"))
+        f"building the embedded tiny model into {final} (once; about 5-6 minutes on 2 cores)"))
