@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.selflengthen-installed
 ARGS ?=
 
-.PHONY: run test inspect setup clean-venv
+.PHONY: run test inspect setup lock clean-venv
 
 run: $(STAMP)
 	$(PY) -m selflengthen run iterations=4 $(ARGS)
@@ -18,8 +18,12 @@ inspect: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup_venv.sh
+$(STAMP): pyproject.toml scripts/setup_venv.sh locks/cpu.txt locks/gpu.txt
 	VENV=$(VENV) bash scripts/setup_venv.sh
+
+# re-resolve locks/cpu.txt and locks/gpu.txt (the versions every machine installs); commit them
+lock:
+	bash scripts/lock.sh
 
 clean-venv:
 	rm -rf $(VENV)
