@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+from selflengthen import suggested
+
 WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.safetensors.index.json", "*.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
@@ -34,7 +36,7 @@ def hub_problems(repo_id: str, key: str = "model.path") -> tuple[list[str], int 
     snapshot = hub_snapshot(repo_id)
     if snapshot is not None:
         return folder_problems(snapshot, key, shown=repo_id)
-    fetch = (f"download it first where there is a network: huggingface-cli download {repo_id} (then copy "
+    fetch = (f"download it first where there is a network: {suggested.HF_DOWNLOAD} {repo_id} (then copy "
              f"~/.cache/huggingface here), or give a local model folder")
     if offline():
         return [f"{key}={repo_id} is not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE or "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import ray
 
+from selflengthen import suggested
 from selflengthen.errors import UserError, sigterm_stops_like_ctrl_c
 from selflengthen.training import strategy
 
@@ -66,7 +67,7 @@ def resolve_address(address: str) -> tuple[str, str]:
     text = found.read_text(encoding="utf-8", errors="replace").strip() if found.is_file() else ""
     if not text:
         raise UserError(f"ray.address=auto found no running Ray cluster: RAY_ADDRESS is unset and {found} does not "
-                        "exist (`ray start --head` writes it); start the cluster on this node (ray start --head), "
+                        f"exist (`{suggested.RAY_START_HEAD}` writes it); start the cluster on this node ({suggested.RAY_START_HEAD}), "
                         "give its address (ray.address=HOST:6379 or ray://HOST:10001), or set ray.address=null "
                         "for a local instance")
     return text, f"ray.address=auto ({text}, from {found})"
@@ -85,7 +86,7 @@ def check_reachable(address: str, timeout_s: float) -> str:
     except OSError as err:
         reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
         raise UserError(f"cannot reach the Ray cluster at {named} within "
-                        f"ray.connect_timeout_s={timeout_s:g} s ({reason}); start it there (ray start --head), "
+                        f"ray.connect_timeout_s={timeout_s:g} s ({reason}); start it there ({suggested.RAY_START_HEAD}), "
                         "fix the address, or set ray.address=null for a local instance") from err
     return address
 
@@ -102,7 +103,7 @@ def init_ray(ray_cfg) -> None:
             ray.init(address=address, log_to_driver=bool(ray_cfg.log_to_driver))
         except (ConnectionError, RuntimeError, TimeoutError) as err:
             raise UserError(f"cannot connect to the Ray cluster at ray.address={ray_cfg.address}: "
-                            f"{str(err).strip().splitlines()[0][:200]}; start it (ray start --head) or set "
+                            f"{str(err).strip().splitlines()[0][:200]}; start it ({suggested.RAY_START_HEAD}) or set "
                             "ray.address=null for a local instance") from err
     else:
         # the dashboard serves the cluster's jobs and logs without authentication: off, or on loopback only
@@ -138,7 +139,7 @@ def placement_problem(engine_cfg, train_cfgs: list[dict], total_gpus: float, nod
         found += strategy.cluster_problems({"workers": 1, "strategy": "ddp", **rc}, total_gpus, total_cpus)
     if not found:
         return None
-    return "; ".join(dict.fromkeys(found)) + " (`ray status` lists the cluster's GPUs and CPUs)"
+    return "; ".join(dict.fromkeys(found)) + f" (`{suggested.RAY_STATUS}` lists the cluster's GPUs and CPUs)"
 
 
 def check_placement(engine_cfg, train_cfgs: list[dict]) -> None:

@@ -23,7 +23,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from selflengthen import workers
+from selflengthen import suggested, workers
 from selflengthen.engines.base import Completion, Request, Sampling, merge_usage
 from selflengthen.errors import UserError
 
@@ -98,7 +98,7 @@ def reserve(replicas: int, bundle: dict, wait_s: float = PLACEMENT_WAIT_S) -> li
             need = ", ".join(f"{v:g} {k}" for k, v in bundle.items())
             raise UserError(f"cannot place engine replica {i + 1} of {replicas} ({need} on one node) within "
                             f"{wait_s:g} s: the cluster's resources are taken by other work or not there "
-                            f"(`ray status`); lower engine.replicas or engine.tensor_parallel_size, or free them")
+                            f"(`{suggested.RAY_STATUS}`); lower engine.replicas or engine.tensor_parallel_size, or free them")
     return groups
 
 

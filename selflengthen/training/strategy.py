@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 
+from selflengthen import suggested
+
 STRATEGIES = ("ddp", "fsdp", "deepspeed")
 SHARDED = ("fsdp", "deepspeed")  # weights split across GPUs: GPUs only
 
@@ -47,7 +49,7 @@ def config_problems(tcfg: dict) -> list[str]:
     out = []
     if tcfg.get("strategy") == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
         out.append("train.strategy=deepspeed needs the deepspeed package, which is not installed: "
-                   "pip install deepspeed (or use train.strategy=fsdp)")
+                   f"{suggested.PIP_INSTALL} deepspeed (or use train.strategy=fsdp)")
     if tcfg.get("cpu_offload") is True and tcfg.get("strategy") == "ddp":
         out.append("train.cpu_offload=true needs train.strategy=fsdp or train.strategy=deepspeed "
                    "(ddp keeps a whole copy of the model on every worker)")
