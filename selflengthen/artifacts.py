@@ -135,6 +135,16 @@ def _build_lock(final: Path):
         os.close(fd)  # releases the lock
 
 
+def model_build(model_path: str) -> dict | None:
+    """What an embedded model's build.json says made it (its recipe key and fingerprint:
+    corpus, libraries, weights digest), for a run's manifests; None for any other model."""
+    info = Path(model_path) / "build.json"
+    if not info.is_file():
+        return None
+    built = read_json(info)
+    return {k: built[k] for k in ("key", "fingerprint", "recipe", "final_loss") if k in built}
+
+
 def build_once(final: Path, make, announce=None) -> Path:
     """A cached build folder: `final` when its build.json (written last) is there; else
     `announce()`, then `make(tmp)` fills a temporary folder beside it and returns what

@@ -16,7 +16,7 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen import artifacts, config, metrics, observe, smollm2_model, workers
+from selflengthen import artifacts, config, metrics, observe, precision, smollm2_model, workers
 from selflengthen.engines import Sampling, merge_usage, usage_delta
 from selflengthen.engines.factory import serving
 from selflengthen.evaluation import in_run
@@ -107,7 +107,9 @@ def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path
     artifacts.write_json(it.metrics, result)
     artifacts.write_json(it.manifest, {"iteration": k, "complete": True, "metrics": "metrics.json",
                                        "adapters": {r: str(it.adapter(r).relative_to(it.root)) for r in artifacts.ROLES},
-                                       "model": model_path, "versions": artifacts.package_versions()})
+                                       "model": model_path, "model_build": artifacts.model_build(model_path),
+                                       "dtype": served_dtype(cfg),
+                                       "versions": artifacts.package_versions()})
     return result
 
 
@@ -170,9 +172,17 @@ def record_engine_usage(it: artifacts.IterationPaths, stage: str, before: list[d
     artifacts.write_json(path, usage)
 
 
+def served_dtype(cfg: DictConfig) -> dict:
+    """model.dtype as asked and as served here (auto: bf16 on a CPU that has it, see precision)."""
+    on_gpu = int(ray.cluster_resources().get("GPU", 0)) > 0
+    return {"requested": str(cfg.model.dtype), "served": precision.serving_dtype(str(cfg.model.dtype), on_gpu)}
+
+
 def train_config(cfg: DictConfig) -> dict:
-    """train.* as a dict, torch threads defaulting to its CPUs (workers.with_cpu_threads)."""
-    return workers.with_cpu_threads(OmegaConf.to_container(cfg.train, resolve=True))
+    """train.* as a dict, torch threads defaulting to its CPUs (workers.with_cpu_threads), with
+    model.dtype beside it: train.bf16=auto trains in bf16 on a CPU that serves the model in it."""
+    tcfg = workers.with_cpu_threads(OmegaConf.to_container(cfg.train, resolve=True))
+    return {**tcfg, "model_dtype": str(cfg.model.dtype)}
 
 
 def train_configs(tcfg: dict) -> dict[str, dict]:
@@ -278,6 +288,7 @@ def _run_locked(cfg: DictConfig, seeds: dict[str, list[str]]) -> artifacts.RunPa
     observe.log_finished(paths)  # the last evaluation (and any iteration not yet logged)
     artifacts.write_json(paths.manifest, {
         "run": str(cfg.run.name), "model": str(cfg.model.path), "model_resolved": model_path,
+        "model_build": artifacts.model_build(model_path),
         "iterations_completed": len(history), "seconds_this_invocation": round(time.time() - started, 1),
         "tokens": {key: sum((h.get("tokens") or {}).get(key) or 0 for h in history)
                    for key in ("requests", "prompt_tokens", "completion_tokens", "seconds")},

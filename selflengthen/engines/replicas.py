@@ -23,7 +23,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from selflengthen import suggested, workers
+from selflengthen import precision, suggested, workers
 from selflengthen.engines.base import Completion, Request, Sampling, merge_usage
 from selflengthen.errors import UserError
 
@@ -68,7 +68,7 @@ def engine_options(engine_cfg, model_cfg, gpus: int, replicas: int = 1) -> dict:
     single = not gpus and int(engine_cfg.tensor_parallel_size) == 1 and engine_cfg.get("cpu_single_process", True)
     return {
         "max_model_len": int(model_cfg.max_model_len),
-        "dtype": model_cfg.dtype,
+        "dtype": precision.serving_dtype(str(model_cfg.dtype), on_gpu=bool(gpus)),
         "seed": int(engine_cfg.seed),
         "tensor_parallel_size": int(engine_cfg.tensor_parallel_size),
         "enforce_eager": bool(engine_cfg.enforce_eager) if gpus else True,

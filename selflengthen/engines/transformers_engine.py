@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from selflengthen import precision
 from selflengthen.engines.base import (Completion, Request, Sampling, UsageMeter, check_adapter_folders, render_ids,
                                        token_ids)
 from selflengthen.engines.vllm_engine import NO_ROOM
@@ -32,7 +33,7 @@ class TransformersEngine:
 
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = options.get("dtype", "auto")
+        dtype = precision.serving_dtype(options.get("dtype", "auto"), on_gpu=self.device == "cuda")
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
         if torch_dtype is None:
             torch_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from selflengthen import precision
 from selflengthen.training import checkpoints, ranks, strategy
 
 
@@ -100,7 +101,7 @@ def setup(base_model: str, data_path: str, init_adapter: str | None, tcfg: dict,
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    bf16 = cuda and tcfg["bf16"] in (True, "auto")
+    bf16 = precision.train_in_bf16(tcfg["bf16"], cuda, tcfg.get("model_dtype"))
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
     peft_config = None
     if full:
