@@ -65,6 +65,7 @@ def table(rows: list[dict], evals: dict[int, dict] | None = None, run_label: str
     head = (["run"] if run_label else []) + ["iter", "instr", "gen 1st try", "initial", "extended", "ext/init",
                                              "QC gen", "ext accept", "loss gen", "loss ext", "tok/s", "seconds"]
     head += [f"{b} words" for b in benches] + [f"{b} score" for b in benches]
+    head += [f"{b} verdict/empty/cut" for b in benches]
     lines = [head]
     iterations = sorted({m["iteration"] for m in rows} | set(evals))
     by_k = {m["iteration"]: m for m in rows}
@@ -89,6 +90,7 @@ def table(rows: list[dict], evals: dict[int, dict] | None = None, run_label: str
         per = evals.get(k, {})
         cells += [_fmt(per.get(b, {}).get("mean_words")) for b in benches]
         cells += [_fmt(per.get(b, {}).get("length_score"), "{:.2f}") for b in benches]
+        cells += [_not_writing(per.get(b, {}).get("not_writing")) for b in benches]
         lines.append(cells)
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     out = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in lines]
@@ -96,9 +98,15 @@ def table(rows: list[dict], evals: dict[int, dict] | None = None, run_label: str
     return "\n".join(out)
 
 
+def _not_writing(counts: dict | None) -> str:
+    """"verdict/empty/cut" counts of an evaluation, "-" for one recorded before they were."""
+    return "-" if not counts else f"{counts['verdict']}/{counts['empty']}/{counts['cut']}"
+
+
 LEGEND = ("(mean words per response; QC gen = generator quality-check pass rate; tok/s = generated tokens per "
           "second over augment+generate+extend; <benchmark> words/score = held-out eval of the iteration's "
-          "generator, iteration 0 = base model)")
+          "generator, iteration 0 = base model; verdict/empty/cut = its responses that are a bare yes/no, empty, "
+          "or cut at the token cap)")
 
 
 def plot(runs: list[tuple[str, list[dict], dict]], out: Path, title: str) -> Path:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from selflengthen.evaluation import plots
+from selflengthen.evaluation import plots, scoring
 from selflengthen.evaluation.benchmarks import load_items
 from selflengthen.evaluation.scoring import (LENGTH_BUCKETS, length_bucket, longbench_length_score, longen_score,
                                              prediction_row, summarize)
@@ -150,3 +150,13 @@ def test_plots_write_pngs(tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError):
         plots.plot_longbench([], tmp_path / "empty.png")
+
+
+def test_not_writing_counts_bare_verdicts_empty_and_capped_responses():
+    rows = [{"response": "no"}, {"response": " Yes.\n"}, {"response": "否"}, {"response": "  "},
+            {"response": "No one writes the json module's docs twice.", "finish_reason": "stop"},
+            {"response": "A long text that ran out of", "finish_reason": "length"}]
+    assert scoring.not_writing(rows) == {"verdict": 3, "empty": 1, "cut": 1}
+    summary = scoring.summarize("heldout_tiny", [scoring.prediction_row("heldout_tiny", {"prompt": "p", "type": "t",
+                                                                                       "length": 50, "language": "en"}, "no")])
+    assert summary["not_writing"] == {"verdict": 1, "empty": 0, "cut": 0}

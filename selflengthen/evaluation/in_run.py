@@ -34,6 +34,7 @@ def headline(summary: dict) -> dict:
     score = summary.get("length_score") or {}
     quality = summary.get("quality") or {}
     return {"items": summary.get("items"), "mean_words": summary.get("mean_words"),
+            "not_writing": summary.get("not_writing"),
             "length_score": score.get("overall"), "quality": quality.get("overall"), "total": summary.get("total")}
 
 

@@ -135,9 +135,26 @@ def _by_required_length(rows: list[dict]) -> dict:
     return out
 
 
+# A bare judge verdict is no piece of writing: a model that falls back on the judge task it
+# was taught (the augment filter's yes/no) answers a writing prompt with one of these.
+VERDICTS = frozenset({"yes", "no", "是", "否", "是的", "不是"})
+
+
+def not_writing(rows: list[dict]) -> dict:
+    """How many responses are no writing at all, by kind: a bare judge verdict, empty, or
+    cut at the token cap (finish_reason "length"; rows of a rerun that lack it count as not
+    cut). The held-out words are only a measure of writing when these are few."""
+    def verdict(text: str) -> bool:
+        return text.strip().strip(".!。！\"'").strip().lower() in VERDICTS
+
+    texts = [r["response"] for r in rows if "response" in r]
+    return {"verdict": sum(map(verdict, texts)), "empty": sum(not t.strip() for t in texts),
+            "cut": sum(r.get("finish_reason") == "length" for r in rows)}
+
+
 def summarize(bench: Benchmark | str, rows: list[dict]) -> dict:
     """The benchmark's report over prediction rows (means over all rows given):
-    - every benchmark: items, mean_words, length_score {overall, ...};
+    - every benchmark: items, mean_words, not_writing {verdict, empty, cut}, length_score {overall, ...};
     - longen: length_score by_type, by_range, by_language, by_language_type_range
       (language -> type -> range -> mean), scale 0..1; quality (1..10) when judged;
     - longbench_write(_en), heldout_tiny: S_l by_bucket, by_type, by_language (0..100);
@@ -148,7 +165,7 @@ def summarize(bench: Benchmark | str, rows: list[dict]) -> dict:
     bench = get_benchmark(bench) if isinstance(bench, str) else bench
     rows = list(rows)
     summary: dict = {"benchmark": bench.name, "items": len(rows), "mean_words": _mean(r["words"] for r in rows),
-                     "length_score": None, "quality": None, "total": None, "by_length": None}
+                     "not_writing": not_writing(rows), "length_score": None, "quality": None, "total": None, "by_length": None}
     if not rows:
         return summary
     if bench.target == "window":
