@@ -125,7 +125,8 @@ def test_unreadable_constraints_raise():
 
 
 def test_benchmark_descriptions():
-    assert set(BENCHMARKS) == {"longen", "longbench_write", "longbench_write_en", "ruler", "heldout_tiny"}
+    assert set(BENCHMARKS) == {"longen", "longbench_write", "longbench_write_en", "ruler", "heldout_tiny",
+                               "heldout_writing"}
     assert get_benchmark("longen").counter is count_words and get_benchmark("longen").sampling is None
     for name in ("longbench_write", "longbench_write_en", "ruler"):
         bench = get_benchmark(name)
@@ -134,6 +135,20 @@ def test_benchmark_descriptions():
     assert get_benchmark("longen").prompt_field == "query"
     with pytest.raises(UserError, match="choose one of"):
         get_benchmark("longbench")
+
+
+def test_heldout_writing_ships_with_the_package_and_spans_100_to_1500_words():
+    items = load_items("heldout_writing")
+    assert len(items) >= 30 and {i["language"] for i in items} == {"en"}
+    assert min(i["length"] for i in items) == 100 and max(i["length"] for i in items) == 1500
+    # the prompt states the length it is scored against ("1,500" or "1500")
+    assert all(f"{i['length']:,}" in i["prompt"] or str(i["length"]) in i["prompt"] for i in items)
+    tiny = {i["prompt"] for i in load_items("heldout_tiny")}
+    assert not tiny & {i["prompt"] for i in items}
+    if DATA.is_dir():
+        public = {json.loads(line).get("prompt") or json.loads(line)["query"]
+                  for f in DATA.glob("*.jsonl") for line in f.read_text(encoding="utf-8").splitlines()}
+        assert not public & {i["prompt"] for i in items}
 
 
 def test_heldout_tiny_ships_with_the_package():
