@@ -4,6 +4,13 @@ docstrings). It learns three chat tasks in our own prompt formats -- writing abo
 topic, continuing a numbered list of writing instructions, answering the yes/no judge --
 so that every stage of the loop runs on it through the same code path as a real model.
 
+Every prompt family the loop and its evaluation send is in its corpus: writing
+instructions with and without a required length ("... in about 300 words"), the
+extender's rewrite request, the list continuation, the judge. A family left out is
+answered by whichever task the model finds nearest: trained without length clauses, a
+model took "words" in a held-out prompt for the judge's cue (its prompt says "2,000
+words") and answered a bare "no". The held-out set's own prompts are kept out.
+
 The build is cached under a directory keyed by the recipe, written to a temporary
 folder and renamed into place, with build.json written last (its presence = complete).
 """
@@ -24,7 +31,7 @@ from selflengthen import prompting
 from selflengthen.artifacts import build_once
 from selflengthen.text import keep_lines
 
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -43,6 +50,16 @@ WRITING_TASKS = [
     "Write an essay on {topic}.",
     "Compose a report on {topic}, section by section.",
     "Draft a chapter of a handbook that covers {topic}.",
+]
+# Length clauses a writing instruction may carry; {n} and {m} are word counts taken from
+# the answer the example trains on, so the model learns what a requested length means.
+LENGTH_CLAUSES = [
+    " in about {n} words", " in roughly {n} words", " in around {n} words",
+    ", about {n} words long", ", roughly {n} words long", " in {n}-{m} words", " in at least {n} words",
+]
+LENGTH_SENTENCES = [
+    " Use about {n} words.", " Aim for about {n} words.", " Keep it to roughly {n} words.",
+    " Write {n} to {m} words.", " It should be about {n} words long.",
 ]
 TASK_DETAILS = [
     "",
@@ -76,6 +93,7 @@ class TinyRecipe:
     judge_examples: int = 300
     rewrite_examples: int = 400
     rewrite_keep: float = 0.6
+    length_share: float = 0.6  # of the writing examples, those whose instruction asks for a length
     seed: int = 0
 
     def key(self) -> str:
@@ -108,17 +126,52 @@ def stdlib_documents(min_words: int = 40) -> list[tuple[str, str]]:
     return [(t, d) for t, d in docs if len(d.split()) > min_words and ">>>" not in d]
 
 
+def round_words(words: int) -> int:
+    """A word count as a person would ask for it: to 10 below 100, to 50 below 500, else to 100."""
+    unit = 10 if words < 100 else 50 if words < 500 else 100
+    return max(unit, unit * round(words / unit))
+
+
+def writing_instruction(topic: str, words: int, rng: random.Random, length_share: float) -> str:
+    """One writing instruction about topic; with probability length_share it asks for a
+    length close to `words` (the length of the answer it will be paired with)."""
+    task = rng.choice(WRITING_TASKS).format(topic=topic)
+    if rng.random() >= length_share:
+        return task + rng.choice(TASK_DETAILS)
+    n = round_words(words)
+    low, high = round_words(int(words * 0.8)), round_words(int(words * 1.2) + 10)
+    if rng.random() < 0.5:
+        clause = rng.choice(LENGTH_CLAUSES)
+        n = low if "at least" in clause else n
+        return task[:-1] + clause.format(n=low if "{m}" in clause else n, m=high) + "." + rng.choice(TASK_DETAILS)
+    sentence = rng.choice(LENGTH_SENTENCES)
+    return task + rng.choice(TASK_DETAILS) + sentence.format(n=low if "{m}" in sentence else n, m=high)
+
+
+def heldout_prompts() -> set[str]:
+    """The held-out set's prompts, kept out of the corpus so that it stays held out."""
+    from importlib.resources import files
+
+    text = files("selflengthen.evaluation").joinpath("heldout_tiny.jsonl").read_text(encoding="utf-8")
+    return {json.loads(line)["prompt"].strip() for line in text.splitlines() if line.strip()}
+
+
 def training_conversations(recipe: TinyRecipe) -> list[list[dict]]:
-    """Writing, list-continuation and judge conversations, shuffled with the recipe seed."""
+    """Writing, rewriting, list-continuation and judge conversations, shuffled with the
+    recipe seed. No held-out prompt is among them."""
     rng = random.Random(recipe.seed)
     docs = stdlib_documents()
+    held_out = heldout_prompts()
     convs = []
     for topic, text in docs:
-        task = rng.choice(WRITING_TASKS).format(topic=topic) + rng.choice(TASK_DETAILS)
+        task = writing_instruction(topic, len(text.split()), rng, recipe.length_share)
+        if task.strip() in held_out:
+            continue
         convs.append([{"role": "user", "content": task}, {"role": "assistant", "content": text}])
 
     def instruction() -> str:
-        return rng.choice(WRITING_TASKS).format(topic=rng.choice(docs)[0]) + rng.choice(TASK_DETAILS)
+        topic, text = rng.choice(docs)
+        return writing_instruction(topic, len(text.split()), rng, recipe.length_share / 2)
 
     # Rewriting: a draft (some lines of a document dropped) -> the whole document, in the
     # extender's prompt format. It gives the model the ability the extender relies on:
@@ -126,7 +179,7 @@ def training_conversations(recipe: TinyRecipe) -> list[list[dict]]:
     for _ in range(recipe.rewrite_examples):
         topic, text = rng.choice(docs)
         draft = "\n".join(keep_lines(text, recipe.rewrite_keep, rng))
-        task = rng.choice(WRITING_TASKS).format(topic=topic)
+        task = writing_instruction(topic, len(text.split()), rng, recipe.length_share / 2)
         convs.append(prompting.extender_request(task, draft, "en") + [{"role": "assistant", "content": text}])
     for _ in range(recipe.list_examples):
         messages, prefix = prompting.augment_request([instruction(), instruction()], "en")
@@ -233,10 +286,33 @@ def build(recipe: TinyRecipe, out_dir: Path, log=print) -> dict:
     return {
         "recipe": asdict(recipe),
         "key": recipe.key(),
+        "fingerprint": fingerprint(texts, out_dir),
         "documents": len(texts),
         "training_tokens": len(stream),
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
         "seconds": round(time.time() - started, 1),
+    }
+
+
+def fingerprint(texts: list[str], out_dir: Path) -> dict:
+    """What makes this build what it is: the corpus, the libraries that trained it, and a
+    digest of the weights it produced. Two builds with the same recipe on two machines can
+    differ (floating point differs between CPUs); their weights digests tell whether they do."""
+    import platform
+
+    import tokenizers
+    import torch
+    import transformers
+
+    corpus = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+    weights = hashlib.sha256((out_dir / "model.safetensors").read_bytes()).hexdigest()
+    return {
+        "corpus_sha256": corpus[:16],
+        "weights_sha256": weights[:16],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
     }
 
 
