@@ -84,7 +84,7 @@ class TinyRecipe:
     max_position_embeddings: int = 8192
     # Long windows: the extender reads a whole response and writes a longer one, and a model
     # never trained past position N stops ending its texts there. 1,024-token windows held
-    # the kept extensions under ~450 words; 2,048 let them reach ~800 (docs/demo_experiments.md).
+    # the kept extensions under ~450 words; 2,048 let them reach ~800 (docs/experiments/2026-11-24-tiny-demo-preset.md).
     seq_len: int = 2048
     batch_size: int = 1  # one window per step: the same tokens per step as 2 x 1,024
     steps: int = 1800  # 900 left a model that repeats itself once its drafts pass ~300 words
