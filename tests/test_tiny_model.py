@@ -4,7 +4,8 @@ import json
 from dataclasses import replace
 
 from selflengthen import prompting
-from selflengthen.tiny_model import TinyRecipe, render, stdlib_documents, train_tokenizer, training_conversations
+from selflengthen.tiny_model import (TinyRecipe, heldout_prompts, render, round_words, stdlib_documents,
+                                     train_tokenizer, training_conversations, writing_instruction)
 
 
 def test_corpus_is_the_standard_library_docs():
@@ -25,6 +26,30 @@ def test_conversations_cover_every_task_in_our_formats():
     verdicts = [c[-1]["content"] for c in convs if "yes or no" in c[0]["content"]]
     assert set(verdicts) == {"yes", "no"}
     assert training_conversations(recipe) == convs  # seeded
+
+
+def test_writing_instructions_ask_for_the_length_of_their_answer():
+    import random
+    import re
+
+    rng = random.Random(0)
+    asked = [writing_instruction("the json module", 333, rng, 1.0) for _ in range(200)]
+    for task in asked:
+        numbers = [int(n) for n in re.findall(r"\b(\d+)\b", task)]
+        assert numbers and all(250 <= n <= 450 for n in numbers) and "words" in task, task
+    assert len({re.sub(r"\d+", "N", t.split("json module")[1]) for t in asked}) >= 10  # varied phrasings
+    plain = [writing_instruction("the json module", 333, rng, 0.0) for _ in range(50)]
+    assert not any("words" in t for t in plain)
+    assert [round_words(w) for w in (44, 96, 333, 777)] == [40, 100, 350, 800]
+
+
+def test_corpus_holds_length_specified_writing_but_no_held_out_prompt():
+    convs = training_conversations(replace(TinyRecipe(), list_examples=5, judge_examples=6, rewrite_examples=4))
+    writing = [c[0]["content"] for c in convs if len(c) == 2 and not c[0]["content"].startswith(("Assignment:",))]
+    with_length = [u for u in writing if " words" in u]
+    assert 0.45 < len(with_length) / len(writing) < 0.75  # length_share 0.6
+    held_out = heldout_prompts()
+    assert len(held_out) == 90 and not held_out & {c[0]["content"].strip() for c in convs}
 
 
 def test_recipe_key_tracks_the_recipe():
@@ -58,6 +83,11 @@ def test_a_small_recipe_builds_from_scratch_into_a_cache_that_a_second_call_reus
     assert folder == tmp_path / f"tiny-llama-{recipe.key()}"
     info = json.loads((folder / "build.json").read_text())
     assert info["key"] == recipe.key() and info["recipe"]["steps"] == 3 and info["training_tokens"] > 0
+    import hashlib
+
+    weights = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()[:16]
+    assert info["fingerprint"]["weights_sha256"] == weights and len(info["fingerprint"]["corpus_sha256"]) == 16
+    assert {"torch", "transformers", "tokenizers", "python"} <= set(info["fingerprint"])
     # no temporary folder left (the build's lock file stays: unlinking one that others may
     # wait on would break it)
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [folder.name]
