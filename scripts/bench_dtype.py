@@ -1,0 +1,144 @@
+"""float32 against bfloat16 on this CPU, in the loop's own engine layout: the vLLM engine
+pool (a Ray actor, vLLM-CPU in one process as engine.cpu_single_process makes it) with both
+LoRA adapters of an iteration loaded (generator and extender, rank 16 on all linear layers,
+as train.rank) and every request sent through the generator adapter, as iteration 2's
+generate stage does. Prints generated tokens/s of each dtype side by side and their ratio.
+
+    .venv/bin/python scripts/bench_dtype.py [--models tiny,smollm2] [--n 32] [--max-tokens 256] [--repeat 2]
+
+Each round starts a fresh engine per dtype, in alternating order, so that a drift of the
+machine's speed falls on both sides; the table gives the medians over rounds. Prompts are
+the shipped English seed instructions (long-writing tasks), so most requests run to
+--max-tokens; the share that did is printed, since a batch's time is that of its longest.
+`model.dtype=auto` picks bfloat16 only where the CPU has AMX or AVX-512-BF16 (precision.py):
+the header says whether this one does.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from importlib.resources import files
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from selflengthen import precision, workers  # noqa: E402
+from selflengthen.engines import Request, Sampling, complete_all  # noqa: E402
+from selflengthen.engines.replicas import EnginePool  # noqa: E402
+
+DTYPES = ("float32", "bfloat16")
+
+
+def args_():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2, or model folders")
+    p.add_argument("--n", type=int, default=32, help="requests per measurement")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--repeat", type=int, default=2, help="rounds; each measures both dtypes")
+    return p.parse_args()
+
+
+def model_folder(name: str) -> str:
+    cache = Path(OmegaConf.load(REPO / "conf" / "config.yaml").paths.cache_dir)  # where `make run` keeps it
+    if name == "tiny":
+        from selflengthen.tiny_model import TinyRecipe, ensure_tiny_model
+
+        build = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "tiny.yaml").model.build)
+        return str(ensure_tiny_model(cache, TinyRecipe(**build)))
+    if name == "smollm2":
+        from selflengthen.smollm2_model import ensure_smollm2_model
+
+        return str(ensure_smollm2_model(cache))
+    return name
+
+
+def lora_adapters(model: str, out: Path) -> dict[str, str]:
+    """Two fresh rank-16 all-linear adapters (random B, so they change the output), as the
+    loop serves from iteration 2 on."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapters = {}
+    for i, role in enumerate(("generator", "extender")):
+        torch.manual_seed(i)
+        base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+        peft = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
+                                               init_lora_weights=False, task_type="CAUSAL_LM"))
+        peft.save_pretrained(out / role)
+        adapters[role] = str(out / role)
+    return adapters
+
+
+def settings(model: str, dtype: str):
+    cfg = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "config.yaml"),
+                          {"engine": OmegaConf.load(REPO / "conf" / "engine" / "vllm.yaml")})
+    cfg.engine.num_cpus_per_replica = os.cpu_count()
+    cfg.engine.cpu_memory_utilization = 0.4
+    cfg.engine.max_lora_rank = 16
+    cfg.model = {"path": model, "max_model_len": 2048, "dtype": dtype, "trust_remote_code": False,
+                 "end_of_turn": ["<|im_end|>"]}
+    return cfg
+
+
+def prompts(n: int) -> list[Request]:
+    rows = [json.loads(line) for line in
+            files("selflengthen.seeds").joinpath("en.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [Request([{"role": "user", "content": rows[i % len(rows)]["instruction"]}], adapter="generator")
+            for i in range(n)]
+
+
+def measure(model: str, adapters: dict[str, str], dtype: str, a) -> tuple[float, float]:
+    """(tokens/s, share of requests that ran to max_tokens) for one fresh engine."""
+    cfg = settings(model, dtype)
+    pool = EnginePool(model, adapters, cfg.engine, cfg.model)
+    samp = Sampling(max_tokens=a.max_tokens, stop=("---",))
+    try:
+        async def go():
+            await complete_all(pool, prompts(2), samp.with_max_tokens(8))  # warm-up: adapters loaded
+            started = time.perf_counter()
+            done = await complete_all(pool, prompts(a.n), samp)
+            return done, time.perf_counter() - started
+
+        done, seconds = asyncio.run(go())
+    finally:
+        pool.shutdown()
+    tokens = sum(c.completion_tokens for c in done)
+    return tokens / seconds, sum(c.finish_reason == "length" for c in done) / len(done)
+
+
+def main() -> None:
+    a = args_()
+    workers.init_ray(OmegaConf.create({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False,
+                                       "connect_timeout_s": 30}))
+    print(f"CPU computes bf16 natively: {precision.cpu_has_native_bf16()} (model.dtype=auto serves "
+          f"{precision.serving_dtype('auto', on_gpu=False)}); {a.n} requests x {a.max_tokens} tokens, "
+          f"generator adapter of 2 loaded, {a.repeat} rounds, medians")
+    print(f"{'model':<10} {'float32 tok/s':>14} {'bfloat16 tok/s':>15} {'bf16/fp32':>10} {'at cap':>12}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in [m.strip() for m in a.models.split(",") if m.strip()]:
+            model = model_folder(name)
+            adapters = lora_adapters(model, Path(tmp) / name)
+            runs = {d: [] for d in DTYPES}
+            caps = {d: [] for d in DTYPES}
+            for r in range(a.repeat):
+                for dtype in (DTYPES if r % 2 == 0 else DTYPES[::-1]):
+                    tps, cap = measure(model, adapters, dtype, a)
+                    runs[dtype].append(tps)
+                    caps[dtype].append(cap)
+            fp32, bf16 = (statistics.median(runs[d]) for d in DTYPES)
+            print(f"{name:<10} {fp32:>14.0f} {bf16:>15.0f} {bf16 / fp32:>9.2f}x "
+                  f"{statistics.mean(caps['float32']):>5.0%}/{statistics.mean(caps['bfloat16']):<5.0%}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
