@@ -146,6 +146,10 @@ def plot(runs: list[tuple[str, list[dict], dict]], out: Path, title: str) -> Pat
         ax2.set_title("held-out evaluation of the generator")
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    for a in axes[0]:  # iterations are whole numbers
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
