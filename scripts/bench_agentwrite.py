@@ -15,10 +15,10 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from selflengthen import loop
+from selflengthen.agentwrite.write import agentwrite_all, plan_vs_actual
 from selflengthen.engines import Request
 from selflengthen.engines.factory import serving
-from selflengthen.stages.agentwrite import agentwrite_all, plan_vs_actual
+from selflengthen.pipeline import loop
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,8 @@ import ray
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import loop, workers
+from selflengthen.engines import workers
+from selflengthen.pipeline import loop
 from selflengthen.training import ray_train
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from selflengthen.errors import Terminated, UserError, sigterm_stops_like_ctrl_c
+from selflengthen.core.errors import Terminated, UserError, sigterm_stops_like_ctrl_c
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 VERBS = ("run", "eval", "finalize", "agentwrite", "dpo", "inspect", "estimate")
@@ -45,8 +45,8 @@ def _run_job(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from selflengthen import loop
-    from selflengthen.inspect_run import inspect_runs
+    from selflengthen.commands.inspect import inspect_runs
+    from selflengthen.pipeline import loop
 
     hc = HydraConfig.get()
     if hc.mode.name == "MULTIRUN" and not any(o.startswith("run.name=") for o in hc.overrides.task):
@@ -77,7 +77,7 @@ def user_errors(debug: bool, kept: str):
         print(f"selflengthen: {what}; {kept}, run the same command to resume", file=sys.stderr)
         sys.exit(code)
     except OSError as err:  # a full disk anywhere (artifacts.py names the folder for its own writes)
-        from selflengthen.artifacts import DISK_FULL, disk_error
+        from selflengthen.store.artifacts import DISK_FULL, disk_error
 
         if err.errno not in DISK_FULL or debug or _debugging():
             raise
@@ -118,7 +118,7 @@ def sweep_name(cfg, hc) -> str:
 
 
 def _eval_job(cfg) -> None:
-    from selflengthen.evaluation.command import run_eval, summary_table
+    from selflengthen.commands.eval import run_eval, summary_table
 
     with user_errors(cfg.debug, "finished items are kept"):
         for summary, out in run_eval(cfg):
@@ -129,7 +129,7 @@ def _eval_job(cfg) -> None:
 def _finalize_job(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from selflengthen.finalize.command import report, run_finalize
+    from selflengthen.commands.finalize import report, run_finalize
 
     with user_errors(cfg.debug, "finished finalize steps are kept"):
         manifest, fp = run_finalize(cfg, list(HydraConfig.get().overrides.task))
@@ -150,7 +150,7 @@ def run_argument(argv: list[str]) -> list[str]:
 
 
 def _dpo_job(cfg) -> None:
-    from selflengthen.dpo.command import report, run_dpo
+    from selflengthen.commands.dpo import report, run_dpo
 
     with user_errors(cfg.debug, "finished samples, pairs and training are kept"):
         result, paths = run_dpo(cfg)
@@ -158,7 +158,7 @@ def _dpo_job(cfg) -> None:
 
 
 def _agentwrite_job(cfg) -> None:
-    from selflengthen.agentwrite.command import run_agentwrite, summary_text
+    from selflengthen.commands.agentwrite import run_agentwrite, summary_text
 
     with user_errors(cfg.debug, "finished plans and paragraphs are kept"):
         metrics, out = run_agentwrite(cfg)
@@ -269,7 +269,7 @@ def _one_line(err: BaseException) -> str:
 
 
 def inspect_cmd(argv: list[str]) -> None:
-    from selflengthen.inspect_run import inspect_runs
+    from selflengthen.commands.inspect import inspect_runs
 
     parser = argparse.ArgumentParser(prog="python -m selflengthen inspect",
                                      description="Per-iteration length table and plot of a run.")
@@ -291,7 +291,7 @@ def estimate_cmd(argv: list[str]) -> None:
         print("usage: python -m selflengthen estimate [KEY=VALUE ...]\n\nthe estimate.* keys (conf/estimate.yaml) "
               "and every run override; e.g. experiment=paper-qwen2-7b estimate.tokens_per_s_per_gpu=3000")
         return
-    from selflengthen.estimate.command import run_estimate
+    from selflengthen.commands.estimate import run_estimate
 
     debug = "--debug" in argv
     overrides = [a for a in argv if a != "--debug"]

@@ -15,9 +15,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import artifacts, config, loop, metrics
-from selflengthen.errors import UserError
-from selflengthen.stages import train
+from selflengthen import config
+from selflengthen.core.errors import UserError
+from selflengthen.pipeline import loop, metrics
+from selflengthen.store import artifacts
+from selflengthen.training import sft as train
 from tests.conftest import REPO, run_cli, sha256
 from tests.test_cli_errors import one_error_line
 
@@ -97,7 +99,7 @@ def test_every_bad_value_is_reported_at_once_through_the_cli(earlier_run):
 def test_a_new_key_is_checked_by_declaring_it():
     from pydantic import Field, ValidationError
 
-    from selflengthen import schema
+    from selflengthen.config import schema
 
     class Loud(schema.Group):
         volume: float = Field(ge=0, le=1, json_schema_extra={"eg": "0.5"})
@@ -371,7 +373,7 @@ def test_unreachable_ray_address_fails_fast_naming_it(earlier_run):
 
 
 def test_silent_ray_address_times_out_within_the_configured_bound():
-    from selflengthen import workers
+    from selflengthen.engines import workers
 
     with socket.socket() as server:  # listening, with a full backlog: connections hang
         server.bind(("127.0.0.1", 0))
@@ -411,7 +413,7 @@ def test_ray_address_auto_without_a_cluster_fails_at_once_naming_it(earlier_run,
 
 
 def test_ray_address_auto_of_a_stopped_cluster_times_out_naming_the_address(tmp_path, monkeypatch):
-    from selflengthen import workers
+    from selflengthen.engines import workers
 
     monkeypatch.setenv("RAY_ADDRESS", "")
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
@@ -477,7 +479,7 @@ def test_each_bad_value_of_the_other_groups_is_named(verb, overrides, expected):
 ])
 def test_the_shipped_configs_of_every_verb_pass(verb, overrides):
     container = OmegaConf.to_container(compose_verb(verb, *overrides), resolve=True)
-    from selflengthen import schema
+    from selflengthen.config import schema
 
     assert schema.problems(container) == []
 

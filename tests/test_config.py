@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from selflengthen import config
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # presets name uncached hub ids: validated as online, the hub stood in for on loopback

@@ -8,10 +8,12 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from selflengthen import artifacts, loop, workers
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
+from selflengthen.core.resample import drop_short
+from selflengthen.engines import workers
 from selflengthen.estimate import arch, measured, memory, settings, tokens
-from selflengthen.resample import drop_short
+from selflengthen.pipeline import loop
+from selflengthen.store import artifacts
 
 GIB = 1024 ** 3
 
@@ -200,7 +202,7 @@ def test_training_flops_and_hours_by_hand():
 # --- settings -------------------------------------------------------------------------------
 
 def test_estimate_settings_are_checked():
-    from selflengthen.estimate.command import compose
+    from selflengthen.commands.estimate import compose
 
     c = OmegaConf.to_container(compose(["estimate.mfu=2", "estimate.gpus=0", "model.languages=[en,zh]"]),
                                resolve=True)
@@ -340,7 +342,7 @@ def test_a_cpu_replica_runs_the_model_in_its_own_process_unless_told_not_to(monk
 
 
 def test_cpu_tasks_take_their_grant_capped_by_the_drivers_omp_num_threads(monkeypatch):
-    from selflengthen import workers
+    from selflengthen.engines import workers
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert workers.thread_cap() is None and workers.task_threads(2) == 2

@@ -1,8 +1,9 @@
 """Loop helpers that need no model: adapter carry-over and the instruction pool."""
 import pytest
 
-from selflengthen import artifacts, loop
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
+from selflengthen.pipeline import loop
+from selflengthen.store import artifacts
 
 
 def test_adapter_is_carried_over_when_a_role_has_no_data(tmp_path):

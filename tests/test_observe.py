@@ -8,9 +8,9 @@ import io
 import os
 import time
 
-from selflengthen import progress
-from selflengthen.progress import StageProgress
-from selflengthen.status import StatusWriter, describe, read_status
+from selflengthen.core import progress
+from selflengthen.core.progress import StageProgress
+from selflengthen.store.status import StatusWriter, describe, read_status
 from selflengthen.tracking import flatten
 
 

@@ -9,11 +9,11 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
-from selflengthen import artifacts
+from selflengthen.core.quality import QualityCheck, rules_from_config
 from selflengthen.engines.factory import serving
-from selflengthen.loop import sampling_from
-from selflengthen.quality import QualityCheck, rules_from_config
-from selflengthen.stages import generate
+from selflengthen.pipeline.loop import sampling_from
+from selflengthen.pipeline.stages import generate
+from selflengthen.store import artifacts
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

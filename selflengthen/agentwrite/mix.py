@@ -21,11 +21,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from selflengthen import artifacts
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
+from selflengthen.core.text import count_words, detect_language
 from selflengthen.finalize.export import alpaca_row, dataset_info, plot_lengths
-from selflengthen.samples import stable_seed
-from selflengthen.text import count_words, detect_language
+from selflengthen.store import artifacts
+from selflengthen.store.samples import stable_seed
 
 ROLES = ("system", "user", "assistant")
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from selflengthen.prompting import load_template, render, user
+from selflengthen.core.prompting import load_template, render, user
 
 REJECT_REASONS = ("empty", "no_steps", "too_long")
 

@@ -30,13 +30,20 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from selflengthen import artifacts
-from selflengthen import progress as stage_progress
-from selflengthen.agentwrite_plan import (REJECT_REASONS, Plan, PlanStep, format_step, parse_plan, plan_request,
-                                          write_request)
+from selflengthen.core import progress as stage_progress
+from selflengthen.store import artifacts
+from selflengthen.agentwrite.plan import (
+    REJECT_REASONS,
+    Plan,
+    PlanStep,
+    format_step,
+    parse_plan,
+    plan_request,
+    write_request,
+)
+from selflengthen.core.text import count_words
 from selflengthen.engines import Completion, Engine, Request, Sampling
-from selflengthen.samples import drop_torn_tail, stable_seed
-from selflengthen.text import count_words
+from selflengthen.store.samples import drop_torn_tail, stable_seed
 
 
 def phase_sampling(base: Sampling, overrides) -> Sampling:

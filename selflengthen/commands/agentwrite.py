@@ -23,14 +23,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen import artifacts
 from selflengthen.agentwrite import mix
-from selflengthen.errors import UserError, run_async
-from selflengthen.prompting import LANGUAGES
-from selflengthen.quality import QualityCheck, rules_from_config
-from selflengthen.samples import stable_seed
-from selflengthen.stages.agentwrite import agentwrite_all, keep_rows, pending, plan_vs_actual, plot_plan_vs_actual
-from selflengthen.text import detect_language
+from selflengthen.agentwrite.write import agentwrite_all, keep_rows, pending, plan_vs_actual, plot_plan_vs_actual
+from selflengthen.core.errors import UserError, run_async
+from selflengthen.core.prompting import LANGUAGES
+from selflengthen.core.quality import QualityCheck, rules_from_config
+from selflengthen.core.text import detect_language
+from selflengthen.store import artifacts
+from selflengthen.store.samples import stable_seed
 
 log = logging.getLogger("selflengthen")
 FIELDS = ("instruction", "language", "id")  # a run's iter_K/instructions.jsonl rows hold exactly these
@@ -114,9 +114,9 @@ def check_settings(out: Path, settings: dict) -> None:
 def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
     """The whole verb; returns the metrics and the output folder."""
     from selflengthen import config
-    from selflengthen.evaluation.command import model_and_adapter
+    from selflengthen.commands.eval import model_and_adapter
     from selflengthen.engines.factory import serving
-    from selflengthen import loop
+    from selflengthen.pipeline import loop
 
     config.validate(cfg, in_run_eval=False)
     items = read_instructions(cfg.input, int(cfg.limit) if cfg.limit else None)

@@ -7,7 +7,7 @@ so a rerun skips what is complete and a killed run resumes:
    sample is checkpointed in partial/), scored by the evaluation's length scorer and, with
    a judge, its quality rubric: S = (S_l + S_q)/2, or S_l alone with judge=none;
    -> samples.jsonl, samples.manifest.json
-2. pairs: (chosen, rejected) per instruction (dpo/pairs.py) -> pairs.jsonl, pairs.manifest.json
+2. pairs: (chosen, rejected) per instruction (training/dpo_pairs.py) -> pairs.jsonl, pairs.manifest.json
    (the margins seen and kept)
 3. train: TRL's DPOTrainer on LoRA in a Ray task (a GPU where the cluster has one),
    continuing from `adapter=` or a fresh LoRA -> adapter/, train.manifest.json
@@ -26,15 +26,15 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from selflengthen import artifacts
-from selflengthen.dpo import pairs as pairing
+from selflengthen.commands.eval import judge_engine, judge_settings, model_and_adapter
+from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Request, Sampling
 from selflengthen.engines.factory import serving
-from selflengthen.errors import UserError, run_async
 from selflengthen.evaluation import runner, scoring
 from selflengthen.evaluation.benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_items
-from selflengthen.evaluation.command import judge_engine, judge_settings, model_and_adapter
-from selflengthen.samples import SampleLog, stable_seed
+from selflengthen.store import artifacts
+from selflengthen.store.samples import SampleLog, stable_seed
+from selflengthen.training import dpo_pairs as pairing
 
 log = logging.getLogger("selflengthen")
 STEPS = ("samples", "pairs", "train")
@@ -149,7 +149,7 @@ async def _sample(engine, bench: Benchmark, items: list[dict], k: int, sampling:
 
 
 def sampling_for(cfg: DictConfig, bench: Benchmark) -> tuple[Sampling, dict]:
-    from selflengthen import loop
+    from selflengthen.pipeline import loop
 
     sampling, meta = runner.bench_sampling(bench, loop.sampling_from(cfg), cfg.max_tokens,
                                            int(cfg.model.max_model_len))
@@ -240,7 +240,7 @@ def make_pairs(cfg: DictConfig, paths: DpoPaths, samples: list[dict], samples_in
 
 def train_settings(cfg: DictConfig) -> dict:
     """train.* (the LoRA shape and the task's placement) with dpo.train.* on top."""
-    from selflengthen import workers
+    from selflengthen.engines import workers
 
     tcfg = OmegaConf.to_container(cfg.train, resolve=True)
     tcfg.pop("per_role", None)
@@ -249,8 +249,8 @@ def train_settings(cfg: DictConfig) -> dict:
 
 
 def train(cfg: DictConfig, paths: DpoPaths, model_path: str, adapters: dict[str, str], pairs_info: dict) -> dict:
-    from selflengthen import workers
-    from selflengthen.dpo.trainer import train_dpo_adapter
+    from selflengthen.engines import workers
+    from selflengthen.training.dpo import train_dpo_adapter
 
     tcfg = train_settings(cfg)
     init = adapters.get("generator")

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selflengthen import artifacts, model_check
-from selflengthen.errors import UserError
-from selflengthen.estimate import arch as archs
-from selflengthen.estimate import measured, memory, settings, tokens
+from selflengthen.core.errors import UserError
+from selflengthen.estimate import arch as archs, measured, memory, settings, tokens
+from selflengthen.models import model_check
+from selflengthen.store import artifacts
 
 STAGES = ("augment", "generate", "extend")
 

@@ -21,12 +21,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from selflengthen import config
+from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Sampling
 from selflengthen.engines.factory import serving
-from selflengthen.errors import UserError, run_async
 from selflengthen.evaluation import runner, scoring
 from selflengthen.evaluation.benchmarks import Benchmark, benchmark_file, get_benchmark, load_items
-from selflengthen.samples import SampleLog
+from selflengthen.store.samples import SampleLog
 
 log = logging.getLogger("selflengthen")
 
@@ -163,7 +163,7 @@ def run_eval(cfg: DictConfig) -> list[tuple[dict, Path]]:
 def model_and_adapter(cfg: DictConfig) -> tuple[str, dict[str, str]]:
     """The model to serve and its adapters: {"generator": folder} for `adapter=` (a run's
     iteration, served as the run did, on the base model it was trained on), else {}."""
-    from selflengthen import loop
+    from selflengthen.pipeline import loop
 
     adapters, base_of_adapter = {}, None
     if cfg.adapter:
@@ -201,7 +201,7 @@ def generate(cfg: DictConfig, benches: list, paths: list[runner.EvalPaths], limi
              languages) -> list[tuple[list[dict], dict]]:
     """(rows, meta) per benchmark, generated on one engine start (none when an earlier run
     predicted every item of every benchmark)."""
-    from selflengthen import loop
+    from selflengthen.pipeline import loop
 
     loaded = [load_items(bench.name, cfg.data, limit=limit, languages=languages) for bench in benches]  # first:
     model_path, adapters = model_and_adapter(cfg)  # a data file's problem is named before any model is prepared

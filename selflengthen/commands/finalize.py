@@ -29,14 +29,16 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from selflengthen import artifacts, config, workers
+from selflengthen import config
+from selflengthen.core.errors import UserError, run_async
+from selflengthen.engines import workers
 from selflengthen.engines.factory import serving
-from selflengthen.errors import UserError, run_async
 from selflengthen.finalize.collect import collect
 from selflengthen.finalize.constraints import ConstraintConfig
 from selflengthen.finalize.export import export
 from selflengthen.finalize.rewrite import constrain_all
-from selflengthen.runlock import RunLock
+from selflengthen.store import artifacts
+from selflengthen.store.runlock import RunLock
 
 log = logging.getLogger("selflengthen")
 
@@ -163,9 +165,9 @@ async def extra_pairs(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, 
     """finalize.extra_per_language more pairs from the final generator: new instructions by
     the augment stage (over the run's whole pool), then the generate stage with its quality
     check, as iteration k = last + 1 would make them (the extender is not used)."""
-    from selflengthen.loop import instruction_pool, sampling_from
-    from selflengthen.quality import QualityCheck, rules_from_config
-    from selflengthen.stages import augment, generate
+    from selflengthen.core.quality import QualityCheck, rules_from_config
+    from selflengthen.pipeline.loop import instruction_pool, sampling_from
+    from selflengthen.pipeline.stages import augment, generate
 
     it = fp.extra(k)
     ecfg = cfg.copy()
@@ -290,8 +292,8 @@ def _ray_get(ref, what: str):
 def train_step(cfg: DictConfig, fp: FinalPaths, model_path: str) -> dict:
     """Fine-tune the base model on the exported set (a Ray task, on a GPU when the cluster
     has one); then merge a LoRA adapter into the base weights when finalize.merge is true."""
-    from selflengthen.stages.train import merge_adapter
     from selflengthen.training import ray_train
+    from selflengthen.training.sft import merge_adapter
 
     tcfg = training_config(cfg)
     full = tcfg["method"] == "full"
@@ -373,7 +375,7 @@ def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPath
     if "constrain" in todo and not fp.done("constrain") and not int(cfg.finalize.extra_per_language):
         in_bounds_or_fail(artifacts.read_jsonl(fp.collected) if fp.done("collect") else rows, cfg)
     fp = writable_root(run.root, cfg)
-    from selflengthen.loop import resolve_model
+    from selflengthen.pipeline.loop import resolve_model
 
     with RunLock(run.root):
         model_path = resolve_model(cfg)

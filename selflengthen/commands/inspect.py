@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selflengthen import artifacts
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
 from selflengthen.evaluation import in_run
-from selflengthen.status import describe, read_status
+from selflengthen.store import artifacts
+from selflengthen.store.status import describe, read_status
 
 CURVES = [("generator_first_try", "generator (first try)"), ("initial", "initial (kept)"),
           ("extended", "extended (kept)")]

@@ -9,14 +9,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen import model_check, schema
-from selflengthen.errors import UserError
+from selflengthen.agentwrite.write import config_problems as agentwrite_problems
+from selflengthen.config import schema
+from selflengthen.core.errors import UserError
+from selflengthen.core.prompting import LANGUAGES
+from selflengthen.core.quality import rule_problems
+from selflengthen.core.text import detect_language
 from selflengthen.evaluation.in_run import check_config as eval_problems
-from selflengthen.quality import rule_problems
-from selflengthen.stages.agentwrite import config_problems as agentwrite_problems
-from selflengthen.stages.synth import SYNTHS
-from selflengthen.prompting import LANGUAGES
-from selflengthen.text import detect_language
+from selflengthen.models import model_check
+from selflengthen.pipeline.stages.synth import SYNTHS
 from selflengthen.training.strategy import config_problems as train_strategy_problems
 
 EMBEDDED_TINY = "embedded:tiny"

@@ -6,7 +6,7 @@ boolean, a whole number where one is needed, no string where a number is expecte
 Groups allow keys they do not declare, so a new key works before it is typed here. The
 verbs' own groups and keys (finalize, judge, tracking, dpo, the top-level keys of eval,
 dpo, agentwrite and finalize) are typed here too; the rules that join several of their
-values stay with the verb (finalize/constraints.py, dpo/command.py). Cross-key rules (a
+values stay with the verb (finalize/constraints.py, commands/dpo.py). Cross-key rules (a
 value below another) are `model_validator`s; they run only when their group's types are
 right. `problems(cfg)` returns one line per bad value: the key, the value, what it must
 be and an example of a valid setting.
@@ -17,7 +17,7 @@ from typing import Annotated, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from selflengthen.prompting import LANGUAGES  # the languages with prompt templates (selflengthen/prompts/)
+from selflengthen.core.prompting import LANGUAGES  # the languages with prompt templates (selflengthen/prompts/)
 
 
 def eg(example: str, **constraints) -> object:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from selflengthen.errors import UserError
-from selflengthen.text import META_LINES, META_MATCHES, UNIT_MODES, QualityRules, quality_problem
+from selflengthen.core.errors import UserError
+from selflengthen.core.text import META_LINES, META_MATCHES, QualityRules, UNIT_MODES, quality_problem
 
 _CHOICES = {"unit_mode": UNIT_MODES, "meta_match": META_MATCHES, "meta_lines": META_LINES}
 

@@ -8,8 +8,8 @@ from typing import AsyncIterator
 
 import ray
 
+from selflengthen.core.errors import UserError
 from selflengthen.engines.base import Engine
-from selflengthen.errors import UserError
 
 KINDS = ("vllm", "transformers", "openai")
 
@@ -28,7 +28,7 @@ async def serving(model_path: str, adapters: dict[str, str], cfg) -> AsyncIterat
         finally:
             await engine.aclose()
         return
-    from selflengthen import workers
+    from selflengthen.engines import workers
     from selflengthen.engines.replicas import EnginePool
 
     workers.init_ray(cfg.ray)  # a no-op when the caller (the loop) has connected already

@@ -23,9 +23,9 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from selflengthen import workers
+from selflengthen.core.errors import UserError
+from selflengthen.engines import workers
 from selflengthen.engines.base import Completion, Request, Sampling, merge_usage
-from selflengthen.errors import UserError
 
 log = logging.getLogger("selflengthen")
 STICKY_KEYS = 100_000  # remembered sample -> replica routes (oldest forgotten first)

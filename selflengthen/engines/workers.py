@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ray
 
-from selflengthen.errors import UserError, sigterm_stops_like_ctrl_c
+from selflengthen.core.errors import UserError, sigterm_stops_like_ctrl_c
 from selflengthen.training import strategy
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from selflengthen.errors import UserError
-from selflengthen.text import count_words, count_words_longwriter, detect_language
+from selflengthen.core.errors import UserError
+from selflengthen.core.text import count_words, count_words_longwriter, detect_language
 
 LANGUAGES = ("en", "zh")
 LONGEN_KINDS = ("about", "range", "above", "below")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from selflengthen import artifacts
+from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Engine
 from selflengthen.engines.factory import serving
-from selflengthen.errors import UserError, run_async
 from selflengthen.evaluation import runner
 from selflengthen.evaluation.benchmarks import get_benchmark, load_items
+from selflengthen.store import artifacts
 
 log = logging.getLogger("selflengthen")
 
@@ -78,8 +78,8 @@ async def evaluate_benchmarks(cfg: DictConfig, engine: Engine, adapter: str | No
     """The model `engine` serves (with `adapter`) on each benchmark of `names` (cfg.eval's
     data, limit, languages and token cap; the loop's sampling where the benchmark has none),
     judged by cfg.judge; results in out_dir(name); returns the summaries."""
-    from selflengthen.evaluation.command import judge_engine, judge_settings
-    from selflengthen.loop import sampling_from
+    from selflengthen.commands.eval import judge_engine, judge_settings
+    from selflengthen.pipeline.loop import sampling_from
 
     summaries = {}
     async with judge_engine(cfg) as judge:
@@ -119,7 +119,7 @@ def load(paths: artifacts.RunPaths) -> dict[int, dict[str, dict]]:
 def catch_up(cfg: DictConfig, paths: artifacts.RunPaths, model_path: str, iterations: int) -> None:
     """After the loop: evaluate every iteration whose evaluation is missing (normally only
     the last), each on an engine serving that iteration's generator."""
-    from selflengthen.loop import previous_adapters
+    from selflengthen.pipeline.loop import previous_adapters
 
     for k in range(0, iterations + 1):
         if not missing(cfg, paths, k):

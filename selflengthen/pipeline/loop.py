@@ -16,15 +16,18 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen import artifacts, config, metrics, observe, smollm2_model, workers
-from selflengthen.engines import Sampling, merge_usage, usage_delta
+from selflengthen import config
+from selflengthen.core.errors import UserError, run_async
+from selflengthen.core.quality import QualityCheck, rules_from_config
+from selflengthen.engines import Sampling, merge_usage, usage_delta, workers
 from selflengthen.engines.factory import serving
 from selflengthen.evaluation import in_run
-from selflengthen.errors import UserError, run_async
-from selflengthen.quality import QualityCheck, rules_from_config
-from selflengthen.runlock import RunLock
-from selflengthen.stages import augment, curate, generate, synth, train
-from selflengthen.training import ray_train
+from selflengthen.models import smollm2_model
+from selflengthen.pipeline import metrics, observe
+from selflengthen.pipeline.stages import augment, curate, generate, synth
+from selflengthen.store import artifacts
+from selflengthen.store.runlock import RunLock
+from selflengthen.training import ray_train, sft as train
 
 log = logging.getLogger("selflengthen")
 
@@ -36,7 +39,7 @@ def resolve_model(cfg: DictConfig) -> str:
     if cfg.model.path != config.EMBEDDED_TINY:
         return str(Path(str(cfg.model.path)).expanduser()) if Path(str(cfg.model.path)).expanduser().is_dir() \
             else str(cfg.model.path)
-    from selflengthen.tiny_model import TinyRecipe, ensure_tiny_model
+    from selflengthen.models.tiny_model import TinyRecipe, ensure_tiny_model
 
     recipe = TinyRecipe(**OmegaConf.to_container(cfg.model.build))
     return str(ensure_tiny_model(Path(str(cfg.paths.cache_dir)), recipe, log=log.info))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from selflengthen import artifacts
-from selflengthen.text import count_words
+from selflengthen.core.text import count_words
+from selflengthen.store import artifacts
 
 
 def length_stats(values: list[int]) -> dict:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from selflengthen import artifacts, progress
-from selflengthen.status import StatusWriter
+from selflengthen.core import progress
+from selflengthen.store import artifacts
+from selflengthen.store.status import StatusWriter
 from selflengthen.tracking import Tracker
 
 log = logging.getLogger("selflengthen")

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterable
 
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
 
 STAGES = ("augment", "generate", "extend", "curate", "train")
 ROLES = ("generator", "extender")

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
 
 LOCK_NAME = ".lock"
 HOLDER_NAME = ".lock.json"

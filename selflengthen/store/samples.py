@@ -8,7 +8,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from selflengthen import artifacts
+from selflengthen.store import artifacts
 
 
 def stable_seed(*parts: object) -> int:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from selflengthen import artifacts
+from selflengthen.store import artifacts
 
 FILE = "status.json"
 

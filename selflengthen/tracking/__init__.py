@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen import artifacts
+from selflengthen.store import artifacts
 
 log = logging.getLogger("selflengthen")
 BACKENDS = ("tensorboard", "mlflow", "wandb")

@@ -83,7 +83,7 @@ def mark_complete_callback():
     the marker that makes it a checkpoint to resume from."""
     from transformers import TrainerCallback
 
-    from selflengthen.artifacts import write_json
+    from selflengthen.store.artifacts import write_json
 
     class MarkComplete(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):

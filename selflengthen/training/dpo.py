@@ -1,4 +1,4 @@
-"""DPO on LoRA with TRL's DPOTrainer, one adapter, inside a Ray task (like stages/train.py).
+"""DPO on LoRA with TRL's DPOTrainer, one adapter, inside a Ray task (like training/sft.py).
 
 Continuing from an adapter loads it trainable; TRL then keeps a frozen copy of it (an
 adapter named "ref") as the reference policy, so the KL anchor is the starting adapter,
@@ -28,7 +28,7 @@ def train_dpo_adapter(base_model: str, pairs_path: str, out_dir: str, init_adapt
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from selflengthen.stages.train import save_trained, setup
+    from selflengthen.training.sft import save_trained, setup
 
     started = time.time()
     s = setup(base_model, pairs_path, init_adapter, dcfg)

@@ -1,7 +1,7 @@
 """Where one adapter trains (train.workers, train.strategy).
 
 - train.workers=1 with ddp: one Ray task of train.num_cpus / train.num_gpus runs
-  stages/train.py `train_adapter` (the single-process path).
+  training/sft.py `train_adapter` (the single-process path).
 - otherwise: a Ray Train `TorchTrainer` of train.workers workers, each with those resources,
   runs the same `train_adapter` inside the torch.distributed group Ray Train sets up (gloo
   on CPUs, NCCL on GPUs); TRL/accelerate join it, shard the data, and apply FSDP or DeepSpeed
@@ -12,7 +12,7 @@
   a kill finds Ray Train's snapshot and TRL's checkpoints there and resumes the same way
   as the single-process path (training/checkpoints.py).
 
-`launch` returns an ObjectRef either way; its value is the training info (stages/train.py),
+`launch` returns an ObjectRef either way; its value is the training info (training/sft.py),
 or the task raises NonFiniteLoss.
 """
 from __future__ import annotations
@@ -24,9 +24,8 @@ from pathlib import Path
 
 import ray
 
-from selflengthen.errors import UserError
-from selflengthen.stages import train
-from selflengthen.training import checkpoints, strategy
+from selflengthen.core.errors import UserError
+from selflengthen.training import checkpoints, sft as train, strategy
 
 
 def placement(role_cfgs: list[dict]) -> tuple[float, bool]:

@@ -30,7 +30,7 @@ def progress_file_callback(path: Path):
     driver's progress bar and status.json read it (the trainer runs in another process)."""
     from transformers import TrainerCallback
 
-    from selflengthen.artifacts import write_json
+    from selflengthen.store.artifacts import write_json
 
     class ProgressFile(TrainerCallback):
         last = 0.0
@@ -88,7 +88,7 @@ class Setup:
 
 
 def setup(base_model: str, data_path: str, init_adapter: str | None, tcfg: dict, *, full: bool = False) -> Setup:
-    """Threads, rows, tokenizer and model for a training task (SFT here, DPO in dpo/trainer.py)."""
+    """Threads, rows, tokenizer and model for a training task (SFT here, DPO in training/dpo.py)."""
     import torch
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

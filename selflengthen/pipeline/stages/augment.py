@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
-from selflengthen import artifacts, progress, prompting
+from selflengthen.core import progress, prompting
+from selflengthen.core.text import count_words
 from selflengthen.engines import Engine, Request, Sampling
-from selflengthen.samples import SampleLog, sample_rng, stable_seed
-from selflengthen.text import count_words
+from selflengthen.store import artifacts
+from selflengthen.store.samples import SampleLog, sample_rng, stable_seed
 
 
 @dataclass

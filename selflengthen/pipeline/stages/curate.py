@@ -17,8 +17,9 @@ import time
 
 from omegaconf import DictConfig
 
-from selflengthen import artifacts, prompting
-from selflengthen.text import keep_lines
+from selflengthen.core import prompting
+from selflengthen.core.text import keep_lines
+from selflengthen.store import artifacts
 
 
 def degrade(text: str, keep_prob: float, rng: random.Random) -> str:

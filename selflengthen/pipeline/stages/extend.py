@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
-from selflengthen import artifacts, progress, prompting
+from selflengthen.core import progress, prompting
+from selflengthen.core.quality import QualityCheck
+from selflengthen.core.resample import drop_short
+from selflengthen.core.text import continue_after, count_words, first_half, keep_leading_two_thirds
 from selflengthen.engines import Engine, Request, Sampling
-from selflengthen.quality import QualityCheck
-from selflengthen.resample import drop_short
-from selflengthen.samples import SampleLog, stable_seed
-from selflengthen.text import continue_after, count_words, first_half, keep_leading_two_thirds
+from selflengthen.store import artifacts
+from selflengthen.store.samples import SampleLog, stable_seed
 
 
 @dataclass

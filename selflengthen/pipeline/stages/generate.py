@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from selflengthen import artifacts, progress, prompting
+from selflengthen.core import progress, prompting
+from selflengthen.core.quality import QualityCheck
+from selflengthen.core.resample import drop_short
+from selflengthen.core.text import count_words
 from selflengthen.engines import Engine, Request, Sampling
-from selflengthen.quality import QualityCheck
-from selflengthen.resample import drop_short
-from selflengthen.samples import SampleLog, stable_seed
-from selflengthen.text import count_words
+from selflengthen.store import artifacts
+from selflengthen.store.samples import SampleLog, stable_seed
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Stage 3 of an iteration as `loop.synth` chooses: how the longer responses are made.
 
   extend      the extender lengthens the generator's responses (stages/extend.py; the paper)
-  agentwrite  AgentWrite (stages/agentwrite.py; LongWriter): the generator plans each of the
+  agentwrite  AgentWrite (selflengthen/agentwrite/write.py; LongWriter): the generator plans each of the
               iteration's instructions, then writes it paragraph by paragraph
   both        both on the same engine at once, every row tagged with its method
 
@@ -24,11 +24,11 @@ import time
 
 from omegaconf import DictConfig
 
-from selflengthen import artifacts
+from selflengthen.agentwrite.write import agentwrite_all, keep_rows, plan_vs_actual
+from selflengthen.core.quality import QualityCheck
 from selflengthen.engines import Engine, Sampling
-from selflengthen.quality import QualityCheck
-from selflengthen.stages import extend
-from selflengthen.stages.agentwrite import agentwrite_all, keep_rows, plan_vs_actual
+from selflengthen.pipeline.stages import extend
+from selflengthen.store import artifacts
 
 SYNTHS = ("extend", "agentwrite", "both")
 

@@ -1,0 +1,3 @@
+"""What lives on disk: run and iteration paths, atomic writes and manifests (artifacts),
+resumable sample logs (samples), the one-writer lock of a run (runlock) and its status.json
+(status). Imports only core."""
