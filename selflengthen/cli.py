@@ -12,9 +12,11 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from selflengthen.config import missing_values
+from selflengthen.config.files import conf_dir
 from selflengthen.core.errors import Terminated, UserError, sigterm_stops_like_ctrl_c
+from selflengthen.store.artifacts import DISK_FULL, disk_error
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 VERBS = ("run", "eval", "finalize", "agentwrite", "dpo", "inspect", "estimate")
 USAGE = """usage: python -m selflengthen run [KEY=VALUE ...] [-m]   run the loop (Hydra overrides)
        python -m selflengthen eval benchmark=NAME|[A,B] [data=PATH] [adapter=RUN/iter_K | predictions=FILE] [KEY=VALUE ...]
@@ -77,8 +79,6 @@ def user_errors(debug: bool, kept: str):
         print(f"selflengthen: {what}; {kept}, run the same command to resume", file=sys.stderr)
         sys.exit(code)
     except OSError as err:  # a full disk anywhere (artifacts.py names the folder for its own writes)
-        from selflengthen.store.artifacts import DISK_FULL, disk_error
-
         if err.errno not in DISK_FULL or debug or _debugging():
             raise
         _fail(disk_error(err, Path(err.filename or "the output folder/?")))
@@ -174,8 +174,10 @@ def hydra_verb(argv: list[str], config_name: str, job) -> None:
     """Run `job` under Hydra with the config `conf/<config_name>.yaml` and the overrides."""
     import hydra
 
-    if not CONF_DIR.is_dir():
-        _fail(UserError(f"config folder {CONF_DIR} is missing; run from a checkout (pip install -e .)"))
+    try:
+        conf = conf_dir()
+    except UserError as err:
+        _fail(err)
     if not any(a in ("-h", "--help", "--hydra-help") for a in argv):
         try:
             precheck(argv, config_name)
@@ -183,7 +185,7 @@ def hydra_verb(argv: list[str], config_name: str, job) -> None:
             if _debugging():
                 raise
             _fail(err)
-    main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(job)
+    main = hydra.main(config_path=str(conf), config_name=config_name, version_base="1.3")(job)
     _SWEPT[:] = swept_keys(argv)
     sys.argv = [sys.argv[0]] + argv
     main()
@@ -208,7 +210,7 @@ def precheck(argv: list[str], config_name: str) -> None:
     plain = [text for text, o in zip(overrides, parsed)  # a sweep's values are checked by Hydra per job
              if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=plain, return_hydra_config=True)
             multirun = any(a in ("-m", "--multirun") for a in argv)
             out = OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
@@ -220,7 +222,6 @@ def precheck(argv: list[str], config_name: str) -> None:
         raise UserError(f"{_one_line(err)} (python -m selflengthen run --help shows every key and group)") from err
     finally:
         GlobalHydra.instance().clear()
-    from selflengthen.config import missing_values
 
     swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
     unset = [k for k in missing_values(cfg) if k not in swept]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selflengthen.config import files
 from selflengthen.core.errors import UserError
 from selflengthen.estimate import arch as archs, measured, memory, settings, tokens
 from selflengthen.models import model_check
@@ -23,18 +24,7 @@ STAGES = ("augment", "generate", "extend")
 
 def compose(overrides: list[str]):
     """conf/estimate.yaml with the overrides, without running a Hydra job (nothing is written)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from selflengthen.cli import CONF_DIR
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(config_name="estimate", overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
+    return files.compose("estimate", overrides)
 
 
 def model_arch(c: dict) -> archs.Arch | None:
