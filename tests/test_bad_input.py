@@ -17,8 +17,10 @@ from omegaconf import OmegaConf
 
 from selflengthen import config
 from selflengthen.core.errors import UserError
+from selflengthen.evaluation import in_run
 from selflengthen.pipeline import loop, metrics
 from selflengthen.store import artifacts
+from selflengthen.store.seeds import load_seeds
 from selflengthen.training import sft as train
 from tests.conftest import REPO, run_cli, sha256
 from tests.test_cli_errors import one_error_line
@@ -188,7 +190,7 @@ def test_bad_seeds_file(case, tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_bytes(content)
     with pytest.raises(UserError) as err:
-        config.load_seeds(compose_cfg(f"seeds.path={seeds}"))
+        load_seeds(compose_cfg(f"seeds.path={seeds}"))
     assert str(err.value).startswith(f"seeds file {seeds}") and expected in str(err.value), str(err.value)
     assert "\n" not in str(err.value)
 
@@ -468,7 +470,7 @@ def compose_verb(verb: str, *overrides: str):
     ("config", ["tracking=mlflow", "tracking.mlflow.experiment=''"], "tracking.mlflow.experiment='' must not be empty"),
 ])
 def test_each_bad_value_of_the_other_groups_is_named(verb, overrides, expected):
-    found = config.problems(compose_verb(verb, *overrides), in_run_eval=verb == "config")
+    found = config.problems(compose_verb(verb, *overrides), *([in_run.CONFIG_CHECK] if verb == "config" else []))
     assert len(found) == 1 and found[0].startswith(expected), found
 
 

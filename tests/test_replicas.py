@@ -10,8 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from selflengthen.core.quality import QualityCheck, rules_from_config
-from selflengthen.engines.factory import serving
-from selflengthen.pipeline.loop import sampling_from
+from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.pipeline.stages import generate
 from selflengthen.store import artifacts
 from tests.conftest import REPO

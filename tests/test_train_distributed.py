@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from selflengthen import config
-from selflengthen.config import schema
+from selflengthen.config import checks, schema
 from selflengthen.core.errors import UserError
 from selflengthen.engines import workers
 from selflengthen.training import checkpoints, ray_train, strategy
@@ -58,11 +58,11 @@ def test_each_bad_training_placement_value_is_one_line(override, line):
 
 
 def test_deepspeed_not_installed_is_one_line_naming_the_install(monkeypatch):
-    monkeypatch.setattr(strategy.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(checks.importlib.util, "find_spec", lambda name: None)
     found = config.problems(compose_cfg("train.strategy=deepspeed", "train.cpu_offload=true"))
     assert found == ["train.strategy=deepspeed needs the deepspeed package, which is not installed: "
                      "pip install deepspeed (or use train.strategy=fsdp)"]
-    monkeypatch.setattr(strategy.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(checks.importlib.util, "find_spec", lambda name: object())
     assert config.problems(compose_cfg("train.strategy=deepspeed")) == []
     assert config.problems(compose_cfg("train.strategy=fsdp", "train.cpu_offload=true")) == []
 

@@ -287,22 +287,3 @@ def keep_rows(rows: list[dict], fcfg, check=None) -> tuple[list[dict], dict]:
             kept.append(row)
     return kept, dict(dropped)
 
-
-def config_problems(acfg) -> list[str]:
-    """Problems with the agentwrite group (reported with the rest of the config, with fixes)."""
-    out = []
-    if not 0 < int(acfg.min_words) <= int(acfg.max_words):
-        out.append(f"agentwrite.min_words ({acfg.min_words}) must be > 0 and <= agentwrite.max_words "
-                   f"({acfg.max_words})")
-    if not (isinstance(acfg.max_steps, int) and acfg.max_steps >= 1):
-        out.append(f"agentwrite.max_steps={acfg.max_steps!r} must be a whole number >= 1 (the paper: 50)")
-    if acfg.max_items_in_flight is not None and not (isinstance(acfg.max_items_in_flight, int)
-                                                     and acfg.max_items_in_flight >= 1):
-        out.append(f"agentwrite.max_items_in_flight={acfg.max_items_in_flight!r} must be null (all) or >= 1")
-    f = acfg.filter
-    if f.max_words is not None and not int(f.max_words) > int(f.min_words):
-        out.append(f"agentwrite.filter.max_words ({f.max_words}) must be above filter.min_words ({f.min_words}), "
-                   f"or null for no bound")
-    if float(acfg.mix.general_per_long) < 0:
-        out.append(f"agentwrite.mix.general_per_long={acfg.mix.general_per_long} must be >= 0")
-    return out

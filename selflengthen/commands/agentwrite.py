@@ -23,12 +23,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from selflengthen import config
 from selflengthen.agentwrite import mix
 from selflengthen.agentwrite.write import agentwrite_all, keep_rows, pending, plan_vs_actual, plot_plan_vs_actual
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.core.prompting import LANGUAGES
 from selflengthen.core.quality import QualityCheck, rules_from_config
 from selflengthen.core.text import detect_language
+from selflengthen.engines.factory import sampling_from, serving
+from selflengthen.models.resolve import model_and_adapter
 from selflengthen.store import artifacts
 from selflengthen.store.samples import stable_seed
 
@@ -113,12 +116,7 @@ def check_settings(out: Path, settings: dict) -> None:
 
 def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
     """The whole verb; returns the metrics and the output folder."""
-    from selflengthen import config
-    from selflengthen.commands.eval import model_and_adapter
-    from selflengthen.engines.factory import serving
-    from selflengthen.pipeline import loop
-
-    config.validate(cfg, in_run_eval=False)
+    config.validate(cfg)
     items = read_instructions(cfg.input, int(cfg.limit) if cfg.limit else None)
     general = mix.load_general(str(cfg.agentwrite.mix.general), str(cfg.agentwrite.mix.general_split)) \
         if cfg.agentwrite.mix.general else []
@@ -135,7 +133,7 @@ def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
             log.info("agentwrite: %d instructions (%d to finish) on %s%s", len(items), todo, model_path,
                      f" + adapter {adapters['generator']}" if adapters else "")
             return await agentwrite_all(engine, items, cfg.agentwrite, seed=int(cfg.seed),
-                                        sampling=loop.sampling_from(cfg),
+                                        sampling=sampling_from(cfg),
                                         adapter="generator" if adapters else None, checkpoint=checkpoint)
 
     rows, stats = run_async(written())

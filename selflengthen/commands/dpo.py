@@ -26,15 +26,18 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from selflengthen.commands.eval import judge_engine, judge_settings, model_and_adapter
+from selflengthen import config
 from selflengthen.core.errors import UserError, run_async
-from selflengthen.engines import Request, Sampling
-from selflengthen.engines.factory import serving
+from selflengthen.engines import Request, Sampling, workers
+from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import runner, scoring
 from selflengthen.evaluation.benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_items
+from selflengthen.evaluation.judging import judge_engine, judge_settings
+from selflengthen.models.resolve import model_and_adapter
 from selflengthen.store import artifacts
 from selflengthen.store.samples import SampleLog, stable_seed
 from selflengthen.training import dpo_pairs as pairing
+from selflengthen.training.dpo import train_dpo_adapter
 
 log = logging.getLogger("selflengthen")
 STEPS = ("samples", "pairs", "train")
@@ -149,9 +152,7 @@ async def _sample(engine, bench: Benchmark, items: list[dict], k: int, sampling:
 
 
 def sampling_for(cfg: DictConfig, bench: Benchmark) -> tuple[Sampling, dict]:
-    from selflengthen.pipeline import loop
-
-    sampling, meta = runner.bench_sampling(bench, loop.sampling_from(cfg), cfg.max_tokens,
+    sampling, meta = runner.bench_sampling(bench, sampling_from(cfg), cfg.max_tokens,
                                            int(cfg.model.max_model_len))
     sampling = sampling.with_temperature(float(cfg.dpo.temperature))
     return sampling, {**meta, "temperature": sampling.temperature}
@@ -240,8 +241,6 @@ def make_pairs(cfg: DictConfig, paths: DpoPaths, samples: list[dict], samples_in
 
 def train_settings(cfg: DictConfig) -> dict:
     """train.* (the LoRA shape and the task's placement) with dpo.train.* on top."""
-    from selflengthen.engines import workers
-
     tcfg = OmegaConf.to_container(cfg.train, resolve=True)
     tcfg.pop("per_role", None)
     tcfg.update(OmegaConf.to_container(cfg.dpo.train, resolve=True))
@@ -249,9 +248,6 @@ def train_settings(cfg: DictConfig) -> dict:
 
 
 def train(cfg: DictConfig, paths: DpoPaths, model_path: str, adapters: dict[str, str], pairs_info: dict) -> dict:
-    from selflengthen.engines import workers
-    from selflengthen.training.dpo import train_dpo_adapter
-
     tcfg = train_settings(cfg)
     init = adapters.get("generator")
     digest = artifacts.config_hash({"pairs": pairs_info["config_hash"], "model": model_path, "init": init,
@@ -274,9 +270,7 @@ def train(cfg: DictConfig, paths: DpoPaths, model_path: str, adapters: dict[str,
 
 def run_dpo(cfg: DictConfig) -> tuple[dict, DpoPaths]:
     """The whole `dpo` command: {step: manifest} and the job's paths."""
-    from selflengthen import config
-
-    config.validate(cfg, in_run_eval=False)  # the run's groups (types, ranges, the model folder), then dpo's own
+    config.validate(cfg)  # the run's groups (types, ranges, the model folder), then dpo's own
     validate(cfg)
     bench = get_benchmark(str(cfg.benchmark))
     paths = DpoPaths(Path(str(cfg.out_dir)) / output_name(cfg))

@@ -23,42 +23,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from selflengthen import config
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Sampling
-from selflengthen.engines.factory import serving
+from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import runner, scoring
 from selflengthen.evaluation.benchmarks import Benchmark, benchmark_file, get_benchmark, load_items
+from selflengthen.evaluation.judging import judge_engine, judge_settings
+from selflengthen.models.resolve import model_and_adapter
 from selflengthen.store.samples import SampleLog
 
 log = logging.getLogger("selflengthen")
-
-
-def resolve_adapter(spec: str, iterations_dir: Path) -> tuple[Path, str | None, Path | None]:
-    """(adapter folder, base model it was trained on, the run's config.yaml or None) for
-    `RUN/iter_K` (a finished iteration), an iteration folder, or an adapter folder."""
-    for c in (Path(spec).expanduser(), iterations_dir / spec):
-        if (c / "adapter_config.json").exists():
-            base = json.loads((c / "adapter_config.json").read_text()).get("base_model_name_or_path")
-            return c, base, None
-        if (c / "adapters" / "generator" / "adapter_config.json").exists():
-            if not (c / "manifest.json").exists():
-                raise UserError(f"adapter={spec!r}: iteration {c} is not finished (no manifest.json); finish the run "
-                                f"first (python -m selflengthen run with its run.name), or name an earlier iteration")
-            base = json.loads((c / "manifest.json").read_text()).get("model")
-            run_config = c.parent / "config.yaml"
-            return c / "adapters" / "generator", base, run_config if run_config.exists() else None
-    raise UserError(f"adapter={spec!r} is neither RUN/iter_K under {iterations_dir}/ with a trained generator nor "
-                    f"an adapter folder (with adapter_config.json); give e.g. adapter=tiny/iter_2")
-
-
-def adopt_run_settings(cfg: DictConfig, run_config: Path | None, adapter_path: Path) -> None:
-    """Evaluating a run's iteration with no model given: serve it as the run did (its model
-    settings, LoRA rank and sampling), not with the default preset's."""
-    with open_dict(cfg):
-        if run_config is not None and cfg.model.path == config.EMBEDDED_TINY:
-            run = OmegaConf.load(run_config)
-            cfg.model = run.model
-            cfg.loop.sampling = run.loop.sampling
-        rank = int(json.loads((adapter_path / "adapter_config.json").read_text()).get("r") or 0)
-        cfg.engine.max_lora_rank = max(int(cfg.engine.max_lora_rank), rank)
 
 
 def benchmark_names(cfg: DictConfig) -> list[str]:
@@ -86,32 +58,6 @@ def output_name(cfg: DictConfig, benchmark: str, several: bool = False) -> str:
     return re.sub(r"[^\w.-]+", "-", f"{who}-{benchmark}")
 
 
-@asynccontextmanager
-async def judge_engine(cfg: DictConfig):
-    """The judge's engine (None when `judge=none`), opened like any engine: `judge=openai`
-    is its own engine config; `judge=vllm` is the run's vLLM engine config serving the
-    judge's model."""
-    jcfg = cfg.judge
-    if jcfg.kind == "none":
-        yield None
-        return
-    engine_cfg = jcfg if jcfg.kind == "openai" else {**OmegaConf.to_container(cfg.engine, resolve=True),
-                                                       "kind": "vllm"}
-    model = {"max_model_len": jcfg.get("max_model_len"), "dtype": jcfg.get("dtype"),
-             "trust_remote_code": jcfg.get("trust_remote_code", False), "end_of_turn": list(jcfg.end_of_turn)}
-    judge_cfg = OmegaConf.create({"engine": engine_cfg, "model": model, "ray": cfg.ray})
-    async with serving(str(jcfg.model), {}, judge_cfg) as engine:
-        yield engine
-
-
-def judge_settings(cfg: DictConfig) -> tuple[Sampling, int, dict]:
-    j = cfg.judge
-    meta = {"kind": str(j.kind), "model": str(j.model)}
-    meta["price_per_million_tokens"] = OmegaConf.to_container(j.price_per_million_tokens, resolve=True)
-    return Sampling(temperature=float(j.temperature), top_p=1.0, top_k=-1, repetition_penalty=1.0,
-                    max_tokens=int(j.max_tokens)), int(j.retries), meta
-
-
 def read_predictions(bench_name: str, path: Path, limit, languages) -> list[dict]:
     """The benchmark rows of a predictions file, scored; a missing or non-text `response`
     counts as empty (it scores 0)."""
@@ -122,7 +68,7 @@ def read_predictions(bench_name: str, path: Path, limit, languages) -> list[dict
 
 def run_eval(cfg: DictConfig) -> list[tuple[dict, Path]]:
     """The whole `eval` command; (summary, output folder) per benchmark."""
-    config.validate(cfg, in_run_eval=False)  # every value's type and range, the model folder: before any work
+    config.validate(cfg)  # every value's type and range, the model folder: before any work
     names = benchmark_names(cfg)
     benches = [get_benchmark(name) for name in names]  # every name checked before any work
     several = len(benches) > 1
@@ -160,25 +106,6 @@ def run_eval(cfg: DictConfig) -> list[tuple[dict, Path]]:
             for bench, out, (rows, meta) in zip(benches, outs, results)]
 
 
-def model_and_adapter(cfg: DictConfig) -> tuple[str, dict[str, str]]:
-    """The model to serve and its adapters: {"generator": folder} for `adapter=` (a run's
-    iteration, served as the run did, on the base model it was trained on), else {}."""
-    from selflengthen.pipeline import loop
-
-    adapters, base_of_adapter = {}, None
-    if cfg.adapter:
-        adapter_path, base_of_adapter, run_config = resolve_adapter(str(cfg.adapter),
-                                                                    Path(str(cfg.paths.iterations_dir)))
-        adapters = {"generator": str(adapter_path)}
-        adopt_run_settings(cfg, run_config, adapter_path)
-    model_path = loop.resolve_model(cfg) if not (base_of_adapter and cfg.model.path == config.EMBEDDED_TINY) \
-        else base_of_adapter
-    if base_of_adapter and Path(model_path).resolve() != Path(base_of_adapter).resolve():
-        raise UserError(f"adapter {cfg.adapter} was trained on {base_of_adapter}, not on model.path={model_path}; "
-                        f"leave model.path unset or give that base model")
-    return model_path, adapters
-
-
 @dataclass
 class Plan:
     """One benchmark's generation: its items, sampling and checkpoint."""
@@ -201,14 +128,12 @@ def generate(cfg: DictConfig, benches: list, paths: list[runner.EvalPaths], limi
              languages) -> list[tuple[list[dict], dict]]:
     """(rows, meta) per benchmark, generated on one engine start (none when an earlier run
     predicted every item of every benchmark)."""
-    from selflengthen.pipeline import loop
-
     loaded = [load_items(bench.name, cfg.data, limit=limit, languages=languages) for bench in benches]  # first:
     model_path, adapters = model_and_adapter(cfg)  # a data file's problem is named before any model is prepared
     adapter_role = "generator" if adapters else None
     plans = []
     for bench, where, items in zip(benches, paths, loaded):
-        sampling, sampling_meta = runner.bench_sampling(bench, loop.sampling_from(cfg), cfg.max_tokens,
+        sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(cfg), cfg.max_tokens,
                                                         int(cfg.model.max_model_len))  # after the run's settings
         sampling_meta = {**sampling_meta, "data_file": str(benchmark_file(bench, cfg.data))}
         plans.append(Plan(bench, where, items, sampling, sampling_meta, runner.resume_log(where, "predictions")))

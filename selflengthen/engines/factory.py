@@ -9,7 +9,7 @@ from typing import AsyncIterator
 import ray
 
 from selflengthen.core.errors import UserError
-from selflengthen.engines.base import Engine
+from selflengthen.engines.base import Engine, Sampling
 
 KINDS = ("vllm", "transformers", "openai")
 
@@ -44,3 +44,10 @@ async def serving(model_path: str, adapters: dict[str, str], cfg) -> AsyncIterat
         yield pool
     finally:
         pool.shutdown()
+
+
+def sampling_from(cfg: DictConfig) -> Sampling:
+    """The loop's sampling (`loop.sampling`), which the verbs also generate with."""
+    s = cfg.loop.sampling
+    return Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                    repetition_penalty=s.repetition_penalty, max_tokens=s.max_tokens, stop=tuple(s.stop))

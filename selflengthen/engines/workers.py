@@ -14,7 +14,6 @@ from pathlib import Path
 import ray
 
 from selflengthen.core.errors import UserError, sigterm_stops_like_ctrl_c
-from selflengthen.training import strategy
 
 
 def thread_cap() -> int | None:
@@ -111,42 +110,3 @@ def init_ray(ray_cfg) -> None:
                  **({"dashboard_host": "127.0.0.1"} if dashboard else {}),
                  log_to_driver=bool(ray_cfg.log_to_driver), configure_logging=False)
     sigterm_stops_like_ctrl_c()  # ray.init replaced it: SIGTERM would abort and leave Ray's agents running
-
-
-def placement_problem(engine_cfg, train_cfgs: list[dict], total_gpus: float, node_gpus: list[float],
-                      total_cpus: float) -> str | None:
-    """What the cluster lacks for the run's engines and trainers, as one line naming the
-    settings to change, or None. Serving: engine.replicas x tensor_parallel_size GPUs, each
-    replica's on one node (the openai engine serves elsewhere; a cluster without GPUs
-    serves on CPUs). Training: per adapter, train.workers x train.num_gpus GPUs and
-    x train.num_cpus CPUs (training/strategy.py), each worker's GPUs on one node."""
-    largest = max(node_gpus, default=total_gpus)
-    found = []
-    tp = int(engine_cfg.tensor_parallel_size)
-    if total_gpus > 0 and str(engine_cfg.kind) != "openai":
-        if tp > largest:
-            found.append(f"a serving replica needs engine.tensor_parallel_size={tp} GPUs on one node and the "
-                         f"largest node has {largest:g}")
-        elif engine_cfg.replicas != "auto" and int(engine_cfg.replicas) * tp > total_gpus:
-            found.append(f"serving needs engine.replicas={engine_cfg.replicas} x engine.tensor_parallel_size={tp} = "
-                         f"{int(engine_cfg.replicas) * tp} GPUs and the cluster has {total_gpus:g} "
-                         f"(engine.replicas=auto uses what there is)")
-    for rc in train_cfgs:
-        if total_gpus > 0 and float(rc["num_gpus"]) > largest:
-            found.append(f"a training worker needs train.num_gpus={float(rc['num_gpus']):g} GPUs on one node and "
-                         f"the largest node has {largest:g}")
-        found += strategy.cluster_problems({"workers": 1, "strategy": "ddp", **rc}, total_gpus, total_cpus)
-    if not found:
-        return None
-    return "; ".join(dict.fromkeys(found)) + " (`ray status` lists the cluster's GPUs and CPUs)"
-
-
-def check_placement(engine_cfg, train_cfgs: list[dict]) -> None:
-    """Before any work: the cluster must have what serving and training ask for (Ray would
-    otherwise wait forever for resources that never come)."""
-    nodes = [float(n.get("Resources", {}).get("GPU", 0)) for n in ray.nodes() if n.get("Alive", True)]
-    resources = ray.cluster_resources()
-    problem = placement_problem(engine_cfg, train_cfgs, float(resources.get("GPU", 0)), nodes,
-                                float(resources.get("CPU", 0)))
-    if problem:
-        raise UserError(problem)

@@ -19,36 +19,19 @@ from omegaconf import DictConfig, OmegaConf
 from selflengthen import config
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.core.quality import QualityCheck, rules_from_config
-from selflengthen.engines import Sampling, merge_usage, usage_delta, workers
-from selflengthen.engines.factory import serving
+from selflengthen.engines import merge_usage, usage_delta, workers
+from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import in_run
-from selflengthen.models import smollm2_model
+from selflengthen.models.resolve import resolve_model
 from selflengthen.pipeline import metrics, observe
 from selflengthen.pipeline.stages import augment, curate, generate, synth
 from selflengthen.store import artifacts
 from selflengthen.store.runlock import RunLock
+from selflengthen.store.runs import instruction_pool, previous_adapters
+from selflengthen.store.seeds import load_seeds
 from selflengthen.training import ray_train, sft as train
 
 log = logging.getLogger("selflengthen")
-
-
-def resolve_model(cfg: DictConfig) -> str:
-    """The local folder or hub id vLLM and transformers load; builds an embedded model once."""
-    if cfg.model.path == config.EMBEDDED_SMOLLM2:  # a published chat model, converted from its package once
-        return str(smollm2_model.ensure_smollm2_model(Path(str(cfg.paths.cache_dir)), log=log.info))
-    if cfg.model.path != config.EMBEDDED_TINY:
-        return str(Path(str(cfg.model.path)).expanduser()) if Path(str(cfg.model.path)).expanduser().is_dir() \
-            else str(cfg.model.path)
-    from selflengthen.models.tiny_model import TinyRecipe, ensure_tiny_model
-
-    recipe = TinyRecipe(**OmegaConf.to_container(cfg.model.build))
-    return str(ensure_tiny_model(Path(str(cfg.paths.cache_dir)), recipe, log=log.info))
-
-
-def sampling_from(cfg: DictConfig) -> Sampling:
-    s = cfg.loop.sampling
-    return Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                    repetition_penalty=s.repetition_penalty, max_tokens=s.max_tokens, stop=tuple(s.stop))
 
 
 def start_run(cfg: DictConfig) -> artifacts.RunPaths:
@@ -73,23 +56,6 @@ def _diff(a, b, prefix="") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in set(a) | set(b) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
-
-
-def instruction_pool(seeds: dict[str, list[str]], paths: artifacts.RunPaths, upto: int) -> dict[str, list[str]]:
-    """Seeds plus every instruction accepted in iterations before `upto`."""
-    pool = {lang: list(items) for lang, items in seeds.items()}
-    for k in range(1, upto):
-        it = paths.iteration(k)
-        for row in artifacts.read_jsonl(it.instructions):
-            pool.setdefault(row["language"], []).append(row["instruction"])
-    return pool
-
-
-def previous_adapters(paths: artifacts.RunPaths, k: int) -> dict[str, str]:
-    if k == 1:
-        return {}
-    prev = paths.iteration(k - 1)
-    return {role: str(prev.adapter(role)) for role in artifacts.ROLES}
 
 
 def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path: str,
@@ -244,8 +210,8 @@ def _finish_training(it: artifacts.IterationPaths, role: str, ref) -> dict:
 
 def run(cfg: DictConfig) -> artifacts.RunPaths:
     """The whole loop; returns the run's paths. Safe to call again: it resumes."""
-    config.validate(cfg)
-    seeds = config.load_seeds(cfg)
+    config.validate(cfg, in_run.CONFIG_CHECK)
+    seeds = load_seeds(cfg)
     if cfg.ray.address:  # an unreachable cluster fails now, within ray.connect_timeout_s
         workers.check_reachable(str(cfg.ray.address), float(cfg.ray.connect_timeout_s))
     paths = artifacts.RunPaths(Path(str(cfg.paths.iterations_dir)) / str(cfg.run.name))
@@ -267,7 +233,7 @@ def _run_locked(cfg: DictConfig, seeds: dict[str, list[str]]) -> artifacts.RunPa
         if model_path is None:  # only when there is work: a finished run resumes instantly
             model_path = resolve_model(cfg)
             workers.init_ray(cfg.ray)
-            workers.check_placement(cfg.engine, list(train_configs(train_config(cfg)).values()))  # or one line now
+            ray_train.check_placement(cfg.engine, list(train_configs(train_config(cfg)).values()))  # or one line now
         t0 = time.time()
         history.append(run_iteration(cfg, paths, k, model_path, seeds))
         observe.log_finished(paths)

@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from selflengthen.core import progress
+from selflengthen.evaluation import in_run
 from selflengthen.store import artifacts
 from selflengthen.store.status import StatusWriter
 from selflengthen.tracking import Tracker
@@ -132,8 +133,6 @@ def log_finished(paths: artifacts.RunPaths) -> None:
     """Every finished iteration (and evaluation) not yet sent to the trackers."""
     watcher = _WATCHER.get()
     if watcher is not None and watcher.tracker.enabled:
-        from selflengthen.evaluation import in_run
-
         watcher.tracker.log_finished(paths, in_run.load(paths))
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from selflengthen.training.sft import save_trained, setup
+
 
 def to_preference(pair: dict) -> dict:
     """A pair row as TRL's conversational preference example."""
@@ -27,8 +29,6 @@ def train_dpo_adapter(base_model: str, pairs_path: str, out_dir: str, init_adapt
     """Train one adapter on the pairs and save it to out_dir; the training stats."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
-
-    from selflengthen.training.sft import save_trained, setup
 
     started = time.time()
     s = setup(base_model, pairs_path, init_adapter, dcfg)

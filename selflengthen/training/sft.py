@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from selflengthen.store.artifacts import write_json
 from selflengthen.training import checkpoints, ranks, strategy
 
 
@@ -29,8 +30,6 @@ def progress_file_callback(path: Path):
     """A TRL callback writing {step, max_steps, loss} to `path` every few seconds: the
     driver's progress bar and status.json read it (the trainer runs in another process)."""
     from transformers import TrainerCallback
-
-    from selflengthen.store.artifacts import write_json
 
     class ProgressFile(TrainerCallback):
         last = 0.0

@@ -25,13 +25,11 @@ import time
 from omegaconf import DictConfig
 
 from selflengthen.agentwrite.write import agentwrite_all, keep_rows, plan_vs_actual
+from selflengthen.config import SYNTHS
 from selflengthen.core.quality import QualityCheck
 from selflengthen.engines import Engine, Sampling
 from selflengthen.pipeline.stages import extend
 from selflengthen.store import artifacts
-
-SYNTHS = ("extend", "agentwrite", "both")
-
 
 def drafts_by_instruction(initial: list[dict]) -> dict[str, dict]:
     """The first surviving generator sample (by id) of each instruction."""
