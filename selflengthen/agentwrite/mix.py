@@ -1,7 +1,7 @@
 """A LongWriter-style training set (algorithm.md 2: LongWriter-6k mixed with general SFT
 data): the kept AgentWrite responses plus rows drawn from a general SFT dataset, at
 `agentwrite.mix.general_per_long` general rows per long row, exported with the finalize
-export's formats and helpers (finalize/export.py):
+export's formats and helpers (store/export.py):
 
 - train.jsonl          TRL's conversational rows: {"messages"} plus id, source
                        (agentwrite | general), language, words
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from selflengthen.core.errors import UserError
 from selflengthen.core.text import count_words, detect_language
-from selflengthen.finalize.export import alpaca_row, dataset_info, plot_lengths
 from selflengthen.store import artifacts
+from selflengthen.store.export import alpaca_row, dataset_info, plot_lengths
 from selflengthen.store.samples import stable_seed
 
 ROLES = ("system", "user", "assistant")

@@ -37,11 +37,11 @@ from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import in_run
 from selflengthen.finalize.collect import collect
 from selflengthen.finalize.constraints import ConstraintConfig
-from selflengthen.finalize.export import export
 from selflengthen.finalize.rewrite import constrain_all
 from selflengthen.models.resolve import resolve_model
 from selflengthen.pipeline.stages import augment, generate
 from selflengthen.store import artifacts
+from selflengthen.store.export import export
 from selflengthen.store.runlock import RunLock
 from selflengthen.store.runs import instruction_pool
 from selflengthen.store.seeds import load_seeds
