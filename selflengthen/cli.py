@@ -17,6 +17,8 @@ from selflengthen.config.files import conf_dir
 from selflengthen.core.errors import Terminated, UserError, sigterm_stops_like_ctrl_c
 from selflengthen.store.artifacts import DISK_FULL, disk_error
 
+# Each verb's module (selflengthen/commands/) is imported inside its job function, on purpose:
+# `--help`, a bad override and `inspect` answer without loading Ray, vLLM or torch.
 VERBS = ("run", "eval", "finalize", "agentwrite", "dpo", "inspect", "estimate")
 USAGE = """usage: python -m selflengthen run [KEY=VALUE ...] [-m]   run the loop (Hydra overrides)
        python -m selflengthen eval benchmark=NAME|[A,B] [data=PATH] [adapter=RUN/iter_K | predictions=FILE] [KEY=VALUE ...]
@@ -47,8 +49,7 @@ def _run_job(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from selflengthen.commands.inspect import inspect_runs
-    from selflengthen.pipeline import loop
+    from selflengthen.commands.run import run_and_report
 
     hc = HydraConfig.get()
     if hc.mode.name == "MULTIRUN" and not any(o.startswith("run.name=") for o in hc.overrides.task):
@@ -57,8 +58,7 @@ def _run_job(cfg) -> None:
             cfg.paths.iterations_dir = str(Path(str(cfg.paths.iterations_dir)) / sweep_name(cfg, hc))
             cfg.run.name = _safe(",".join(sorted(_sweep_overrides(hc))) or str(hc.job.num))
     with user_errors(cfg.debug, "finished stages are kept"):
-        paths = loop.run(cfg)
-        text, png = inspect_runs([str(paths.root)], Path(str(cfg.paths.iterations_dir)))
+        text, png = run_and_report(cfg)
         print(text)
         if png:
             print(f"plot: {png}")

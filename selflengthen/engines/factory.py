@@ -9,7 +9,9 @@ from typing import AsyncIterator
 import ray
 
 from selflengthen.core.errors import UserError
+from selflengthen.engines import workers
 from selflengthen.engines.base import Engine, Sampling
+from selflengthen.engines.replicas import EnginePool
 
 KINDS = ("vllm", "transformers", "openai")
 
@@ -19,7 +21,7 @@ async def serving(model_path: str, adapters: dict[str, str], cfg) -> AsyncIterat
     """The engine for one stretch of stages; shut down (accelerator memory freed) on exit."""
     kind = str(cfg.engine.kind)
     if kind == "openai":
-        from selflengthen.engines.openai_engine import OpenAIEngine
+        from selflengthen.engines.openai_engine import OpenAIEngine  # deferred: the openai client, only for this kind
 
         engine = OpenAIEngine.from_config(cfg.engine, model_path, adapters, list(cfg.model.end_of_turn))
         try:
@@ -28,9 +30,6 @@ async def serving(model_path: str, adapters: dict[str, str], cfg) -> AsyncIterat
         finally:
             await engine.aclose()
         return
-    from selflengthen.engines import workers
-    from selflengthen.engines.replicas import EnginePool
-
     workers.init_ray(cfg.ray)  # a no-op when the caller (the loop) has connected already
     try:
         pool = EnginePool(model_path, adapters, cfg.engine, cfg.model)

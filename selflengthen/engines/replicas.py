@@ -39,11 +39,11 @@ class EngineWorker:
     def __init__(self, kind: str, model_path: str, adapters: dict[str, str], options: dict, end_of_turn: list[str],
                  per_request_seeds: bool):
         if kind == "transformers":
-            from selflengthen.engines.transformers_engine import TransformersEngine
+            from selflengthen.engines.transformers_engine import TransformersEngine  # deferred: torch, in actors
 
             self.engine = TransformersEngine(model_path, adapters, options, end_of_turn)
         else:
-            from selflengthen.engines.vllm_engine import VllmEngine
+            from selflengthen.engines.vllm_engine import VllmEngine  # deferred: vLLM, in the actor only
 
             self.engine = VllmEngine(model_path, adapters, options, end_of_turn, per_request_seeds)
 
