@@ -1,10 +1,11 @@
 """Where the shipped config files are, and composing them without a Hydra job.
 
 The YAML lives in the repository's top-level `conf/`; the wheel carries it inside the
-installed package as `selflengthen.conf` (pyproject.toml maps the folder), so an installed
-`selflengthen` finds its configs through importlib.resources from any working folder, and
-an editable install finds the checkout's. A source checkout used without installing (on
-PYTHONPATH) reads the `conf/` beside the package.
+installed package as `selflengthen.conf` (pyproject.toml maps the folder, for an editable
+install too), so an installed `selflengthen` finds its configs through importlib.resources
+from any working folder. A package imported from a source tree (a checkout on PYTHONPATH,
+or an editable install of it) reads that tree's own `conf/`: the same folder an editable
+install maps, and never another checkout's when several share one virtual environment.
 """
 from __future__ import annotations
 
@@ -18,22 +19,21 @@ from hydra.core.global_hydra import GlobalHydra
 from selflengthen.core.errors import UserError
 
 CONF_PACKAGE = "selflengthen.conf"
-_CHECKOUT_CONF = Path(__file__).resolve().parents[2] / "conf"
+_TREE = Path(__file__).resolve().parents[2]  # the source tree's root, or site-packages when installed
 
 
 def conf_dir() -> Path:
     """The folder holding config.yaml and the config groups."""
+    if (_TREE / "pyproject.toml").is_file() and (_TREE / "conf" / "config.yaml").is_file():
+        return _TREE / "conf"  # imported from a source tree
     try:
         root = resources.files(CONF_PACKAGE)
-    except ModuleNotFoundError:  # a checkout on PYTHONPATH: the package is not installed
+    except ModuleNotFoundError:
         root = None
     if root is not None and root.joinpath("config.yaml").is_file():
         return Path(str(root))
-    if (_CHECKOUT_CONF / "config.yaml").is_file():
-        return _CHECKOUT_CONF
-    raise UserError(f"the config files are missing: neither the package {CONF_PACKAGE} nor {_CHECKOUT_CONF} "
-                    "holds config.yaml; reinstall selflengthen (pip install selflengthen, or pip install -e . "
-                    "in a checkout)")
+    raise UserError(f"the config files are missing: the package {CONF_PACKAGE} holds no config.yaml; reinstall "
+                    "selflengthen (pip install selflengthen, or pip install -e . in a checkout)")
 
 
 def compose(config_name: str, overrides: list[str], return_hydra_config: bool = False):
