@@ -32,7 +32,8 @@ from selflengthen.core.quality import QualityCheck, rules_from_config
 from selflengthen.core.text import detect_language
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.models.resolve import model_and_adapter
-from selflengthen.store import artifacts
+from selflengthen.store import artifacts, jsonl
+from selflengthen.store.jsonl import BadLine
 from selflengthen.store.samples import stable_seed
 
 log = logging.getLogger("selflengthen")
@@ -52,16 +53,17 @@ def read_instructions(spec: str | None, limit: int | None = None) -> list[dict]:
         raise UserError(f"input={spec} is not a file; give a JSONL of {{\"instruction\": ..., \"language\": ...}} "
                         f"rows, or a run's iterations/RUN/iter_K/instructions.jsonl")
     items: dict[str, dict] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"input {path} line {n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
+    try:
+        numbered = list(jsonl.rows(path))
+    except BadLine as err:
+        where = f"input {path} line {err.line}"
+        if err.kind == "utf8":
+            raise UserError(f"{where}: not UTF-8 text; save the file as UTF-8") from err
+        if err.kind == "json":
             raise UserError(f"{where}: not JSON ({err.msg}); fix that line") from err
-        if not isinstance(row, dict):
-            raise UserError(f"{where}: expected a JSON object with an \"instruction\"")
+        raise UserError(f"{where}: expected a JSON object with an \"instruction\"") from err
+    for n, row in numbered:
+        where = f"input {path} line {n}"
         unknown = sorted(set(row) - set(FIELDS))
         if unknown:
             raise UserError(f"{where}: unknown field(s) {unknown}; a row holds \"instruction\" and optionally "

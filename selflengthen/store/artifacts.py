@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from selflengthen.core.errors import UserError
+from selflengthen.store import jsonl
 
 STAGES = ("augment", "generate", "extend", "curate", "train")
 ROLES = ("generator", "extender")
@@ -222,20 +223,9 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file; a torn last line (from a crash mid-write) is ignored."""
-    rows = []
-    with Path(path).open(encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # only the last line may be torn
-                break
-            raise
-    return rows
+    """Rows of a JSONL file we wrote (jsonl.rows); a torn last line (from a crash
+    mid-write) is ignored."""
+    return [row for _, row in jsonl.rows(path, torn_tail_ok=True)]
 
 
 def write_text(path: Path, text: str) -> None:

@@ -2,7 +2,6 @@
 read and checked row by row (a bad row is one UserError naming its line)."""
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
@@ -11,6 +10,8 @@ from omegaconf import DictConfig
 from selflengthen.core.errors import UserError
 from selflengthen.core.prompting import LANGUAGES
 from selflengthen.core.text import detect_language
+from selflengthen.store import jsonl
+from selflengthen.store.jsonl import BadLine
 
 
 def load_seeds(cfg: DictConfig) -> dict[str, list[str]]:
@@ -39,28 +40,23 @@ def seed_rows(path: Path) -> list[tuple[int, dict]]:
     string "instruction" or with an unknown "language", is a UserError naming the line."""
     fix = 'rows are {"instruction": "...", "language": "en"|"zh"}, one JSON object a line'
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        line = Path(path).read_bytes()[:err.start].count(b"\n") + 1
-        raise UserError(f"seeds file {path} is not UTF-8 text (line {line}, byte {err.start}); "
-                        "save it as UTF-8") from err
+        numbered = list(jsonl.rows(path))
+    except BadLine as err:
+        if err.kind == "utf8":
+            raise UserError(f"seeds file {path} is not UTF-8 text (line {err.line}, byte {err.byte}); "
+                            "save it as UTF-8") from err
+        if err.kind == "json":
+            raise UserError(f"seeds file {path} line {err.line} is not valid JSON ({err.msg}, column {err.column}); "
+                            f"fix that line ({fix})") from err
+        raise UserError(f"seeds file {path} line {err.line} is a JSON {err.found}, not an object; {fix}") from err
     except IsADirectoryError as err:
         raise UserError(f"seeds file {path} is a folder; point seeds.path at a JSONL file ({fix})") from err
     except FileNotFoundError as err:
         raise UserError(f"seeds file {path} does not exist; point seeds.path at a JSONL file, "
                         "or set seeds.path=null for the shipped seeds") from err
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"seeds file {path} line {n} is not valid JSON ({err.msg}, column {err.colno}); "
-                            f"fix that line ({fix})") from err
+    for n, row in numbered:
         where = f"seeds file {path} line {n}"
-        if not isinstance(row, dict):
-            raise UserError(f"{where} is a JSON {type(row).__name__}, not an object; {fix}")
         if "instruction" not in row:
             raise UserError(f"{where} has no \"instruction\" (keys: {sorted(row)[:5]}); {fix}")
         if not isinstance(row["instruction"], str) or not row["instruction"].strip():

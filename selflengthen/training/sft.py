@@ -8,7 +8,6 @@ trainer checkpoints every train.save_every_steps steps let a killed training res
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -16,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from selflengthen.store import jsonl
 from selflengthen.store.artifacts import write_json
 from selflengthen.training import checkpoints, ranks, strategy
 
@@ -95,7 +95,7 @@ def setup(base_model: str, data_path: str, init_adapter: str | None, tcfg: dict,
     cuda = torch.cuda.is_available()
     if not cuda:
         torch.set_num_threads(max(1, int(tcfg["cpu_threads"] or os.cpu_count() or 1)))
-    rows = [json.loads(line) for line in Path(data_path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [row for _, row in jsonl.rows(Path(data_path))]
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
