@@ -2,7 +2,7 @@
 short ones, by planning first and then writing one paragraph per plan line.
 
 Per item (an instruction), one coroutine: one plan call, parsed by
-`agentwrite_plan.parse_plan` (a rejected plan ends the item, counted by reason); then the
+`plan.parse_plan` (a rejected plan ends the item, counted by reason); then the
 plan's steps in order, each call awaiting the previous step's text, since it is part of
 the next prompt. Items run concurrently (at most `max_items_in_flight`), so the engine's
 batch stays full although each item's steps are sequential. The paragraphs, joined by

@@ -1,5 +1,5 @@
-"""Watching a run as it goes: ties the stage progress (progress.py), the experiment
-trackers (tracking/) and the live status file (status.py) to the loop, so loop.py needs
+"""Watching a run as it goes: ties the stage progress (core/progress.py), the experiment
+trackers (tracking/) and the live status file (store/status.py) to the loop, so loop.py needs
 only `watching(...)` around the run, `stage(...)` around each stage and `log_finished`
 after each iteration.
 
