@@ -10,7 +10,6 @@ from omegaconf import OmegaConf
 
 from selflengthen.core.errors import UserError
 from selflengthen.core.resample import drop_short
-from selflengthen.engines import workers
 from selflengthen.estimate import arch, measured, memory, settings, tokens
 from selflengthen.pipeline import loop
 from selflengthen.store import artifacts

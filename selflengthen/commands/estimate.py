@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from selflengthen.config import files
-from selflengthen.core.errors import UserError
 from selflengthen.estimate import arch as archs, measured, memory, settings, tokens
 from selflengthen.models import model_check
 from selflengthen.store import artifacts

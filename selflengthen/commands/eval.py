@@ -10,15 +10,13 @@ go to `<out_dir>/<name>/` per benchmark: predictions.jsonl, summary.json (last),
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from selflengthen import config
 from selflengthen.core.errors import UserError, run_async

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import ray
+from omegaconf import DictConfig
 
 from selflengthen.core.errors import UserError
 from selflengthen.engines import workers
