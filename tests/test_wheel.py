@@ -2,7 +2,7 @@
 virtual environment (which reaches the project environment's packages, so nothing is
 downloaded), it answers `selflengthen --help` and composes the full config from its own
 `selflengthen.conf` in an empty folder (the estimate verb: the whole run config, costed,
-nothing written). Also: every package of the source tree is listed for the wheel."""
+nothing written; `run --help`: Hydra's entry lists the config groups). Also: every package of the source tree is listed for the wheel."""
 from __future__ import annotations
 
 import os
@@ -61,5 +61,7 @@ def test_the_installed_wheel_finds_its_configs_from_an_empty_folder(tmp_path):
                  "print(selflengthen.__file__); print(f.conf_dir())"], cwd=empty).stdout.split()
     assert where[0].startswith(str(site)) and where[1] == str(site / "selflengthen" / "conf"), where
     estimate = run([str(exe), "estimate"], cwd=empty)  # composes conf/estimate.yaml and the run config
+    groups = run([str(exe), "run", "--help"], cwd=empty).stdout  # Hydra's own entry, on the same folder
+    assert "== Configuration groups ==" in groups and "model: " in groups, groups[-2000:]
     assert "assumptions (estimate.*)" in estimate.stdout, estimate.stdout
     assert list(empty.iterdir()) == []  # nothing written
