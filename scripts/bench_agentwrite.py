@@ -15,10 +15,10 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from selflengthen import loop
+from selflengthen.agentwrite.write import agentwrite_all, plan_vs_actual
 from selflengthen.engines import Request
-from selflengthen.engines.factory import serving
-from selflengthen.stages.agentwrite import agentwrite_all, plan_vs_actual
+from selflengthen.engines.factory import sampling_from, serving
+from selflengthen.models.resolve import resolve_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,8 +33,8 @@ def main() -> None:
     seeds = [json.loads(line) for line in (REPO / "selflengthen" / "seeds" / "en.jsonl").read_text().splitlines()
              if line.strip()][: a.n]
     items = [{"id": f"b{i}", "instruction": s["instruction"], "language": "en"} for i, s in enumerate(seeds)]
-    model = loop.resolve_model(cfg)
-    sampling = loop.sampling_from(cfg)
+    model = resolve_model(cfg)
+    sampling = sampling_from(cfg)
 
     async def both():
         out = {}

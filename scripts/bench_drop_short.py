@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from selflengthen.resample import drop_short_mask
+from selflengthen.core.resample import drop_short_mask
 
 
 def quadratic_baseline(lengths: list[int], seed: int) -> list[bool]:

@@ -31,7 +31,8 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from selflengthen import precision, workers  # noqa: E402
+from selflengthen.core import precision  # noqa: E402
+from selflengthen.engines import workers  # noqa: E402
 from selflengthen.engines import Request, Sampling, complete_all  # noqa: E402
 from selflengthen.engines.replicas import EnginePool  # noqa: E402
 
@@ -50,12 +51,12 @@ def args_():
 def model_folder(name: str) -> str:
     cache = Path(OmegaConf.load(REPO / "conf" / "config.yaml").paths.cache_dir)  # where `make run` keeps it
     if name == "tiny":
-        from selflengthen.tiny_model import TinyRecipe, ensure_tiny_model
+        from selflengthen.models.tiny_model import TinyRecipe, ensure_tiny_model
 
         build = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "tiny.yaml").model.build)
         return str(ensure_tiny_model(cache, TinyRecipe(**build)))
     if name == "smollm2":
-        from selflengthen.smollm2_model import ensure_smollm2_model
+        from selflengthen.models.smollm2_model import ensure_smollm2_model
 
         return str(ensure_smollm2_model(cache))
     return name

@@ -51,16 +51,16 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from selflengthen import prompting, workers
-from selflengthen.engines import Request, Sampling, complete_all
+from selflengthen.core import prompting
+from selflengthen.core.quality import QualityCheck, rules_from_config
+from selflengthen.core.text import continue_after, first_half, keep_leading_two_thirds
+from selflengthen.engines import Request, Sampling, complete_all, workers
 from selflengthen.engines.base import render_ids, token_ids
 from selflengthen.engines.replicas import EnginePool
 from selflengthen.engines.vllm_engine import cpu_threads, single_process_env
-from selflengthen.quality import QualityCheck, rules_from_config
-from selflengthen.samples import SampleLog
-from selflengthen.stages.extend import ExtendChain, extend_responses
-from selflengthen.stages.generate import GenerateChain, sample_responses
-from selflengthen.text import continue_after, first_half, keep_leading_two_thirds
+from selflengthen.pipeline.stages.extend import ExtendChain, extend_responses
+from selflengthen.pipeline.stages.generate import GenerateChain, sample_responses
+from selflengthen.store.samples import SampleLog
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ def args_():
 
 
 def tiny_model() -> str:
-    from selflengthen.tiny_model import TinyRecipe, ensure_tiny_model
+    from selflengthen.models.tiny_model import TinyRecipe, ensure_tiny_model
 
     build = OmegaConf.load(REPO / "conf" / "model" / "tiny.yaml").model.build
     cache = OmegaConf.load(REPO / "conf" / "config.yaml").paths.cache_dir  # where `make run` keeps it

@@ -19,7 +19,8 @@ import ray
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import loop, workers
+from selflengthen.engines import workers
+from selflengthen.models.resolve import resolve_model
 from selflengthen.training import ray_train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +42,7 @@ def main() -> None:
     a = p.parse_args()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["train.epochs=1", "train.save_every_steps=0", *a.overrides])
-    model = loop.resolve_model(cfg)
+    model = resolve_model(cfg)
     ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

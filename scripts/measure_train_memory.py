@@ -20,8 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selflengthen.estimate import arch as archs  # noqa: E402
-from selflengthen.estimate import memory  # noqa: E402
+from selflengthen.estimate import arch as archs, memory  # noqa: E402
 
 GIB = 1024 ** 3
 

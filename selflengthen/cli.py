@@ -12,9 +12,13 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from selflengthen.errors import Terminated, UserError, sigterm_stops_like_ctrl_c
+from selflengthen.config import missing_values
+from selflengthen.config.files import conf_dir
+from selflengthen.core.errors import Terminated, UserError, sigterm_stops_like_ctrl_c
+from selflengthen.store.artifacts import DISK_FULL, disk_error
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Each verb's module (selflengthen/commands/) is imported inside its job function, on purpose:
+# `--help`, a bad override and `inspect` answer without loading Ray, vLLM or torch.
 VERBS = ("run", "eval", "finalize", "agentwrite", "dpo", "inspect", "estimate")
 USAGE = """usage: python -m selflengthen run [KEY=VALUE ...] [-m]   run the loop (Hydra overrides)
        python -m selflengthen eval benchmark=NAME|[A,B] [data=PATH] [adapter=RUN/iter_K | predictions=FILE] [KEY=VALUE ...]
@@ -45,8 +49,7 @@ def _run_job(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from selflengthen import loop
-    from selflengthen.inspect_run import inspect_runs
+    from selflengthen.commands.run import run_and_report
 
     hc = HydraConfig.get()
     if hc.mode.name == "MULTIRUN" and not any(o.startswith("run.name=") for o in hc.overrides.task):
@@ -55,8 +58,7 @@ def _run_job(cfg) -> None:
             cfg.paths.iterations_dir = str(Path(str(cfg.paths.iterations_dir)) / sweep_name(cfg, hc))
             cfg.run.name = _safe(",".join(sorted(_sweep_overrides(hc))) or str(hc.job.num))
     with user_errors(cfg.debug, "finished stages are kept"):
-        paths = loop.run(cfg)
-        text, png = inspect_runs([str(paths.root)], Path(str(cfg.paths.iterations_dir)))
+        text, png = run_and_report(cfg)
         print(text)
         if png:
             print(f"plot: {png}")
@@ -77,8 +79,6 @@ def user_errors(debug: bool, kept: str):
         print(f"selflengthen: {what}; {kept}, run the same command to resume", file=sys.stderr)
         sys.exit(code)
     except OSError as err:  # a full disk anywhere (artifacts.py names the folder for its own writes)
-        from selflengthen.artifacts import DISK_FULL, disk_error
-
         if err.errno not in DISK_FULL or debug or _debugging():
             raise
         _fail(disk_error(err, Path(err.filename or "the output folder/?")))
@@ -118,7 +118,7 @@ def sweep_name(cfg, hc) -> str:
 
 
 def _eval_job(cfg) -> None:
-    from selflengthen.evaluation.command import run_eval, summary_table
+    from selflengthen.commands.eval import run_eval, summary_table
 
     with user_errors(cfg.debug, "finished items are kept"):
         for summary, out in run_eval(cfg):
@@ -129,7 +129,7 @@ def _eval_job(cfg) -> None:
 def _finalize_job(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from selflengthen.finalize.command import report, run_finalize
+    from selflengthen.commands.finalize import report, run_finalize
 
     with user_errors(cfg.debug, "finished finalize steps are kept"):
         manifest, fp = run_finalize(cfg, list(HydraConfig.get().overrides.task))
@@ -150,7 +150,7 @@ def run_argument(argv: list[str]) -> list[str]:
 
 
 def _dpo_job(cfg) -> None:
-    from selflengthen.dpo.command import report, run_dpo
+    from selflengthen.commands.dpo import report, run_dpo
 
     with user_errors(cfg.debug, "finished samples, pairs and training are kept"):
         result, paths = run_dpo(cfg)
@@ -158,7 +158,7 @@ def _dpo_job(cfg) -> None:
 
 
 def _agentwrite_job(cfg) -> None:
-    from selflengthen.agentwrite.command import run_agentwrite, summary_text
+    from selflengthen.commands.agentwrite import run_agentwrite, summary_text
 
     with user_errors(cfg.debug, "finished plans and paragraphs are kept"):
         metrics, out = run_agentwrite(cfg)
@@ -174,8 +174,10 @@ def hydra_verb(argv: list[str], config_name: str, job) -> None:
     """Run `job` under Hydra with the config `conf/<config_name>.yaml` and the overrides."""
     import hydra
 
-    if not CONF_DIR.is_dir():
-        _fail(UserError(f"config folder {CONF_DIR} is missing; run from a checkout (pip install -e .)"))
+    try:
+        conf = conf_dir()
+    except UserError as err:
+        _fail(err)
     if not any(a in ("-h", "--help", "--hydra-help") for a in argv):
         try:
             precheck(argv, config_name)
@@ -183,7 +185,7 @@ def hydra_verb(argv: list[str], config_name: str, job) -> None:
             if _debugging():
                 raise
             _fail(err)
-    main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(job)
+    main = hydra.main(config_path=str(conf), config_name=config_name, version_base="1.3")(job)
     _SWEPT[:] = swept_keys(argv)
     sys.argv = [sys.argv[0]] + argv
     main()
@@ -208,7 +210,7 @@ def precheck(argv: list[str], config_name: str) -> None:
     plain = [text for text, o in zip(overrides, parsed)  # a sweep's values are checked by Hydra per job
              if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=plain, return_hydra_config=True)
             multirun = any(a in ("-m", "--multirun") for a in argv)
             out = OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
@@ -220,7 +222,6 @@ def precheck(argv: list[str], config_name: str) -> None:
         raise UserError(f"{_one_line(err)} (python -m selflengthen run --help shows every key and group)") from err
     finally:
         GlobalHydra.instance().clear()
-    from selflengthen.config import missing_values
 
     swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
     unset = [k for k in missing_values(cfg) if k not in swept]
@@ -269,7 +270,7 @@ def _one_line(err: BaseException) -> str:
 
 
 def inspect_cmd(argv: list[str]) -> None:
-    from selflengthen.inspect_run import inspect_runs
+    from selflengthen.commands.inspect import inspect_runs
 
     parser = argparse.ArgumentParser(prog="python -m selflengthen inspect",
                                      description="Per-iteration length table and plot of a run.")
@@ -291,7 +292,7 @@ def estimate_cmd(argv: list[str]) -> None:
         print("usage: python -m selflengthen estimate [KEY=VALUE ...]\n\nthe estimate.* keys (conf/estimate.yaml) "
               "and every run override; e.g. experiment=paper-qwen2-7b estimate.tokens_per_s_per_gpu=3000")
         return
-    from selflengthen.estimate.command import run_estimate
+    from selflengthen.commands.estimate import run_estimate
 
     debug = "--debug" in argv
     overrides = [a for a in argv if a != "--debug"]

@@ -52,7 +52,7 @@ def model_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(model_cache) -> Path:
     """The embedded model, built by the project's own builder into the session cache."""
-    from selflengthen.tiny_model import ensure_tiny_model
+    from selflengthen.models.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(model_cache)
 

@@ -12,10 +12,18 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from selflengthen import artifacts
-from selflengthen.agentwrite_plan import (Plan, PlanStep, format_step, number_value, parse_plan, plan_request,
-                                          tail_within, write_request)
-from selflengthen.stages.agentwrite import agentwrite_all, plan_vs_actual, plot_plan_vs_actual
+from selflengthen.store import artifacts
+from selflengthen.agentwrite.plan import (
+    Plan,
+    PlanStep,
+    format_step,
+    number_value,
+    parse_plan,
+    plan_request,
+    tail_within,
+    write_request,
+)
+from selflengthen.agentwrite.write import agentwrite_all, plan_vs_actual, plot_plan_vs_actual
 from tests.fakes import ScriptedEngine
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "agentwrite" / "default.yaml"
@@ -407,7 +415,7 @@ def test_plan_vs_actual_and_plot(tmp_path):
 
 
 def test_progress_counts_items_and_the_resumed_ones(tmp_path):
-    from selflengthen import progress
+    from selflengthen.core import progress
 
     checkpoint = tmp_path / "agentwrite.jsonl"
     run(ScriptedEngine(writer(2)), ITEMS[:1], checkpoint=checkpoint)

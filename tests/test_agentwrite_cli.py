@@ -10,10 +10,10 @@ from collections import Counter
 
 import pytest
 
-from selflengthen import artifacts
-from selflengthen.agentwrite.command import read_instructions
-from selflengthen.errors import UserError
-from selflengthen.text import count_words
+from selflengthen.commands.agentwrite import read_instructions
+from selflengthen.core.errors import UserError
+from selflengthen.core.text import count_words
+from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli, kill_session_when
 from tests.test_cli_errors import one_error_line
 

@@ -7,12 +7,12 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from selflengthen import artifacts
 from selflengthen.agentwrite import mix
-from selflengthen.errors import UserError
-from selflengthen.quality import QualityCheck
-from selflengthen.stages.agentwrite import keep_rows
-from selflengthen.text import QualityRules
+from selflengthen.agentwrite.write import keep_rows
+from selflengthen.core.errors import UserError
+from selflengthen.core.quality import QualityCheck
+from selflengthen.core.text import QualityRules
+from selflengthen.store import artifacts
 
 LONG = [{"id": f"a{i}", "instruction": f"Write about topic {i}.", "language": "en",
          "response": " ".join(f"word{i}x{j}" for j in range(100 * (i + 1))) + ".",

@@ -15,9 +15,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import artifacts, config, loop, metrics
-from selflengthen.errors import UserError
-from selflengthen.stages import train
+from selflengthen import config
+from selflengthen.core.errors import UserError
+from selflengthen.evaluation import in_run
+from selflengthen.pipeline import loop, metrics
+from selflengthen.store import artifacts
+from selflengthen.store.seeds import load_seeds
+from selflengthen.training import sft as train
 from tests.conftest import REPO, run_cli, sha256
 from tests.test_cli_errors import one_error_line
 
@@ -97,7 +101,7 @@ def test_every_bad_value_is_reported_at_once_through_the_cli(earlier_run):
 def test_a_new_key_is_checked_by_declaring_it():
     from pydantic import Field, ValidationError
 
-    from selflengthen import schema
+    from selflengthen.config import schema
 
     class Loud(schema.Group):
         volume: float = Field(ge=0, le=1, json_schema_extra={"eg": "0.5"})
@@ -186,7 +190,7 @@ def test_bad_seeds_file(case, tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_bytes(content)
     with pytest.raises(UserError) as err:
-        config.load_seeds(compose_cfg(f"seeds.path={seeds}"))
+        load_seeds(compose_cfg(f"seeds.path={seeds}"))
     assert str(err.value).startswith(f"seeds file {seeds}") and expected in str(err.value), str(err.value)
     assert "\n" not in str(err.value)
 
@@ -250,7 +254,7 @@ def test_hub_id_not_cached_while_offline(tmp_path, monkeypatch):
     found = config.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B"))
     assert found == ["model.path=SomeOrg/Some-Model-7B is not in the local Hugging Face cache and downloads are off "
                      "(HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); download it first where there is a network: "
-                     "huggingface-cli download SomeOrg/Some-Model-7B (then copy ~/.cache/huggingface here), or give "
+                     "hf download SomeOrg/Some-Model-7B (then copy ~/.cache/huggingface here), or give "
                      "a local model folder"]
     monkeypatch.delenv("HF_HUB_OFFLINE")
     # online: downloaded on use when the hub answers (a loopback listener stands in for it) ...
@@ -268,7 +272,7 @@ def test_hub_id_not_cached_while_offline(tmp_path, monkeypatch):
     found = config.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B"))
     assert found == [f"model.path=SomeOrg/Some-Model-7B is not in the local Hugging Face cache and the hub cannot be "
                      f"reached (http://127.0.0.1:{port}: Connection refused); download it first where there is a "
-                     f"network: huggingface-cli download SomeOrg/Some-Model-7B (then copy ~/.cache/huggingface "
+                     f"network: hf download SomeOrg/Some-Model-7B (then copy ~/.cache/huggingface "
                      f"here), or give a local model folder"]
 
 
@@ -371,7 +375,7 @@ def test_unreachable_ray_address_fails_fast_naming_it(earlier_run):
 
 
 def test_silent_ray_address_times_out_within_the_configured_bound():
-    from selflengthen import workers
+    from selflengthen.engines import workers
 
     with socket.socket() as server:  # listening, with a full backlog: connections hang
         server.bind(("127.0.0.1", 0))
@@ -411,7 +415,7 @@ def test_ray_address_auto_without_a_cluster_fails_at_once_naming_it(earlier_run,
 
 
 def test_ray_address_auto_of_a_stopped_cluster_times_out_naming_the_address(tmp_path, monkeypatch):
-    from selflengthen import workers
+    from selflengthen.engines import workers
 
     monkeypatch.setenv("RAY_ADDRESS", "")
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
@@ -466,7 +470,7 @@ def compose_verb(verb: str, *overrides: str):
     ("config", ["tracking=mlflow", "tracking.mlflow.experiment=''"], "tracking.mlflow.experiment='' must not be empty"),
 ])
 def test_each_bad_value_of_the_other_groups_is_named(verb, overrides, expected):
-    found = config.problems(compose_verb(verb, *overrides), in_run_eval=verb == "config")
+    found = config.problems(compose_verb(verb, *overrides), *([in_run.CONFIG_CHECK] if verb == "config" else []))
     assert len(found) == 1 and found[0].startswith(expected), found
 
 
@@ -477,7 +481,7 @@ def test_each_bad_value_of_the_other_groups_is_named(verb, overrides, expected):
 ])
 def test_the_shipped_configs_of_every_verb_pass(verb, overrides):
     container = OmegaConf.to_container(compose_verb(verb, *overrides), resolve=True)
-    from selflengthen import schema
+    from selflengthen.config import schema
 
     assert schema.problems(container) == []
 

@@ -6,7 +6,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from selflengthen import config
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
+from selflengthen.evaluation import in_run
+from selflengthen.models.resolve import EMBEDDED_TINY
+from selflengthen.store import seeds
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # presets name uncached hub ids: validated as online, the hub stood in for on loopback
@@ -45,7 +48,7 @@ def test_real_presets_use_the_paper_scale_and_tiny_scales_down():
     assert qwen.train.learning_rate == 1e-4 and qwen.train.epochs == 4
     assert list(qwen.model.languages) == ["en", "zh"]
     tiny = compose_cfg()
-    assert tiny.model.path == config.EMBEDDED_TINY and tiny.loop.augment.new_per_language < 100
+    assert tiny.model.path == EMBEDDED_TINY and tiny.loop.augment.new_per_language < 100
     assert "learning_rate" in tiny.train.per_role.generator and tiny.train.per_role.extender == {}  # merged
     one_role = compose_cfg("train.per_role.generator.learning_rate=7e-4")
     assert one_role.train.per_role.generator.learning_rate == 7e-4 and one_role.train.per_role.extender == {}
@@ -66,22 +69,22 @@ def test_all_problems_reported_together():
 
 
 def test_seed_pool_shipped_and_user_file(tmp_path):
-    pool = config.load_seeds(compose_cfg("model.languages=[en,zh]"))
+    pool = seeds.load_seeds(compose_cfg("model.languages=[en,zh]"))
     assert len(pool["en"]) >= 50 and len(pool["zh"]) >= 50
     assert len(set(pool["en"])) == len(pool["en"])
     mine = tmp_path / "seeds.jsonl"
     mine.write_text('{"instruction": "Write a long saga about a lighthouse keeper."}\n\n'
                     '{"instruction": "写一篇关于灯塔看守人的长篇故事。"}\n'
                     '{"instruction": "Write an extensive history of tea.", "language": "en"}\n', encoding="utf-8")
-    pool = config.load_seeds(compose_cfg(f"seeds.path={mine}", "model.languages=[en]"))
+    pool = seeds.load_seeds(compose_cfg(f"seeds.path={mine}", "model.languages=[en]"))
     assert pool == {"en": ["Write a long saga about a lighthouse keeper.", "Write an extensive history of tea."]}
     mine.write_text('{"instruction": "ok one"}\nnot json\n', encoding="utf-8")
     with pytest.raises(UserError, match="line 2"):
-        config.load_seeds(compose_cfg(f"seeds.path={mine}"))
+        seeds.load_seeds(compose_cfg(f"seeds.path={mine}"))
 
 
 def test_the_in_run_eval_checks_apply_to_the_loop_only():
     """judge=vllm cannot run beside the loop's engine, but eval/dpo/agentwrite/finalize may use it."""
     cfg = compose_cfg("judge=vllm", "eval.every_iteration=true")
-    assert any(p.startswith("judge=vllm cannot run inside a run") for p in config.problems(cfg))
-    assert not any(p.startswith("judge=vllm") for p in config.problems(cfg, in_run_eval=False))
+    assert any(p.startswith("judge=vllm cannot run inside a run") for p in config.problems(cfg, in_run.CONFIG_CHECK))
+    assert not any(p.startswith("judge=vllm") for p in config.problems(cfg))

@@ -323,7 +323,7 @@ def test_sigterm_stops_like_ctrl_c_in_one_line(capsys):
     """SIGTERM raises errors.Terminated (so the engines and Ray shut down as on Ctrl-C); the
     CLI turns it into one line and exit 143."""
     from selflengthen.cli import user_errors
-    from selflengthen.errors import Terminated, sigterm_stops_like_ctrl_c
+    from selflengthen.core.errors import Terminated, sigterm_stops_like_ctrl_c
 
     before = signal.getsignal(signal.SIGTERM)
     try:
@@ -353,7 +353,7 @@ def test_the_crash_hook_is_inert_unless_named_and_kills_its_whole_group(crash_at
     code = ("import subprocess, sys, time\n"
             "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
             "print(child.pid, flush=True)\n"
-            "from selflengthen import artifacts\n"
+            "from selflengthen.store import artifacts\n"
             "for _ in range(2): artifacts.crash_point('checkpoint:x')\n"
             "child.kill(); print('survived', flush=True)\n")
     env = {k: v for k, v in os.environ.items() if k != "SELFLENGTHEN_CRASH_AT"}
@@ -376,10 +376,10 @@ def test_generate_killed_between_its_data_and_its_manifest_redoes_no_sample(tmp_
 
     from hydra import compose, initialize_config_dir
 
-    from selflengthen import artifacts
+    from selflengthen.core.quality import QualityCheck, rules_from_config
     from selflengthen.engines import Sampling
-    from selflengthen.quality import QualityCheck, rules_from_config
-    from selflengthen.stages import generate
+    from selflengthen.pipeline.stages import generate
+    from selflengthen.store import artifacts
     from tests.fakes import ScriptedEngine
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -426,7 +426,7 @@ def test_sigterm_inside_an_event_loop_cancels_its_main_task_and_every_chain_unwi
     import contextvars
     import logging
 
-    from selflengthen.errors import Terminated, run_async, sigterm_stops_like_ctrl_c
+    from selflengthen.core.errors import Terminated, run_async, sigterm_stops_like_ctrl_c
 
     current = contextvars.ContextVar("current", default=None)
     unwound: list[str] = []
@@ -468,7 +468,7 @@ def test_sigterm_as_the_event_loops_main_task_ends_still_stops():
     must not be lost: `run_async` raises Terminated instead of returning."""
     import asyncio
 
-    from selflengthen.errors import Terminated, run_async, sigterm_stops_like_ctrl_c
+    from selflengthen.core.errors import Terminated, run_async, sigterm_stops_like_ctrl_c
 
     async def ends_right_after_the_signal() -> str:
         os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here and schedules the cancel ...

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from selflengthen import artifacts
+from selflengthen.core.text import count_words_longwriter
 from selflengthen.evaluation.scoring import longbench_length_score
-from selflengthen.text import count_words_longwriter
+from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli, sha256
 
 K, LIMIT, STEPS = 3, 4, 3

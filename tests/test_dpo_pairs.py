@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from selflengthen.dpo import command
-from selflengthen.dpo.pairs import build_pairs, margin_summary, no_pairs_message
-from selflengthen.dpo.trainer import to_preference
+from selflengthen.commands import dpo as command
+from selflengthen.training.dpo import to_preference
+from selflengthen.training.dpo_pairs import build_pairs, margin_summary, no_pairs_message
 from tests.conftest import REPO
 
 

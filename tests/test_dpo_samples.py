@@ -10,11 +10,11 @@ from contextlib import asynccontextmanager
 import pytest
 from hydra import compose, initialize_config_dir
 
-from selflengthen import artifacts
-from selflengthen.dpo import command
-from selflengthen.errors import UserError
+from selflengthen.commands import dpo as command
+from selflengthen.core.errors import UserError
 from selflengthen.evaluation.benchmarks import get_benchmark, load_items
 from selflengthen.evaluation.scoring import longbench_length_score
+from selflengthen.store import artifacts
 from tests.conftest import REPO
 from tests.fakes import ScriptedEngine
 

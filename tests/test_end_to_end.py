@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 from safetensors.numpy import load_file
 
-from selflengthen import artifacts
+from selflengthen.store import artifacts
 from tests.conftest import E2E_ITERATIONS as ITERATIONS
 from tests.conftest import REPO, run_cli, sha256
 

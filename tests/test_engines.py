@@ -74,7 +74,7 @@ def test_the_loop_runs_two_iterations_on_the_transformers_engine(tmp_path, model
     contract, iteration 2 serving iteration 1's adapters (PEFT, switched per request group)."""
     import json
 
-    from selflengthen import artifacts
+    from selflengthen.store import artifacts
     from tests.conftest import REPO, run_cli
 
     proc = run_cli("run", "engine=transformers", "iterations=2", "run.name=hf", f"paths.iterations_dir={tmp_path}",

@@ -8,7 +8,8 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from selflengthen.estimate import command, memory, settings, tokens
+from selflengthen.commands import estimate as command
+from selflengthen.estimate import memory, settings, tokens
 from tests.conftest import REPO, run_cli
 from tests.test_estimate_units import fake_run
 

@@ -8,10 +8,12 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from selflengthen import artifacts, loop, workers
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
+from selflengthen.core.resample import drop_short
 from selflengthen.estimate import arch, measured, memory, settings, tokens
-from selflengthen.resample import drop_short
+from selflengthen.pipeline import loop
+from selflengthen.store import artifacts
+from selflengthen.training import ray_train
 
 GIB = 1024 ** 3
 
@@ -200,7 +202,7 @@ def test_training_flops_and_hours_by_hand():
 # --- settings -------------------------------------------------------------------------------
 
 def test_estimate_settings_are_checked():
-    from selflengthen.estimate.command import compose
+    from selflengthen.commands.estimate import compose
 
     c = OmegaConf.to_container(compose(["estimate.mfu=2", "estimate.gpus=0", "model.languages=[en,zh]"]),
                                resolve=True)
@@ -261,7 +263,7 @@ def cfgs(replicas="auto", tp=1, kind="vllm", num_gpus=1, workers=1, strategy="dd
 
 
 def test_placement_fits_or_names_what_is_missing():
-    fits = workers.placement_problem
+    fits = ray_train.placement_problem
     assert fits(*cfgs(), total_gpus=0, node_gpus=[], total_cpus=2) is None  # CPUs only: served and trained on CPUs
     assert fits(*cfgs(replicas=8, workers=8), total_gpus=8, node_gpus=[8], total_cpus=64) is None
     assert fits(*cfgs(tp=4, workers=4), total_gpus=8, node_gpus=[4, 4], total_cpus=64) is None
@@ -281,14 +283,14 @@ def test_placement_fits_or_names_what_is_missing():
 
 
 def test_check_placement_reads_the_cluster(monkeypatch):
-    monkeypatch.setattr(workers.ray, "cluster_resources", lambda: {"CPU": 32.0, "GPU": 2.0})
-    monkeypatch.setattr(workers.ray, "nodes", lambda: [{"Alive": True, "Resources": {"GPU": 2.0}},
+    monkeypatch.setattr(ray_train.ray, "cluster_resources", lambda: {"CPU": 32.0, "GPU": 2.0})
+    monkeypatch.setattr(ray_train.ray, "nodes", lambda: [{"Alive": True, "Resources": {"GPU": 2.0}},
                                                        {"Alive": False, "Resources": {"GPU": 8.0}}])
     with pytest.raises(UserError, match=r"train.workers=4 x train.num_gpus=1 needs 4 GPUs"):
-        workers.check_placement(*cfgs(tp=1, workers=4))
+        ray_train.check_placement(*cfgs(tp=1, workers=4))
     with pytest.raises(UserError, match=r"tensor_parallel_size=4 GPUs on one node and the largest node has 2"):
-        workers.check_placement(*cfgs(tp=4))  # the dead node's GPUs do not count
-    workers.check_placement(*cfgs(tp=2, workers=2))  # fits: no error
+        ray_train.check_placement(*cfgs(tp=4))  # the dead node's GPUs do not count
+    ray_train.check_placement(*cfgs(tp=2, workers=2))  # fits: no error
 
 
 def test_tensor_parallel_replicas_run_their_workers_inside_the_actor():
@@ -340,7 +342,7 @@ def test_a_cpu_replica_runs_the_model_in_its_own_process_unless_told_not_to(monk
 
 
 def test_cpu_tasks_take_their_grant_capped_by_the_drivers_omp_num_threads(monkeypatch):
-    from selflengthen import workers
+    from selflengthen.engines import workers
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert workers.thread_cap() is None and workers.task_threads(2) == 2

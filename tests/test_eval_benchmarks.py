@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
 from selflengthen.evaluation.benchmarks import (BENCHMARKS, chinese_numeral, constraint_kind, constraint_numbers,
                                                 constraint_window, get_benchmark, load_items)
-from selflengthen.text import count_words, count_words_longwriter
+from selflengthen.core.text import count_words, count_words_longwriter
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"public benchmark files not found at {DATA}")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from selflengthen import artifacts
+from selflengthen.core.text import count_words, count_words_longwriter
 from selflengthen.evaluation.scoring import longbench_length_score, longen_score
-from selflengthen.text import count_words, count_words_longwriter
+from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli
 
 DATA = REPO.parent / "shared" / "data"

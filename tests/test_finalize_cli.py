@@ -10,8 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import artifacts
-from selflengthen.finalize.command import settle, steps_wanted
+from selflengthen.commands.finalize import settle, steps_wanted
+from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli, sha256
 
 

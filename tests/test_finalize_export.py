@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from selflengthen import artifacts
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
 from selflengthen.finalize import collect, constrain_all, export
+from selflengthen.store import artifacts
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "finalize" / "default.yaml"
 
@@ -93,7 +93,7 @@ def test_export_reads_back_with_datasets_and_trl(exported):
     from datasets import load_dataset, load_from_disk
     from trl.data_utils import is_conversational, maybe_apply_chat_template
 
-    from selflengthen.tiny_model import TinyRecipe, train_tokenizer
+    from selflengthen.models.tiny_model import TinyRecipe, train_tokenizer
 
     rows, out, _ = exported
     disk = load_from_disk(str(out / "hf_dataset"))

@@ -1,8 +1,9 @@
 """Loop helpers that need no model: adapter carry-over and the instruction pool."""
 import pytest
 
-from selflengthen import artifacts, loop
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
+from selflengthen.pipeline import loop
+from selflengthen.store import artifacts, runs
 
 
 def test_adapter_is_carried_over_when_a_role_has_no_data(tmp_path):
@@ -25,6 +26,6 @@ def test_no_data_in_the_first_iteration_is_a_clear_error(tmp_path):
 def test_pool_grows_with_earlier_iterations(tmp_path):
     paths = artifacts.RunPaths(tmp_path)
     artifacts.write_jsonl(paths.iteration(1).instructions, [{"language": "en", "instruction": "New one."}])
-    pool = loop.instruction_pool({"en": ["Seed a.", "Seed b."]}, paths, upto=2)
+    pool = runs.instruction_pool({"en": ["Seed a.", "Seed b."]}, paths, upto=2)
     assert pool == {"en": ["Seed a.", "Seed b.", "New one."]}
-    assert loop.instruction_pool({"en": ["Seed a.", "Seed b."]}, paths, upto=1) == {"en": ["Seed a.", "Seed b."]}
+    assert runs.instruction_pool({"en": ["Seed a.", "Seed b."]}, paths, upto=1) == {"en": ["Seed a.", "Seed b."]}

@@ -8,9 +8,9 @@ import io
 import os
 import time
 
-from selflengthen import progress
-from selflengthen.progress import StageProgress
-from selflengthen.status import StatusWriter, describe, read_status
+from selflengthen.core import progress
+from selflengthen.core.progress import StageProgress
+from selflengthen.store.status import StatusWriter, describe, read_status
 from selflengthen.tracking import flatten
 
 
@@ -97,13 +97,10 @@ def test_flatten_keeps_numbers_only():
 
 
 def test_wandb_runs_offline_and_a_resumed_run_keeps_its_id(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from selflengthen.cli import CONF_DIR
+    from selflengthen.config.files import compose
     from selflengthen.tracking import Tracker
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["tracking=wandb", f"paths.iterations_dir={tmp_path}", "run.name=r"])
+    cfg = compose("config", ["tracking=wandb", f"paths.iterations_dir={tmp_path}", "run.name=r"])
     ids = []
     for step in (1, 2):  # the run, then its resumption
         tracker = Tracker(cfg, tmp_path / "r")

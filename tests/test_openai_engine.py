@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from selflengthen.core.errors import UserError
 from selflengthen.engines.base import Request, Sampling
 from selflengthen.engines.openai_engine import OpenAIEngine, adapter_fingerprint
-from selflengthen.errors import UserError
 from tests.proxy import FaultProxy
 
 KEY_ENV = "SELFLENGTHEN_TEST_OPENAI_KEY"

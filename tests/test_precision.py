@@ -1,5 +1,5 @@
 """model.dtype=auto and train.bf16=auto: bf16 where the CPU computes it natively."""
-from selflengthen import precision
+from selflengthen.core import precision
 
 X86 = "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile amx_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n"
 OLD_X86 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"

@@ -1,6 +1,6 @@
 import pytest
 
-from selflengthen import prompting
+from selflengthen.core import prompting
 
 
 @pytest.mark.parametrize("language", ["en", "zh"])

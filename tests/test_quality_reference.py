@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from selflengthen.errors import UserError
-from selflengthen.quality import QualityCheck, rule_problems, rules_from_config
-from selflengthen.text import QualityRules, ngram_units, quality_problem
+from selflengthen.core.errors import UserError
+from selflengthen.core.quality import QualityCheck, rule_problems, rules_from_config
+from selflengthen.core.text import QualityRules, ngram_units, quality_problem
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 EN_MARKS = (".", "!", "?", ",", ";", ":", "-", '"', "'", ")", "]", "}", ">", "`")

@@ -9,11 +9,10 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
-from selflengthen import artifacts
-from selflengthen.engines.factory import serving
-from selflengthen.loop import sampling_from
-from selflengthen.quality import QualityCheck, rules_from_config
-from selflengthen.stages import generate
+from selflengthen.core.quality import QualityCheck, rules_from_config
+from selflengthen.engines.factory import sampling_from, serving
+from selflengthen.pipeline.stages import generate
+from selflengthen.store import artifacts
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

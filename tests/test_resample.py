@@ -3,7 +3,7 @@ import sys
 
 import numpy as np
 
-from selflengthen.resample import drop_short, drop_short_mask, keep_probabilities
+from selflengthen.core.resample import drop_short, drop_short_mask, keep_probabilities
 
 
 def reference_keep_probability(lengths):
@@ -42,7 +42,7 @@ def test_seeded_and_order_preserving():
 def test_a_million_items_do_not_hang():
     """Guards against a quadratic regression (which would take hours on 10^6 items); the
     speed itself is measured by scripts/bench_drop_short.py, not here."""
-    code = ("import numpy as np; from selflengthen.resample import drop_short_mask;"
+    code = ("import numpy as np; from selflengthen.core.resample import drop_short_mask;"
             "m = drop_short_mask(np.random.default_rng(0).integers(0, 10**5, 10**6), seed=0);"
             "print(m.mean())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

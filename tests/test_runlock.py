@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from selflengthen import runlock
-from selflengthen.errors import UserError
-from selflengthen.runlock import RunLock, read_holder
+from selflengthen.core.errors import UserError
+from selflengthen.store import runlock
+from selflengthen.store.runlock import RunLock, read_holder
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from selflengthen.runlock import RunLock
+    from selflengthen.store.runlock import RunLock
     lock = RunLock(sys.argv[1]).acquire()
     print("locked", flush=True)
     time.sleep(120)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from selflengthen import artifacts, smollm2_model
+from selflengthen.core.errors import UserError
 from selflengthen.engines.base import Completion, Request, UsageMeter, merge_usage, render_ids, usage_delta
 from selflengthen.engines.vllm_engine import memory_advice
-from selflengthen.errors import UserError
+from selflengthen.models import smollm2_model
+from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli
 
 # SmolLM2-Instruct's own chat template (as its GGUF file carries it)
@@ -73,7 +74,7 @@ def tiny_folder(tmp_path_factory):
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from selflengthen.tiny_model import TinyRecipe, render, train_tokenizer
+    from selflengthen.models.tiny_model import TinyRecipe, render, train_tokenizer
 
     texts = [render([{"role": "user", "content": "Write about tea."},
                      {"role": "assistant", "content": "Tea is a drink brewed from leaves."}])] * 20

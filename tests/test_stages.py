@@ -3,15 +3,15 @@ per-sample checkpoints, and chains that do not wait for each other."""
 import asyncio
 import random
 
-from selflengthen import prompting
+from selflengthen.core import prompting
+from selflengthen.core.quality import QualityCheck
+from selflengthen.core.text import QualityRules, continue_after, count_words
 from selflengthen.engines import Sampling
-from selflengthen.quality import QualityCheck
-from selflengthen.samples import SampleLog, stable_seed
-from selflengthen.stages.augment import Augmenter
-from selflengthen.stages.curate import degrade, sft_records
-from selflengthen.stages.extend import ExtendChain, extend_responses
-from selflengthen.stages.generate import GenerateChain, sample_responses
-from selflengthen.text import QualityRules, continue_after, count_words
+from selflengthen.pipeline.stages.augment import Augmenter
+from selflengthen.pipeline.stages.curate import degrade, sft_records
+from selflengthen.pipeline.stages.extend import ExtendChain, extend_responses
+from selflengthen.pipeline.stages.generate import GenerateChain, sample_responses
+from selflengthen.store.samples import SampleLog, stable_seed
 from tests.fakes import ScriptedEngine
 
 RULES = {"en": QualityRules(terminal_marks=(".", "!", "?"), ngram=10, meta_words=("response",)),

@@ -1,13 +1,13 @@
 """Every shell command our messages tell a user to run exists, with that subcommand, in the
 environment the project installs: `<command> --help` succeeds for each entry of
-selflengthen.suggested (run from the venv's own bin folder, as a user of it would)."""
+selflengthen.core.suggested (run from the venv's own bin folder, as a user of it would)."""
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from selflengthen import suggested
+from selflengthen.core import suggested
 
 
 @pytest.mark.parametrize("name", sorted(suggested.ALL))
@@ -20,7 +20,7 @@ def test_suggested_command_exists_in_the_installed_versions(name):
 
 
 def test_the_hub_hint_names_the_installed_cli(monkeypatch):
-    from selflengthen import model_check
+    from selflengthen.models import model_check
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     problems, _ = model_check.hub_problems("nobody/no-such-model-xyz")  # offline here: not cached

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from selflengthen import artifacts
+from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli
 from tests.test_synth import check_an_agentwrite_iteration
 

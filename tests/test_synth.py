@@ -12,11 +12,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import artifacts, config, metrics
+from selflengthen import config
+from selflengthen.core.errors import UserError
+from selflengthen.core.quality import QualityCheck, rules_from_config
 from selflengthen.engines import Sampling
-from selflengthen.errors import UserError
-from selflengthen.quality import QualityCheck, rules_from_config
-from selflengthen.stages import curate, synth
+from selflengthen.pipeline import metrics
+from selflengthen.pipeline.stages import curate, synth
+from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli
 from tests.fakes import ScriptedEngine
 
@@ -143,7 +145,7 @@ def test_a_run_saved_before_loop_synth_resumes_as_extend(tmp_path):
     run = tmp_path / "tiny"
     run.mkdir()
     OmegaConf.save(OmegaConf.create(saved), run / "config.yaml")
-    from selflengthen import loop
+    from selflengthen.pipeline import loop
 
     assert loop.start_run(compose_cfg(f"paths.iterations_dir={tmp_path}")).root == run
     with pytest.raises(UserError, match="loop.synth"):

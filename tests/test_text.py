@@ -1,6 +1,15 @@
-from selflengthen.text import (QualityRules, count_words, count_words_longwriter, detect_language, first_half,
-                               has_repeated_ngram, keep_leading_two_thirds, ngram_units, quality_problem,
-                               split_paragraphs)
+from selflengthen.core.text import (
+    QualityRules,
+    count_words,
+    count_words_longwriter,
+    detect_language,
+    first_half,
+    has_repeated_ngram,
+    keep_leading_two_thirds,
+    ngram_units,
+    quality_problem,
+    split_paragraphs,
+)
 
 # The reference's variants (algorithm.md 1.5); tests/test_quality_reference.py checks each
 # detail in which it differs from a plausible reimplementation, and the shipped config.

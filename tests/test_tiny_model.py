@@ -3,9 +3,9 @@ own prompt formats, and its tokenizer's chat template matches the training rende
 import json
 from dataclasses import replace
 
-from selflengthen import prompting
-from selflengthen.tiny_model import (TinyRecipe, heldout_prompts, render, round_words, stdlib_documents,
-                                     train_tokenizer, training_conversations, writing_instruction)
+from selflengthen.core import prompting
+from selflengthen.models.tiny_model import (TinyRecipe, heldout_prompts, render, round_words, stdlib_documents,
+                                            train_tokenizer, training_conversations, writing_instruction)
 
 
 def test_corpus_is_the_standard_library_docs():
@@ -74,7 +74,7 @@ def test_a_small_recipe_builds_from_scratch_into_a_cache_that_a_second_call_reus
     place; the second call finds it and builds nothing."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selflengthen.tiny_model import ensure_tiny_model
+    from selflengthen.models.tiny_model import ensure_tiny_model
 
     recipe = replace(TinyRecipe(), steps=3, seq_len=64, vocab_size=400, list_examples=4, judge_examples=4,
                      rewrite_examples=4)
@@ -102,7 +102,7 @@ def test_a_small_recipe_builds_from_scratch_into_a_cache_that_a_second_call_reus
 def test_a_build_finished_elsewhere_meanwhile_is_kept(tmp_path):
     """Two processes building the same recipe: the one that finishes second keeps the first's
     folder (which may be in use) and discards its own."""
-    from selflengthen.artifacts import publish_build
+    from selflengthen.store.artifacts import publish_build
 
     final = tmp_path / "model"
     mine = tmp_path / "model.building-1"
@@ -141,7 +141,7 @@ def test_processes_asking_for_one_build_at_once_build_it_once(tmp_path):
 def _build_slowly(final, marker):
     import time
 
-    from selflengthen.artifacts import build_once
+    from selflengthen.store.artifacts import build_once
 
     def make(tmp):
         marker.write_text("")
@@ -150,3 +150,4 @@ def _build_slowly(final, marker):
         return {"n": 1}
 
     build_once(final, make)
+

@@ -14,8 +14,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import config, schema, workers
-from selflengthen.errors import UserError
+from selflengthen import config
+from selflengthen.config import checks, schema
+from selflengthen.core.errors import UserError
+from selflengthen.engines import workers
 from selflengthen.training import checkpoints, ray_train, strategy
 from tests.conftest import REPO, run_cli, kill_session_when
 
@@ -56,11 +58,11 @@ def test_each_bad_training_placement_value_is_one_line(override, line):
 
 
 def test_deepspeed_not_installed_is_one_line_naming_the_install(monkeypatch):
-    monkeypatch.setattr(strategy.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(checks.importlib.util, "find_spec", lambda name: None)
     found = config.problems(compose_cfg("train.strategy=deepspeed", "train.cpu_offload=true"))
     assert found == ["train.strategy=deepspeed needs the deepspeed package, which is not installed: "
                      "pip install deepspeed (or use train.strategy=fsdp)"]
-    monkeypatch.setattr(strategy.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(checks.importlib.util, "find_spec", lambda name: object())
     assert config.problems(compose_cfg("train.strategy=deepspeed")) == []
     assert config.problems(compose_cfg("train.strategy=fsdp", "train.cpu_offload=true")) == []
 
@@ -138,7 +140,7 @@ def test_only_complete_checkpoints_are_resumed_from(tmp_path):
 def test_a_worker_failure_comes_back_as_one_line_or_as_the_non_finite_loss():
     from ray.train.v2.api.exceptions import WorkerGroupError
 
-    from selflengthen.stages.train import NonFiniteLoss
+    from selflengthen.training.sft import NonFiniteLoss
 
     nan = WorkerGroupError("rank 1 failed", {1: NonFiniteLoss("the training loss became nan at step 3; lower it")})
     err = ray_train._worker_error(nan)

@@ -1,7 +1,7 @@
 """A LongWriter-style training set (algorithm.md 2: LongWriter-6k mixed with general SFT
 data): the kept AgentWrite responses plus rows drawn from a general SFT dataset, at
 `agentwrite.mix.general_per_long` general rows per long row, exported with the finalize
-export's formats and helpers (finalize/export.py):
+export's formats and helpers (store/export.py):
 
 - train.jsonl          TRL's conversational rows: {"messages"} plus id, source
                        (agentwrite | general), language, words
@@ -21,11 +21,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from selflengthen import artifacts
-from selflengthen.errors import UserError
-from selflengthen.finalize.export import alpaca_row, dataset_info, plot_lengths
-from selflengthen.samples import stable_seed
-from selflengthen.text import count_words, detect_language
+from selflengthen.core.errors import UserError
+from selflengthen.core.text import count_words, detect_language
+from selflengthen.store import artifacts, jsonl
+from selflengthen.store.export import alpaca_row, dataset_info, plot_lengths
+from selflengthen.store.jsonl import BadLine
+from selflengthen.store.samples import stable_seed
 
 ROLES = ("system", "user", "assistant")
 
@@ -48,14 +49,17 @@ def load_general(spec: str, split: str) -> list[list[dict]]:
     path = Path(spec).expanduser()
     if path.is_file():
         chats = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"agentwrite.mix.general {path} line {n}: not JSON ({err.msg}); fix that line") from err
-            if not isinstance(row, dict) or "messages" not in row:
+        try:
+            numbered = list(jsonl.rows(path))
+        except BadLine as err:
+            where = f"agentwrite.mix.general {path} line {err.line}"
+            if err.kind == "utf8":
+                raise UserError(f"{where}: not UTF-8 text; save the file as UTF-8") from err
+            if err.kind == "json":
+                raise UserError(f"{where}: not JSON ({err.msg}); fix that line") from err
+            raise UserError(f"{where}: expected an object with \"messages\"") from err
+        for n, row in numbered:
+            if "messages" not in row:
                 raise UserError(f"agentwrite.mix.general {path} line {n}: expected an object with \"messages\"")
             chats.append(check_messages(row["messages"], f"agentwrite.mix.general {path} line {n}"))
         return chats

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
-from selflengthen.errors import run_async
+from selflengthen.core.errors import run_async
 
 
 @dataclass(frozen=True)

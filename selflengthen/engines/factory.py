@@ -7,9 +7,12 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import ray
+from omegaconf import DictConfig
 
-from selflengthen.engines.base import Engine
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
+from selflengthen.engines import workers
+from selflengthen.engines.base import Engine, Sampling
+from selflengthen.engines.replicas import EnginePool
 
 KINDS = ("vllm", "transformers", "openai")
 
@@ -19,7 +22,7 @@ async def serving(model_path: str, adapters: dict[str, str], cfg) -> AsyncIterat
     """The engine for one stretch of stages; shut down (accelerator memory freed) on exit."""
     kind = str(cfg.engine.kind)
     if kind == "openai":
-        from selflengthen.engines.openai_engine import OpenAIEngine
+        from selflengthen.engines.openai_engine import OpenAIEngine  # deferred: the openai client, only for this kind
 
         engine = OpenAIEngine.from_config(cfg.engine, model_path, adapters, list(cfg.model.end_of_turn))
         try:
@@ -28,9 +31,6 @@ async def serving(model_path: str, adapters: dict[str, str], cfg) -> AsyncIterat
         finally:
             await engine.aclose()
         return
-    from selflengthen import workers
-    from selflengthen.engines.replicas import EnginePool
-
     workers.init_ray(cfg.ray)  # a no-op when the caller (the loop) has connected already
     try:
         pool = EnginePool(model_path, adapters, cfg.engine, cfg.model)
@@ -44,3 +44,10 @@ async def serving(model_path: str, adapters: dict[str, str], cfg) -> AsyncIterat
         yield pool
     finally:
         pool.shutdown()
+
+
+def sampling_from(cfg: DictConfig) -> Sampling:
+    """The loop's sampling (`loop.sampling`), which the verbs also generate with."""
+    s = cfg.loop.sampling
+    return Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                    repetition_penalty=s.repetition_penalty, max_tokens=s.max_tokens, stop=tuple(s.stop))

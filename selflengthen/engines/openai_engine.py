@@ -31,8 +31,8 @@ from typing import Any
 
 import openai
 
+from selflengthen.core.errors import UserError
 from selflengthen.engines.base import Completion, Request, Sampling, UsageMeter, render_ids, token_ids
-from selflengthen.errors import UserError
 
 log = logging.getLogger(__name__)
 

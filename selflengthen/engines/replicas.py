@@ -23,9 +23,10 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from selflengthen import precision, suggested, workers
+from selflengthen.core import precision, suggested
+from selflengthen.core.errors import UserError
+from selflengthen.engines import workers
 from selflengthen.engines.base import Completion, Request, Sampling, merge_usage
-from selflengthen.errors import UserError
 
 log = logging.getLogger("selflengthen")
 STICKY_KEYS = 100_000  # remembered sample -> replica routes (oldest forgotten first)
@@ -39,11 +40,11 @@ class EngineWorker:
     def __init__(self, kind: str, model_path: str, adapters: dict[str, str], options: dict, end_of_turn: list[str],
                  per_request_seeds: bool):
         if kind == "transformers":
-            from selflengthen.engines.transformers_engine import TransformersEngine
+            from selflengthen.engines.transformers_engine import TransformersEngine  # deferred: torch, in actors
 
             self.engine = TransformersEngine(model_path, adapters, options, end_of_turn)
         else:
-            from selflengthen.engines.vllm_engine import VllmEngine
+            from selflengthen.engines.vllm_engine import VllmEngine  # deferred: vLLM, in the actor only
 
             self.engine = VllmEngine(model_path, adapters, options, end_of_turn, per_request_seeds)
 

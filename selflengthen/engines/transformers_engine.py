@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from selflengthen import precision
+from selflengthen.core import precision
 from selflengthen.engines.base import (Completion, Request, Sampling, UsageMeter, check_adapter_folders, render_ids,
                                        token_ids)
 from selflengthen.engines.vllm_engine import NO_ROOM

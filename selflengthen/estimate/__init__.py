@@ -1,3 +1,3 @@
 """`python -m selflengthen estimate`: the expected tokens, GPU-hours and per-GPU memory of a
-run, from its config and stated assumptions (command.py joins tokens.py, memory.py,
-arch.py and measured.py)."""
+run, from its config and stated assumptions (the verb, selflengthen/commands/estimate.py,
+joins tokens.py, memory.py, arch.py and measured.py)."""

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from selflengthen import artifacts
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
+from selflengthen.store import artifacts
 
 STAGES = ("augment", "generate", "extend")
 

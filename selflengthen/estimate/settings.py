@@ -9,10 +9,11 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 from pydantic import ValidationError
 
-from selflengthen import prompting, schema
-from selflengthen.errors import UserError
+from selflengthen.config import schema
+from selflengthen.core import prompting
+from selflengthen.core.errors import UserError
+from selflengthen.core.text import count_words
 from selflengthen.estimate.tokens import Assumptions, Shape
-from selflengthen.text import count_words
 
 TEMPLATES = ("augment", "judge", "extend", "list_item")
 

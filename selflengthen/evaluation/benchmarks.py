@@ -5,15 +5,16 @@ each with a stable id, its language, the prompt sent to the model and its length
 See algorithm.md 3 for the scoring rules these targets feed."""
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from selflengthen.errors import UserError
-from selflengthen.text import count_words, count_words_longwriter, detect_language
+from selflengthen.core.errors import UserError
+from selflengthen.core.text import count_words, count_words_longwriter, detect_language
+from selflengthen.store import jsonl
+from selflengthen.store.jsonl import BadLine
 
 LANGUAGES = ("en", "zh")
 LONGEN_KINDS = ("about", "range", "above", "below")
@@ -250,34 +251,27 @@ def load_items(name: str, path: str | Path | None = None, limit: int | None = No
     wanted = set(languages) if languages is not None else None
     if wanted is not None and not wanted <= set(LANGUAGES):
         raise UserError(f"languages {sorted(wanted - set(LANGUAGES))} unknown; use {', '.join(LANGUAGES)}")
+    items: list[dict] = []
     try:
-        raw = file.read_bytes()
+        for n, row in jsonl.rows(file):  # a BOM, CRLF and blank lines are fine; ids count every line
+            item = _item(bench, row, n - 1, f"{file}, line {n}")
+            if wanted is None or item["language"] in wanted:
+                items.append(item)
+            if limit is not None and len(items) >= limit:
+                break
     except FileNotFoundError:
         raise UserError(f"{file}: no such file; pass the path of {bench.default_file} "
                         "(or of the folder that holds it)") from None
     except OSError as err:
         raise UserError(f"{file}: cannot read it ({err.strerror}); check the path and its permissions") from None
-    items: list[dict] = []
-    for index, line in enumerate(raw.split(b"\n")):
-        where = f"{file}, line {index + 1}"
-        try:
-            text = line.decode("utf-8-sig" if index == 0 else "utf-8").strip()
-        except UnicodeDecodeError:
+    except BadLine as err:
+        where = f"{file}, line {err.line}"
+        if err.kind == "utf8":
             raise UserError(f"{where}: not UTF-8 text; save the file as UTF-8") from None
-        if not text:
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{where}: not valid JSON ({err.msg}, column {err.colno}); "
+        if err.kind == "json":
+            raise UserError(f"{where}: not valid JSON ({err.msg}, column {err.column}); "
                             "each line must be one JSON object") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{where}: a JSON {type(row).__name__}, not an object; each line must be one JSON object")
-        item = _item(bench, row, index, where)
-        if wanted is None or item["language"] in wanted:
-            items.append(item)
-        if limit is not None and len(items) >= limit:
-            break
+        raise UserError(f"{where}: a JSON {err.found}, not an object; each line must be one JSON object") from None
     if not items:
         raise UserError(f"{file}: no items{' in ' + ', '.join(sorted(wanted)) if wanted else ''}; "
                         "check the file and the language filter")

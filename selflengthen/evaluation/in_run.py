@@ -11,12 +11,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from selflengthen import artifacts
+from selflengthen.config import FeatureCheck
+from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Engine
-from selflengthen.engines.factory import serving
-from selflengthen.errors import UserError, run_async
+from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import runner
-from selflengthen.evaluation.benchmarks import get_benchmark, load_items
+from selflengthen.evaluation.benchmarks import BENCHMARKS, get_benchmark, load_items
+from selflengthen.evaluation.judging import judge_engine, judge_settings
+from selflengthen.store import artifacts
+from selflengthen.store.runs import previous_adapters
 
 log = logging.getLogger("selflengthen")
 
@@ -43,8 +46,6 @@ def check_config(cfg: DictConfig) -> list[str]:
     out = []
     if not cfg.eval.every_iteration:
         return out
-    from selflengthen.evaluation.benchmarks import BENCHMARKS
-
     unknown = [b for b in cfg.eval.benchmarks if b not in BENCHMARKS]
     if unknown:
         out.append(f"eval.benchmarks has unknown {unknown}; choose from {list(BENCHMARKS)}")
@@ -60,6 +61,9 @@ def check_config(cfg: DictConfig) -> list[str]:
         out.append("judge=vllm cannot run inside a run (it would need a second engine beside the loop's); use "
                    "judge=openai with a server, or judge=none in the run and `python -m selflengthen eval` later")
     return out
+
+
+CONFIG_CHECK = FeatureCheck(("eval", "judge"), check_config)  # the loop validates with it
 
 
 async def evaluate_generator(cfg: DictConfig, paths: artifacts.RunPaths, k: int, engine: Engine,
@@ -79,9 +83,6 @@ async def evaluate_benchmarks(cfg: DictConfig, engine: Engine, adapter: str | No
     """The model `engine` serves (with `adapter`) on each benchmark of `names` (cfg.eval's
     data, limit, languages and token cap; the loop's sampling where the benchmark has none),
     judged by cfg.judge; results in out_dir(name); returns the summaries."""
-    from selflengthen.evaluation.command import judge_engine, judge_settings
-    from selflengthen.loop import sampling_from
-
     summaries = {}
     async with judge_engine(cfg) as judge:
         jsampling, jretries, jmeta = judge_settings(cfg) if judge is not None else (None, 0, {})
@@ -120,8 +121,6 @@ def load(paths: artifacts.RunPaths) -> dict[int, dict[str, dict]]:
 def catch_up(cfg: DictConfig, paths: artifacts.RunPaths, model_path: str, iterations: int) -> None:
     """After the loop: evaluate every iteration whose evaluation is missing (normally only
     the last), each on an engine serving that iteration's generator."""
-    from selflengthen.loop import previous_adapters
-
     for k in range(0, iterations + 1):
         if not missing(cfg, paths, k):
             continue

@@ -15,8 +15,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from selflengthen import prompting
-from selflengthen.errors import UserError
+from selflengthen.core import prompting
+from selflengthen.core.errors import UserError
 
 
 @dataclass(frozen=True)

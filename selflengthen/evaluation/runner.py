@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from selflengthen import artifacts, progress
+from selflengthen.core import progress
 from selflengthen.engines import Engine, Request, Sampling, usage_delta
-from selflengthen.evaluation import judge as judging
-from selflengthen.evaluation import plots, scoring
+from selflengthen.evaluation import judge as judging, plots, scoring
 from selflengthen.evaluation.benchmarks import Benchmark
-from selflengthen.samples import SampleLog, stable_seed
+from selflengthen.store import artifacts
+from selflengthen.store.samples import SampleLog, stable_seed
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from operator import itemgetter
 
-from selflengthen.evaluation.benchmarks import LONGEN_KINDS, Benchmark, get_benchmark
+from selflengthen.evaluation.benchmarks import Benchmark, LONGEN_KINDS, get_benchmark
 
 # LongBench-Write's required-length buckets as its paper reports them: [lo, hi) words.
 # The paper names the last one [4k, 20k); its data reaches 20,000, so it is closed here.

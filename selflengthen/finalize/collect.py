@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selflengthen import artifacts
-from selflengthen.errors import UserError
+from selflengthen.core.errors import UserError
+from selflengthen.store import artifacts
 
 
 def collect(run_root: Path, *, allow_unfinished: bool = False) -> tuple[list[dict], dict]:

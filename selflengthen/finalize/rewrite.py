@@ -14,9 +14,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from selflengthen.core.prompting import load_template, render, user
 from selflengthen.engines import Request, Sampling
 from selflengthen.finalize.constraints import Constraint, ConstraintConfig, draw_constraint, from_chinese_numeral
-from selflengthen.prompting import load_template, render, user
 
 # --- numbers and length demands ----------------------------------------------------------
 

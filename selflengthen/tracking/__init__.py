@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen import artifacts
+from selflengthen.store import artifacts
 
 log = logging.getLogger("selflengthen")
 BACKENDS = ("tensorboard", "mlflow", "wandb")
@@ -103,7 +103,7 @@ class Tracker:
         self.opened = True
         self.root.mkdir(parents=True, exist_ok=True)
         self.state = artifacts.read_json(self.state_path) if self.state_path.exists() else {}
-        from selflengthen.tracking import backends
+        from selflengthen.tracking import backends  # deferred: tensorboard, mlflow, wandb only when a tracker is on
 
         params = flatten_params(OmegaConf.to_container(self.cfg, resolve=True))
         # a sweep's jobs share one MLflow store (in the sweep's folder) and one experiment

@@ -13,6 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
+from selflengthen.store.artifacts import write_json
 from selflengthen.training import ranks
 
 MARKER = "selflengthen_complete.json"
@@ -82,8 +83,6 @@ def mark_complete_callback():
     there (their optimizer and RNG files are written), rank 0 fsyncs the folder and writes
     the marker that makes it a checkpoint to resume from."""
     from transformers import TrainerCallback
-
-    from selflengthen.artifacts import write_json
 
     class MarkComplete(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):

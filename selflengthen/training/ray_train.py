@@ -1,7 +1,7 @@
 """Where one adapter trains (train.workers, train.strategy).
 
 - train.workers=1 with ddp: one Ray task of train.num_cpus / train.num_gpus runs
-  stages/train.py `train_adapter` (the single-process path).
+  training/sft.py `train_adapter` (the single-process path).
 - otherwise: a Ray Train `TorchTrainer` of train.workers workers, each with those resources,
   runs the same `train_adapter` inside the torch.distributed group Ray Train sets up (gloo
   on CPUs, NCCL on GPUs); TRL/accelerate join it, shard the data, and apply FSDP or DeepSpeed
@@ -12,7 +12,7 @@
   a kill finds Ray Train's snapshot and TRL's checkpoints there and resumes the same way
   as the single-process path (training/checkpoints.py).
 
-`launch` returns an ObjectRef either way; its value is the training info (stages/train.py),
+`launch` returns an ObjectRef either way; its value is the training info (training/sft.py),
 or the task raises NonFiniteLoss.
 """
 from __future__ import annotations
@@ -24,9 +24,49 @@ from pathlib import Path
 
 import ray
 
-from selflengthen.errors import UserError
-from selflengthen.stages import train
-from selflengthen.training import checkpoints, strategy
+from selflengthen.core import suggested
+from selflengthen.core.errors import UserError
+from selflengthen.training import checkpoints, sft as train, strategy
+
+
+def placement_problem(engine_cfg, train_cfgs: list[dict], total_gpus: float, node_gpus: list[float],
+                      total_cpus: float) -> str | None:
+    """What the cluster lacks for the run's engines and trainers, as one line naming the
+    settings to change, or None. Serving: engine.replicas x tensor_parallel_size GPUs, each
+    replica's on one node (the openai engine serves elsewhere; a cluster without GPUs
+    serves on CPUs). Training: per adapter, train.workers x train.num_gpus GPUs and
+    x train.num_cpus CPUs (training/strategy.py), each worker's GPUs on one node."""
+    largest = max(node_gpus, default=total_gpus)
+    found = []
+    tp = int(engine_cfg.tensor_parallel_size)
+    if total_gpus > 0 and str(engine_cfg.kind) != "openai":
+        if tp > largest:
+            found.append(f"a serving replica needs engine.tensor_parallel_size={tp} GPUs on one node and the "
+                         f"largest node has {largest:g}")
+        elif engine_cfg.replicas != "auto" and int(engine_cfg.replicas) * tp > total_gpus:
+            found.append(f"serving needs engine.replicas={engine_cfg.replicas} x engine.tensor_parallel_size={tp} = "
+                         f"{int(engine_cfg.replicas) * tp} GPUs and the cluster has {total_gpus:g} "
+                         f"(engine.replicas=auto uses what there is)")
+    for rc in train_cfgs:
+        if total_gpus > 0 and float(rc["num_gpus"]) > largest:
+            found.append(f"a training worker needs train.num_gpus={float(rc['num_gpus']):g} GPUs on one node and "
+                         f"the largest node has {largest:g}")
+        found += strategy.cluster_problems({"workers": 1, "strategy": "ddp", **rc}, total_gpus, total_cpus)
+    if not found:
+        return None
+    return "; ".join(dict.fromkeys(found)) + f" (`{suggested.RAY_STATUS}` lists the cluster's GPUs and CPUs)"
+
+
+def check_placement(engine_cfg, train_cfgs: list[dict]) -> None:
+    """Before any work: the cluster must have what serving and training ask for (Ray would
+    otherwise wait forever for resources that never come)."""
+    nodes = [float(n.get("Resources", {}).get("GPU", 0)) for n in ray.nodes() if n.get("Alive", True)]
+    resources = ray.cluster_resources()
+    problem = placement_problem(engine_cfg, train_cfgs, float(resources.get("GPU", 0)), nodes,
+                                float(resources.get("CPU", 0)))
+    if problem:
+        raise UserError(problem)
+
 
 
 def placement(role_cfgs: list[dict]) -> tuple[float, bool]:

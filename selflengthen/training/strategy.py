@@ -3,10 +3,6 @@ TRL's SFTConfig takes for data parallel (ddp, the default), FSDP or DeepSpeed Ze
 optional CPU offload, and the checks that the chosen strategy can run here."""
 from __future__ import annotations
 
-import importlib.util
-
-from selflengthen import suggested
-
 STRATEGIES = ("ddp", "fsdp", "deepspeed")
 SHARDED = ("fsdp", "deepspeed")  # weights split across GPUs: GPUs only
 
@@ -42,18 +38,6 @@ def deepspeed_config(cpu_offload: bool) -> dict:
     return {"zero_optimization": zero, "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
             "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
             "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"}
-
-
-def config_problems(tcfg: dict) -> list[str]:
-    """Rules joining train.strategy to the installed packages and to train.cpu_offload."""
-    out = []
-    if tcfg.get("strategy") == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
-        out.append("train.strategy=deepspeed needs the deepspeed package, which is not installed: "
-                   f"{suggested.PIP_INSTALL} deepspeed (or use train.strategy=fsdp)")
-    if tcfg.get("cpu_offload") is True and tcfg.get("strategy") == "ddp":
-        out.append("train.cpu_offload=true needs train.strategy=fsdp or train.strategy=deepspeed "
-                   "(ddp keeps a whole copy of the model on every worker)")
-    return out
 
 
 def cluster_problems(tcfg: dict, gpus: float, cpus: float) -> list[str]:

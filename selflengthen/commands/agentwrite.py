@@ -1,0 +1,181 @@
+"""`python -m selflengthen agentwrite input=FILE`: AgentWrite (LongWriter; algorithm.md 2)
+over a file of writing instructions, on the configured engine (one start, every
+instruction in flight together, each one's steps in order), with the base model or an
+iteration's generator (`adapter=RUN/iter_K`).
+
+Results go to `<out_dir>/<name>/`:
+  checkpoint.jsonl     every finished plan and step as it finishes: a killed run resumes at
+                       the next step of each instruction (nothing is asked twice)
+  settings.json        what the text depends on (model, adapter, seed, sampling, agentwrite);
+                       resuming with other settings is refused
+  rows.jsonl           one row per planned instruction: plan, per-paragraph planned vs
+                       written words, response, and `kept` (agentwrite.filter)
+  plan_vs_actual.png   planned against written words per paragraph
+  train/               the LongWriter-style training set (agentwrite/mix.py)
+  metrics.json         written last: plan rejections, steps, tokens, paragraphs/s, plan vs actual
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from selflengthen import config
+from selflengthen.agentwrite import mix
+from selflengthen.agentwrite.write import agentwrite_all, keep_rows, pending, plan_vs_actual, plot_plan_vs_actual
+from selflengthen.core.errors import UserError, run_async
+from selflengthen.core.prompting import LANGUAGES
+from selflengthen.core.quality import QualityCheck, rules_from_config
+from selflengthen.core.text import detect_language
+from selflengthen.engines.factory import sampling_from, serving
+from selflengthen.models.resolve import model_and_adapter
+from selflengthen.store import artifacts, jsonl
+from selflengthen.store.jsonl import BadLine
+from selflengthen.store.samples import stable_seed
+
+log = logging.getLogger("selflengthen")
+FIELDS = ("instruction", "language", "id")  # a run's iter_K/instructions.jsonl rows hold exactly these
+
+
+def read_instructions(spec: str | None, limit: int | None = None) -> list[dict]:
+    """Items {id, instruction, language} of a JSONL of instructions. `language` defaults
+    to the detected one; `id` to a digest of the text (so a resume matches rows, whatever
+    their order). A repeated instruction is read once."""
+    if not spec:
+        raise UserError("give the instructions: python -m selflengthen agentwrite input=FILE (a JSONL of "
+                        "{\"instruction\": ..., \"language\": \"en\"|\"zh\"} rows, or a run's "
+                        "iter_K/instructions.jsonl)")
+    path = Path(str(spec)).expanduser()
+    if not path.is_file():
+        raise UserError(f"input={spec} is not a file; give a JSONL of {{\"instruction\": ..., \"language\": ...}} "
+                        f"rows, or a run's iterations/RUN/iter_K/instructions.jsonl")
+    items: dict[str, dict] = {}
+    try:
+        numbered = list(jsonl.rows(path))
+    except BadLine as err:
+        where = f"input {path} line {err.line}"
+        if err.kind == "utf8":
+            raise UserError(f"{where}: not UTF-8 text; save the file as UTF-8") from err
+        if err.kind == "json":
+            raise UserError(f"{where}: not JSON ({err.msg}); fix that line") from err
+        raise UserError(f"{where}: expected a JSON object with an \"instruction\"") from err
+    for n, row in numbered:
+        where = f"input {path} line {n}"
+        unknown = sorted(set(row) - set(FIELDS))
+        if unknown:
+            raise UserError(f"{where}: unknown field(s) {unknown}; a row holds \"instruction\" and optionally "
+                            f"\"language\" ({'|'.join(LANGUAGES)}) and \"id\"")
+        text = row.get("instruction")
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"{where}: \"instruction\" must be a non-empty string")
+        language = row.get("language") or detect_language(text)
+        if language not in LANGUAGES:
+            raise UserError(f"{where}: language {language!r} is not one of {list(LANGUAGES)}")
+        ident = str(row["id"]) if row.get("id") is not None else f"aw-{stable_seed(language, text.strip()):08x}"
+        if ident in items:
+            if items[ident]["instruction"] == text.strip():
+                continue
+            raise UserError(f"{where}: id {ident!r} is used twice for different instructions; make ids unique")
+        items[ident] = {"id": ident, "instruction": text.strip(), "language": language}
+    if not items:
+        raise UserError(f"input {path} holds no instructions")
+    return list(items.values())[:limit] if limit else list(items.values())
+
+
+def output_name(cfg: DictConfig) -> str:
+    if cfg.name:
+        return str(cfg.name)
+    source = Path(str(cfg.input))
+    stem = f"{source.parent.parent.name}-{source.parent.name}" if source.stem == "instructions" else source.stem
+    who = "-".join(Path(str(cfg.adapter)).parts[-2:]) if cfg.adapter else str(cfg.model.name)
+    return re.sub(r"[^\w.-]+", "-", stem if who == stem else f"{stem}-{who}")
+
+
+def settings_of(cfg: DictConfig, model_path: str, adapters: dict) -> dict:
+    """What the written text depends on: a resume must keep it."""
+    agentwrite = OmegaConf.to_container(cfg.agentwrite, resolve=True)
+    for key in ("filter", "mix", "max_items_in_flight"):  # these change what is kept or how fast, not the text
+        agentwrite.pop(key)
+    return {"model": model_path, "adapter": adapters.get("generator"), "seed": int(cfg.seed),
+            "sampling": OmegaConf.to_container(cfg.loop.sampling, resolve=True), "agentwrite": agentwrite}
+
+
+def check_settings(out: Path, settings: dict) -> None:
+    path = out / "settings.json"
+    if not path.exists():
+        artifacts.write_json(path, settings)
+        return
+    before = artifacts.read_json(path)
+    changed = sorted(k for k in settings if json.dumps(before.get(k), sort_keys=True)
+                     != json.dumps(settings[k], sort_keys=True))
+    if changed:
+        raise UserError(f"{out} was written with other settings ({', '.join(changed)}); rerun with the same "
+                        f"settings to resume, or give name=NEW for a new folder")
+
+
+def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
+    """The whole verb; returns the metrics and the output folder."""
+    config.validate(cfg)
+    items = read_instructions(cfg.input, int(cfg.limit) if cfg.limit else None)
+    general = mix.load_general(str(cfg.agentwrite.mix.general), str(cfg.agentwrite.mix.general_split)) \
+        if cfg.agentwrite.mix.general else []
+    out = Path(str(cfg.out_dir)) / output_name(cfg)
+    model_path, adapters = model_and_adapter(cfg)
+    check_settings(out, settings_of(cfg, model_path, adapters))
+    checkpoint = out / "checkpoint.jsonl"
+    todo = pending(items, checkpoint)
+
+    async def written():
+        if not todo:  # everything is in the checkpoint: no engine needed
+            return await agentwrite_all(None, items, cfg.agentwrite, seed=int(cfg.seed), checkpoint=checkpoint)
+        async with serving(model_path, adapters, cfg) as engine:
+            log.info("agentwrite: %d instructions (%d to finish) on %s%s", len(items), todo, model_path,
+                     f" + adapter {adapters['generator']}" if adapters else "")
+            return await agentwrite_all(engine, items, cfg.agentwrite, seed=int(cfg.seed),
+                                        sampling=sampling_from(cfg),
+                                        adapter="generator" if adapters else None, checkpoint=checkpoint)
+
+    rows, stats = run_async(written())
+    (out / "metrics.json").unlink(missing_ok=True)  # written last again
+    check = QualityCheck(rules_from_config(cfg.loop.quality))
+    kept, dropped = keep_rows(rows, cfg.agentwrite.filter, check)
+    kept_ids = {r["id"] for r in kept}
+    artifacts.write_jsonl(out / "rows.jsonl", [{**r, "kept": r["id"] in kept_ids} for r in rows])
+    plot_plan_vs_actual(rows, out / "plan_vs_actual.png")
+    info = {"model": model_path, "adapter": adapters.get("generator"), "general": cfg.agentwrite.mix.general,
+            "general_per_long": float(cfg.agentwrite.mix.general_per_long), "input": str(cfg.input)}
+    training = mix.export_set(mix.mix(kept, general, float(cfg.agentwrite.mix.general_per_long), cfg.seed),
+                              out / "train", info=info)
+    metrics = {**stats, "plan_vs_actual": plan_vs_actual(rows),
+               "kept": len(kept), "dropped": dropped, "quality": check.summary(),
+               "training_set": {"path": "train", **training["counts"]}, "model": model_path,
+               "adapter": adapters.get("generator"), "input": str(cfg.input), "engine": str(cfg.engine.kind),
+               "max_items_in_flight": cfg.agentwrite.max_items_in_flight}
+    artifacts.write_json(out / "metrics.json", metrics)
+    return metrics, out
+
+
+def summary_text(m: dict) -> str:
+    """The printed report."""
+    def num(v, fmt="{:.1f}"):
+        return "-" if v is None else fmt.format(v)
+
+    rejected = ", ".join(f"{k} {v}" for k, v in m["plans_rejected"].items())
+    para, resp = m["plan_vs_actual"]["paragraphs"], m["plan_vs_actual"]["responses"]
+    sources = m["training_set"].get("sources", {})
+    return "\n".join([
+        f"agentwrite: {m['items']} instructions, {m['planned']} planned (rejected: {rejected}), "
+        f"{m['rows']} responses",
+        f"  paragraphs   {m['steps_written']} written ({m['resumed_steps']} resumed, {m['empty_steps']} empty, "
+        f"{m['truncated_steps']} cut at max_tokens); this run: {m['steps_this_run']} in {m['seconds']} s = "
+        f"{num(m['paragraphs_per_second'], '{:.3f}')} paragraphs/s",
+        f"  per paragraph  planned {num(para['mean_planned'])}, written {num(para['mean_actual'])} words "
+        f"(ratio {num(para['ratio'], '{:.2f}')}, median {num(para['median_ratio'], '{:.2f}')}, "
+        f"{num(para['within_20pct'] and 100 * para['within_20pct'], '{:.0f}')}% within 20% of plan)",
+        f"  per response   planned {num(resp['mean_planned'])}, written {num(resp['mean_actual'])} words",
+        f"  training set   {m['kept']} kept (dropped: {m['dropped'] or 'none'}) + {sources.get('general', 0)} "
+        f"general rows -> {m['training_set']['path']}/",
+    ])

@@ -1,0 +1,303 @@
+"""`python -m selflengthen dpo`: preference tuning of a model, or of a run's generator, on
+long-writing instructions with required lengths (LongBench-Write rows).
+
+Three steps, each finished by a manifest written last (its presence = the step is done),
+so a rerun skips what is complete and a killed run resumes:
+1. samples: k outputs per instruction on one engine start, all in flight (each finished
+   sample is checkpointed in partial/), scored by the evaluation's length scorer and, with
+   a judge, its quality rubric: S = (S_l + S_q)/2, or S_l alone with judge=none;
+   -> samples.jsonl, samples.manifest.json
+2. pairs: (chosen, rejected) per instruction (training/dpo_pairs.py) -> pairs.jsonl, pairs.manifest.json
+   (the margins seen and kept)
+3. train: TRL's DPOTrainer on LoRA in a Ray task (a GPU where the cluster has one),
+   continuing from `adapter=` or a fresh LoRA -> adapter/, train.manifest.json
+A changed setting redoes the steps it feeds (pairs and train); samples made with other
+settings are never overwritten (a new `name=` keeps both).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import ray
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from selflengthen import config
+from selflengthen.core.errors import UserError, run_async
+from selflengthen.engines import Request, Sampling, workers
+from selflengthen.engines.factory import sampling_from, serving
+from selflengthen.evaluation import runner, scoring
+from selflengthen.evaluation.benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_items
+from selflengthen.evaluation.judging import judge_engine, judge_settings
+from selflengthen.models.resolve import model_and_adapter
+from selflengthen.store import artifacts
+from selflengthen.store.samples import SampleLog, stable_seed
+from selflengthen.training import dpo_pairs as pairing
+from selflengthen.training.dpo import train_dpo_adapter
+
+log = logging.getLogger("selflengthen")
+STEPS = ("samples", "pairs", "train")
+
+
+class DpoPaths:
+    """Every file of one `dpo` job, under <out_dir>/<name>/."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples.jsonl"
+
+    @property
+    def pairs(self) -> Path:
+        return self.root / "pairs.jsonl"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    def manifest(self, step: str) -> Path:
+        return self.root / f"{step}.manifest.json"
+
+    def partial(self, what: str) -> Path:
+        return self.root / "partial" / f"{what}.jsonl"
+
+
+def output_name(cfg: DictConfig) -> str:
+    who = str(cfg.adapter).strip("/").replace("/", "-") if cfg.adapter else str(cfg.model.name)
+    return str(cfg.name) if cfg.name else re.sub(r"[^\w.-]+", "-", f"{who}-{cfg.benchmark}")
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    """Every problem with the dpo settings, each with its fix."""
+    d, t, out = cfg.dpo, cfg.dpo.train, []
+    bench = BENCHMARKS.get(cfg.benchmark) if isinstance(cfg.benchmark, str) else None
+    if isinstance(cfg.benchmark, ListConfig):
+        out.append(f"dpo takes one benchmark, not a list ({list(cfg.benchmark)}); e.g. benchmark=heldout_tiny")
+    elif bench is None or bench.target != "length":
+        usable = [b.name for b in BENCHMARKS.values() if b.target == "length"]
+        out.append(f"benchmark={cfg.benchmark} is not a LongBench-Write row format; choose one of {usable}")
+    if not (isinstance(d.samples_per_instruction, int) and d.samples_per_instruction >= 2):
+        out.append(f"dpo.samples_per_instruction={d.samples_per_instruction!r} must be a whole number >= 2 "
+                   f"(a pair needs two samples)")
+    if not d.temperature > 0:
+        out.append(f"dpo.temperature={d.temperature} must be > 0 (at 0 the samples of an instruction are alike)")
+    if d.pairing not in pairing.PAIRINGS:
+        out.append(f"dpo.pairing={d.pairing!r} must be one of {list(pairing.PAIRINGS)}")
+    if not d.min_margin >= 0:
+        out.append(f"dpo.min_margin={d.min_margin} must be >= 0 (scores are on 0..100)")
+    for key in ("beta", "learning_rate"):
+        if not t[key] > 0:
+            out.append(f"dpo.train.{key}={t[key]} must be > 0")
+    if not (isinstance(t.epochs, (int, float)) and t.epochs > 0):
+        out.append(f"dpo.train.epochs={t.epochs!r} must be > 0")
+    if t.max_steps is not None and not (isinstance(t.max_steps, int) and t.max_steps >= 1):
+        out.append(f"dpo.train.max_steps={t.max_steps!r} must be a whole number >= 1, or null")
+    return out
+
+
+def validate(cfg: DictConfig) -> None:
+    found = problems(cfg)
+    if found:
+        raise UserError("config: " + "; ".join(found))
+
+
+def _done(paths: DpoPaths, step: str, digest: str) -> dict | None:
+    """The step's manifest when it finished with these settings."""
+    manifest = paths.manifest(step)
+    if manifest.exists():
+        info = artifacts.read_json(manifest)
+        if info.get("config_hash") == digest:
+            return info
+    return None
+
+
+def _write_manifest(paths: DpoPaths, step: str, started: float, digest: str, info: dict) -> dict:
+    info = {"step": step, "seconds": round(time.time() - started, 2),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config_hash": digest, **info,
+            "versions": artifacts.package_versions()}
+    artifacts.write_json(paths.manifest(step), info)
+    return info
+
+
+# --- step 1: samples -----------------------------------------------------------------
+
+def sample_id(item: dict, index: int) -> str:
+    return f"{item['id']}#{index}"
+
+
+def score_of(row: dict, judged: bool) -> float | None:
+    """S = (S_l + S_q)/2 when judged (None when the judge gave no usable answer), else S_l."""
+    if not judged:
+        return row["length_score"]
+    return None if row.get("quality") is None else (row["length_score"] + row["quality"]) / 2
+
+
+async def _sample(engine, bench: Benchmark, items: list[dict], k: int, sampling: Sampling, adapter: str | None,
+                  seed: int, done: SampleLog) -> None:
+    async def one(item: dict, index: int) -> None:
+        sid = sample_id(item, index)
+        out = await engine.complete(Request([{"role": "user", "content": item["prompt"]}], adapter=adapter,
+                                            seed=stable_seed(seed, "dpo", item["id"], index), key=sid), sampling)
+        row = scoring.prediction_row(bench, item, out.text)
+        done.add({**row, "id": sid, "item": item["id"], "index": index, "finish_reason": out.finish_reason,
+                  "completion_tokens": out.completion_tokens})
+
+    await asyncio.gather(*(one(item, j) for item in items for j in range(k) if sample_id(item, j) not in done))
+
+
+def sampling_for(cfg: DictConfig, bench: Benchmark) -> tuple[Sampling, dict]:
+    sampling, meta = runner.bench_sampling(bench, sampling_from(cfg), cfg.max_tokens,
+                                           int(cfg.model.max_model_len))
+    sampling = sampling.with_temperature(float(cfg.dpo.temperature))
+    return sampling, {**meta, "temperature": sampling.temperature}
+
+
+def make_samples(cfg: DictConfig, paths: DpoPaths, bench: Benchmark, items: list[dict], model_path: str,
+                 adapters: dict[str, str]) -> tuple[list[dict], dict]:
+    k = int(cfg.dpo.samples_per_instruction)
+    sampling, sampling_meta = sampling_for(cfg, bench)
+    judged = cfg.judge.kind != "none" and bench.rubric is not None
+    settings = {"model": model_path, "adapter": adapters.get("generator"), "benchmark": bench.name,
+                "items": [i["id"] for i in items], "prompts_digest": artifacts.config_hash([i["prompt"] for i in items]),
+                "samples_per_instruction": k, "sampling": asdict(sampling), "seed": int(cfg.seed),
+                "judge": OmegaConf.to_container(cfg.judge, resolve=True) if judged else None}
+    digest = artifacts.config_hash(settings)
+    if paths.manifest("samples").exists():
+        if (info := _done(paths, "samples", digest)) is not None:
+            return artifacts.read_jsonl(paths.samples), info
+        raise UserError(f"{paths.root} holds samples made with other settings (model, adapter, data, k, sampling, "
+                        f"seed or judge); give a new name=... to keep both, or remove {paths.samples} to resample")
+    started = time.time()
+    marker = paths.root / "partial" / "settings.json"
+    if marker.exists() and artifacts.read_json(marker).get("config_hash") != digest:
+        raise UserError(f"{paths.root / 'partial'} holds unfinished samples made with other settings; rerun with "
+                        f"the earlier settings to finish them, give a new name=..., or remove that folder")
+    artifacts.write_json(marker, {"config_hash": digest})
+    done = SampleLog(paths.partial("samples"))
+    if any(sample_id(item, j) not in done for item in items for j in range(k)):
+        log.info("dpo: %d samples (%d instructions x %d) on %s%s", len(items) * k, len(items), k, model_path,
+                 f" + adapter {adapters['generator']}" if adapters else "")
+
+        async def sampled():
+            async with serving(model_path, adapters, cfg) as engine:
+                await _sample(engine, bench, items, k, sampling, "generator" if adapters else None,
+                              int(cfg.seed), done)
+
+        run_async(sampled())
+    rows = [done.done[sample_id(item, j)] for item in items for j in range(k)]
+    info: dict = {"score": "S=(S_l+S_q)/2" if judged else "S_l (judge=none)"}
+    if judged:
+        j_sampling, retries, jmeta = judge_settings(cfg)
+
+        async def judged_rows():
+            async with judge_engine(cfg) as engine:
+                return await runner.run_judge(engine, bench, rows, runner.EvalPaths(paths.root), j_sampling,
+                                              retries, jmeta)
+
+        rows, info["judge"] = run_async(judged_rows())
+    elif cfg.judge.kind != "none":
+        info["score"] = f"S_l ({bench.name} has no judge rubric)"
+    for row in rows:
+        row["score"] = score_of(row, judged)
+    artifacts.write_jsonl(paths.samples, rows)
+    scored = [r["score"] for r in rows if r["score"] is not None]
+    info.update(model=model_path, adapter=adapters.get("generator"), benchmark=bench.name,
+                instructions=len(items), samples_per_instruction=k, samples=len(rows), scored=len(scored),
+                mean_score=sum(scored) / len(scored) if scored else None,
+                mean_length_score=sum(r["length_score"] for r in rows) / len(rows),
+                mean_words=sum(r["words"] for r in rows) / len(rows), sampling=sampling_meta)
+    info = _write_manifest(paths, "samples", started, digest, info)
+    for what in ("samples", "judgements"):
+        paths.partial(what).unlink(missing_ok=True)
+    marker.unlink(missing_ok=True)
+    if not any(marker.parent.iterdir()):
+        marker.parent.rmdir()
+    return rows, info
+
+
+# --- step 2: pairs -------------------------------------------------------------------
+
+def make_pairs(cfg: DictConfig, paths: DpoPaths, samples: list[dict], samples_info: dict) -> tuple[list[dict], dict]:
+    how, margin = str(cfg.dpo.pairing), float(cfg.dpo.min_margin)
+    digest = artifacts.config_hash({"samples": samples_info["config_hash"], "pairing": how, "min_margin": margin})
+    if (info := _done(paths, "pairs", digest)) is not None:
+        return artifacts.read_jsonl(paths.pairs), info
+    started = time.time()
+    pairs = pairing.build_pairs(samples, margin, how)
+    summary = pairing.margin_summary(samples, pairs, margin, how)
+    if not pairs:
+        raise UserError(f"{pairing.no_pairs_message(summary)}; the scored samples are kept in {paths.samples}")
+    artifacts.write_jsonl(paths.pairs, pairs)
+    return pairs, _write_manifest(paths, "pairs", started, digest, {"score": samples_info["score"], **summary})
+
+
+# --- step 3: train -------------------------------------------------------------------
+
+def train_settings(cfg: DictConfig) -> dict:
+    """train.* (the LoRA shape and the task's placement) with dpo.train.* on top."""
+    tcfg = OmegaConf.to_container(cfg.train, resolve=True)
+    tcfg.pop("per_role", None)
+    tcfg.update(OmegaConf.to_container(cfg.dpo.train, resolve=True))
+    return workers.with_cpu_threads(tcfg)
+
+
+def train(cfg: DictConfig, paths: DpoPaths, model_path: str, adapters: dict[str, str], pairs_info: dict) -> dict:
+    tcfg = train_settings(cfg)
+    init = adapters.get("generator")
+    digest = artifacts.config_hash({"pairs": pairs_info["config_hash"], "model": model_path, "init": init,
+                                    "train": tcfg, "seed": int(cfg.seed)})
+    if (info := _done(paths, "train", digest)) is not None and (paths.adapter / "adapter_config.json").exists():
+        return info
+    started = time.time()
+    workers.init_ray(cfg.ray)
+    gpus = workers.cluster_gpus()
+    task = ray.remote(train_dpo_adapter).options(num_cpus=tcfg["num_cpus"], num_gpus=tcfg["num_gpus"] if gpus else 0)
+    log.info("dpo: training on %d pairs (%s)", pairs_info["pairs"], f"from {init}" if init else "a fresh LoRA")
+    try:
+        info = ray.get(task.remote(model_path, str(paths.pairs), str(paths.adapter), init, tcfg, int(cfg.seed)))
+    except ray.exceptions.RayTaskError as err:
+        raise UserError(f"DPO training failed: {str(err).strip().splitlines()[-1][:300]} -- the samples and pairs "
+                        f"are kept; fix the dpo.train.* / train.* settings and rerun the same command") from err
+    return _write_manifest(paths, "train", started, digest, {"model": model_path, "adapter": str(paths.adapter),
+                                                             **info})
+
+
+def run_dpo(cfg: DictConfig) -> tuple[dict, DpoPaths]:
+    """The whole `dpo` command: {step: manifest} and the job's paths."""
+    config.validate(cfg)  # the run's groups (types, ranges, the model folder), then dpo's own
+    validate(cfg)
+    bench = get_benchmark(str(cfg.benchmark))
+    paths = DpoPaths(Path(str(cfg.out_dir)) / output_name(cfg))
+    items = load_items(bench.name, cfg.data, limit=int(cfg.limit) if cfg.limit else None,
+                       languages=list(cfg.languages) if cfg.languages else None)
+    model_path, adapters = model_and_adapter(cfg)
+    samples, samples_info = make_samples(cfg, paths, bench, items, model_path, adapters)
+    pairs, pairs_info = make_pairs(cfg, paths, samples, samples_info)
+    train_info = train(cfg, paths, model_path, adapters, pairs_info)
+    return {"samples": samples_info, "pairs": pairs_info, "train": train_info}, paths
+
+
+def report(result: dict, paths: DpoPaths) -> str:
+    """The printed summary."""
+    def num(v) -> str:
+        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    s, p, t = result["samples"], result["pairs"], result["train"]
+    m, sp = p.get("margin") or {}, p.get("spread") or {}
+    return "\n".join([
+        f"dpo {paths.root.name}: {s['instructions']} instructions x {s['samples_per_instruction']} samples, "
+        f"scored by {s['score']}; mean score {num(s['mean_score'])}, mean {num(s['mean_words'])} words",
+        f"  spread per instruction (best - worst): min {num(sp.get('min'))}, median {num(sp.get('median'))}, "
+        f"max {num(sp.get('max'))}",
+        f"  pairs ({p['pairing']}, margin >= {p['min_margin']}): {p['pairs']} from {p['instructions_with_pairs']} "
+        f"instructions; margin min {num(m.get('min'))}, mean {num(m.get('mean'))}, max {num(m.get('max'))}",
+        f"  DPO: {t['steps']} steps from {t['reference']}; loss {num(t['loss_first'])} -> {num(t['loss_last'])}, "
+        f"reward margin {num(t['reward_margin_first'])} -> {num(t['reward_margin_last'])}",
+        f"adapter: {paths.adapter}",
+    ])

@@ -1,0 +1,179 @@
+"""`python -m selflengthen eval`: one benchmark, or several (`benchmark=[longen,ruler]`), on
+a base model, on an iteration of a run (its generator adapter on its base model), or on a
+file of predictions made elsewhere.
+
+Generation runs on the configured engine, started once for all the benchmarks (each
+benchmark's items all in flight together, one benchmark after the other, so each one's
+token accounting is its own); the judge, when configured, runs afterwards on its own engine
+(the generation engine is shut down first, so both fit on the same accelerators). Results
+go to `<out_dir>/<name>/` per benchmark: predictions.jsonl, summary.json (last), plot.png.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from selflengthen import config
+from selflengthen.core.errors import UserError, run_async
+from selflengthen.engines import Sampling
+from selflengthen.engines.factory import sampling_from, serving
+from selflengthen.evaluation import runner, scoring
+from selflengthen.evaluation.benchmarks import Benchmark, benchmark_file, get_benchmark, load_items
+from selflengthen.evaluation.judging import judge_engine, judge_settings
+from selflengthen.models.resolve import model_and_adapter
+from selflengthen.store.samples import SampleLog
+
+log = logging.getLogger("selflengthen")
+
+
+def benchmark_names(cfg: DictConfig) -> list[str]:
+    """`benchmark=NAME` or `benchmark=[A,B]`: the names, in order, each once."""
+    value = cfg.benchmark
+    if value is None:
+        raise UserError("benchmark= is not set; give one (benchmark=longbench_write) or a list "
+                        "(benchmark=[longen,ruler])")
+    names = [str(value)] if isinstance(value, str) else [str(v) for v in value]
+    if not names:
+        raise UserError("benchmark=[] names no benchmark; give one (benchmark=longbench_write) or a list "
+                        "(benchmark=[longen,ruler])")
+    return list(dict.fromkeys(names))
+
+
+def output_name(cfg: DictConfig, benchmark: str, several: bool = False) -> str:
+    if cfg.name:
+        return f"{cfg.name}-{benchmark}" if several else str(cfg.name)
+    if cfg.predictions:
+        who = Path(str(cfg.predictions)).stem
+    elif cfg.adapter:
+        who = str(cfg.adapter).strip("/").replace("/", "-")
+    else:
+        who = str(cfg.model.name)
+    return re.sub(r"[^\w.-]+", "-", f"{who}-{benchmark}")
+
+
+def read_predictions(bench_name: str, path: Path, limit, languages) -> list[dict]:
+    """The benchmark rows of a predictions file, scored; a missing or non-text `response`
+    counts as empty (it scores 0)."""
+    bench = get_benchmark(bench_name)
+    return [scoring.prediction_row(bench, item, item["response"] if isinstance(item.get("response"), str) else "")
+            for item in load_items(bench_name, path, limit=limit, languages=languages)]
+
+
+def run_eval(cfg: DictConfig) -> list[tuple[dict, Path]]:
+    """The whole `eval` command; (summary, output folder) per benchmark."""
+    config.validate(cfg)  # every value's type and range, the model folder: before any work
+    names = benchmark_names(cfg)
+    benches = [get_benchmark(name) for name in names]  # every name checked before any work
+    several = len(benches) > 1
+    outs = [Path(str(cfg.out_dir)) / output_name(cfg, bench.name, several) for bench in benches]
+    languages = list(cfg.languages) if cfg.languages else None
+    limit = int(cfg.limit) if cfg.limit else None
+    if several and cfg.data and Path(str(cfg.data)).expanduser().is_file():
+        raise UserError(f"data={cfg.data} is one file, but {len(names)} benchmarks are named; give the folder "
+                        f"that holds their files (e.g. data=../shared/data), or name one benchmark")
+    if cfg.predictions:
+        if several:
+            raise UserError(f"predictions={cfg.predictions} holds one benchmark's rows; name that one benchmark "
+                            f"(benchmark={names[0]}), not {len(names)}")
+        source = Path(str(cfg.predictions)).expanduser()
+        if not source.is_file():
+            raise UserError(f"predictions={source} is not a file; give a JSONL of the benchmark's rows plus "
+                            f"a \"response\" field")
+        results = [(read_predictions(benches[0].name, source, limit, languages), {"source": str(source), "model": None})]
+    else:
+        results = generate(cfg, benches, [runner.EvalPaths(o) for o in outs], limit, languages)
+    if cfg.judge.kind != "none" and any(bench.rubric for bench in benches):
+        sampling, retries, jmeta = judge_settings(cfg)
+
+        async def judged():
+            async with judge_engine(cfg) as engine:
+                for i, bench in enumerate(benches):
+                    if bench.rubric:
+                        rows, meta = results[i]
+                        rows, meta["judge"] = await runner.run_judge(engine, bench, rows, runner.EvalPaths(outs[i]),
+                                                                     sampling, retries, jmeta)
+                        results[i] = (rows, meta)
+
+        run_async(judged())
+    return [(runner.finish(runner.EvalPaths(out), bench, rows, {"name": out.name, **meta}), out)
+            for bench, out, (rows, meta) in zip(benches, outs, results)]
+
+
+@dataclass
+class Plan:
+    """One benchmark's generation: its items, sampling and checkpoint."""
+    bench: Benchmark
+    paths: runner.EvalPaths
+    items: list[dict]
+    sampling: Sampling
+    sampling_meta: dict
+    done: SampleLog
+
+    @property
+    def finished(self) -> bool:  # an earlier run predicted every item
+        return all(item["id"] in self.done for item in self.items)
+
+    def resumed_rows(self) -> list[dict]:
+        return [self.done.done[item["id"]]["row"] for item in self.items]
+
+
+def generate(cfg: DictConfig, benches: list, paths: list[runner.EvalPaths], limit,
+             languages) -> list[tuple[list[dict], dict]]:
+    """(rows, meta) per benchmark, generated on one engine start (none when an earlier run
+    predicted every item of every benchmark)."""
+    loaded = [load_items(bench.name, cfg.data, limit=limit, languages=languages) for bench in benches]  # first:
+    model_path, adapters = model_and_adapter(cfg)  # a data file's problem is named before any model is prepared
+    adapter_role = "generator" if adapters else None
+    plans = []
+    for bench, where, items in zip(benches, paths, loaded):
+        sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(cfg), cfg.max_tokens,
+                                                        int(cfg.model.max_model_len))  # after the run's settings
+        sampling_meta = {**sampling_meta, "data_file": str(benchmark_file(bench, cfg.data))}
+        plans.append(Plan(bench, where, items, sampling, sampling_meta, runner.resume_log(where, "predictions")))
+    meta = {"model": model_path, "adapter": adapters.get("generator")}
+    todo = [plan for plan in plans if not plan.finished]
+    results = {id(plan): (plan.resumed_rows(), {**meta, "sampling": plan.sampling_meta, "resumed": True})
+               for plan in plans if plan.finished}
+    if not todo:  # no engine needed
+        return [results[id(plan)] for plan in plans]
+
+    async def predicted():
+        started = time.time()
+        async with serving(model_path, adapters, cfg) as engine:
+            log.info("eval: %s engine up in %.0f s for %d benchmark%s", cfg.engine.kind, time.time() - started,
+                     len(todo), "s" if len(todo) > 1 else "")
+            for plan in todo:
+                log.info("eval %s: %d items on %s%s", plan.bench.name, len(plan.items), model_path,
+                         f" + adapter {adapters['generator']}" if adapters else "")
+                rows, generation = await runner.predict(engine, plan.bench, plan.items, plan.paths, plan.sampling,
+                                                        adapter_role, int(cfg.seed), plan.done)
+                results[id(plan)] = (rows, {**meta, "sampling": plan.sampling_meta, "engine": str(cfg.engine.kind),
+                                            **generation})
+
+    run_async(predicted())
+    return [results[id(plan)] for plan in plans]
+
+
+def summary_table(summary: dict) -> str:
+    """The printed report: the headline scores, then each breakdown on a line."""
+    def num(v) -> str:
+        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    score, quality = summary.get("length_score") or {}, summary.get("quality") or {}
+    lines = [f"{summary['benchmark']}: {summary['items']} items, mean {num(summary.get('mean_words'))} words",
+             f"  length score    {num(score.get('overall'))}"]
+    for key in ("by_bucket", "by_type", "by_range", "by_language"):
+        if score.get(key):
+            lines.append(f"    {key:<13} " + ", ".join(f"{k}={num(v)}" for k, v in score[key].items()))
+    if quality:
+        lines.append(f"  quality         {num(quality.get('overall'))} ({quality.get('judged')} judged)")
+    if summary.get("total") is not None:
+        lines.append(f"  total (S)       {num(summary['total'])}")
+    for length, info in (summary.get("by_length") or {}).items():
+        lines.append(f"    asked {length:>6}: mean {num(info['mean_words'])}, max {info['max_words']} words")
+    return "\n".join(lines)

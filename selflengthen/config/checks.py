@@ -1,0 +1,195 @@
+"""Up-front checks of the composed Hydra config and the model path. Every problem is
+collected and reported at once, each with its fix, before any work starts.
+
+The config imports no feature: the rules over config values live here, and a feature whose
+rules need its own tables (the loop's in-run evaluation needs the benchmark list) hands
+them in as a FeatureCheck, from the command that runs it (`problems(cfg, in_run.CONFIG_CHECK)`)."""
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from selflengthen.config import schema
+from selflengthen.core import suggested
+from selflengthen.core.errors import UserError
+from selflengthen.core.quality import rule_problems
+from selflengthen.models import model_check
+from selflengthen.models.resolve import EMBEDDED
+
+SYNTHS = ("extend", "agentwrite", "both")  # loop.synth: how stage 3 makes the longer responses
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Keys that change how a run is computed (a resumed run must keep them); the rest
+# (iterations, engine placement, Ray, paths, debug) may change between invocations.
+METHOD_KEYS = ("seed", "model", "loop", "train", "seeds", "agentwrite")
+# Method keys added after runs were started: a saved config without one ran as with this value.
+ADDED_METHOD_KEYS = {("loop", "synth"): "extend", ("train", "workers"): 1, ("train", "strategy"): "ddp",
+                     ("train", "cpu_offload"): False, ("train", "save_every_steps"): 50}
+
+
+@dataclass(frozen=True)
+class FeatureCheck:
+    """A feature's rules over its own keys, run by problems() when those keys have no type
+    problem; the command that runs the feature passes it (the loop: in_run.CONFIG_CHECK)."""
+    keys: tuple[str, ...]
+    problems: Callable[[DictConfig], list[str]]
+
+
+def problems(cfg: DictConfig, *features: FeatureCheck) -> list[str]:
+    """Every problem in the config, each phrased as what is wrong and how to fix it: first
+    each value's type and range (schema.py), then the rules that join several values or
+    look at files (the model folder, the seeds file), then the given features' rules; a
+    rule whose values have a bad type is left out (that value is reported already)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    typed = schema.check(container)
+    out = [line for _, line in typed]
+    bad = {key for key, _ in typed}
+
+    def ok(*keys: str) -> bool:  # no type or range problem at or under these keys
+        return not any(b == k or b.startswith(k + ".") or k.startswith(b + ".") for b in bad for k in keys)
+
+    def need(good: bool, message: str) -> None:
+        if not good:
+            out.append(message)
+
+    langs = [lang for lang in cfg.model.languages if isinstance(lang, str)] \
+        if OmegaConf.is_list(cfg.model.languages) else []
+    if ok("loop.quality"):
+        for lang in langs:
+            need(lang in cfg.loop.quality, f"loop.quality has no rules for language {lang!r}; add loop.quality.{lang}")
+        out += rule_problems(cfg.loop.quality)
+    need(cfg.loop.synth in SYNTHS, f"loop.synth={cfg.loop.synth!r} must be one of {list(SYNTHS)} "
+         "(extend: the paper's extender; agentwrite: LongWriter's plan-then-write; both)")
+    try:  # its cross-key rules still run beside a bad value; lines about that value are left out
+        more = agentwrite_problems(cfg.agentwrite)
+    except (TypeError, ValueError, AttributeError):
+        more = []
+    out += [line for line in more if not any(line.startswith(b) for b in bad)]
+    context = None
+    if ok("model.path"):
+        found, context = _model_path_problems(str(cfg.model.path))
+        out += found
+    if ok("seeds.path") and cfg.seeds.path is not None:
+        need(Path(str(cfg.seeds.path)).expanduser().is_file(),
+             f"seeds.path={cfg.seeds.path!r} is not a file; point it at a JSONL of "
+             '{"instruction": ..., "language": ...} rows, or set seeds.path=null for the shipped seeds')
+    if ok("model.max_model_len"):
+        window = cfg.model.max_model_len
+        need(context is None or window <= context,
+             f"model.max_model_len ({window}) is above the model's context ({context} positions in its "
+             f"config.json); set model.max_model_len={context} or lower")
+        if ok("loop.sampling.max_tokens"):  # the engines cap each request's max_tokens to the room left
+            need(cfg.loop.sampling.max_tokens < window,
+                 f"loop.sampling.max_tokens ({cfg.loop.sampling.max_tokens}) must be below model.max_model_len "
+                 f"({window}); lower one or raise the other")
+    if ok("train.strategy", "train.cpu_offload"):  # deepspeed installed; offload only with a sharded strategy
+        out += train_strategy_problems(OmegaConf.to_container(cfg.train, resolve=True))
+    if ok("engine.max_lora_rank", "train.rank"):
+        need(cfg.engine.max_lora_rank >= cfg.train.rank,
+             f"engine.max_lora_rank ({cfg.engine.max_lora_rank}) must be >= train.rank ({cfg.train.rank})")
+    for feature in features:  # e.g. eval.* inside a run; the other verbs do not run it
+        if ok(*feature.keys):
+            out += feature.problems(cfg)
+    return out
+
+
+def agentwrite_problems(acfg) -> list[str]:
+    """Problems with the agentwrite group (reported with the rest of the config, with fixes)."""
+    out = []
+    if not 0 < int(acfg.min_words) <= int(acfg.max_words):
+        out.append(f"agentwrite.min_words ({acfg.min_words}) must be > 0 and <= agentwrite.max_words "
+                   f"({acfg.max_words})")
+    if not (isinstance(acfg.max_steps, int) and acfg.max_steps >= 1):
+        out.append(f"agentwrite.max_steps={acfg.max_steps!r} must be a whole number >= 1 (the paper: 50)")
+    if acfg.max_items_in_flight is not None and not (isinstance(acfg.max_items_in_flight, int)
+                                                     and acfg.max_items_in_flight >= 1):
+        out.append(f"agentwrite.max_items_in_flight={acfg.max_items_in_flight!r} must be null (all) or >= 1")
+    f = acfg.filter
+    if f.max_words is not None and not int(f.max_words) > int(f.min_words):
+        out.append(f"agentwrite.filter.max_words ({f.max_words}) must be above filter.min_words ({f.min_words}), "
+                   f"or null for no bound")
+    if float(acfg.mix.general_per_long) < 0:
+        out.append(f"agentwrite.mix.general_per_long={acfg.mix.general_per_long} must be >= 0")
+    return out
+
+
+def train_strategy_problems(tcfg: dict) -> list[str]:
+    """Rules joining train.strategy to the installed packages and to train.cpu_offload."""
+    out = []
+    if tcfg.get("strategy") == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        out.append("train.strategy=deepspeed needs the deepspeed package, which is not installed: "
+                   f"{suggested.PIP_INSTALL} deepspeed (or use train.strategy=fsdp)")
+    if tcfg.get("cpu_offload") is True and tcfg.get("strategy") == "ddp":
+        out.append("train.cpu_offload=true needs train.strategy=fsdp or train.strategy=deepspeed "
+                   "(ddp keeps a whole copy of the model on every worker)")
+    return out
+
+
+def missing_values(cfg, prefix: str = "") -> list[str]:
+    """The keys whose value is still Hydra's `???` (a preset's "you must set this"), without
+    resolving interpolations; the hydra node is left out."""
+    from omegaconf import DictConfig, ListConfig
+
+    out = []
+    keys = list(cfg.keys()) if isinstance(cfg, DictConfig) else range(len(cfg))
+    for key in keys:
+        path = f"{prefix}{key}" if isinstance(cfg, DictConfig) else f"{prefix.rstrip('.')}[{key}]"
+        if path == "hydra":
+            continue
+        if OmegaConf.is_missing(cfg, key):
+            out.append(path)
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, (DictConfig, ListConfig)) and not node._is_interpolation() and not node._is_none():
+            out += missing_values(node, path + ".")
+    return out
+
+
+def _model_path_problems(path: str) -> tuple[list[str], int | None]:
+    """A model folder must hold a model; a hub id must be cached when offline."""
+    if path in EMBEDDED:
+        return [], None
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return model_check.folder_problems(folder)
+    if not _HUB_ID.match(path) or path.startswith((".", "/", "~")):
+        return [f"model.path={path!r} is neither a folder nor a hub id (org/name); "
+                f"give an existing model folder, a hub id like Qwen/Qwen2.5-7B-Instruct, "
+                f"or one of {list(EMBEDDED)}"], None
+    return model_check.hub_problems(path)
+
+
+def validate(cfg: DictConfig, *features: FeatureCheck) -> None:
+    """problems() as one UserError; the loop adds its in-run evaluation's check, the other
+    verbs (eval, dpo, agentwrite, finalize) do not run it."""
+    found = problems(cfg, *features)
+    if len(found) == 1:
+        raise UserError(f"config: {found[0]}")
+    if found:
+        raise UserError("config has %d problems:\n  - %s" % (len(found), "\n  - ".join(found)))
+
+
+def method_config(cfg: DictConfig) -> dict:
+    return _method(OmegaConf.to_container(cfg, resolve=True))
+
+
+def saved_method(saved: dict) -> dict:
+    """The method part of a run's saved config.yaml, comparable with `method_config`: keys
+    added to the method since it was saved take the value the run had in effect."""
+    saved = {k: (dict(v) if isinstance(v, dict) else v) for k, v in saved.items()}
+    for (group, key), value in ADDED_METHOD_KEYS.items():
+        if isinstance(saved.get(group), dict):
+            saved[group].setdefault(key, value)
+    return _method(saved)
+
+
+def _method(container: dict) -> dict:
+    out = {k: container.get(k) for k in METHOD_KEYS}
+    if (out.get("loop") or {}).get("synth", "extend") == "extend":
+        out.pop("agentwrite")  # AgentWrite's parameters change nothing unless it runs
+    return out
+

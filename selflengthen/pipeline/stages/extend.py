@@ -1,0 +1,140 @@
+"""Stage 3: two-stage extension by the extender (algorithm.md 1.3).
+
+Each attempt is its own chain, starting from the initial response, for up to `rounds`
+rounds:
+  Stage 1 (chat): the extender expands the first floor(n/2) paragraphs; only the first
+    floor(2m/3) of its m paragraphs are kept (the tail tends to wrap up).
+  Stage 2 (prefilled completion): the extender is asked to expand the *whole* current
+    response, with its answer already begun by the kept Stage-1 text, so the expanded
+    first half is the demonstration and the continuation expands the rest.
+  extended = kept text + continuation; it replaces the best when it passes the quality
+  check and is longer.
+An attempt is accepted when best has more than `min_growth` x the initial words; a failed
+attempt is tried again, up to `retries` tries. Every attempt's Stage 2 follows its own
+Stage 1 at once and all attempts are in flight together: no attempt waits for another.
+Each finished attempt is checkpointed as it finishes.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig
+
+from selflengthen.core import progress, prompting
+from selflengthen.core.quality import QualityCheck
+from selflengthen.core.resample import drop_short
+from selflengthen.core.text import continue_after, count_words, first_half, keep_leading_two_thirds
+from selflengthen.engines import Engine, Request, Sampling
+from selflengthen.store import artifacts
+from selflengthen.store.samples import SampleLog, stable_seed
+
+
+@dataclass
+class ExtendStats:
+    attempts: int = 0
+    tries: int = 0
+    stage1_requests: int = 0
+    stage2_requests: int = 0
+    unsplittable: int = 0
+    improved_rounds: int = 0
+    accepted: int = 0
+    resumed_attempts: int = 0
+
+
+@dataclass
+class ExtendChain:
+    """How one attempt runs: the same for every attempt of the stage."""
+
+    engine: Engine
+    sampling: Sampling
+    check: QualityCheck
+    retries: int
+    rounds: int
+    min_growth: float
+    adapter: str | None
+    seed: object
+    stats: ExtendStats = field(default_factory=ExtendStats)
+
+    async def round(self, item: dict, current: str, ident: tuple) -> str | None:
+        """Stage 1 then Stage 2 on `current`; the extended text, or None when it cannot split."""
+        half, taken, _ = first_half(current)
+        if taken == 0:
+            self.stats.unsplittable += 1
+            return None
+        key = ident[0]
+        stage1 = await self.engine.complete(
+            Request(prompting.extender_request(item["instruction"], half, item["language"]), adapter=self.adapter,
+                    seed=stable_seed(self.seed, *ident, 1), key=key), self.sampling)
+        self.stats.stage1_requests += 1
+        kept = keep_leading_two_thirds(stage1.text)
+        prefix = kept + "\n\n" if kept else ""
+        stage2 = await self.engine.complete(
+            Request(prompting.extender_request(item["instruction"], current, item["language"]), prefix=prefix,
+                    adapter=self.adapter, seed=stable_seed(self.seed, *ident, 2), key=key), self.sampling)
+        self.stats.stage2_requests += 1
+        return continue_after(prefix, stage2.text)
+
+    async def attempt(self, item: dict, index: int) -> dict:
+        """One attempt's chain, with its retries; returns its checkpoint entry."""
+        attempt_id = f"{item['id']}-a{index}"
+        initial_words = count_words(item["response"])
+        for try_no in range(1, self.retries + 1):
+            self.stats.tries += 1
+            if try_no > 1:
+                progress.retry(attempt_id)
+            current = best = item["response"]
+            history = [initial_words]
+            for round_no in range(1, self.rounds + 1):
+                extended = await self.round(item, current, (attempt_id, try_no, round_no))
+                if extended is None:
+                    break  # nothing to split: later rounds would see the same text
+                if self.check(extended, item["language"]) and count_words(extended) > count_words(best):
+                    current = best = extended
+                    self.stats.improved_rounds += 1
+                history.append(count_words(best))
+            words = count_words(best)
+            if words > self.min_growth * initial_words:
+                return {"id": attempt_id, "row": {
+                    "id": attempt_id, "initial_id": item["id"], "instruction_id": item["instruction_id"],
+                    "language": item["language"], "instruction": item["instruction"],
+                    "initial": item["response"], "initial_words": initial_words,
+                    "response": best, "words": words, "tries": try_no, "round_words": history}}
+        return {"id": attempt_id, "row": None}
+
+
+async def extend_responses(chain: ExtendChain, initial: list[dict], attempts: int, log: SampleLog) -> list[dict]:
+    """Accepted extensions, one row per accepted attempt, sorted by id."""
+
+    async def one(item: dict, j: int) -> None:
+        log.add(entry := await chain.attempt(item, j))
+        progress.advance(entry["id"])
+
+    todo = [(item, j) for item in initial for j in range(attempts) if f"{item['id']}-a{j}" not in log]
+    chain.stats.attempts = len(initial) * attempts
+    chain.stats.resumed_attempts = len(initial) * attempts - len(todo)
+    progress.expect(chain.stats.attempts, done=chain.stats.resumed_attempts)
+    await asyncio.gather(*(one(item, j) for item, j in todo))
+    rows = [e["row"] for e in sorted(log.values(), key=lambda e: e["id"]) if e["row"] is not None]
+    chain.stats.accepted = len(rows)
+    return rows
+
+
+async def extended_rows(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampling: Sampling,
+                        check: QualityCheck, adapter: str | None) -> tuple[list[dict], dict]:
+    """(the kept extensions, tagged "method": "extend"; the statistics). The caller
+    (stages/synth.py, `loop.synth`) writes extended.jsonl and the stage's manifest, then
+    removes the checkpoint."""
+    ecfg = cfg.loop.extend
+    initial = artifacts.read_jsonl(paths.initial)
+    chain = ExtendChain(engine, sampling, check, int(ecfg.retries), int(ecfg.rounds), float(ecfg.min_growth),
+                        adapter, seed=(cfg.seed, "extend", paths.k))
+    log = SampleLog(paths.checkpoint("extend"))
+    extended = await extend_responses(chain, initial, int(ecfg.attempts), log)
+    kept = drop_short(extended, [r["words"] for r in extended], seed=stable_seed(cfg.seed, "extend-drop", paths.k)) \
+        if ecfg.drop_short else extended
+    stats = chain.stats
+    summary = {**vars(stats), "initial": len(initial), "kept_after_drop_short": len(kept),
+               "attempt_accept_rate": round(stats.accepted / stats.attempts, 4) if stats.attempts else None,
+               "quality": check.summary(), "adapter": adapter}
+    return [{**row, "method": "extend"} for row in kept], summary

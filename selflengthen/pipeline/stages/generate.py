@@ -1,0 +1,98 @@
+"""Stage 2: initial responses from the generator (algorithm.md 1.2).
+
+`samples` independent samples per instruction. Each sample is its own chain: draw, run
+the quality check of its instruction's language, draw again on failure, up to `retries`
+tries. All chains are in flight together, so a sample that needs a retry does not wait
+for the rest of the batch and the engine's batch stays full. Each finished sample is
+checkpointed at once. Survivors then pass length-biased resampling.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from selflengthen.core import progress, prompting
+from selflengthen.core.quality import QualityCheck
+from selflengthen.core.resample import drop_short
+from selflengthen.core.text import count_words
+from selflengthen.engines import Engine, Request, Sampling
+from selflengthen.store import artifacts
+from selflengthen.store.samples import SampleLog, stable_seed
+
+
+@dataclass
+class GenerateChain:
+    """How one sample is drawn: the same for every sample of the stage."""
+
+    engine: Engine
+    sampling: Sampling
+    check: QualityCheck
+    retries: int
+    adapter: str | None
+    seed: object  # the stage's identity (run seed, iteration): per-sample seeds derive from it
+
+    async def sample(self, row: dict, j: int) -> dict:
+        """One sample's chain; returns its checkpoint entry (`row` is None when every try failed)."""
+        sample_id = f"{row['id']}-s{j}"
+        first_words = None
+        for attempt in range(1, self.retries + 1):
+            if attempt > 1:
+                progress.retry(sample_id)
+            request = Request(prompting.generator_request(row["instruction"]), adapter=self.adapter,
+                              seed=stable_seed(self.seed, sample_id, attempt), key=sample_id)
+            text = (await self.engine.complete(request, self.sampling)).text
+            words = count_words(text)
+            if first_words is None:
+                first_words = words
+            if self.check(text, row["language"]):
+                return {"id": sample_id, "first_try_words": first_words, "tries": attempt,
+                        "row": {"id": sample_id, "instruction_id": row["id"], "language": row["language"],
+                                "instruction": row["instruction"], "response": text.strip(), "words": words,
+                                "tries": attempt}}
+        return {"id": sample_id, "first_try_words": first_words, "tries": self.retries, "row": None}
+
+
+async def sample_responses(chain: GenerateChain, instructions: list[dict], samples: int,
+                           log: SampleLog) -> tuple[list[dict], list[int]]:
+    """Quality-checked responses (one row per surviving sample, sorted by id) and the word
+    counts of every sample's first try (the generator's unfiltered length curve)."""
+
+    async def one(row: dict, j: int) -> None:
+        log.add(entry := await chain.sample(row, j))
+        progress.advance(entry["id"])
+
+    todo = [(row, j) for row in instructions for j in range(samples) if f"{row['id']}-s{j}" not in log]
+    progress.expect(len(instructions) * samples, done=len(instructions) * samples - len(todo))
+    await asyncio.gather(*(one(row, j) for row, j in todo))
+    entries = sorted(log.values(), key=lambda e: e["id"])
+    rows = [e["row"] for e in entries if e["row"] is not None]
+    return rows, [e["first_try_words"] for e in entries]
+
+
+async def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampling: Sampling,
+              check: QualityCheck, adapter: str | None) -> dict:
+    """Write iter_k/initial.jsonl; return the stage's statistics."""
+    started = time.time()
+    gcfg = cfg.loop.generate
+    instructions = artifacts.read_jsonl(paths.instructions)
+    log = SampleLog(paths.checkpoint("generate"))
+    resumed = len(log.done)
+    chain = GenerateChain(engine, sampling, check, int(gcfg.retries), adapter, seed=(cfg.seed, "generate", paths.k))
+    responses, first_try = await sample_responses(chain, instructions, int(gcfg.samples), log)
+    kept = drop_short(responses, [r["words"] for r in responses], seed=stable_seed(cfg.seed, "generate-drop", paths.k)) \
+        if gcfg.drop_short else responses
+    artifacts.write_jsonl(paths.initial, kept)
+    tries = [e["tries"] for e in log.values()]
+    stats = {"instructions": len(instructions), "samples_wanted": len(instructions) * gcfg.samples,
+             "passed_quality": len(responses), "kept_after_drop_short": len(kept),
+             "requests": sum(tries), "resumed_samples": resumed,
+             "quality": check.summary(), "adapter": adapter}
+    artifacts.write_stage_manifest(
+        paths, "generate", started=started, config_digest=artifacts.config_hash(str(gcfg)),
+        counts=stats, outputs=[paths.initial], extra={"first_try_words": first_try},
+    )
+    log.remove()  # its rows are in initial.jsonl now
+    return stats
