@@ -151,3 +151,32 @@ def _build_slowly(final, marker):
 
     build_once(final, make)
 
+
+def test_the_shipped_build_is_the_default_recipes():
+    """selflengthen/models/tiny_build/ holds the default recipe's build (scripts/build_tiny_model.py
+    writes it): change the recipe, the corpus or a template it learns and this fails until the
+    build is shipped again."""
+    import hashlib
+
+    from selflengthen.models.tiny_model import SHIPPED_BUILD, shipped_build
+
+    info = json.loads((SHIPPED_BUILD / "build.json").read_text())
+    assert info["key"] == TinyRecipe().key(), "the shipped tiny model is stale: run scripts/build_tiny_model.py"
+    assert shipped_build(TinyRecipe()) == SHIPPED_BUILD and shipped_build(TinyRecipe(seed=1)) is None
+    digest = hashlib.sha256((SHIPPED_BUILD / "model.safetensors").read_bytes()).hexdigest()[:16]
+    assert digest == info["fingerprint"]["weights_sha256"]
+
+
+def test_a_fresh_cache_installs_the_shipped_build_instead_of_building(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selflengthen.models.tiny_model import SHIPPED_BUILD, ensure_tiny_model
+
+    logged = []
+    folder = ensure_tiny_model(tmp_path, TinyRecipe(), log=logged.append)
+    assert any("installing the shipped" in line for line in logged) and not any("step" in line for line in logged)
+    info = json.loads((folder / "build.json").read_text())
+    shipped = json.loads((SHIPPED_BUILD / "build.json").read_text())
+    assert info["fingerprint"] == shipped["fingerprint"] and info["installed_from"]
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert AutoModelForCausalLM.from_pretrained(folder).config.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")

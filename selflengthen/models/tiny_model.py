@@ -316,15 +316,42 @@ def fingerprint(texts: list[str], out_dir: Path) -> dict:
     }
 
 
+# The default recipe's build, shipped inside the package (scripts/build_tiny_model.py writes
+# it): a fresh machine starts from the very weights behind the README's figures instead of
+# building its own, which differs between CPUs. Any other recipe is built on first use.
+SHIPPED_BUILD = Path(__file__).resolve().parent / "tiny_build"
+
+
+def shipped_build(recipe: TinyRecipe) -> Path | None:
+    """The shipped build folder when it was made from exactly this recipe, else None."""
+    info = SHIPPED_BUILD / "build.json"
+    if not info.is_file():
+        return None
+    return SHIPPED_BUILD if json.loads(info.read_text(encoding="utf-8")).get("key") == recipe.key() else None
+
+
 def ensure_tiny_model(cache_dir: Path, recipe: TinyRecipe | None = None, log=print) -> Path:
-    """The cached model folder for this recipe, building it first if it is missing."""
+    """The cached model folder for this recipe: the shipped build copied in when it is this
+    recipe's, else built from scratch first if it is missing."""
+    import shutil
+
     recipe = recipe or TinyRecipe()
     final = Path(cache_dir).expanduser() / f"tiny-llama-{recipe.key()}"
+    shipped = shipped_build(recipe)
 
     def make(tmp: Path) -> dict:
+        if shipped is not None:
+            for f in shipped.iterdir():
+                if f.is_file() and f.name != "build.json":
+                    shutil.copy2(f, tmp / f.name)
+            info = json.loads((shipped / "build.json").read_text(encoding="utf-8"))
+            digest = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()[:16]
+            assert digest == info["fingerprint"]["weights_sha256"], "the shipped tiny model's weights are damaged"
+            return {**info, "installed_from": "the package's shipped build"}
         info = build(recipe, tmp, log=log)
         log(f"tiny model ready: loss {info['final_loss']:.2f} in {info['seconds']} s")
         return info
 
-    return build_once(final, make, announce=lambda: log(
-        f"building the embedded tiny model into {final} (once; about 5-6 minutes on 2 cores)"))
+    announce = (f"installing the shipped tiny model into {final}" if shipped is not None else
+                f"building the embedded tiny model into {final} (once; about 5-6 minutes on 2 cores)")
+    return build_once(final, make, announce=lambda: log(announce))
