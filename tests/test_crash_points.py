@@ -31,9 +31,13 @@ from tests.conftest import MARK, REPO, kill_all, kill_listed, processes_of, run_
 
 # Small, but several items per stage: 4 instructions, 8 samples, >= 4 extension attempts,
 # about ten training steps per adapter. About 5 minutes on 2 quiet cores (4 vLLM starts).
+# A trainer checkpoint after every step: how many extensions the tiny model's build gets
+# accepted (the training's examples) varies between machines, and with a single one (2
+# steps) a checkpoint every 2 steps would come only as the training ends, leaving the kill
+# no window; every step leaves at least one step after the first checkpoint.
 SIZES = ["iterations=1", "loop.augment.new_per_language=4", "eval.every_iteration=false",
          "loop.sampling.max_tokens=256", "loop.extend.min_growth=1.05", "loop.extend.drop_short=false",
-         "train.epochs=2", "train.save_every_steps=2", "train.logging_steps=1",
+         "train.epochs=2", "train.save_every_steps=1", "train.logging_steps=1",
          "status.interval_s=0.2"]
 LIMIT_S = 900  # per invocation: a busy 2-core machine starts the vLLM engine slowly
 
