@@ -3,14 +3,17 @@ retries). It is never evidence that generation works: the end-to-end tests use v
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 from selflengthen.engines import Completion, Request, Sampling, UsageMeter
 
 
 class ScriptedEngine:
     """Answers each request with `respond(request, sampling)`, recording every call in
-    the order the calls were made. `delay(request)` (seconds) lets a test make some
-    requests slower than others, to show that chains do not wait for each other."""
+    the order the calls were made. `delay(request)` lets a test hold some requests back,
+    to show that chains do not wait for each other: seconds, or an awaitable such as
+    `held_until(event)`, which holds a request until what the test wants to happen first
+    has happened (no race with the host's speed)."""
 
     def __init__(self, respond, delay=None):
         self.respond = respond
@@ -21,7 +24,8 @@ class ScriptedEngine:
     async def complete(self, request: Request, sampling: Sampling) -> Completion:
         self.calls.append((request, sampling))
         if self.delay:
-            await asyncio.sleep(self.delay(request))
+            wait = self.delay(request)
+            await (wait if inspect.isawaitable(wait) else asyncio.sleep(wait))
         else:
             await asyncio.sleep(0)
         text = self.respond(request, sampling)
@@ -36,3 +40,14 @@ class ScriptedEngine:
     @property
     def requests(self) -> list[Request]:
         return [r for r, _ in self.calls]
+
+
+async def held_until(event: asyncio.Event, timeout: float = 30.0) -> None:
+    """A "slow" request that is slow until `event` is set, not for a number of seconds: the
+    order a test asserts then holds on any machine. If the code under test made the other
+    chains wait for this request, `event` never comes; after `timeout` the request goes on
+    and the test fails on the order it recorded, rather than hanging."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        pass

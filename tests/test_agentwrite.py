@@ -24,7 +24,7 @@ from selflengthen.agentwrite.plan import (
     write_request,
 )
 from selflengthen.agentwrite.write import agentwrite_all, plan_vs_actual, plot_plan_vs_actual
-from tests.fakes import ScriptedEngine
+from tests.fakes import ScriptedEngine, held_until
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "agentwrite" / "default.yaml"
 
@@ -256,8 +256,14 @@ def test_chain_rows_and_stats():
 
 
 def test_steps_of_one_item_are_sequential_while_items_interleave():
-    slow = {("a", 1)}
-    engine = ScriptedEngine(writer(2), delay=lambda r: 0.2 if (r.key, step_of(r)) in slow else 0.0)
+    b_written = asyncio.Event()
+
+    def delay(r):  # a's step 1 lasts until b's last step has been asked for
+        if (r.key, step_of(r)) == ("b", 2):
+            b_written.set()
+        return held_until(b_written) if (r.key, step_of(r)) == ("a", 1) else 0.0
+
+    engine = ScriptedEngine(writer(2), delay=delay)
     rows, _ = run(engine, ITEMS[:2])
     order = [(r.key, step_of(r)) for r in engine.requests]
     # b's whole chain is asked for while a's slow step 1 is still running (a's step 2 waits for it)

@@ -100,8 +100,11 @@ def test_agentwrite_killed_mid_way_resumes_without_losing_or_repeating_a_step(tm
     src = tmp_path / "instructions.jsonl"
     write_input(src, [{"instruction": text, "language": lang} for text, lang in INSTRUCTIONS])
     out = tmp_path / "aw" / "mine"
+    # no quality filter: which of the tiny model's texts would pass it is its build's doing (the
+    # filter itself: tests/test_agentwrite_mix.py); here every response of a word or more is
+    # kept, so the training set and its mix follow from the rows
     common = ["agentwrite", f"input={src}", f"out_dir={tmp_path / 'aw'}", "name=mine",
-              f"paths.cache_dir={model_cache}"]
+              f"paths.cache_dir={model_cache}", "agentwrite.filter.quality=false", "agentwrite.filter.min_words=1"]
     # one instruction at a time while it is killed, so the kill lands mid-way
     kill_after_first_step([*common, "agentwrite.max_items_in_flight=1"], out / "checkpoint.jsonl")
     before = artifacts.read_jsonl(out / "checkpoint.jsonl")
@@ -142,7 +145,7 @@ def test_agentwrite_killed_mid_way_resumes_without_losing_or_repeating_a_step(tm
     assert (out / "plan_vs_actual.png").read_bytes()[:4] == b"\x89PNG"
     train = artifacts.read_jsonl(out / "train" / "train.jsonl")
     kept = [r for r in rows if r["kept"]]
-    assert len(train) == len(kept) == metrics["kept"]
+    assert kept == [r for r in rows if r["words"] >= 1] and len(train) == len(kept) == metrics["kept"]
     assert {r["messages"][-1]["content"] for r in train} == {r["response"] for r in kept}
     assert (out / "train" / "manifest.json").exists()
     assert "paragraphs/s" in proc.stdout and f"results: {out}" in proc.stdout

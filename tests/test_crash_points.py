@@ -31,18 +31,23 @@ from tests.conftest import MARK, REPO, kill_all, kill_listed, processes_of, run_
 
 # Small, but several items per stage: 4 instructions, 8 samples, >= 4 extension attempts,
 # about ten training steps per adapter. About 5 minutes on 2 quiet cores (4 vLLM starts).
+# A trainer checkpoint after every step: how many extensions the tiny model's build gets
+# accepted (the training's examples) varies between machines, and with a single one (2
+# steps) a checkpoint every 2 steps would come only as the training ends, leaving the kill
+# no window; every step leaves at least one step after the first checkpoint.
 SIZES = ["iterations=1", "loop.augment.new_per_language=4", "eval.every_iteration=false",
          "loop.sampling.max_tokens=256", "loop.extend.min_growth=1.05", "loop.extend.drop_short=false",
-         "train.epochs=2", "train.save_every_steps=2", "train.logging_steps=1",
+         "train.epochs=2", "train.save_every_steps=1", "train.logging_steps=1",
          "status.interval_s=0.2"]
 LIMIT_S = 900  # per invocation: a busy 2-core machine starts the vLLM engine slowly
 
 
 # --- processes --------------------------------------------------------------------------------
 
-def assert_nothing_left(session: int, mark: str, within_s: float = 30) -> None:
+def assert_nothing_left(session: int, mark: str, within_s: float = 90) -> None:
     """No process of the session outlives it by more than `within_s` (Ray's workers and
-    vLLM's engine core notice their parents' death and exit); leftovers are killed, and fail."""
+    vLLM's engine core notice their parents' death and exit; polled, so the bound is a
+    ceiling for a loaded machine, not a wait); leftovers are killed, and fail."""
     deadline = time.time() + within_s
     while (left := processes_of(session, mark)) and time.time() < deadline:
         time.sleep(0.5)
@@ -306,9 +311,7 @@ def test_an_interrupted_run_stops_in_one_line_and_leaves_no_process(how, tmp_pat
         os.killpg(run.proc.pid, signal.SIGINT)
     else:
         os.kill(run.proc.pid, signal.SIGTERM)
-    stopped = time.time()
-    rc = run.wait()
-    assert time.time() - stopped < 120
+    rc = run.wait()  # bounded by LIMIT_S; that it stopped rather than went on: rc and status below
     out = run.log.read_text(errors="replace")
     assert "Traceback" not in out and "SIGTERM received" not in out, out[-4000:]
     ours = [line for line in out.splitlines() if line.startswith("selflengthen:")]
@@ -430,6 +433,7 @@ def test_sigterm_inside_an_event_loop_cancels_its_main_task_and_every_chain_unwi
 
     current = contextvars.ContextVar("current", default=None)
     unwound: list[str] = []
+    cancelled: list[int] = []
 
     async def chain(i: int) -> None:
         try:
@@ -437,6 +441,9 @@ def test_sigterm_inside_an_event_loop_cancels_its_main_task_and_every_chain_unwi
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(0.5)  # blocking, as an fsync is: the signal's handler runs inside this task
             await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(i)  # stopped by the signal, not let run to the end of its sleep
+            raise
         finally:
             unwound.append(f"chain {i}")
 
@@ -452,10 +459,9 @@ def test_sigterm_inside_an_event_loop_cancels_its_main_task_and_every_chain_unwi
     try:
         sigterm_stops_like_ctrl_c()
         caplog.set_level(logging.ERROR, logger="asyncio")
-        started = time.time()
         with pytest.raises(Terminated):
             run_async(stage())
-        assert time.time() - started < 10
+        assert sorted(cancelled) == [0, 1, 2, 3]  # every chain cancelled mid-sleep: none ran its 30 s out
         assert sorted(unwound) == ["chain 0", "chain 1", "chain 2", "chain 3", "stage"]
         assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
         assert run_async(asyncio.sleep(0, "again")) == "again"  # the next loop is not cancelled

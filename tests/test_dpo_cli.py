@@ -23,10 +23,35 @@ def _dpo(out, model_cache, *args):
     return run_cli("dpo", f"out_dir={out}", f"paths.cache_dir={model_cache}", *SMALL, *args, cwd=REPO)
 
 
+PLANTED = (1, 2)  # the sample indices of each instruction written here; vLLM samples the others
+
+
+def plant_samples(root, limit: int) -> None:
+    """Samples 1 and 2 of each instruction as a resumed job's checkpoint finds them: one of
+    exactly the required length (S_l = 100), one of a single word (S_l = 0). Every instruction
+    then has a pair whatever the tiny model writes (its builds differ between machines: one
+    answered a bare "no" to most held-out prompts, and equal scores make no pair), while vLLM
+    still samples, and the scorer scores, the rest."""
+    from selflengthen.commands.dpo import sample_id
+    from selflengthen.evaluation.benchmarks import load_items
+    from selflengthen.evaluation.scoring import prediction_row
+
+    rows = []
+    for item in load_items("heldout_tiny", limit=limit):
+        for index, text in zip(PLANTED, (" ".join(["word"] * (item["length"] - 1)) + " end.", "No.")):
+            row = prediction_row("heldout_tiny", item, text)
+            assert row["length_score"] == (100.0 if index == PLANTED[0] else 0.0), row
+            rows.append({**row, "id": sample_id(item, index), "item": item["id"], "index": index,
+                         "finish_reason": "stop", "completion_tokens": min(row["words"], 80)})
+    (root / "partial").mkdir(parents=True)
+    artifacts.write_jsonl(root / "partial" / "samples.jsonl", rows)
+
+
 @pytest.fixture(scope="module")
 def first_job(tmp_path_factory, model_cache, tiny_model):
     out = tmp_path_factory.mktemp("dpo")
     base_hash = sha256(tiny_model / "model.safetensors")
+    plant_samples(out / "fresh", LIMIT)
     proc = _dpo(out, model_cache, "name=fresh")
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
     return {"out": out, "root": out / "fresh", "proc": proc, "base_hash": base_hash, "model": tiny_model}
@@ -44,7 +69,7 @@ def test_dpo_samples_scores_pairs_and_moves_a_fresh_adapter(first_job):
         assert s["score"] == s["length_score"] == pytest.approx(longbench_length_score(s["length"], s["words"]))
         assert s["completion_tokens"] <= 80
     pairs = artifacts.read_jsonl(root / "pairs.jsonl")
-    assert pairs
+    assert len(pairs) == LIMIT  # one per instruction: its planted samples differ by 100
     by_item: dict[str, list[dict]] = {}
     for s in samples:
         by_item.setdefault(s["item"], []).append(s)
@@ -93,6 +118,7 @@ def test_dpo_resumes_and_reports_bad_input_in_one_line(first_job, model_cache, t
 def test_dpo_continues_from_an_adapter_and_moves_it(first_job, model_cache):
     start = first_job["root"] / "adapter"
     before = load_file(start / "adapter_model.safetensors")
+    plant_samples(first_job["out"] / "continued", 3)
     proc = _dpo(first_job["out"], model_cache, f"adapter={start}", "name=continued", "limit=3")
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
     root = first_job["out"] / "continued"

@@ -132,5 +132,6 @@ def test_a_judge_that_writes_no_json_is_recorded_never_fatal(tmp_path, model_cac
     answered = [r for r in rows if r["response"].strip()]
     assert all(r["judge"] is None and r["judge_tries"] == 2 for r in answered)
     assert summary["judge"]["unparsable"] == len(answered)
-    assert summary["judge"]["rubric"] == "longbench" and summary["judge"]["prompt_tokens"] > 0
+    # the judge is asked about every non-empty answer (whether the tiny model wrote any is its own)
+    assert summary["judge"]["rubric"] == "longbench" and (summary["judge"]["prompt_tokens"] > 0) == bool(answered)
     assert summary["judge"]["completion_tokens"] <= 2 * 48 * len(answered)

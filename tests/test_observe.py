@@ -75,11 +75,16 @@ def test_status_file_is_rewritten_with_a_heartbeat_and_goes_stale(tmp_path):
     state = {"iteration": 2, "stage": "generate", "done": 5, "total": 10}
     writer = StatusWriter(tmp_path, lambda: dict(state), interval_s=0.05, stale_after_s=60).start()
     first = read_status(tmp_path)["heartbeat"]
-    time.sleep(0.3)
     state["done"] = 7
-    time.sleep(0.2)
-    now = read_status(tmp_path)
-    assert now["done"] == 7 and now["heartbeat"] >= first and now["pid"] == os.getpid()
+    # the writer thread rewrites it on its own: wait (bounded) for a rewrite that shows the new
+    # count with a later heartbeat (rounded to 0.1 s), however slowly that thread gets the CPU
+    deadline = time.monotonic() + 30
+    while True:
+        now = read_status(tmp_path)
+        if now["done"] == 7 and now["heartbeat"] > first or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert now["done"] == 7 and now["heartbeat"] > first and now["pid"] == os.getpid(), now
     writer.stop("finished")
     assert read_status(tmp_path)["state"] == "finished"
     running = {**now, "state": "running"}

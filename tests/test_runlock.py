@@ -37,12 +37,23 @@ def test_lock_writes_holder_info_and_removes_it_on_release(tmp_path):
         pass
 
 
-def test_second_holder_is_refused_with_the_first_ones_pid(tmp_path):
+def test_second_holder_is_refused_with_the_first_ones_pid(tmp_path, monkeypatch):
     with RunLock(tmp_path):
-        start = time.monotonic()
+        # at once, no waiting: the contender asks for the lock without blocking (a blocking
+        # flock here would never return) and sleeps nowhere (the first holder's info is there)
+        real_flock, ops, naps = runlock.fcntl.flock, [], []
+
+        def flock(fd, op):
+            ops.append(op)
+            assert op & runlock.fcntl.LOCK_NB, "a blocking flock: the second holder would wait"
+            return real_flock(fd, op)
+
+        monkeypatch.setattr(runlock.fcntl, "flock", flock)
+        monkeypatch.setattr(runlock.time, "sleep", naps.append)
         with pytest.raises(UserError) as err:
             RunLock(tmp_path).acquire()
-        assert time.monotonic() - start < 1  # at once, no waiting
+        monkeypatch.undo()
+        assert ops and naps == []
     message = str(err.value)
     assert f"run folder {tmp_path} is in use by pid {os.getpid()} on host " in message
     assert "since " in message and "run.name=OTHER" in message and "\n" not in message

@@ -12,7 +12,7 @@ from selflengthen.pipeline.stages.curate import degrade, sft_records
 from selflengthen.pipeline.stages.extend import ExtendChain, extend_responses
 from selflengthen.pipeline.stages.generate import GenerateChain, sample_responses
 from selflengthen.store.samples import SampleLog, stable_seed
-from tests.fakes import ScriptedEngine
+from tests.fakes import ScriptedEngine, held_until
 
 RULES = {"en": QualityRules(terminal_marks=(".", "!", "?"), ngram=10, meta_words=("response",)),
          "zh": QualityRules(terminal_marks=("。",), ngram=13)}
@@ -101,14 +101,21 @@ def test_chains_do_not_wait_for_each_other():
     rows = [{"id": "slow", "instruction": "Write slowly.", "language": "en"},
             {"id": "fast", "instruction": "Write fast.", "language": "en"}]
     tries = {}
+    fast_finished = asyncio.Event()
 
     def respond(req, s):
         tries[req.key] = tries.get(req.key, 0) + 1
+        if req.key == "fast-s0" and tries[req.key] >= 3:
+            fast_finished.set()
         return "ok." if tries[req.key] >= 3 else "unfinished"
 
-    engine = ScriptedEngine(respond, delay=lambda req: 0.2 if "slowly" in req.messages[0]["content"] else 0.0)
+    # the slow sample's first try lasts until the fast sample has made all its tries (had the
+    # chains waited for each other, that would never happen: held_until gives up after 30 s)
+    engine = ScriptedEngine(respond, delay=lambda req: held_until(fast_finished)
+                            if "slowly" in req.messages[0]["content"] and tries.get(req.key, 0) == 0 else 0.0)
     run(sample_responses(_chain(engine), rows, 1, SampleLog(None)))
     order = [r.key for r in engine.requests]
+    assert order.count("fast-s0") == 3 and order.count("slow-s0") == 3
     # all three tries of the fast sample happen before the slow sample's second try
     assert order.index("slow-s0", 1) > max(i for i, k in enumerate(order) if k == "fast-s0")
 
@@ -187,8 +194,14 @@ def test_extension_rejects_too_little_growth_and_retries():
 def test_extension_stage2_starts_before_a_slow_stage1_of_another_attempt():
     initial = "\n\n".join(f"Part {i} says something." for i in range(4))
     long = "\n\n".join(f"Detail {i} is added with care." for i in range(8))
-    engine = ScriptedEngine(lambda req, s: long,
-                            delay=lambda req: 0.3 if req.key.startswith("slow") and not req.prefix else 0.0)
+    fast_stage2 = asyncio.Event()
+
+    def delay(req):  # the slow attempt's Stage 1 lasts until the fast attempt has asked for its Stage 2
+        if req.key.startswith("fast") and req.prefix:
+            fast_stage2.set()
+        return held_until(fast_stage2) if req.key.startswith("slow") and not req.prefix else 0.0
+
+    engine = ScriptedEngine(lambda req, s: long, delay=delay)
     chain = _extend_chain(engine, retries=1)
     run(extend_responses(chain, [_initial(initial, "slow"), _initial(initial, "fast")], 1, SampleLog(None)))
     order = [(r.key, bool(r.prefix)) for r in engine.requests]
@@ -230,12 +243,18 @@ def test_degrade_keeps_lines_with_the_given_probability():
 def test_a_killed_generate_stage_redoes_only_the_samples_in_flight(tmp_path):
     rows = [{"id": f"i{n}", "instruction": f"Write {n}.", "language": "en"} for n in range(3)]
     ckpt = tmp_path / "generate.jsonl"
-    stuck = ScriptedEngine(lambda req, s: "Done here.", delay=lambda req: 30.0 if req.key == "i2-s1" else 0.0)
+    stuck = ScriptedEngine(lambda req, s: "Done here.", delay=lambda req: 3600.0 if req.key == "i2-s1" else 0.0)
 
     async def killed_midway():  # every sample but one finishes, then the stage is cancelled
+        stage = asyncio.ensure_future(sample_responses(_chain(stuck), rows, 2, SampleLog(ckpt)))
+        for _ in range(3000):  # up to 30 s for the 5 samples that can finish to be checkpointed
+            if stage.done() or (ckpt.exists() and len(ckpt.read_text().splitlines()) >= 5):
+                break
+            await asyncio.sleep(0.01)
+        stage.cancel()
         try:
-            await asyncio.wait_for(sample_responses(_chain(stuck), rows, 2, SampleLog(ckpt)), timeout=0.5)
-        except asyncio.TimeoutError:
+            await stage
+        except asyncio.CancelledError:
             pass
 
     run(killed_midway())

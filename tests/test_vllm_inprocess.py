@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import types
 
 import pytest
@@ -15,8 +16,12 @@ from selflengthen.engines.vllm_inprocess import InprocessEngine
 class SteppedStandIn:
     """Finishes each request after `steps[prompt]` calls of step(); records what it was told."""
 
-    def __init__(self, steps: dict[str, int], fail_on: str | None = None, die_at_step: int | None = None):
+    def __init__(self, steps: dict[str, float], fail_on: str | None = None, die_at_step: int | None = None,
+                 batch_of: int = 0):
         self.steps, self.fail_on, self.die_at_step = steps, fail_on, die_at_step
+        # batch_of=N: step() does nothing (and is not counted) until N requests were added, so
+        # that a test sees one batch whatever the order in which the threads ran
+        self.batch_of = batch_of
         self.left: dict[str, int] = {}
         self.prompts: dict[str, str] = {}
         self.aborted: list[str] = []
@@ -44,6 +49,9 @@ class SteppedStandIn:
 
     def step(self):
         self.threads.add(threading.current_thread().name)
+        if len(self.prompts) < self.batch_of:
+            time.sleep(0.001)
+            return []
         self.calls += 1
         if self.die_at_step is not None and self.calls >= self.die_at_step:
             raise RuntimeError("engine core died")
@@ -69,7 +77,7 @@ def stand_in(monkeypatch):
 
 
 def test_each_caller_gets_its_own_output_while_all_share_the_steps(stand_in):
-    fake = stand_in(steps={"long": 5, "short": 1, "mid": 3})
+    fake = stand_in(steps={"long": 5, "short": 1, "mid": 3}, batch_of=3)
     engine = InprocessEngine(engine_args=None, threads=1)
 
     async def main():
@@ -79,7 +87,7 @@ def test_each_caller_gets_its_own_output_while_all_share_the_steps(stand_in):
     outs = asyncio.run(main())
     engine.shutdown()
     assert [o.text for o in outs] == ["long", "short", "mid"]
-    assert 5 <= fake.calls < 9  # one batch: about the longest request's steps, never their sum
+    assert fake.calls == 5  # one batch: the longest request's steps, not their sum (9)
     assert fake.threads == {"vllm-steps"} and fake.shut  # every vLLM call on the stepping thread
 
 
@@ -96,7 +104,7 @@ def test_requests_after_shutdown_are_refused_at_once(stand_in):
 
 
 def test_a_cancelled_caller_frees_its_slot_and_a_bad_request_fails_alone(stand_in):
-    fake = stand_in(steps={"slow": 10_000, "ok": 2}, fail_on="bad")
+    fake = stand_in(steps={"slow": float("inf"), "ok": 2}, fail_on="bad")  # slow ends only when aborted
     engine = InprocessEngine(engine_args=None, threads=1)
 
     async def main():
