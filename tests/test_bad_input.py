@@ -9,7 +9,6 @@ import errno
 import json
 import os
 import socket
-import time
 from types import SimpleNamespace
 
 import pytest

@@ -104,11 +104,12 @@ def test_an_unknown_run_and_a_missing_run_argument(tmp_path):
 
 # --- the whole step on a finished run -------------------------------------------------------
 
-# Word bounds that hold every response: how long the tiny model's texts are is its build's
-# doing (the preset's [200, 800) held none on some machines, and finalize stops when nothing
+# Word bounds that hold every response, rounded to tens: how long the tiny model's texts are
+# is its build's doing (the preset's [200, 800) can hold none, and finalize stops when nothing
 # is in bounds: tests above); rows outside the bounds are tested in test_finalize_rewrite.py
 BOUNDS = (1, 100_000)
-WIDE = (f"finalize.constraints.min_words={BOUNDS[0]}", f"finalize.constraints.max_words={BOUNDS[1]}")
+WIDE = (f"finalize.constraints.min_words={BOUNDS[0]}", f"finalize.constraints.max_words={BOUNDS[1]}",
+        "finalize.constraints.units=[{words: 10, prob: 1.0}]")
 
 
 @pytest.fixture(scope="module")
