@@ -86,16 +86,18 @@ def compression_ratio(text: str) -> float | None:
 
 
 def text_signals(text: str, language: str | None = None, finish: str | None = None,
-                 rules: QualityRules | None = None) -> dict:
-    """The signals of one text (module docstring). `rules`, a language's QualityRules
-    from the config, sets the repetition n and the zh unit mode; else REPEAT_N, 'reference'."""
+                 rules: QualityRules | None = None, ended_by: str = "") -> dict:
+    """The signals of one text (module docstring); finish and ended_by as for `ending`.
+    `rules`, a language's QualityRules from the config, sets the repetition n and the zh
+    unit mode; without it REPEAT_N and the reference's units."""
     language = language or detect_language(text)
     units = ngram_units(text, language, rules.unit_mode if rules else "reference")
     out: dict = {f"distinct_{n}": distinct_n(units, n) for n in DISTINCT_NS}
-    out["repeated_ngram_rate"] = repeated_ngram_rate(units, rules.ngram if rules else REPEAT_N.get(language, REPEAT_N["en"]))
+    n = rules.ngram if rules else REPEAT_N.get(language, REPEAT_N["en"])  # other languages split like en
+    out["repeated_ngram_rate"] = repeated_ngram_rate(units, n)
     out["compression_ratio"] = compression_ratio(text)
     out["words"] = count_words(text)
-    out["ending"] = ending(finish)
+    out["ending"] = ending(finish, ended_by)
     return out
 
 
@@ -111,7 +113,8 @@ def aggregate(texts: list[str], languages: list[str | None] | None = None,
               finishes: list[str | None] | None = None, rules: dict[str, QualityRules] | None = None) -> dict:
     """Set-level signals, a flat dict with fixed keys: the mean of each of SIGNALS (None
     when no text has it), texts, ended_<ending> counts for each of ENDINGS, and cap_rate
-    (ended_cap / texts). languages, finishes: one per text (None: detect / unknown)."""
+    (ended_cap / texts). languages, finishes: one per text (None: detect / unknown); a
+    finish may be a finish_reason or an ended_by, as `ending` reads either."""
     languages = languages or [None] * len(texts)
     finishes = finishes or [None] * len(texts)
     per = [text_signals(t, lang, fin, _rules(rules, t, lang))

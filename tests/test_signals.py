@@ -95,6 +95,8 @@ def test_ending_labels():
     assert ending("stop", "<|im_end|>") == "eos" and ending("</s>") == "eos"
     assert ending(None) == "unknown" and ending("stop", "") == "eos" and ending("weird") == "unknown"
     assert text_signals("a.", "en", "length")["ending"] == "cap"
+    assert text_signals("a.", "en", "stop", ended_by="stop_string")["ending"] == "stop_string"
+    assert aggregate(["a.", "b."], finishes=["max_tokens", "<|im_end|>"])["ended_eos"] == 1.0
 
 
 def test_segments_edge_cases():
