@@ -1,8 +1,8 @@
 import pytest
 
-from selflengthen.signals import (SIGNALS, aggregate, aggregate_by_segment, compression_ratio, ending, segments,
+from selflengthen.core.signals import (SIGNALS, aggregate, aggregate_by_segment, compression_ratio, ending, segments,
                                   signals_by_segment, text_signals, worse_by)
-from selflengthen.text import QualityRules, count_words, has_repeated_ngram, ngram_units
+from selflengthen.core.text import QualityRules, count_words, has_repeated_ngram, ngram_units
 
 ZH13 = "一二三四五六七八九十百千万"  # 13 different characters: one zh repetition n-gram
 

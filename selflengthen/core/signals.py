@@ -34,7 +34,7 @@ import re
 import zlib
 from collections import Counter
 
-from selflengthen.text import _CJK_WORD, QualityRules, count_words, detect_language, ngram_units
+from selflengthen.core.text import _CJK_WORD, QualityRules, count_words, detect_language, ngram_units
 
 DISTINCT_NS = (2, 3, 4)
 REPEAT_N = {"en": 10, "zh": 13}  # the shipped quality rules' ngram (loop.quality.<lang>.ngram)
