@@ -20,7 +20,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = cpu ]; then
   {
     echo "# The CPU stack that CI tests (extras cpu, test, smollm2). Written by scripts/lock.sh"
     echo "# (make lock) on $(date -u +%F); do not edit by hand."
-    "$TMP/venv/bin/python" -m pip freeze --exclude-editable | grep -v '^selflengthen' | LC_ALL=C sort -f
+    "$TMP/venv/bin/python" -m pip freeze --all --exclude-editable | grep -v -e '^selflengthen' -e '^pip==' | LC_ALL=C sort -f
   } > locks/cpu.txt
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = gpu ]; then

