@@ -187,9 +187,15 @@ def test_every_iteration_is_evaluated_on_the_held_out_set(finished_run):
     assert proc.returncode == 0, proc.stderr
     header = next(line for line in proc.stdout.splitlines() if line.lstrip().startswith("iter"))
     assert "heldout_tiny words" in header and "heldout_tiny score" in header
+    assert "heldout_tiny verdict/empty/cut" in header
     base_row = next(line for line in proc.stdout.splitlines() if line.split()[:1] == ["0"])
     base = json.loads((root / "iter_0" / "eval" / "heldout_tiny" / "summary.json").read_text())
-    assert base_row.split()[-1] == f"{base['length_score']['overall']:.2f}"
+    nw = base["not_writing"]
+    assert base_row.split()[-2:] == [f"{base['length_score']['overall']:.2f}",
+                                     f"{nw['verdict']}/{nw['empty']}/{nw['cut']}"]
+    predictions = [json.loads(line) for line in (root / "iter_0" / "eval" / "heldout_tiny" /
+                                                 "predictions.jsonl").read_text().splitlines()]
+    assert nw["cut"] == sum(r["finish_reason"] == "length" for r in predictions)
 
 
 def test_eval_of_a_run_iteration_uses_its_generator_on_its_base_model(finished_run, tmp_path):
