@@ -435,6 +435,9 @@ def test_ray_address_auto_of_a_stopped_cluster_times_out_naming_the_address(tmp_
 
 # --- the other groups (finalize, judge, tracking) and the verbs' own keys: typed too ----------
 
+VERB_OF = {"config": "run", "eval": "eval", "dpo": "dpo", "agentwrite": "agentwrite", "finalize": "finalize"}
+
+
 def compose_verb(verb: str, *overrides: str):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name=verb, overrides=list(overrides))
@@ -470,7 +473,8 @@ def compose_verb(verb: str, *overrides: str):
     ("config", ["tracking=mlflow", "tracking.mlflow.experiment=''"], "tracking.mlflow.experiment='' must not be empty"),
 ])
 def test_each_bad_value_of_the_other_groups_is_named(verb, overrides, expected):
-    found = config.problems(compose_verb(verb, *overrides), *([in_run.CONFIG_CHECK] if verb == "config" else []))
+    found = config.problems(compose_verb(verb, *overrides), *([in_run.CONFIG_CHECK] if verb == "config" else []),
+                            verb=VERB_OF[verb])
     assert len(found) == 1 and found[0].startswith(expected), found
 
 
@@ -483,7 +487,7 @@ def test_the_shipped_configs_of_every_verb_pass(verb, overrides):
     container = OmegaConf.to_container(compose_verb(verb, *overrides), resolve=True)
     from selflengthen.config import schema
 
-    assert schema.problems(container) == []
+    assert schema.problems(container, VERB_OF[verb]) == []
 
 
 def test_bad_finalize_values_through_the_cli_before_any_work(earlier_run):

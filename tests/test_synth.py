@@ -128,7 +128,7 @@ def test_synth_and_agentwrite_config_problems_are_reported():
                                         "agentwrite.filter.min_words=500", "agentwrite.filter.max_words=100"))
     assert len(found) == 3, found
     assert any("loop.synth='teacher'" in p for p in found)
-    assert config.problems(compose_cfg(name="agentwrite")) == []
+    assert config.problems(compose_cfg(name="agentwrite"), verb="agentwrite") == []
 
 
 def test_agentwrite_settings_are_part_of_the_method_only_when_it_runs():

@@ -118,11 +118,11 @@ def check_settings(out: Path, settings: dict) -> None:
 
 def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
     """The whole verb; returns the metrics and the output folder."""
-    config.validate(cfg)
-    items = read_instructions(cfg.input, int(cfg.limit) if cfg.limit else None)
-    general = mix.load_general(str(cfg.agentwrite.mix.general), str(cfg.agentwrite.mix.general_split)) \
-        if cfg.agentwrite.mix.general else []
-    out = Path(str(cfg.out_dir)) / output_name(cfg)
+    settings = config.settings(cfg, "agentwrite")
+    items = read_instructions(settings.input, settings.limit)
+    mixing = settings.agentwrite.mix
+    general = mix.load_general(mixing.general, mixing.general_split) if mixing.general else []
+    out = Path(settings.out_dir) / output_name(cfg)
     model_path, adapters = model_and_adapter(cfg)
     check_settings(out, settings_of(cfg, model_path, adapters))
     checkpoint = out / "checkpoint.jsonl"

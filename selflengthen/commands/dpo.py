@@ -270,7 +270,7 @@ def train(cfg: DictConfig, paths: DpoPaths, model_path: str, adapters: dict[str,
 
 def run_dpo(cfg: DictConfig) -> tuple[dict, DpoPaths]:
     """The whole `dpo` command: {step: manifest} and the job's paths."""
-    config.validate(cfg)  # the run's groups (types, ranges, the model folder), then dpo's own
+    config.validate(cfg, verb="dpo")  # the run's groups (types, ranges, the model folder), then dpo's own
     validate(cfg)
     bench = get_benchmark(str(cfg.benchmark))
     paths = DpoPaths(Path(str(cfg.out_dir)) / output_name(cfg))

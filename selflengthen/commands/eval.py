@@ -31,19 +31,6 @@ from selflengthen.store.samples import SampleLog
 log = logging.getLogger("selflengthen")
 
 
-def benchmark_names(cfg: DictConfig) -> list[str]:
-    """`benchmark=NAME` or `benchmark=[A,B]`: the names, in order, each once."""
-    value = cfg.benchmark
-    if value is None:
-        raise UserError("benchmark= is not set; give one (benchmark=longbench_write) or a list "
-                        "(benchmark=[longen,ruler])")
-    names = [str(value)] if isinstance(value, str) else [str(v) for v in value]
-    if not names:
-        raise UserError("benchmark=[] names no benchmark; give one (benchmark=longbench_write) or a list "
-                        "(benchmark=[longen,ruler])")
-    return list(dict.fromkeys(names))
-
-
 def output_name(cfg: DictConfig, benchmark: str, several: bool = False) -> str:
     if cfg.name:
         return f"{cfg.name}-{benchmark}" if several else str(cfg.name)
@@ -66,13 +53,12 @@ def read_predictions(bench_name: str, path: Path, limit, languages) -> list[dict
 
 def run_eval(cfg: DictConfig) -> list[tuple[dict, Path]]:
     """The whole `eval` command; (summary, output folder) per benchmark."""
-    config.validate(cfg)  # every value's type and range, the model folder: before any work
-    names = benchmark_names(cfg)
+    settings = config.settings(cfg, "eval")  # every value's type and range, the model folder: before any work
+    names = settings.benchmarks
     benches = [get_benchmark(name) for name in names]  # every name checked before any work
     several = len(benches) > 1
-    outs = [Path(str(cfg.out_dir)) / output_name(cfg, bench.name, several) for bench in benches]
-    languages = list(cfg.languages) if cfg.languages else None
-    limit = int(cfg.limit) if cfg.limit else None
+    outs = [Path(settings.out_dir) / output_name(cfg, bench.name, several) for bench in benches]
+    languages, limit = settings.languages, settings.limit
     if several and cfg.data and Path(str(cfg.data)).expanduser().is_file():
         raise UserError(f"data={cfg.data} is one file, but {len(names)} benchmarks are named; give the folder "
                         f"that holds their files (e.g. data=../shared/data), or name one benchmark")

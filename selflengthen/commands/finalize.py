@@ -360,7 +360,7 @@ def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_pa
 def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPaths]:
     """The whole `finalize` command; returns its manifest and paths."""
     cfg = settle(cfg, overrides)
-    typed = config.problems(cfg)  # every value's type and range (schema.py) first
+    typed = config.problems(cfg, verb="finalize")  # every value's type and range (schema.py) first
     own = [] if any(t.startswith(("finalize.", "step")) for t in typed) else problems(cfg)  # then the sums, min < max
     trouble = own + typed
     if len(trouble) == 1:

@@ -2,7 +2,8 @@
 a composed config (checks.py) and where the shipped config files are (files.py). Imports no
 feature module."""
 from selflengthen.config.checks import (ADDED_METHOD_KEYS, METHOD_KEYS, SYNTHS, FeatureCheck, method_config,
-                                        missing_values, problems, saved_method, validate)
+                                        missing_values, problems, saved_method, settings,
+                                        validate)
 
 __all__ = ["ADDED_METHOD_KEYS", "METHOD_KEYS", "SYNTHS", "FeatureCheck", "method_config", "missing_values",
-           "problems", "saved_method", "validate"]
+           "problems", "saved_method", "settings", "validate"]

@@ -39,13 +39,13 @@ class FeatureCheck:
     problems: Callable[[DictConfig], list[str]]
 
 
-def problems(cfg: DictConfig, *features: FeatureCheck) -> list[str]:
+def problems(cfg: DictConfig, *features: FeatureCheck, verb: str = "run") -> list[str]:
     """Every problem in the config, each phrased as what is wrong and how to fix it: first
     each value's type and range (schema.py), then the rules that join several values or
     look at files (the model folder, the seeds file), then the given features' rules; a
     rule whose values have a bad type is left out (that value is reported already)."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    typed = schema.check(container)
+    typed = schema.check(container, verb)
     out = [line for _, line in typed]
     bad = {key for key, _ in typed}
 
@@ -163,14 +163,21 @@ def _model_path_problems(path: str) -> tuple[list[str], int | None]:
     return model_check.hub_problems(path)
 
 
-def validate(cfg: DictConfig, *features: FeatureCheck) -> None:
+def validate(cfg: DictConfig, *features: FeatureCheck, verb: str = "run") -> None:
     """problems() as one UserError; the loop adds its in-run evaluation's check, the other
     verbs (eval, dpo, agentwrite, finalize) do not run it."""
-    found = problems(cfg, *features)
+    found = problems(cfg, *features, verb=verb)
     if len(found) == 1:
         raise UserError(f"config: {found[0]}")
     if found:
         raise UserError("config has %d problems:\n  - %s" % (len(found), "\n  - ".join(found)))
+
+
+def settings(cfg: DictConfig, verb: str, *features: FeatureCheck) -> schema.Config:
+    """The verb's composed config as frozen typed settings, once, at the verb's entry: every
+    problem reported together first (validate), then the typed object the code reads."""
+    validate(cfg, *features, verb=verb)
+    return schema.VERBS[verb].model_validate(OmegaConf.to_container(cfg, resolve=True))
 
 
 def method_config(cfg: DictConfig) -> dict:

@@ -221,7 +221,7 @@ def _finish_training(it: artifacts.IterationPaths, role: str, ref) -> dict:
 
 def run(cfg: DictConfig) -> artifacts.RunPaths:
     """The whole loop; returns the run's paths. Safe to call again: it resumes."""
-    config.validate(cfg, in_run.CONFIG_CHECK)
+    config.validate(cfg, in_run.CONFIG_CHECK, verb="run")
     seeds = load_seeds(cfg)
     if cfg.ray.address:  # an unreachable cluster fails now, within ray.connect_timeout_s
         workers.check_reachable(str(cfg.ray.address), float(cfg.ray.connect_timeout_s))
