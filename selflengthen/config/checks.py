@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
+from pydantic import ValidationError
 
 from selflengthen.config import schema
 from selflengthen.core import suggested
@@ -23,12 +24,6 @@ from selflengthen.models.resolve import EMBEDDED
 
 SYNTHS = ("extend", "agentwrite", "both")  # loop.synth: how stage 3 makes the longer responses
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# Keys that change how a run is computed (a resumed run must keep them); the rest
-# (iterations, engine placement, Ray, paths, debug) may change between invocations.
-METHOD_KEYS = ("seed", "model", "loop", "train", "seeds", "agentwrite")
-# Method keys added after runs were started: a saved config without one ran as with this value.
-ADDED_METHOD_KEYS = {("loop", "synth"): "extend", ("train", "workers"): 1, ("train", "strategy"): "ddp",
-                     ("train", "cpu_offload"): False, ("train", "save_every_steps"): 50}
 
 
 @dataclass(frozen=True)
@@ -180,23 +175,11 @@ def settings(cfg: DictConfig, verb: str, *features: FeatureCheck) -> schema.Conf
     return schema.VERBS[verb].model_validate(OmegaConf.to_container(cfg, resolve=True))
 
 
-def method_config(cfg: DictConfig) -> dict:
-    return _method(OmegaConf.to_container(cfg, resolve=True))
-
-
-def saved_method(saved: dict) -> dict:
-    """The method part of a run's saved config.yaml, comparable with `method_config`: keys
-    added to the method since it was saved take the value the run had in effect."""
-    saved = {k: (dict(v) if isinstance(v, dict) else v) for k, v in saved.items()}
-    for (group, key), value in ADDED_METHOD_KEYS.items():
-        if isinstance(saved.get(group), dict):
-            saved[group].setdefault(key, value)
-    return _method(saved)
-
-
-def _method(container: dict) -> dict:
-    out = {k: container.get(k) for k in METHOD_KEYS}
-    if (out.get("loop") or {}).get("synth", "extend") == "extend":
-        out.pop("agentwrite")  # AgentWrite's parameters change nothing unless it runs
-    return out
-
+def saved_method(saved: dict, where: str) -> schema.Method:
+    """The method of a run's saved config.yaml (keys added since take their defaults), or a
+    UserError naming what no longer fits."""
+    try:
+        return schema.Method.of(saved)
+    except ValidationError as err:
+        found = [line for _, line in schema._lines(err.errors(include_url=False), "", schema.Method)]
+        raise UserError(f"{where} does not fit this version's settings: {'; '.join(found)}") from err

@@ -475,6 +475,39 @@ class Config(Group):
     judge: Judge = NoJudge()
     tracking: Tracking = Tracking()
 
+    @property
+    def method(self) -> Method:
+        return Method.of(self.model_dump())
+
+
+class Method(Group):
+    """What a run computes with: a resumed run must have the same (iterations, the engine's
+    placement, Ray, paths, debug may change between invocations). A config saved before a
+    key existed loads with the key's default, the value the run had in effect."""
+    seed: int
+    model: Model
+    loop: Loop
+    train: Train = Train()
+    seeds: Seeds = Seeds()
+    agentwrite: Optional[AgentWrite] = AgentWrite()  # None where it does not run (loop.synth=extend)
+
+    @classmethod
+    def of(cls, container: dict) -> "Method":
+        """The method of a config (a plain dict: a composed one, or a run's saved config.yaml)."""
+        method = cls.model_validate({k: container[k] for k in cls.model_fields if k in container})
+        return method.model_copy(update={"agentwrite": None}) if method.loop.synth == "extend" else method
+
+    def changes(self, other: "Method") -> list[str]:
+        """The dotted keys whose values differ, sorted."""
+        return sorted(_diff(self.model_dump(), other.model_dump()))
+
+
+def _diff(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in set(a) | set(b) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
 class EvalConfig(Config):
     """`eval` (conf/eval.yaml): the run's keys and the verb's own."""
     benchmark: Optional[Union[str, list[str]]] = eg("heldout_tiny (eval: or a list, [longen,ruler])", None)
