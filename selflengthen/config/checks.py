@@ -22,7 +22,6 @@ from selflengthen.core.quality import rule_problems
 from selflengthen.models import model_check
 from selflengthen.models.resolve import EMBEDDED
 
-SYNTHS = ("extend", "agentwrite", "both")  # loop.synth: how stage 3 makes the longer responses
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -57,13 +56,6 @@ def problems(cfg: DictConfig, *features: FeatureCheck, verb: str = "run") -> lis
         for lang in langs:
             need(lang in cfg.loop.quality, f"loop.quality has no rules for language {lang!r}; add loop.quality.{lang}")
         out += rule_problems(cfg.loop.quality)
-    need(cfg.loop.synth in SYNTHS, f"loop.synth={cfg.loop.synth!r} must be one of {list(SYNTHS)} "
-         "(extend: the paper's extender; agentwrite: LongWriter's plan-then-write; both)")
-    try:  # its cross-key rules still run beside a bad value; lines about that value are left out
-        more = agentwrite_problems(cfg.agentwrite)
-    except (TypeError, ValueError, AttributeError):
-        more = []
-    out += [line for line in more if not any(line.startswith(b) for b in bad)]
     context = None
     if ok("model.path"):
         found, context = _model_path_problems(str(cfg.model.path))
@@ -81,46 +73,15 @@ def problems(cfg: DictConfig, *features: FeatureCheck, verb: str = "run") -> lis
             need(cfg.loop.sampling.max_tokens < window,
                  f"loop.sampling.max_tokens ({cfg.loop.sampling.max_tokens}) must be below model.max_model_len "
                  f"({window}); lower one or raise the other")
-    if ok("train.strategy", "train.cpu_offload"):  # deepspeed installed; offload only with a sharded strategy
-        out += train_strategy_problems(OmegaConf.to_container(cfg.train, resolve=True))
+    if ok("train.strategy") and cfg.train.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        out.append("train.strategy=deepspeed needs the deepspeed package, which is not installed: "
+                   f"{suggested.PIP_INSTALL} deepspeed (or use train.strategy=fsdp)")
     if ok("engine.max_lora_rank", "train.rank"):
         need(cfg.engine.max_lora_rank >= cfg.train.rank,
              f"engine.max_lora_rank ({cfg.engine.max_lora_rank}) must be >= train.rank ({cfg.train.rank})")
     for feature in features:  # e.g. eval.* inside a run; the other verbs do not run it
         if ok(*feature.keys):
             out += feature.problems(cfg)
-    return out
-
-
-def agentwrite_problems(acfg) -> list[str]:
-    """Problems with the agentwrite group (reported with the rest of the config, with fixes)."""
-    out = []
-    if not 0 < int(acfg.min_words) <= int(acfg.max_words):
-        out.append(f"agentwrite.min_words ({acfg.min_words}) must be > 0 and <= agentwrite.max_words "
-                   f"({acfg.max_words})")
-    if not (isinstance(acfg.max_steps, int) and acfg.max_steps >= 1):
-        out.append(f"agentwrite.max_steps={acfg.max_steps!r} must be a whole number >= 1 (the paper: 50)")
-    if acfg.max_items_in_flight is not None and not (isinstance(acfg.max_items_in_flight, int)
-                                                     and acfg.max_items_in_flight >= 1):
-        out.append(f"agentwrite.max_items_in_flight={acfg.max_items_in_flight!r} must be null (all) or >= 1")
-    f = acfg.filter
-    if f.max_words is not None and not int(f.max_words) > int(f.min_words):
-        out.append(f"agentwrite.filter.max_words ({f.max_words}) must be above filter.min_words ({f.min_words}), "
-                   f"or null for no bound")
-    if float(acfg.mix.general_per_long) < 0:
-        out.append(f"agentwrite.mix.general_per_long={acfg.mix.general_per_long} must be >= 0")
-    return out
-
-
-def train_strategy_problems(tcfg: dict) -> list[str]:
-    """Rules joining train.strategy to the installed packages and to train.cpu_offload."""
-    out = []
-    if tcfg.get("strategy") == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
-        out.append("train.strategy=deepspeed needs the deepspeed package, which is not installed: "
-                   f"{suggested.PIP_INSTALL} deepspeed (or use train.strategy=fsdp)")
-    if tcfg.get("cpu_offload") is True and tcfg.get("strategy") == "ddp":
-        out.append("train.cpu_offload=true needs train.strategy=fsdp or train.strategy=deepspeed "
-                   "(ddp keeps a whole copy of the model on every worker)")
     return out
 
 

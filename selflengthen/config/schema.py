@@ -95,8 +95,13 @@ class QualityRule(Group):
     meta_lines: str = "raw"
 
 
+Synth = Literal["extend", "agentwrite", "both"]  # loop.synth: how stage 3 makes the longer responses
+SYNTHS = get_args(Synth)
+
+
 class Loop(Group):
-    synth: str = "extend"  # the one value a run had before loop.synth existed
+    synth: Synth = eg("extend (the paper's extender; agentwrite: LongWriter's plan-then-write; both)",
+                      "extend")  # the one value a run had before loop.synth existed
     sampling: Sampling = Sampling()
     augment: Augment = Augment()
     generate: Generate = Generate()
@@ -136,6 +141,13 @@ class Train(Group):
     cpu_offload: bool = eg("false", False)
     save_every_steps: int = eg("50 (0: no checkpoints)", 50, ge=0)
     per_role: Roles = Roles()
+
+    @model_validator(mode="after")
+    def _offload(self):
+        if self.cpu_offload and self.strategy == "ddp":
+            raise ValueError("train.cpu_offload=true needs train.strategy=fsdp or train.strategy=deepspeed "
+                             "(ddp keeps a whole copy of the model on every worker)")
+        return self
 
 
 class VllmEngine(Group):
@@ -220,6 +232,13 @@ class AgentFilter(Group):
     max_words: Optional[int] = eg("null (no bound)", None, ge=1)
     quality: bool = eg("true", True)
 
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max_words is not None and not self.max_words > self.min_words:
+            raise ValueError(f"agentwrite.filter.max_words ({self.max_words}) must be above filter.min_words "
+                             f"({self.min_words}), or null for no bound")
+        return self
+
 
 class AgentMix(Group):
     general: Optional[str] = None
@@ -238,6 +257,13 @@ class AgentWrite(Group):
     write: Phase = Phase(max_tokens=4096)
     filter: AgentFilter = AgentFilter()
     mix: AgentMix = AgentMix()
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if not self.min_words <= self.max_words:
+            raise ValueError(f"agentwrite.min_words ({self.min_words}) must be > 0 and <= agentwrite.max_words "
+                             f"({self.max_words})")
+        return self
 
 
 class Eval(Group):
@@ -690,6 +716,9 @@ def _lines(errors: list[dict], prefix: str, root: type[BaseModel]) -> list[tuple
         if first["type"] == "value_error":  # our own validators: the message names the rule and the fix
             what = first["msg"].removeprefix("Value error, ")
             shown = "" if first["input"] is None else repr(first["input"])  # benchmark= is not set
+            if key and what.startswith(key):  # the message names its keys itself
+                out.append((key, what))
+                continue
             out.append((key, f"{key}={shown} {what}" if key and not isinstance(first["input"], dict)
                             else (f"{key}: {what}" if key else what)))
             continue
