@@ -330,6 +330,22 @@ class Constraints(Group):  # the sums and min < max: finalize/constraints.py, on
     type_probs: TypeProbs = TypeProbs()
     zh_numeral_prob: float = eg("0.5", 0.5, ge=0, le=1)
 
+    @model_validator(mode="after")
+    def _sound(self):
+        out = []
+        if not self.min_words < self.max_words:
+            out.append(f"finalize.constraints.min_words ({self.min_words}) must be below max_words ({self.max_words})")
+        units = sum(u.prob for u in self.units)
+        if abs(units - 1) > 1e-6:
+            out.append(f"finalize.constraints.units probabilities sum to {units:g}; make them sum to 1")
+        types = sum(self.type_probs.model_dump().values())
+        if abs(types - 1) > 1e-6:
+            out.append(f"finalize.constraints.type_probs (about, range, above, below) sum to {types:g}; make them "
+                       "sum to 1")
+        if out:
+            raise ValueError("; ".join(out))
+        return self
+
 
 class RewriteVerify(Group):
     min_length_ratio: float = eg("0.5", 0.5, ge=0)
