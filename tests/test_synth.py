@@ -89,7 +89,8 @@ def test_synth_rows_are_tagged_and_curate_trains_both_roles_on_them(tmp_path, me
         assert len(plan_calls) == 3 and {r.prefix for r in plan_calls} == {"Paragraph 1 - Main point:"}
     else:
         assert not [r for r in engine.requests if "draw up a plan" in r.messages[0]["content"]]
-    curate.run(cfg, it)
+    typed = schema.Config.model_validate(OmegaConf.to_container(cfg, resolve=True))
+    curate.run(typed.loop.curate, typed.seed, it)
     gen = artifacts.read_jsonl(it.sft("generator"))
     ext = artifacts.read_jsonl(it.sft("extender"))
     assert [r["method"] for r in gen] == [r["method"] for r in rows]  # every row trains the generator

@@ -54,7 +54,7 @@ def start_run(settings: schema.Config, cfg: DictConfig) -> artifacts.RunPaths:
     return paths
 
 
-def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path: str,
+def run_iteration(settings: schema.Config, cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path: str,
                   seeds: dict[str, list[str]]) -> dict:
     it = paths.iteration(k)
     adapters = previous_adapters(paths, k)
@@ -62,7 +62,7 @@ def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path
     if not all(it.stage_done(s) for s in ("augment", "generate", "extend")):
         timings = run_async(generation_stages(cfg, paths, it, model_path, adapters, seeds))
     if not it.stage_done("curate"):
-        curate.run(cfg, it)
+        curate.run(settings.loop.curate, settings.seed, it)
     if not it.stage_done("train"):
         log.info("iteration %d: train both adapters", k)
         with observe.stage(k, "train"):  # progress, status.json and the trackers
@@ -241,7 +241,7 @@ def _run_locked(settings: schema.Config, cfg: DictConfig, seeds: dict[str, list[
             workers.init_ray(cfg.ray)
             ray_train.check_placement(cfg.engine, list(train_configs(train_config(cfg)).values()))  # or one line now
         t0 = time.time()
-        history.append(run_iteration(cfg, paths, k, model_path, seeds))
+        history.append(run_iteration(settings, cfg, paths, k, model_path, seeds))
         observe.log_finished(paths)
         w = history[-1]["words"]
         log.info("iteration %d done in %.0f s: initial mean %s words, extended mean %s words", k,
