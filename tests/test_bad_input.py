@@ -126,7 +126,9 @@ def test_max_tokens_against_the_context_read_from_the_model_config(tmp_path):
 
 def test_unknown_key_is_one_line():
     line = one_error_line(run_cli("run", "loop.generate.drop_shrot=true", cwd=REPO))
-    assert "unknown config key 'loop.generate.drop_shrot'" in line and "+loop.generate.drop_shrot=VALUE" in line
+    assert "unknown config key 'loop.generate.drop_shrot': check its spelling" in line and "+" not in line
+    added = one_error_line(run_cli("run", "+loop.generate.drop_shrot=true", cwd=REPO))  # the schema refuses it
+    assert "unknown config key 'loop.generate.drop_shrot': check its spelling" in added
 
 
 def test_unknown_group_option_is_one_line_listing_the_options():
