@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from selflengthen.config import missing_values
+from selflengthen.config.schema import unknown_key
 from selflengthen.config.files import conf_dir
 from selflengthen.core.errors import Terminated, UserError, sigterm_stops_like_ctrl_c
 from selflengthen.store.artifacts import DISK_FULL, disk_error
@@ -217,8 +218,7 @@ def precheck(argv: list[str], config_name: str) -> None:
     except (HydraException, OmegaConfBaseException) as err:
         unknown = re.match(r"Could not override '([^']+)'", str(err))
         if unknown:
-            raise UserError(f"unknown config key '{unknown[1]}': check its spelling (python -m selflengthen "
-                            f"run --help shows every key), or add a new key with +{unknown[1]}=VALUE") from err
+            raise UserError(unknown_key(unknown[1])) from err  # the schema's own line: `+KEY=VALUE` is refused too
         raise UserError(f"{_one_line(err)} (python -m selflengthen run --help shows every key and group)") from err
     finally:
         GlobalHydra.instance().clear()

@@ -85,6 +85,22 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda it: (-weight[unit(it)], first[unit(it)], -cost(it)))
 
 
+VERB_CONFIGS = {"run": "config", "eval": "eval", "dpo": "dpo", "agentwrite": "agentwrite", "finalize": "finalize",
+                "estimate": "estimate"}  # each verb's top config file in conf/
+
+
+@pytest.fixture
+def compose_config():
+    """The one way tests compose a config: compose_config(*overrides, verb="run") gives the
+    DictConfig the verb's Hydra job would get (conf/<its file>.yaml with the overrides)."""
+    from selflengthen.config.files import compose
+
+    def make(*overrides: str, verb: str = "run"):
+        return compose(VERB_CONFIGS[verb], list(overrides))
+
+    return make
+
+
 @pytest.fixture
 def hub_on_loopback(monkeypatch):
     """A loopback listener stands in for the Hugging Face hub, so that a config naming an

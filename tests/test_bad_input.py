@@ -126,7 +126,9 @@ def test_max_tokens_against_the_context_read_from_the_model_config(tmp_path):
 
 def test_unknown_key_is_one_line():
     line = one_error_line(run_cli("run", "loop.generate.drop_shrot=true", cwd=REPO))
-    assert "unknown config key 'loop.generate.drop_shrot'" in line and "+loop.generate.drop_shrot=VALUE" in line
+    assert "unknown config key 'loop.generate.drop_shrot': check its spelling" in line and "+" not in line
+    added = one_error_line(run_cli("run", "+loop.generate.drop_shrot=true", cwd=REPO))  # the schema refuses it
+    assert "unknown config key 'loop.generate.drop_shrot': check its spelling" in added
 
 
 def test_unknown_group_option_is_one_line_listing_the_options():
@@ -445,6 +447,9 @@ def test_ray_address_auto_of_a_stopped_cluster_times_out_naming_the_address(tmp_
 
 # --- the other groups (finalize, judge, tracking) and the verbs' own keys: typed too ----------
 
+VERB_OF = {"config": "run", "eval": "eval", "dpo": "dpo", "agentwrite": "agentwrite", "finalize": "finalize"}
+
+
 def compose_verb(verb: str, *overrides: str):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name=verb, overrides=list(overrides))
@@ -480,7 +485,8 @@ def compose_verb(verb: str, *overrides: str):
     ("config", ["tracking=mlflow", "tracking.mlflow.experiment=''"], "tracking.mlflow.experiment='' must not be empty"),
 ])
 def test_each_bad_value_of_the_other_groups_is_named(verb, overrides, expected):
-    found = config.problems(compose_verb(verb, *overrides), *([in_run.CONFIG_CHECK] if verb == "config" else []))
+    found = config.problems(compose_verb(verb, *overrides), *([in_run.CONFIG_CHECK] if verb == "config" else []),
+                            verb=VERB_OF[verb])
     assert len(found) == 1 and found[0].startswith(expected), found
 
 
@@ -493,7 +499,7 @@ def test_the_shipped_configs_of_every_verb_pass(verb, overrides):
     container = OmegaConf.to_container(compose_verb(verb, *overrides), resolve=True)
     from selflengthen.config import schema
 
-    assert schema.problems(container) == []
+    assert schema.problems(container, VERB_OF[verb]) == []
 
 
 def test_bad_finalize_values_through_the_cli_before_any_work(earlier_run):

@@ -6,6 +6,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from selflengthen import config
+from selflengthen.config import schema
 from selflengthen.core.errors import UserError
 from selflengthen.evaluation import in_run
 from selflengthen.models.resolve import EMBEDDED_TINY
@@ -15,6 +16,8 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 # presets name uncached hub ids: validated as online, the hub stood in for on loopback
 pytestmark = pytest.mark.usefixtures("hub_on_loopback")
 MODEL_PRESETS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+PRESETS = [f"model={p}" for p in MODEL_PRESETS] + \
+    [f"experiment={p.stem}" for p in sorted((CONF / "experiment").glob("*.yaml"))]
 
 
 def compose_cfg(*overrides: str):
@@ -88,3 +91,32 @@ def test_the_in_run_eval_checks_apply_to_the_loop_only():
     cfg = compose_cfg("judge=vllm", "eval.every_iteration=true")
     assert any(p.startswith("judge=vllm cannot run inside a run") for p in config.problems(cfg, in_run.CONFIG_CHECK))
     assert not any(p.startswith("judge=vllm") for p in config.problems(cfg))
+
+
+@pytest.mark.parametrize("verb", sorted(schema.VERBS))
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_is_a_typed_config_of_every_verb(compose_config, verb, preset):
+    """Each shipped preset composes, for each verb, into that verb's frozen typed settings
+    with every key declared (model presets and experiments alike)."""
+    container = OmegaConf.to_container(compose_config(preset, verb=verb), resolve=True)
+    assert schema.problems(container, verb) == []
+    settings = schema.VERBS[verb].model_validate(container)
+    with pytest.raises(Exception, match="frozen"):
+        settings.seed = 1
+
+
+def test_an_unknown_key_is_refused_in_one_line(compose_config):
+    cfg = compose_config("+loop.generate.drop_shrot=true", "+engine.base_url=http://x")  # vllm has no base_url
+    assert config.problems(cfg) == [
+        "unknown config key 'loop.generate.drop_shrot': check its spelling (python -m selflengthen run --help "
+        "shows every key)",
+        "unknown config key 'engine.base_url': check its spelling (python -m selflengthen run --help shows every key)"]
+
+
+def test_engines_and_judges_are_typed_by_their_kind(compose_config):
+    typed = schema.Config.model_validate(OmegaConf.to_container(
+        compose_config("engine=openai", "judge=openai", "judge.model=gpt-4o"), resolve=True))
+    assert isinstance(typed.engine, schema.OpenaiEngine) and typed.engine.timeout == 600
+    assert isinstance(typed.judge, schema.OpenaiJudge) and typed.judge.model == "gpt-4o"
+    vllm_with_openai_keys = compose_config("engine=openai", "engine.kind=vllm")
+    assert "unknown config key 'engine.base_url'" in config.problems(vllm_with_openai_keys)[0]

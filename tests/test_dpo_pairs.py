@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
+from selflengthen import config
 from selflengthen.commands import dpo as command
 from selflengthen.training.dpo import to_preference
 from selflengthen.training.dpo_pairs import build_pairs, margin_summary, no_pairs_message
@@ -97,13 +98,17 @@ def _dpo_cfg(*overrides: str):
         return compose(config_name="dpo", overrides=list(overrides))
 
 
+def problems(cfg) -> list[str]:
+    return config.problems(cfg, command.CONFIG_CHECK, verb="dpo")
+
+
 def test_the_dpo_config_composes_and_its_bad_values_are_all_reported():
     cfg = _dpo_cfg()
-    assert command.problems(cfg) == []
+    assert problems(cfg) == []
     assert cfg.dpo.train.max_length == cfg.model.max_model_len
     merged = command.train_settings(cfg)
     assert merged["rank"] == cfg.train.rank and merged["learning_rate"] == cfg.dpo.train.learning_rate
-    bad = command.problems(_dpo_cfg("benchmark=longen", "dpo.samples_per_instruction=1", "dpo.min_margin=-1",
+    bad = problems(_dpo_cfg("benchmark=longen", "dpo.samples_per_instruction=1", "dpo.min_margin=-1",
                                     "dpo.pairing=random", "dpo.train.beta=0", "dpo.train.max_steps=0"))
     assert len(bad) == 6
     for key in ("benchmark=longen", "samples_per_instruction", "min_margin", "pairing", "beta", "max_steps"):
@@ -111,6 +116,6 @@ def test_the_dpo_config_composes_and_its_bad_values_are_all_reported():
 
 
 def test_dpo_takes_one_benchmark_not_a_list():
-    bad = command.problems(_dpo_cfg("benchmark=[heldout_tiny,longbench_write]"))
-    assert bad == ["dpo takes one benchmark, not a list (['heldout_tiny', 'longbench_write']); "
-                   "e.g. benchmark=heldout_tiny"]
+    bad = problems(_dpo_cfg("benchmark=[heldout_tiny,longbench_write]"))
+    assert bad == ["benchmark=['heldout_tiny', 'longbench_write'] must be a string (quote it) (e.g. "
+                   "benchmark=heldout_tiny)"]

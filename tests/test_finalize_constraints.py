@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from selflengthen.config import schema
 from selflengthen.finalize.constraints import (TYPES, ConstraintConfig, draw_constraint, from_chinese_numeral,
                                                rounded, to_chinese_numeral)
 
@@ -40,15 +41,21 @@ NUMERALS, ARABIC = 0.1, 0.9
 def test_yaml_is_the_paper_default_and_sound():
     cfg = ConstraintConfig.from_dict(finalize_conf().constraints)
     assert cfg == ConstraintConfig()
-    assert cfg.problems() == []
     assert cfg.units == (2000, 1000) and cfg.unit_probs == (0.2, 0.8)
     assert cfg.type_probs == {"about": 0.4, "range": 0.25, "above": 0.1, "below": 0.25}
 
 
 def test_config_problems_are_collected():
-    bad = ConstraintConfig(min_words=800, max_words=100, unit_probs=(0.5, 0.2),
-                           type_probs={"about": 1.0}, zh_numeral_prob=2)
-    assert len(bad.problems()) == 4
+    bad = {"finalize": {"constraints": {"min_words": 800, "max_words": 100,
+                                        "units": [{"words": 2000, "prob": 0.5}, {"words": 1000, "prob": 0.2}],
+                                        "type_probs": {"about": 1.0}, "zh_numeral_prob": 2}}}
+    found = [line for line in schema.problems(bad) if line.startswith("finalize.")]
+    assert found == ["finalize.constraints.zh_numeral_prob=2 must be <= 1 (e.g. finalize.constraints.zh_numeral_prob=0.5)"]
+    del bad["finalize"]["constraints"]["zh_numeral_prob"]
+    found = [line for line in schema.problems(bad) if line.startswith("finalize.")]
+    assert found == ["finalize.constraints.min_words (800) must be below max_words (100); finalize.constraints.units "
+                     "probabilities sum to 0.7; make them sum to 1; finalize.constraints.type_probs (about, range, "
+                     "above, below) sum to 1.6; make them sum to 1"]
 
 
 def test_probabilities_over_seeded_draws():

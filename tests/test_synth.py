@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from selflengthen import config
+from selflengthen.config import schema
 from selflengthen.core.errors import UserError
 from selflengthen.core.quality import QualityCheck, rules_from_config
 from selflengthen.engines import Sampling
@@ -88,7 +89,8 @@ def test_synth_rows_are_tagged_and_curate_trains_both_roles_on_them(tmp_path, me
         assert len(plan_calls) == 3 and {r.prefix for r in plan_calls} == {"Paragraph 1 - Main point:"}
     else:
         assert not [r for r in engine.requests if "draw up a plan" in r.messages[0]["content"]]
-    curate.run(cfg, it)
+    typed = schema.Config.model_validate(OmegaConf.to_container(cfg, resolve=True))
+    curate.run(typed.loop.curate, typed.seed, it)
     gen = artifacts.read_jsonl(it.sft("generator"))
     ext = artifacts.read_jsonl(it.sft("extender"))
     assert [r["method"] for r in gen] == [r["method"] for r in rows]  # every row trains the generator
@@ -128,28 +130,37 @@ def test_synth_and_agentwrite_config_problems_are_reported():
                                         "agentwrite.filter.min_words=500", "agentwrite.filter.max_words=100"))
     assert len(found) == 3, found
     assert any("loop.synth='teacher'" in p for p in found)
-    assert config.problems(compose_cfg(name="agentwrite")) == []
+    assert config.problems(compose_cfg(name="agentwrite"), verb="agentwrite") == []
+
+
+def method(cfg) -> schema.Method:
+    return schema.Config.model_validate(OmegaConf.to_container(cfg, resolve=True)).method
 
 
 def test_agentwrite_settings_are_part_of_the_method_only_when_it_runs():
-    extend, aw = compose_cfg(), compose_cfg("loop.synth=agentwrite")
-    assert "agentwrite" not in config.method_config(extend) and "agentwrite" in config.method_config(aw)
-    assert config.method_config(compose_cfg("agentwrite.max_steps=9")) == config.method_config(extend)
+    extend, aw = method(compose_cfg()), method(compose_cfg("loop.synth=agentwrite"))
+    assert extend.agentwrite is None and aw.agentwrite is not None
+    assert method(compose_cfg("agentwrite.max_steps=9")) == extend
 
 
 def test_a_run_saved_before_loop_synth_resumes_as_extend(tmp_path):
     saved = OmegaConf.to_container(compose_cfg(), resolve=True)
     del saved["loop"]["synth"], saved["agentwrite"]  # what a run started before loop.synth saved
-    assert config.saved_method(saved) == config.method_config(compose_cfg())
-    assert config.saved_method(saved) != config.method_config(compose_cfg("loop.synth=agentwrite"))
+    assert config.saved_method(saved, "config.yaml") == method(compose_cfg())
+    assert config.saved_method(saved, "config.yaml").changes(method(compose_cfg("loop.synth=agentwrite"))) == \
+        ["agentwrite", "loop.synth"]
     run = tmp_path / "tiny"
     run.mkdir()
     OmegaConf.save(OmegaConf.create(saved), run / "config.yaml")
     from selflengthen.pipeline import loop
 
-    assert loop.start_run(compose_cfg(f"paths.iterations_dir={tmp_path}")).root == run
+    def start(*overrides):
+        cfg = compose_cfg(f"paths.iterations_dir={tmp_path}", *overrides)
+        return loop.start_run(schema.Config.model_validate(OmegaConf.to_container(cfg, resolve=True)), cfg)
+
+    assert start().root == run
     with pytest.raises(UserError, match="loop.synth"):
-        loop.start_run(compose_cfg(f"paths.iterations_dir={tmp_path}", "loop.synth=agentwrite"))
+        start("loop.synth=agentwrite")
 
 
 # --- the real loop ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from selflengthen import config
+from selflengthen.config.schema import AgentWriteConfig
 from selflengthen.agentwrite import mix
 from selflengthen.agentwrite.write import agentwrite_all, keep_rows, pending, plan_vs_actual, plot_plan_vs_actual
 from selflengthen.core.errors import UserError, run_async
@@ -85,12 +86,12 @@ def read_instructions(spec: str | None, limit: int | None = None) -> list[dict]:
     return list(items.values())[:limit] if limit else list(items.values())
 
 
-def output_name(cfg: DictConfig) -> str:
-    if cfg.name:
-        return str(cfg.name)
-    source = Path(str(cfg.input))
+def output_name(settings: AgentWriteConfig) -> str:
+    if settings.name:
+        return settings.name
+    source = Path(settings.input)
     stem = f"{source.parent.parent.name}-{source.parent.name}" if source.stem == "instructions" else source.stem
-    who = "-".join(Path(str(cfg.adapter)).parts[-2:]) if cfg.adapter else str(cfg.model.name)
+    who = "-".join(Path(settings.adapter).parts[-2:]) if settings.adapter else settings.model.name
     return re.sub(r"[^\w.-]+", "-", stem if who == stem else f"{stem}-{who}")
 
 
@@ -118,11 +119,11 @@ def check_settings(out: Path, settings: dict) -> None:
 
 def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
     """The whole verb; returns the metrics and the output folder."""
-    config.validate(cfg)
-    items = read_instructions(cfg.input, int(cfg.limit) if cfg.limit else None)
-    general = mix.load_general(str(cfg.agentwrite.mix.general), str(cfg.agentwrite.mix.general_split)) \
-        if cfg.agentwrite.mix.general else []
-    out = Path(str(cfg.out_dir)) / output_name(cfg)
+    settings = config.settings(cfg, "agentwrite")
+    items = read_instructions(settings.input, settings.limit)
+    mixing = settings.agentwrite.mix
+    general = mix.load_general(mixing.general, mixing.general_split) if mixing.general else []
+    out = Path(settings.out_dir) / output_name(settings)
     model_path, adapters = model_and_adapter(cfg)
     check_settings(out, settings_of(cfg, model_path, adapters))
     checkpoint = out / "checkpoint.jsonl"
@@ -145,15 +146,15 @@ def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
     kept_ids = {r["id"] for r in kept}
     artifacts.write_jsonl(out / "rows.jsonl", [{**r, "kept": r["id"] in kept_ids} for r in rows])
     plot_plan_vs_actual(rows, out / "plan_vs_actual.png")
-    info = {"model": model_path, "adapter": adapters.get("generator"), "general": cfg.agentwrite.mix.general,
-            "general_per_long": float(cfg.agentwrite.mix.general_per_long), "input": str(cfg.input)}
-    training = mix.export_set(mix.mix(kept, general, float(cfg.agentwrite.mix.general_per_long), cfg.seed),
+    info = {"model": model_path, "adapter": adapters.get("generator"), "general": mixing.general,
+            "general_per_long": mixing.general_per_long, "input": settings.input}
+    training = mix.export_set(mix.mix(kept, general, mixing.general_per_long, settings.seed),
                               out / "train", info=info)
     metrics = {**stats, "plan_vs_actual": plan_vs_actual(rows),
                "kept": len(kept), "dropped": dropped, "quality": check.summary(),
                "training_set": {"path": "train", **training["counts"]}, "model": model_path,
-               "adapter": adapters.get("generator"), "input": str(cfg.input), "engine": str(cfg.engine.kind),
-               "max_items_in_flight": cfg.agentwrite.max_items_in_flight}
+               "adapter": adapters.get("generator"), "input": settings.input, "engine": settings.engine.kind,
+               "max_items_in_flight": settings.agentwrite.max_items_in_flight}
     artifacts.write_json(out / "metrics.json", metrics)
     return metrics, out
 

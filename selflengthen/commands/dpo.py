@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import ray
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from selflengthen import config
 from selflengthen.core.errors import UserError, run_async
@@ -73,38 +73,16 @@ def output_name(cfg: DictConfig) -> str:
     return str(cfg.name) if cfg.name else re.sub(r"[^\w.-]+", "-", f"{who}-{cfg.benchmark}")
 
 
-def problems(cfg: DictConfig) -> list[str]:
-    """Every problem with the dpo settings, each with its fix."""
-    d, t, out = cfg.dpo, cfg.dpo.train, []
-    bench = BENCHMARKS.get(cfg.benchmark) if isinstance(cfg.benchmark, str) else None
-    if isinstance(cfg.benchmark, ListConfig):
-        out.append(f"dpo takes one benchmark, not a list ({list(cfg.benchmark)}); e.g. benchmark=heldout_tiny")
-    elif bench is None or bench.target != "length":
+def benchmark_problems(cfg: DictConfig) -> list[str]:
+    """dpo's one rule that needs the benchmark table (the other keys' rules are their types)."""
+    bench = BENCHMARKS.get(cfg.benchmark)
+    if bench is None or bench.target != "length":
         usable = [b.name for b in BENCHMARKS.values() if b.target == "length"]
-        out.append(f"benchmark={cfg.benchmark} is not a LongBench-Write row format; choose one of {usable}")
-    if not (isinstance(d.samples_per_instruction, int) and d.samples_per_instruction >= 2):
-        out.append(f"dpo.samples_per_instruction={d.samples_per_instruction!r} must be a whole number >= 2 "
-                   f"(a pair needs two samples)")
-    if not d.temperature > 0:
-        out.append(f"dpo.temperature={d.temperature} must be > 0 (at 0 the samples of an instruction are alike)")
-    if d.pairing not in pairing.PAIRINGS:
-        out.append(f"dpo.pairing={d.pairing!r} must be one of {list(pairing.PAIRINGS)}")
-    if not d.min_margin >= 0:
-        out.append(f"dpo.min_margin={d.min_margin} must be >= 0 (scores are on 0..100)")
-    for key in ("beta", "learning_rate"):
-        if not t[key] > 0:
-            out.append(f"dpo.train.{key}={t[key]} must be > 0")
-    if not (isinstance(t.epochs, (int, float)) and t.epochs > 0):
-        out.append(f"dpo.train.epochs={t.epochs!r} must be > 0")
-    if t.max_steps is not None and not (isinstance(t.max_steps, int) and t.max_steps >= 1):
-        out.append(f"dpo.train.max_steps={t.max_steps!r} must be a whole number >= 1, or null")
-    return out
+        return [f"benchmark={cfg.benchmark} is not a LongBench-Write row format; choose one of {usable}"]
+    return []
 
 
-def validate(cfg: DictConfig) -> None:
-    found = problems(cfg)
-    if found:
-        raise UserError("config: " + "; ".join(found))
+CONFIG_CHECK = config.FeatureCheck(("benchmark",), benchmark_problems)
 
 
 def _done(paths: DpoPaths, step: str, digest: str) -> dict | None:
@@ -270,12 +248,10 @@ def train(cfg: DictConfig, paths: DpoPaths, model_path: str, adapters: dict[str,
 
 def run_dpo(cfg: DictConfig) -> tuple[dict, DpoPaths]:
     """The whole `dpo` command: {step: manifest} and the job's paths."""
-    config.validate(cfg)  # the run's groups (types, ranges, the model folder), then dpo's own
-    validate(cfg)
-    bench = get_benchmark(str(cfg.benchmark))
-    paths = DpoPaths(Path(str(cfg.out_dir)) / output_name(cfg))
-    items = load_items(bench.name, cfg.data, limit=int(cfg.limit) if cfg.limit else None,
-                       languages=list(cfg.languages) if cfg.languages else None)
+    settings = config.settings(cfg, "dpo", CONFIG_CHECK)  # every type and range, the model folder, the benchmark
+    bench = get_benchmark(settings.benchmark)
+    paths = DpoPaths(Path(settings.out_dir) / output_name(cfg))
+    items = load_items(bench.name, settings.data, limit=settings.limit, languages=settings.languages)
     model_path, adapters = model_and_adapter(cfg)
     samples, samples_info = make_samples(cfg, paths, bench, items, model_path, adapters)
     pairs, pairs_info = make_pairs(cfg, paths, samples, samples_info)

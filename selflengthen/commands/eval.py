@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from selflengthen import config
+from selflengthen.config.schema import EvalConfig
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Sampling
 from selflengthen.engines.factory import sampling_from, serving
@@ -31,28 +32,15 @@ from selflengthen.store.samples import SampleLog
 log = logging.getLogger("selflengthen")
 
 
-def benchmark_names(cfg: DictConfig) -> list[str]:
-    """`benchmark=NAME` or `benchmark=[A,B]`: the names, in order, each once."""
-    value = cfg.benchmark
-    if value is None:
-        raise UserError("benchmark= is not set; give one (benchmark=longbench_write) or a list "
-                        "(benchmark=[longen,ruler])")
-    names = [str(value)] if isinstance(value, str) else [str(v) for v in value]
-    if not names:
-        raise UserError("benchmark=[] names no benchmark; give one (benchmark=longbench_write) or a list "
-                        "(benchmark=[longen,ruler])")
-    return list(dict.fromkeys(names))
-
-
-def output_name(cfg: DictConfig, benchmark: str, several: bool = False) -> str:
-    if cfg.name:
-        return f"{cfg.name}-{benchmark}" if several else str(cfg.name)
-    if cfg.predictions:
-        who = Path(str(cfg.predictions)).stem
-    elif cfg.adapter:
-        who = str(cfg.adapter).strip("/").replace("/", "-")
+def output_name(settings: EvalConfig, benchmark: str, several: bool = False) -> str:
+    if settings.name:
+        return f"{settings.name}-{benchmark}" if several else settings.name
+    if settings.predictions:
+        who = Path(settings.predictions).stem
+    elif settings.adapter:
+        who = settings.adapter.strip("/").replace("/", "-")
     else:
-        who = str(cfg.model.name)
+        who = settings.model.name
     return re.sub(r"[^\w.-]+", "-", f"{who}-{benchmark}")
 
 
@@ -66,28 +54,27 @@ def read_predictions(bench_name: str, path: Path, limit, languages) -> list[dict
 
 def run_eval(cfg: DictConfig) -> list[tuple[dict, Path]]:
     """The whole `eval` command; (summary, output folder) per benchmark."""
-    config.validate(cfg)  # every value's type and range, the model folder: before any work
-    names = benchmark_names(cfg)
+    settings = config.settings(cfg, "eval")  # every value's type and range, the model folder: before any work
+    names = settings.benchmarks
     benches = [get_benchmark(name) for name in names]  # every name checked before any work
     several = len(benches) > 1
-    outs = [Path(str(cfg.out_dir)) / output_name(cfg, bench.name, several) for bench in benches]
-    languages = list(cfg.languages) if cfg.languages else None
-    limit = int(cfg.limit) if cfg.limit else None
-    if several and cfg.data and Path(str(cfg.data)).expanduser().is_file():
-        raise UserError(f"data={cfg.data} is one file, but {len(names)} benchmarks are named; give the folder "
+    outs = [Path(settings.out_dir) / output_name(settings, bench.name, several) for bench in benches]
+    languages, limit = settings.languages, settings.limit
+    if several and settings.data and Path(settings.data).expanduser().is_file():
+        raise UserError(f"data={settings.data} is one file, but {len(names)} benchmarks are named; give the folder "
                         f"that holds their files (e.g. data=../shared/data), or name one benchmark")
-    if cfg.predictions:
+    if settings.predictions:
         if several:
-            raise UserError(f"predictions={cfg.predictions} holds one benchmark's rows; name that one benchmark "
+            raise UserError(f"predictions={settings.predictions} holds one benchmark's rows; name that one benchmark "
                             f"(benchmark={names[0]}), not {len(names)}")
-        source = Path(str(cfg.predictions)).expanduser()
+        source = Path(settings.predictions).expanduser()
         if not source.is_file():
             raise UserError(f"predictions={source} is not a file; give a JSONL of the benchmark's rows plus "
                             f"a \"response\" field")
         results = [(read_predictions(benches[0].name, source, limit, languages), {"source": str(source), "model": None})]
     else:
         results = generate(cfg, benches, [runner.EvalPaths(o) for o in outs], limit, languages)
-    if cfg.judge.kind != "none" and any(bench.rubric for bench in benches):
+    if settings.judge.kind != "none" and any(bench.rubric for bench in benches):
         sampling, retries, jmeta = judge_settings(cfg)
 
         async def judged():

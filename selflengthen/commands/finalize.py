@@ -123,21 +123,6 @@ def settle(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return out
 
 
-def problems(cfg: DictConfig) -> list[str]:
-    fcfg = cfg.finalize
-    out = [f"finalize.{p}" for p in ConstraintConfig.from_dict(fcfg.constraints).problems()]
-    if str(cfg.step) not in ("all", *STEPS):
-        out.append(f"step={cfg.step} is not a finalize step; use one of all, {', '.join(STEPS)}")
-    if int(fcfg.extra_per_language) < 0:
-        out.append("finalize.extra_per_language must be 0 or more")
-    if str(fcfg.training.method) not in ("lora", "full"):
-        out.append(f"finalize.training.method={fcfg.training.method} is unknown; use lora or full")
-    if fcfg.rewrite.adapter not in (None, *artifacts.ROLES):
-        out.append(f"finalize.rewrite.adapter={fcfg.rewrite.adapter} is unknown; use null (the base model) or one of "
-                   f"{list(artifacts.ROLES)}")
-    return out
-
-
 def steps_wanted(cfg: DictConfig) -> list[str]:
     """`step=X` runs the steps up to X (earlier ones only when unfinished); `step=all` runs
     collect, constrain and export, then train and eval when finalize.train is true."""
@@ -360,9 +345,7 @@ def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_pa
 def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPaths]:
     """The whole `finalize` command; returns its manifest and paths."""
     cfg = settle(cfg, overrides)
-    typed = config.problems(cfg)  # every value's type and range (schema.py) first
-    own = [] if any(t.startswith(("finalize.", "step")) for t in typed) else problems(cfg)  # then the sums, min < max
-    trouble = own + typed
+    trouble = config.problems(cfg, verb="finalize")  # every value's type, range and rule (schema.py)
     if len(trouble) == 1:
         raise UserError(f"bad finalize config: {trouble[0]}")
     if trouble:

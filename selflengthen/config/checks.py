@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
+from pydantic import ValidationError
 
 from selflengthen.config import schema
 from selflengthen.core import suggested
@@ -21,14 +22,7 @@ from selflengthen.core.quality import rule_problems
 from selflengthen.models import model_check
 from selflengthen.models.resolve import EMBEDDED
 
-SYNTHS = ("extend", "agentwrite", "both")  # loop.synth: how stage 3 makes the longer responses
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# Keys that change how a run is computed (a resumed run must keep them); the rest
-# (iterations, engine placement, Ray, paths, debug) may change between invocations.
-METHOD_KEYS = ("seed", "model", "loop", "train", "seeds", "agentwrite")
-# Method keys added after runs were started: a saved config without one ran as with this value.
-ADDED_METHOD_KEYS = {("loop", "synth"): "extend", ("train", "workers"): 1, ("train", "strategy"): "ddp",
-                     ("train", "cpu_offload"): False, ("train", "save_every_steps"): 50}
 
 
 @dataclass(frozen=True)
@@ -39,13 +33,13 @@ class FeatureCheck:
     problems: Callable[[DictConfig], list[str]]
 
 
-def problems(cfg: DictConfig, *features: FeatureCheck) -> list[str]:
+def problems(cfg: DictConfig, *features: FeatureCheck, verb: str = "run") -> list[str]:
     """Every problem in the config, each phrased as what is wrong and how to fix it: first
     each value's type and range (schema.py), then the rules that join several values or
     look at files (the model folder, the seeds file), then the given features' rules; a
     rule whose values have a bad type is left out (that value is reported already)."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    typed = schema.check(container)
+    typed = schema.check(container, verb)
     out = [line for _, line in typed]
     bad = {key for key, _ in typed}
 
@@ -62,13 +56,6 @@ def problems(cfg: DictConfig, *features: FeatureCheck) -> list[str]:
         for lang in langs:
             need(lang in cfg.loop.quality, f"loop.quality has no rules for language {lang!r}; add loop.quality.{lang}")
         out += rule_problems(cfg.loop.quality)
-    need(cfg.loop.synth in SYNTHS, f"loop.synth={cfg.loop.synth!r} must be one of {list(SYNTHS)} "
-         "(extend: the paper's extender; agentwrite: LongWriter's plan-then-write; both)")
-    try:  # its cross-key rules still run beside a bad value; lines about that value are left out
-        more = agentwrite_problems(cfg.agentwrite)
-    except (TypeError, ValueError, AttributeError):
-        more = []
-    out += [line for line in more if not any(line.startswith(b) for b in bad)]
     context = None
     if ok("model.path"):
         found, context = _model_path_problems(str(cfg.model.path))
@@ -86,46 +73,15 @@ def problems(cfg: DictConfig, *features: FeatureCheck) -> list[str]:
             need(cfg.loop.sampling.max_tokens < window,
                  f"loop.sampling.max_tokens ({cfg.loop.sampling.max_tokens}) must be below model.max_model_len "
                  f"({window}); lower one or raise the other")
-    if ok("train.strategy", "train.cpu_offload"):  # deepspeed installed; offload only with a sharded strategy
-        out += train_strategy_problems(OmegaConf.to_container(cfg.train, resolve=True))
+    if ok("train.strategy") and cfg.train.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        out.append("train.strategy=deepspeed needs the deepspeed package, which is not installed: "
+                   f"{suggested.PIP_INSTALL} deepspeed (or use train.strategy=fsdp)")
     if ok("engine.max_lora_rank", "train.rank"):
         need(cfg.engine.max_lora_rank >= cfg.train.rank,
              f"engine.max_lora_rank ({cfg.engine.max_lora_rank}) must be >= train.rank ({cfg.train.rank})")
     for feature in features:  # e.g. eval.* inside a run; the other verbs do not run it
         if ok(*feature.keys):
             out += feature.problems(cfg)
-    return out
-
-
-def agentwrite_problems(acfg) -> list[str]:
-    """Problems with the agentwrite group (reported with the rest of the config, with fixes)."""
-    out = []
-    if not 0 < int(acfg.min_words) <= int(acfg.max_words):
-        out.append(f"agentwrite.min_words ({acfg.min_words}) must be > 0 and <= agentwrite.max_words "
-                   f"({acfg.max_words})")
-    if not (isinstance(acfg.max_steps, int) and acfg.max_steps >= 1):
-        out.append(f"agentwrite.max_steps={acfg.max_steps!r} must be a whole number >= 1 (the paper: 50)")
-    if acfg.max_items_in_flight is not None and not (isinstance(acfg.max_items_in_flight, int)
-                                                     and acfg.max_items_in_flight >= 1):
-        out.append(f"agentwrite.max_items_in_flight={acfg.max_items_in_flight!r} must be null (all) or >= 1")
-    f = acfg.filter
-    if f.max_words is not None and not int(f.max_words) > int(f.min_words):
-        out.append(f"agentwrite.filter.max_words ({f.max_words}) must be above filter.min_words ({f.min_words}), "
-                   f"or null for no bound")
-    if float(acfg.mix.general_per_long) < 0:
-        out.append(f"agentwrite.mix.general_per_long={acfg.mix.general_per_long} must be >= 0")
-    return out
-
-
-def train_strategy_problems(tcfg: dict) -> list[str]:
-    """Rules joining train.strategy to the installed packages and to train.cpu_offload."""
-    out = []
-    if tcfg.get("strategy") == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
-        out.append("train.strategy=deepspeed needs the deepspeed package, which is not installed: "
-                   f"{suggested.PIP_INSTALL} deepspeed (or use train.strategy=fsdp)")
-    if tcfg.get("cpu_offload") is True and tcfg.get("strategy") == "ddp":
-        out.append("train.cpu_offload=true needs train.strategy=fsdp or train.strategy=deepspeed "
-                   "(ddp keeps a whole copy of the model on every worker)")
     return out
 
 
@@ -163,33 +119,28 @@ def _model_path_problems(path: str) -> tuple[list[str], int | None]:
     return model_check.hub_problems(path)
 
 
-def validate(cfg: DictConfig, *features: FeatureCheck) -> None:
+def validate(cfg: DictConfig, *features: FeatureCheck, verb: str = "run") -> None:
     """problems() as one UserError; the loop adds its in-run evaluation's check, the other
     verbs (eval, dpo, agentwrite, finalize) do not run it."""
-    found = problems(cfg, *features)
+    found = problems(cfg, *features, verb=verb)
     if len(found) == 1:
         raise UserError(f"config: {found[0]}")
     if found:
         raise UserError("config has %d problems:\n  - %s" % (len(found), "\n  - ".join(found)))
 
 
-def method_config(cfg: DictConfig) -> dict:
-    return _method(OmegaConf.to_container(cfg, resolve=True))
+def settings(cfg: DictConfig, verb: str, *features: FeatureCheck) -> schema.Config:
+    """The verb's composed config as frozen typed settings, once, at the verb's entry: every
+    problem reported together first (validate), then the typed object the code reads."""
+    validate(cfg, *features, verb=verb)
+    return schema.VERBS[verb].model_validate(OmegaConf.to_container(cfg, resolve=True))
 
 
-def saved_method(saved: dict) -> dict:
-    """The method part of a run's saved config.yaml, comparable with `method_config`: keys
-    added to the method since it was saved take the value the run had in effect."""
-    saved = {k: (dict(v) if isinstance(v, dict) else v) for k, v in saved.items()}
-    for (group, key), value in ADDED_METHOD_KEYS.items():
-        if isinstance(saved.get(group), dict):
-            saved[group].setdefault(key, value)
-    return _method(saved)
-
-
-def _method(container: dict) -> dict:
-    out = {k: container.get(k) for k in METHOD_KEYS}
-    if (out.get("loop") or {}).get("synth", "extend") == "extend":
-        out.pop("agentwrite")  # AgentWrite's parameters change nothing unless it runs
-    return out
-
+def saved_method(saved: dict, where: str) -> schema.Method:
+    """The method of a run's saved config.yaml (keys added since take their defaults), or a
+    UserError naming what no longer fits."""
+    try:
+        return schema.Method.of(saved)
+    except ValidationError as err:
+        found = [line for _, line in schema._lines(err.errors(include_url=False), "", schema.Method)]
+        raise UserError(f"{where} does not fit this version's settings: {'; '.join(found)}") from err

@@ -1,13 +1,10 @@
 """The estimate's inputs, read from the composed config: the `estimate.*` keys (typed and
-range-checked here, like schema.py does for the run's keys), the loop's sizes as a
+range-checked by schema.py's EstimateConfig), the loop's sizes as a
 `tokens.Shape`, the assumptions as `tokens.Assumptions`, and the training placement
 (train.workers / strategy / cpu_offload, with their defaults when a config predates them)."""
 from __future__ import annotations
 
-from typing import Optional
-
 from omegaconf import DictConfig, OmegaConf
-from pydantic import ValidationError
 
 from selflengthen.config import schema
 from selflengthen.core import prompting
@@ -18,36 +15,9 @@ from selflengthen.estimate.tokens import Assumptions, Shape
 TEMPLATES = ("augment", "judge", "extend", "list_item")
 
 
-class Estimate(schema.Group):
-    initial_words: float = schema.eg("1000", gt=0)
-    growth_per_round: float = schema.eg("1.26", gt=0)
-    carryover: float = schema.eg("1.0", gt=0)
-    instruction_words: float = schema.eg("40", gt=0)
-    tokens_per_word: dict[str, float]
-    chat_overhead_tokens: float = schema.eg("30", ge=0)
-    augment_pass_rate: float = schema.eg("0.9", gt=0, le=1)
-    judge_yes_rate: float = schema.eg("0.8", gt=0, le=1)
-    generate_pass_rate: float = schema.eg("0.8", gt=0, le=1)
-    extend_accept_rate: float = schema.eg("0.6", gt=0, le=1)
-    tokens_per_s_per_gpu: Optional[float] = schema.eg("3000", gt=0)
-    from_run: Optional[str] = None
-    train_tokens_per_s_per_gpu: Optional[float] = schema.eg("5000", gt=0)
-    gpu_tflops: float = schema.eg("989 (H100 bf16)", gt=0)
-    mfu: float = schema.eg("0.35", gt=0, le=1)
-    gpus: int = schema.eg("8", ge=1)
-    gpu_memory_gib: float = schema.eg("80", gt=0)
-    concurrent_sequences: int = schema.eg("32", ge=1)
-    overhead_gib: float = schema.eg("2", ge=0)
-    out: Optional[str] = None
-
-
 def problems(container: dict) -> list[str]:
     """One line per bad value: the run's keys (schema.py) and the estimate's."""
-    out = [line for key, line in schema.check(container)]
-    try:
-        Estimate.model_validate(container.get("estimate") or {})
-    except ValidationError as err:
-        out += [line for _, line in schema._lines(err.errors(include_url=False), "estimate.", Estimate)]
+    out = schema.problems(container, "estimate")
     est = container.get("estimate") or {}
     langs = (container.get("model") or {}).get("languages") or []
     per_word = est.get("tokens_per_word") if isinstance(est.get("tokens_per_word"), dict) else {}

@@ -56,22 +56,6 @@ class ConstraintConfig:
                    type_probs={t: float(d["type_probs"][t]) for t in TYPES},
                    zh_numeral_prob=float(d["zh_numeral_prob"]))
 
-    def problems(self) -> list[str]:
-        """Every inconsistency, each with its fix (empty when the config is sound)."""
-        out = []
-        if not 0 < self.min_words < self.max_words:
-            out.append(f"constraints.min_words ({self.min_words}) must be positive and below max_words "
-                       f"({self.max_words})")
-        if not self.units or any(u <= 0 for u in self.units):
-            out.append("constraints.units must list positive word counts")
-        if abs(sum(self.unit_probs) - 1) > 1e-6:
-            out.append(f"constraints.units probabilities sum to {sum(self.unit_probs)}; make them sum to 1")
-        if set(self.type_probs) != set(TYPES) or abs(sum(self.type_probs.values()) - 1) > 1e-6:
-            out.append(f"constraints.type_probs must give {list(TYPES)} probabilities that sum to 1")
-        if not 0 <= self.zh_numeral_prob <= 1:
-            out.append("constraints.zh_numeral_prob must lie in [0, 1]")
-        return out
-
     def in_bounds(self, words: int) -> bool:
         return self.min_words <= words < self.max_words
 

@@ -17,6 +17,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 
 from selflengthen import config
+from selflengthen.config import schema
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.core.quality import QualityCheck, rules_from_config
 from selflengthen.engines import merge_usage, usage_delta, workers
@@ -35,16 +36,16 @@ from selflengthen.training import ray_train, sft as train
 log = logging.getLogger("selflengthen")
 
 
-def start_run(cfg: DictConfig) -> artifacts.RunPaths:
-    """Create the run folder, or check that an existing one was made with the same method."""
-    paths = artifacts.RunPaths(Path(str(cfg.paths.iterations_dir)) / str(cfg.run.name))
-    method = config.method_config(cfg)
+def start_run(settings: schema.Config, cfg: DictConfig) -> artifacts.RunPaths:
+    """Create the run folder (its config.yaml: the composed config, as plain YAML), or check
+    that an existing one was made with the same method."""
+    paths = artifacts.RunPaths(Path(settings.paths.iterations_dir) / settings.run.name)
     if paths.config.exists():
         before = OmegaConf.to_container(OmegaConf.load(paths.config), resolve=True)
-        changed = sorted(_diff(config.saved_method(before), method))
+        changed = config.saved_method(before, str(paths.config)).changes(settings.method)
         if changed:
             raise UserError(
-                f"run {cfg.run.name!r} in {paths.root} was started with a different config "
+                f"run {settings.run.name!r} in {paths.root} was started with a different config "
                 f"({', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}); "
                 f"resume it with the same settings or start another run with run.name=NEW_NAME")
     else:
@@ -53,13 +54,7 @@ def start_run(cfg: DictConfig) -> artifacts.RunPaths:
     return paths
 
 
-def _diff(a, b, prefix="") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in set(a) | set(b) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path: str,
+def run_iteration(settings: schema.Config, cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path: str,
                   seeds: dict[str, list[str]]) -> dict:
     it = paths.iteration(k)
     adapters = previous_adapters(paths, k)
@@ -67,7 +62,7 @@ def run_iteration(cfg: DictConfig, paths: artifacts.RunPaths, k: int, model_path
     if not all(it.stage_done(s) for s in ("augment", "generate", "extend")):
         timings = run_async(generation_stages(cfg, paths, it, model_path, adapters, seeds))
     if not it.stage_done("curate"):
-        curate.run(cfg, it)
+        curate.run(settings.loop.curate, settings.seed, it)
     if not it.stage_done("train"):
         log.info("iteration %d: train both adapters", k)
         with observe.stage(k, "train"):  # progress, status.json and the trackers
@@ -221,17 +216,17 @@ def _finish_training(it: artifacts.IterationPaths, role: str, ref) -> dict:
 
 def run(cfg: DictConfig) -> artifacts.RunPaths:
     """The whole loop; returns the run's paths. Safe to call again: it resumes."""
-    config.validate(cfg, in_run.CONFIG_CHECK)
+    settings = config.settings(cfg, "run", in_run.CONFIG_CHECK)
     seeds = load_seeds(cfg)
     if cfg.ray.address:  # an unreachable cluster fails now, within ray.connect_timeout_s
         workers.check_reachable(str(cfg.ray.address), float(cfg.ray.connect_timeout_s))
     paths = artifacts.RunPaths(Path(str(cfg.paths.iterations_dir)) / str(cfg.run.name))
     with RunLock(paths.root), observe.watching(cfg, paths.root):  # one writer; status.json and trackers
-        return _run_locked(cfg, seeds)
+        return _run_locked(settings, cfg, seeds)
 
 
-def _run_locked(cfg: DictConfig, seeds: dict[str, list[str]]) -> artifacts.RunPaths:
-    paths = start_run(cfg)
+def _run_locked(settings: schema.Config, cfg: DictConfig, seeds: dict[str, list[str]]) -> artifacts.RunPaths:
+    paths = start_run(settings, cfg)
     started = time.time()
     model_path = None
     history = []
@@ -246,7 +241,7 @@ def _run_locked(cfg: DictConfig, seeds: dict[str, list[str]]) -> artifacts.RunPa
             workers.init_ray(cfg.ray)
             ray_train.check_placement(cfg.engine, list(train_configs(train_config(cfg)).values()))  # or one line now
         t0 = time.time()
-        history.append(run_iteration(cfg, paths, k, model_path, seeds))
+        history.append(run_iteration(settings, cfg, paths, k, model_path, seeds))
         observe.log_finished(paths)
         w = history[-1]["words"]
         log.info("iteration %d done in %.0f s: initial mean %s words, extended mean %s words", k,

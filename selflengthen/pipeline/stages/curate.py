@@ -15,8 +15,7 @@ from __future__ import annotations
 import random
 import time
 
-from omegaconf import DictConfig
-
+from selflengthen.config.schema import Curate
 from selflengthen.core import prompting
 from selflengthen.core.text import keep_lines
 from selflengthen.store import artifacts
@@ -41,14 +40,15 @@ def sft_records(extended: list[dict], keep_prob: float, rng: random.Random) -> t
     return generator, extender
 
 
-def run(cfg: DictConfig, paths: artifacts.IterationPaths) -> dict:
+def run(settings: Curate, seed: int, paths: artifacts.IterationPaths) -> dict:
+    """Both roles' SFT datasets of iteration paths.k, from its extended rows (loop.curate.*)."""
     started = time.time()
     extended = artifacts.read_jsonl(paths.extended)
-    rng = random.Random(f"{cfg.seed}-curate-{paths.k}")
-    generator, extender = sft_records(extended, cfg.loop.curate.line_keep_prob, rng)
+    rng = random.Random(f"{seed}-curate-{paths.k}")
+    generator, extender = sft_records(extended, settings.line_keep_prob, rng)
     artifacts.write_jsonl(paths.sft("generator"), generator)
     artifacts.write_jsonl(paths.sft("extender"), extender)
     counts = {"generator": len(generator), "extender": len(extender)}
     artifacts.write_stage_manifest(paths, "curate", started=started, config_digest=artifacts.config_hash(
-        str(cfg.loop.curate)), counts=counts, outputs=[paths.sft("generator"), paths.sft("extender")])
+        str(settings.model_dump())), counts=counts, outputs=[paths.sft("generator"), paths.sft("extender")])
     return counts
