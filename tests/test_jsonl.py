@@ -67,3 +67,21 @@ def test_only_our_own_files_may_end_in_a_torn_line(tmp_path):
     path.write_bytes(b'{"id": "a"}\n{"id": \n{"id": "c"}\n')  # a bad line in the middle is not a torn tail
     with pytest.raises(jsonl.BadLine, match="line 2"):
         artifacts.read_jsonl(path)
+
+
+def test_user_rows_names_the_file_the_line_and_the_fix(tmp_path):
+    from selflengthen.core.errors import UserError
+    from selflengthen.store.jsonl import user_rows
+
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(b'\xef\xbb\xbf{"instruction": "a"}\r\n\r\n{"instruction": "b"}\r\n')
+    assert user_rows(good, "input x", "an object") == [(1, {"instruction": "a"}), (3, {"instruction": "b"})]
+    cases = {b'{"a": 1}\n\xff\n': "input x line 2: not UTF-8 text; save the file as UTF-8",
+             b'{"a": 1}\n{oops\n': "input x line 2: not JSON (",
+             b'[1, 2]\n': 'input x line 1: expected an object with "messages"'}
+    for raw, message in cases.items():
+        bad = tmp_path / "bad.jsonl"
+        bad.write_bytes(raw)
+        with pytest.raises(UserError) as caught:
+            user_rows(bad, "input x", 'an object with "messages"')
+        assert str(caught.value).startswith(message) and "\n" not in str(caught.value)

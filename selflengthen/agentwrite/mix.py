@@ -25,7 +25,6 @@ from selflengthen.core.errors import UserError
 from selflengthen.core.text import count_words, detect_language
 from selflengthen.store import artifacts, jsonl
 from selflengthen.store.export import alpaca_row, dataset_info, plot_lengths
-from selflengthen.store.jsonl import BadLine
 from selflengthen.store.samples import stable_seed
 
 ROLES = ("system", "user", "assistant")
@@ -49,15 +48,7 @@ def load_general(spec: str, split: str) -> list[list[dict]]:
     path = Path(spec).expanduser()
     if path.is_file():
         chats = []
-        try:
-            numbered = list(jsonl.rows(path))
-        except BadLine as err:
-            where = f"agentwrite.mix.general {path} line {err.line}"
-            if err.kind == "utf8":
-                raise UserError(f"{where}: not UTF-8 text; save the file as UTF-8") from err
-            if err.kind == "json":
-                raise UserError(f"{where}: not JSON ({err.msg}); fix that line") from err
-            raise UserError(f"{where}: expected an object with \"messages\"") from err
+        numbered = jsonl.user_rows(path, f"agentwrite.mix.general {path}", 'an object with "messages"')
         for n, row in numbered:
             if "messages" not in row:
                 raise UserError(f"agentwrite.mix.general {path} line {n}: expected an object with \"messages\"")

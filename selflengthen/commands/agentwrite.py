@@ -34,7 +34,6 @@ from selflengthen.core.text import detect_language
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.models.resolve import model_and_adapter
 from selflengthen.store import artifacts, jsonl
-from selflengthen.store.jsonl import BadLine
 from selflengthen.store.samples import stable_seed
 
 log = logging.getLogger("selflengthen")
@@ -54,15 +53,7 @@ def read_instructions(spec: str | None, limit: int | None = None) -> list[dict]:
         raise UserError(f"input={spec} is not a file; give a JSONL of {{\"instruction\": ..., \"language\": ...}} "
                         f"rows, or a run's iterations/RUN/iter_K/instructions.jsonl")
     items: dict[str, dict] = {}
-    try:
-        numbered = list(jsonl.rows(path))
-    except BadLine as err:
-        where = f"input {path} line {err.line}"
-        if err.kind == "utf8":
-            raise UserError(f"{where}: not UTF-8 text; save the file as UTF-8") from err
-        if err.kind == "json":
-            raise UserError(f"{where}: not JSON ({err.msg}); fix that line") from err
-        raise UserError(f"{where}: expected a JSON object with an \"instruction\"") from err
+    numbered = jsonl.user_rows(path, f"input {path}", 'a JSON object with an "instruction"')
     for n, row in numbered:
         where = f"input {path} line {n}"
         unknown = sorted(set(row) - set(FIELDS))

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from selflengthen.core.errors import UserError
+
 
 class BadLine(ValueError):
     """One line that is not a JSON object: `kind` is "utf8" (`byte`: the offset of the bad
@@ -50,3 +52,17 @@ def rows(path: Path, *, torn_tail_ok: bool = False) -> Iterator[tuple[int, dict]
         if not isinstance(row, dict):
             raise BadLine(i + 1, "object", found=type(row).__name__)
         yield i + 1, row
+
+
+def user_rows(path: Path, where: str, expected: str) -> list[tuple[int, dict]]:
+    """rows(path), with a bad line reported as one UserError line naming `where`, the line
+    and its fix (`expected` says what a row must be, e.g. 'an object with "messages"')."""
+    try:
+        return list(rows(path))
+    except BadLine as err:
+        at = f"{where} line {err.line}"
+        if err.kind == "utf8":
+            raise UserError(f"{at}: not UTF-8 text; save the file as UTF-8") from err
+        if err.kind == "json":
+            raise UserError(f"{at}: not JSON ({err.msg}); fix that line") from err
+        raise UserError(f"{at}: expected {expected}") from err
