@@ -160,3 +160,19 @@ def test_not_writing_counts_bare_verdicts_empty_and_capped_responses():
     summary = scoring.summarize("heldout_tiny", [scoring.prediction_row("heldout_tiny", {"prompt": "p", "type": "t",
                                                                                        "length": 50, "language": "en"}, "no")])
     assert summary["not_writing"] == {"verdict": 1, "empty": 0, "cut": 0}
+
+
+def test_summaries_carry_judge_free_quality_signals_recomputable_from_the_predictions():
+    from selflengthen.core import signals
+
+    varied = "The json module reads and writes JSON text. It maps objects to dicts and arrays to lists."
+    looping = " ".join(["The json module reads JSON text."] * 12)
+    item = {"prompt": "p", "type": "t", "length": 50, "language": "en"}
+    rows = [{**scoring.prediction_row("heldout_tiny", item, text), "finish_reason": finish}
+            for text, finish in ((varied, "stop"), (looping, "length"))]
+    got = scoring.summarize("heldout_tiny", rows)["signals"]
+    alone = [signals.text_signals(t, "en", f) for t, f in ((varied, "stop"), (looping, "length"))]
+    assert got["distinct_4"] == pytest.approx((alone[0]["distinct_4"] + alone[1]["distinct_4"]) / 2)
+    assert got["texts"] == 2 and got["ended_cap"] == 1 and got["cap_rate"] == 0.5
+    assert alone[1]["repeated_ngram_rate"] > alone[0]["repeated_ngram_rate"] == 0
+    assert {f"distinct_4_seg{i}" for i in (1, 2, 3, 4)} <= set(got)

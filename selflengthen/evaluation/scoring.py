@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from operator import itemgetter
 
+from selflengthen.core import signals
 from selflengthen.evaluation.benchmarks import Benchmark, LONGEN_KINDS, get_benchmark
 
 # LongBench-Write's required-length buckets as its paper reports them: [lo, hi) words.
@@ -152,9 +153,21 @@ def not_writing(rows: list[dict]) -> dict:
             "cut": sum(r.get("finish_reason") == "length" for r in rows)}
 
 
+def response_signals(rows: list[dict]) -> dict:
+    """Judge-free quality of the responses (core/signals.py): distinct-n, repeated n-gram
+    rate, compression ratio, words and how each ended, over the set and per quarter of
+    each response."""
+    rows = [r for r in rows if "response" in r]
+    texts = [r["response"] for r in rows]
+    languages = [r.get("language") for r in rows]
+    finishes = [r.get("finish_reason") for r in rows]
+    return {**signals.aggregate(texts, languages, finishes), **signals.aggregate_by_segment(texts, 4, languages)}
+
+
 def summarize(bench: Benchmark | str, rows: list[dict]) -> dict:
     """The benchmark's report over prediction rows (means over all rows given):
-    - every benchmark: items, mean_words, not_writing {verdict, empty, cut}, length_score {overall, ...};
+    - every benchmark: items, mean_words, not_writing {verdict, empty, cut}, signals (judge-free
+      quality, response_signals), length_score {overall, ...};
     - longen: length_score by_type, by_range, by_language, by_language_type_range
       (language -> type -> range -> mean), scale 0..1; quality (1..10) when judged;
     - longbench_write(_en), heldout_tiny: S_l by_bucket, by_type, by_language (0..100);
@@ -165,7 +178,7 @@ def summarize(bench: Benchmark | str, rows: list[dict]) -> dict:
     bench = get_benchmark(bench) if isinstance(bench, str) else bench
     rows = list(rows)
     summary: dict = {"benchmark": bench.name, "items": len(rows), "mean_words": _mean(r["words"] for r in rows),
-                     "not_writing": not_writing(rows), "length_score": None, "quality": None, "total": None, "by_length": None}
+                     "not_writing": not_writing(rows), "signals": response_signals(rows), "length_score": None, "quality": None, "total": None, "by_length": None}
     if not rows:
         return summary
     if bench.target == "window":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from selflengthen.core import signals
 from selflengthen.core.text import count_words
 from selflengthen.store import artifacts
 
@@ -32,6 +33,14 @@ def token_accounting(it: artifacts.IterationPaths) -> dict:
                                                                    "seconds")}
     total["tokens_per_second"] = round(total["completion_tokens"] / total["seconds"], 1) if total["seconds"] else None
     return {"stages": stages, **total}
+
+
+def text_signals(rows: list[dict]) -> dict:
+    """Set-level quality signals of kept rows' responses, and their means per quarter of each
+    text (distinct-n, repeated n-gram rate, compression ratio, words; core/signals.py)."""
+    texts = [r["response"] for r in rows]
+    languages = [r.get("language") for r in rows]
+    return {**signals.aggregate(texts, languages), **signals.aggregate_by_segment(texts, 4, languages)}
 
 
 def iteration_metrics(it: artifacts.IterationPaths) -> dict:
@@ -71,6 +80,8 @@ def iteration_metrics(it: artifacts.IterationPaths) -> dict:
             "extend_drop_short": _ratio(ext["kept_after_drop_short"], ext["accepted"]),
         },
         "quality_failures": {"generate": gen["quality"]["failures"], "extend": ext["quality"]["failures"]},
+        # judge-free quality of the kept texts (core/signals.py): longer, and not worse?
+        "signals": {"initial": text_signals(initial), "extended": text_signals(extended)},
         "training": training,
         "tokens": token_accounting(it),
         "seconds": {s: m[s]["seconds"] for s in m},
