@@ -35,7 +35,7 @@ def token_accounting(it: artifacts.IterationPaths) -> dict:
     return {"stages": stages, **total}
 
 
-def text_signals(rows: list[dict]) -> dict:
+def kept_signals(rows: list[dict]) -> dict:
     """Set-level quality signals of kept rows' responses, and their means per quarter of each
     text (distinct-n, repeated n-gram rate, compression ratio, words; core/signals.py)."""
     texts = [r["response"] for r in rows]
@@ -81,7 +81,7 @@ def iteration_metrics(it: artifacts.IterationPaths) -> dict:
         },
         "quality_failures": {"generate": gen["quality"]["failures"], "extend": ext["quality"]["failures"]},
         # judge-free quality of the kept texts (core/signals.py): longer, and not worse?
-        "signals": {"initial": text_signals(initial), "extended": text_signals(extended)},
+        "signals": {"initial": kept_signals(initial), "extended": kept_signals(extended)},
         "training": training,
         "tokens": token_accounting(it),
         "seconds": {s: m[s]["seconds"] for s in m},
