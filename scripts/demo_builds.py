@@ -20,22 +20,16 @@ import time
 from datetime import date
 from pathlib import Path
 
+from selflengthen.evaluation import in_run
+from selflengthen.store import artifacts
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = "heldout_tiny"
 
 
 def held_out(root: Path) -> dict[int, dict]:
-    out = {}
-    for summary in root.glob(f"iter_*/eval/{BENCH}/summary.json"):
-        s = json.loads(summary.read_text(encoding="utf-8"))
-        if "not_writing" not in s:  # an evaluation written before summaries counted them
-            from selflengthen.evaluation.scoring import not_writing
-
-            rows = [json.loads(line) for line in (summary.parent / "predictions.jsonl").read_text(
-                encoding="utf-8").splitlines() if line.strip()]
-            s["not_writing"] = not_writing(rows)
-        out[int(summary.parts[-4][5:])] = s
-    return dict(sorted(out.items()))
+    """{iteration: headline} of each finished held-out evaluation, in order."""
+    return {k: per[BENCH] for k, per in sorted(in_run.load(artifacts.RunPaths(root)).items()) if BENCH in per}
 
 
 def rises(curve: list[float]) -> bool:

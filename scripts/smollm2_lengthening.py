@@ -20,15 +20,17 @@ import time
 from datetime import date
 from pathlib import Path
 
+from selflengthen.commands.inspect import load_metrics
+from selflengthen.evaluation import in_run
+from selflengthen.store import artifacts
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = "heldout_writing"
 
 
 def evaluations(root: Path) -> list[tuple[int, dict]]:
-    out = []
-    for summary in sorted(root.glob(f"iter_*/eval/{BENCH}/summary.json"), key=lambda p: int(p.parts[-4][5:])):
-        out.append((int(summary.parts[-4][5:]), json.loads(summary.read_text(encoding="utf-8"))))
-    return out
+    """(iteration, headline) of each finished held-out evaluation, in order."""
+    return [(k, per[BENCH]) for k, per in sorted(in_run.load(artifacts.RunPaths(root)).items()) if BENCH in per]
 
 
 def table(rows: list[tuple[int, dict]], metrics: dict[int, dict]) -> str:
@@ -40,7 +42,7 @@ def table(rows: list[tuple[int, dict]], metrics: dict[int, dict]) -> str:
         draft = m.get("initial", {}).get("mean")
         ext = m.get("extended", {}).get("mean")
         lines.append(f"| {k}{' (published model)' if k == 0 else ''} | {s['mean_words']:.0f} | "
-                     f"{s['length_score']['overall']:.1f} | {nw.get('verdict', '-')} / {nw.get('empty', '-')} / "
+                     f"{s['length_score']:.1f} | {nw.get('verdict', '-')} / {nw.get('empty', '-')} / "
                      f"{nw.get('cut', '-')} | {'-' if draft is None else f'{draft:.0f}'} | "
                      f"{'-' if ext is None else f'{ext:.0f}'} |")
     return "\n".join(lines)
@@ -57,7 +59,7 @@ def plot(rows: list[tuple[int, dict]], out: Path) -> None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
     a1.plot(ks, [s["mean_words"] for _, s in rows], marker="o")
     a1.set(title=f"{BENCH}: mean words", xlabel="iteration (0 = published model)", ylabel="words")
-    a2.plot(ks, [s["length_score"]["overall"] for _, s in rows], marker="s", color="tab:green")
+    a2.plot(ks, [s["length_score"] for _, s in rows], marker="s", color="tab:green")
     a2.set(title=f"{BENCH}: S_l (0-100)", xlabel="iteration (0 = published model)", ylabel="S_l")
     for ax in (a1, a2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -81,7 +83,7 @@ def main() -> None:
         sys.exit(f"the run failed (exit {done.returncode}); rerun the same command to resume it")
     root = REPO / "iterations" / a.name
     rows = evaluations(root)
-    metrics = {int(m.parts[-2][5:]): json.loads(m.read_text()) for m in root.glob("iter_*/metrics.json")}
+    metrics = {m["iteration"]: m for m in load_metrics(artifacts.RunPaths(root))}
     manifest = json.loads((root / "manifest.json").read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip() or "unknown"

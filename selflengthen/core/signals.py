@@ -168,6 +168,13 @@ def aggregate_by_segment(texts: list[str], k: int = 4, languages: list[str | Non
             for i in range(k) for name in SIGNALS}
 
 
+def set_summary(texts: list[str], languages: list[str | None] | None = None,
+                finishes: list[str | None] | None = None, k: int = 4) -> dict:
+    """aggregate() and aggregate_by_segment() of one set in one flat dict: what metrics.json
+    and an evaluation's summary.json record of a set of texts."""
+    return {**aggregate(texts, languages, finishes), **aggregate_by_segment(texts, k, languages)}
+
+
 def worse_by(previous: dict, current: dict, margin: float) -> list[tuple[str, float, float]]:
     """(key, previous, current) for each signal of DEGENERATE (and its _segN keys) present
     in both that moved in the degenerate direction by more than margin, relative to the

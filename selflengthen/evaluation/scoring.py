@@ -158,10 +158,8 @@ def response_signals(rows: list[dict]) -> dict:
     rate, compression ratio, words and how each ended, over the set and per quarter of
     each response."""
     rows = [r for r in rows if "response" in r]
-    texts = [r["response"] for r in rows]
-    languages = [r.get("language") for r in rows]
-    finishes = [r.get("finish_reason") for r in rows]
-    return {**signals.aggregate(texts, languages, finishes), **signals.aggregate_by_segment(texts, 4, languages)}
+    return signals.set_summary([r["response"] for r in rows], [r.get("language") for r in rows],
+                               [r.get("finish_reason") for r in rows])
 
 
 def summarize(bench: Benchmark | str, rows: list[dict]) -> dict:

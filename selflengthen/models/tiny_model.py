@@ -29,6 +29,7 @@ from pathlib import Path
 
 from selflengthen.core import prompting
 from selflengthen.core.text import keep_lines
+from selflengthen.store import jsonl
 from selflengthen.store.artifacts import build_once
 
 BUILDER_VERSION = 4
@@ -138,22 +139,24 @@ def writing_instruction(topic: str, words: int, rng: random.Random, length_share
     task = rng.choice(WRITING_TASKS).format(topic=topic)
     if rng.random() >= length_share:
         return task + rng.choice(TASK_DETAILS)
-    n = round_words(words)
     low, high = round_words(int(words * 0.8)), round_words(int(words * 1.2) + 10)
+
+    def ask(template: str) -> str:  # a range or a minimum starts below the answer's length
+        n = low if "{m}" in template or "at least" in template else round_words(words)
+        return template.format(n=n, m=high)
+
     if rng.random() < 0.5:
-        clause = rng.choice(LENGTH_CLAUSES)
-        n = low if "at least" in clause else n
-        return task[:-1] + clause.format(n=low if "{m}" in clause else n, m=high) + "." + rng.choice(TASK_DETAILS)
+        return task[:-1] + ask(rng.choice(LENGTH_CLAUSES)) + "." + rng.choice(TASK_DETAILS)
     sentence = rng.choice(LENGTH_SENTENCES)
-    return task + rng.choice(TASK_DETAILS) + sentence.format(n=low if "{m}" in sentence else n, m=high)
+    return task + rng.choice(TASK_DETAILS) + ask(sentence)
 
 
 def heldout_prompts() -> set[str]:
     """The held-out set's prompts, kept out of the corpus so that it stays held out."""
     from importlib.resources import files
 
-    text = files("selflengthen.evaluation").joinpath("heldout_tiny.jsonl").read_text(encoding="utf-8")
-    return {json.loads(line)["prompt"].strip() for line in text.splitlines() if line.strip()}
+    path = Path(str(files("selflengthen") / "evaluation" / "heldout_tiny.jsonl"))
+    return {row["prompt"].strip() for _, row in jsonl.rows(path)}
 
 
 def training_conversations(recipe: TinyRecipe) -> list[list[dict]]:
@@ -294,6 +297,11 @@ def build(recipe: TinyRecipe, out_dir: Path, log=print) -> dict:
     }
 
 
+def weights_digest(folder: Path) -> str:
+    """The first 16 hex digits of the sha256 of a build's model.safetensors."""
+    return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+
 def fingerprint(texts: list[str], out_dir: Path) -> dict:
     """What makes this build what it is: the corpus, the libraries that trained it, and a
     digest of the weights it produced. Two builds with the same recipe on two machines can
@@ -305,10 +313,9 @@ def fingerprint(texts: list[str], out_dir: Path) -> dict:
     import transformers
 
     corpus = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
-    weights = hashlib.sha256((out_dir / "model.safetensors").read_bytes()).hexdigest()
     return {
         "corpus_sha256": corpus[:16],
-        "weights_sha256": weights[:16],
+        "weights_sha256": weights_digest(out_dir),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -345,8 +352,7 @@ def ensure_tiny_model(cache_dir: Path, recipe: TinyRecipe | None = None, log=pri
                 if f.is_file() and f.name != "build.json":
                     shutil.copy2(f, tmp / f.name)
             info = json.loads((shipped / "build.json").read_text(encoding="utf-8"))
-            digest = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()[:16]
-            assert digest == info["fingerprint"]["weights_sha256"], "the shipped tiny model's weights are damaged"
+            assert weights_digest(tmp) == info["fingerprint"]["weights_sha256"], "the shipped tiny model is damaged"
             return {**info, "installed_from": "the package's shipped build"}
         info = build(recipe, tmp, log=log)
         log(f"tiny model ready: loss {info['final_loss']:.2f} in {info['seconds']} s")

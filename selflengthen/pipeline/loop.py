@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from selflengthen import config
 from selflengthen.config import schema
+from selflengthen.core import precision
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.core.quality import QualityCheck, rules_from_config
 from selflengthen.engines import merge_usage, usage_delta, workers
 from selflengthen.engines.factory import sampling_from, serving
-from selflengthen.core import precision
 from selflengthen.evaluation import in_run
 from selflengthen.models.resolve import resolve_model
 from selflengthen.pipeline import metrics, observe

@@ -38,9 +38,7 @@ def token_accounting(it: artifacts.IterationPaths) -> dict:
 def kept_signals(rows: list[dict]) -> dict:
     """Set-level quality signals of kept rows' responses, and their means per quarter of each
     text (distinct-n, repeated n-gram rate, compression ratio, words; core/signals.py)."""
-    texts = [r["response"] for r in rows]
-    languages = [r.get("language") for r in rows]
-    return {**signals.aggregate(texts, languages), **signals.aggregate_by_segment(texts, 4, languages)}
+    return signals.set_summary([r["response"] for r in rows], [r.get("language") for r in rows])
 
 
 def iteration_metrics(it: artifacts.IterationPaths) -> dict:
