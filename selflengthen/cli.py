@@ -12,7 +12,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from selflengthen.config import missing_values
+from selflengthen.config.files import missing_values
 from selflengthen.config.schema import unknown_key
 from selflengthen.config.files import conf_dir
 from selflengthen.core.errors import Terminated, UserError, sigterm_stops_like_ctrl_c

@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import config
+from selflengthen import preflight
 from selflengthen.core.errors import UserError
 from selflengthen.evaluation import in_run
 from selflengthen.pipeline import loop, metrics
@@ -74,7 +74,7 @@ def earlier_run(tmp_path):
     ("iterations=two", "iterations='two' must be a whole number (e.g. iterations=4)"),
 ])
 def test_each_bad_value_is_named_with_its_fix(override, expected):
-    found = config.problems(compose_cfg(override))
+    found = preflight.problems(compose_cfg(override))
     # engine.max_lora_rank is ${train.rank}; fr has no loop.quality rules either
     assert len(found) == (2 if override in ("train.rank=0", "model.languages=[fr]") else 1), found
     assert found[0].startswith(expected), found
@@ -84,7 +84,7 @@ def test_each_bad_value_is_named_with_its_fix(override, expected):
 @pytest.mark.parametrize("override", ["loop.sampling.top_k=-1", "loop.sampling.temperature=0", "train.bf16=false",
                                       "loop.sampling.top_p=1", "engine.replicas=2", "train.dropout=0"])
 def test_edge_values_that_are_valid_pass(override):
-    assert config.problems(compose_cfg(override)) == []
+    assert preflight.problems(compose_cfg(override)) == []
 
 
 def test_every_bad_value_is_reported_at_once_through_the_cli(earlier_run):
@@ -116,10 +116,10 @@ def test_a_new_key_is_checked_by_declaring_it():
 
 def test_max_tokens_against_the_context_read_from_the_model_config(tmp_path):
     model = fake_model(tmp_path / "m", context=2048)
-    found = config.problems(compose_cfg(f"model.path={model}"))  # tiny's max_model_len is 8192
+    found = preflight.problems(compose_cfg(f"model.path={model}"))  # tiny's max_model_len is 8192
     assert found == [f"model.max_model_len (8192) is above the model's context (2048 positions in its config.json); "
                      f"set model.max_model_len=2048 or lower"]
-    assert config.problems(compose_cfg(f"model.path={model}", "model.max_model_len=2048")) == []
+    assert preflight.problems(compose_cfg(f"model.path={model}", "model.max_model_len=2048")) == []
 
 
 # --- unknown keys and groups, and the output folder (before Hydra runs the job) ---------------
@@ -234,7 +234,7 @@ def test_folder_that_is_not_a_chat_model(kind, expected, tmp_path):
     else:
         fake_model(folder, weights=kind != "no_weights", tokenizer=kind != "no_tokenizer",
                    template=kind != "no_template")
-    found = config.problems(compose_cfg(f"model.path={folder}"))
+    found = preflight.problems(compose_cfg(f"model.path={folder}"))
     assert len(found) == 1 and found[0].startswith(f"model.path={folder}") and expected in found[0], found
 
 
@@ -253,7 +253,7 @@ def test_hub_id_not_cached_while_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    found = config.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B"))
+    found = preflight.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B"))
     assert found == ["model.path=SomeOrg/Some-Model-7B is not in the local Hugging Face cache and downloads are off "
                      "(HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); download it first where there is a network: "
                      "hf download SomeOrg/Some-Model-7B (then copy ~/.cache/huggingface here), or give "
@@ -264,12 +264,12 @@ def test_hub_id_not_cached_while_offline(tmp_path, monkeypatch):
 
     with socket.create_server(("127.0.0.1", 0)) as hub:
         monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{hub.getsockname()[1]}")
-        assert config.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B")) == []
+        assert preflight.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B")) == []
     # ... and one line, at once, when it does not (a loopback port bound but not listening:
     # refused, and held so that no other process can start listening there meanwhile)
     with closed_port() as port:
         monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{port}")
-        found = config.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B"))
+        found = preflight.problems(compose_cfg("model.path=SomeOrg/Some-Model-7B"))
     assert found == [f"model.path=SomeOrg/Some-Model-7B is not in the local Hugging Face cache and the hub cannot be "
                      f"reached (http://127.0.0.1:{port}: Connection refused); download it first where there is a "
                      f"network: hf download SomeOrg/Some-Model-7B (then copy ~/.cache/huggingface "
@@ -485,7 +485,7 @@ def compose_verb(verb: str, *overrides: str):
     ("config", ["tracking=mlflow", "tracking.mlflow.experiment=''"], "tracking.mlflow.experiment='' must not be empty"),
 ])
 def test_each_bad_value_of_the_other_groups_is_named(verb, overrides, expected):
-    found = config.problems(compose_verb(verb, *overrides), *([in_run.CONFIG_CHECK] if verb == "config" else []),
+    found = preflight.problems(compose_verb(verb, *overrides), *([in_run.CONFIG_CHECK] if verb == "config" else []),
                             verb=VERB_OF[verb])
     assert len(found) == 1 and found[0].startswith(expected), found
 

@@ -5,7 +5,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import config
+from selflengthen import preflight
 from selflengthen.config import schema
 from selflengthen.core.errors import UserError
 from selflengthen.evaluation import in_run
@@ -34,7 +34,7 @@ def test_there_are_real_model_presets():
 def test_every_model_preset_composes_and_validates(preset):
     cfg = compose_cfg(f"model={preset}")
     OmegaConf.resolve(cfg)
-    assert config.problems(cfg) == []
+    assert preflight.problems(cfg) == []
     assert cfg.model.name == preset
 
 
@@ -42,7 +42,7 @@ def test_every_model_preset_composes_and_validates(preset):
 def test_every_group_option_composes(group):
     for option in sorted((CONF / group).glob("*.yaml")):
         cfg = compose_cfg(f"{group}={option.stem}")
-        assert config.problems(cfg) == []
+        assert preflight.problems(cfg) == []
 
 
 def test_real_presets_use_the_paper_scale_and_tiny_scales_down():
@@ -58,16 +58,16 @@ def test_real_presets_use_the_paper_scale_and_tiny_scales_down():
     assert one_role.train.learning_rate == tiny.train.learning_rate
     # a user pointing the default at a real model only changes model.path
     real = compose_cfg("model.path=Qwen/Qwen2.5-7B-Instruct")
-    assert config.problems(real) == []
+    assert preflight.problems(real) == []
 
 
 def test_all_problems_reported_together():
     cfg = compose_cfg("iterations=0", "model.path=./no/such/model", "loop.extend.min_growth=0.5",
                       "loop.sampling.max_tokens=99999", "model.languages=[fr]")
-    found = config.problems(cfg)
+    found = preflight.problems(cfg)
     assert len(found) == 6, found  # fr also lacks quality rules
     with pytest.raises(UserError, match="config has 6 problems"):
-        config.validate(cfg)
+        preflight.validate(cfg)
     assert any("model.path='./no/such/model'" in p and "hub id" in p for p in found)
 
 
@@ -89,8 +89,8 @@ def test_seed_pool_shipped_and_user_file(tmp_path):
 def test_the_in_run_eval_checks_apply_to_the_loop_only():
     """judge=vllm cannot run beside the loop's engine, but eval/dpo/agentwrite/finalize may use it."""
     cfg = compose_cfg("judge=vllm", "eval.every_iteration=true")
-    assert any(p.startswith("judge=vllm cannot run inside a run") for p in config.problems(cfg, in_run.CONFIG_CHECK))
-    assert not any(p.startswith("judge=vllm") for p in config.problems(cfg))
+    assert any(p.startswith("judge=vllm cannot run inside a run") for p in preflight.problems(cfg, in_run.CONFIG_CHECK))
+    assert not any(p.startswith("judge=vllm") for p in preflight.problems(cfg))
 
 
 @pytest.mark.parametrize("verb", sorted(schema.VERBS))
@@ -107,7 +107,7 @@ def test_every_preset_is_a_typed_config_of_every_verb(compose_config, verb, pres
 
 def test_an_unknown_key_is_refused_in_one_line(compose_config):
     cfg = compose_config("+loop.generate.drop_shrot=true", "+engine.base_url=http://x")  # vllm has no base_url
-    assert config.problems(cfg) == [
+    assert preflight.problems(cfg) == [
         "unknown config key 'loop.generate.drop_shrot': check its spelling (python -m selflengthen run --help "
         "shows every key)",
         "unknown config key 'engine.base_url': check its spelling (python -m selflengthen run --help shows every key)"]
@@ -119,4 +119,4 @@ def test_engines_and_judges_are_typed_by_their_kind(compose_config):
     assert isinstance(typed.engine, schema.OpenaiEngine) and typed.engine.timeout == 600
     assert isinstance(typed.judge, schema.OpenaiJudge) and typed.judge.model == "gpt-4o"
     vllm_with_openai_keys = compose_config("engine=openai", "engine.kind=vllm")
-    assert "unknown config key 'engine.base_url'" in config.problems(vllm_with_openai_keys)[0]
+    assert "unknown config key 'engine.base_url'" in preflight.problems(vllm_with_openai_keys)[0]

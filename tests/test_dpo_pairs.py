@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from selflengthen import config
+from selflengthen import preflight
 from selflengthen.commands import dpo as command
 from selflengthen.training.dpo import to_preference
 from selflengthen.training.dpo_pairs import build_pairs, margin_summary, no_pairs_message
@@ -99,7 +99,7 @@ def _dpo_cfg(*overrides: str):
 
 
 def problems(cfg) -> list[str]:
-    return config.problems(cfg, command.CONFIG_CHECK, verb="dpo")
+    return preflight.problems(cfg, command.CONFIG_CHECK, verb="dpo")
 
 
 def test_the_dpo_config_composes_and_its_bad_values_are_all_reported():

@@ -105,10 +105,10 @@ def test_paper_presets_validate_as_run_configs(preset):
     GPU cluster must add, and the check says so up front."""
     import importlib.util
 
-    from selflengthen import config
+    from selflengthen import preflight
 
     cfg = command.compose([f"experiment={preset}"])
-    found = config.problems(cfg, verb="estimate")
+    found = preflight.problems(cfg, verb="estimate")
     if importlib.util.find_spec("deepspeed") is None:
         assert len(found) == 1 and "pip install deepspeed" in found[0], found
     else:

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import config
+from selflengthen import config, preflight
 from selflengthen.config import schema
 from selflengthen.core.errors import UserError
 from selflengthen.core.quality import QualityCheck, rules_from_config
@@ -126,11 +126,11 @@ def test_metrics_show_lengths_per_method(tmp_path):
 # --- config ----------------------------------------------------------------------------------
 
 def test_synth_and_agentwrite_config_problems_are_reported():
-    found = config.problems(compose_cfg("loop.synth=teacher", "agentwrite.max_items_in_flight=0",
+    found = preflight.problems(compose_cfg("loop.synth=teacher", "agentwrite.max_items_in_flight=0",
                                         "agentwrite.filter.min_words=500", "agentwrite.filter.max_words=100"))
     assert len(found) == 3, found
     assert any("loop.synth='teacher'" in p for p in found)
-    assert config.problems(compose_cfg(name="agentwrite"), verb="agentwrite") == []
+    assert preflight.problems(compose_cfg(name="agentwrite"), verb="agentwrite") == []
 
 
 def method(cfg) -> schema.Method:

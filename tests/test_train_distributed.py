@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from selflengthen import config
+from selflengthen import config, preflight
 from selflengthen.config import checks, schema
 from selflengthen.core.errors import UserError
 from selflengthen.engines import workers
@@ -53,18 +53,18 @@ def test_defaults_keep_the_single_process_path():
     ("train.cpu_offload=true", "train.cpu_offload=true needs train.strategy=fsdp or train.strategy=deepspeed"),
 ])
 def test_each_bad_training_placement_value_is_one_line(override, line):
-    found = config.problems(compose_cfg(override))
+    found = preflight.problems(compose_cfg(override))
     assert len(found) == 1 and found[0].startswith(line), found
 
 
 def test_deepspeed_not_installed_is_one_line_naming_the_install(monkeypatch):
     monkeypatch.setattr(checks.importlib.util, "find_spec", lambda name: None)
-    found = config.problems(compose_cfg("train.strategy=deepspeed", "train.cpu_offload=true"))
+    found = preflight.problems(compose_cfg("train.strategy=deepspeed", "train.cpu_offload=true"))
     assert found == ["train.strategy=deepspeed needs the deepspeed package, which is not installed: "
                      "pip install deepspeed (or use train.strategy=fsdp)"]
     monkeypatch.setattr(checks.importlib.util, "find_spec", lambda name: object())
-    assert config.problems(compose_cfg("train.strategy=deepspeed")) == []
-    assert config.problems(compose_cfg("train.strategy=fsdp", "train.cpu_offload=true")) == []
+    assert preflight.problems(compose_cfg("train.strategy=deepspeed")) == []
+    assert preflight.problems(compose_cfg("train.strategy=fsdp", "train.cpu_offload=true")) == []
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("deepspeed") is not None, reason="deepspeed is installed")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen import config
+from selflengthen import preflight
 from selflengthen.config.schema import AgentWriteConfig
 from selflengthen.agentwrite import mix
 from selflengthen.agentwrite.write import agentwrite_all, keep_rows, pending, plan_vs_actual, plot_plan_vs_actual
@@ -110,7 +110,7 @@ def check_settings(out: Path, settings: dict) -> None:
 
 def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
     """The whole verb; returns the metrics and the output folder."""
-    settings = config.settings(cfg, "agentwrite")
+    settings = preflight.settings(cfg, "agentwrite")
     items = read_instructions(settings.input, settings.limit)
     mixing = settings.agentwrite.mix
     general = mix.load_general(mixing.general, mixing.general_split) if mixing.general else []

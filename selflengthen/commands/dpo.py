@@ -26,7 +26,7 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen import config
+from selflengthen import config, preflight
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Request, Sampling, workers
 from selflengthen.engines.factory import sampling_from, serving
@@ -248,7 +248,7 @@ def train(cfg: DictConfig, paths: DpoPaths, model_path: str, adapters: dict[str,
 
 def run_dpo(cfg: DictConfig) -> tuple[dict, DpoPaths]:
     """The whole `dpo` command: {step: manifest} and the job's paths."""
-    settings = config.settings(cfg, "dpo", CONFIG_CHECK)  # every type and range, the model folder, the benchmark
+    settings = preflight.settings(cfg, "dpo", CONFIG_CHECK)  # every type and range, the model folder, the benchmark
     bench = get_benchmark(settings.benchmark)
     paths = DpoPaths(Path(settings.out_dir) / output_name(cfg))
     items = load_items(bench.name, settings.data, limit=settings.limit, languages=settings.languages)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from selflengthen import config
+from selflengthen import preflight
 from selflengthen.config.schema import EvalConfig
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Sampling
@@ -54,7 +54,7 @@ def read_predictions(bench_name: str, path: Path, limit, languages) -> list[dict
 
 def run_eval(cfg: DictConfig) -> list[tuple[dict, Path]]:
     """The whole `eval` command; (summary, output folder) per benchmark."""
-    settings = config.settings(cfg, "eval")  # every value's type and range, the model folder: before any work
+    settings = preflight.settings(cfg, "eval")  # every value's type and range, the model folder: before any work
     names = settings.benchmarks
     benches = [get_benchmark(name) for name in names]  # every name checked before any work
     several = len(benches) > 1

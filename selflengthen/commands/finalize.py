@@ -29,7 +29,7 @@ from pathlib import Path
 import ray
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from selflengthen import config
+from selflengthen import preflight
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.core.quality import QualityCheck, rules_from_config
 from selflengthen.engines import workers
@@ -345,7 +345,7 @@ def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_pa
 def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPaths]:
     """The whole `finalize` command; returns its manifest and paths."""
     cfg = settle(cfg, overrides)
-    trouble = config.problems(cfg, verb="finalize")  # every value's type, range and rule (schema.py)
+    trouble = preflight.problems(cfg, verb="finalize")  # every value's type, range and rule (schema.py)
     if len(trouble) == 1:
         raise UserError(f"bad finalize config: {trouble[0]}")
     if trouble:

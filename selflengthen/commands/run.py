@@ -7,11 +7,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from selflengthen import preflight
 from selflengthen.commands.inspect import inspect_runs
+from selflengthen.evaluation import in_run
 from selflengthen.pipeline import loop
 
 
 def run_and_report(cfg: DictConfig) -> tuple[str, Path | None]:
     """Run (or resume) the loop; the length table of the run and its plot (None without one)."""
-    paths = loop.run(cfg)
+    settings = preflight.settings(cfg, "run", in_run.CONFIG_CHECK)  # every problem at once, before any work
+    paths = loop.run(settings, cfg)
     return inspect_runs([str(paths.root)], Path(str(cfg.paths.iterations_dir)))

@@ -1,8 +1,8 @@
-"""The config: its schema (types and ranges of every key, schema.py), the up-front checks of
-a composed config (checks.py) and where the shipped config files are (files.py). Imports no
-feature module."""
-from selflengthen.config.checks import (FeatureCheck, missing_values, problems, saved_method, settings,
-                                        validate)
+"""The config's types (schema.py: every key, its type, range and default, the verbs' settings),
+where the shipped YAML is and composing it (files.py), a feature's own rules (features.py) and
+a run's saved method (saved.py). Above core only: every layer may read its settings types."""
+from selflengthen.config.features import FeatureCheck
+from selflengthen.config.saved import saved_method
 from selflengthen.config.schema import SYNTHS
 
-__all__ = ["SYNTHS", "FeatureCheck", "missing_values", "problems", "saved_method", "settings", "validate"]
+__all__ = ["SYNTHS", "FeatureCheck", "saved_method"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from selflengthen.core.errors import UserError
 
@@ -46,3 +47,21 @@ def compose(config_name: str, overrides: list[str], return_hydra_config: bool = 
                                  return_hydra_config=return_hydra_config)
     finally:
         GlobalHydra.instance().clear()
+
+
+def missing_values(cfg, prefix: str = "") -> list[str]:
+    """The keys whose value is still Hydra's `???` (a preset's "you must set this"), without
+    resolving interpolations; the hydra node is left out."""
+    out = []
+    keys = list(cfg.keys()) if isinstance(cfg, DictConfig) else range(len(cfg))
+    for key in keys:
+        path = f"{prefix}{key}" if isinstance(cfg, DictConfig) else f"{prefix.rstrip('.')}[{key}]"
+        if path == "hydra":
+            continue
+        if OmegaConf.is_missing(cfg, key):
+            out.append(path)
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, (DictConfig, ListConfig)) and not node._is_interpolation() and not node._is_none():
+            out += missing_values(node, path + ".")
+    return out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from selflengthen.config import FeatureCheck
+from selflengthen.config.features import FeatureCheck
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Engine
 from selflengthen.engines.factory import sampling_from, serving

@@ -214,9 +214,8 @@ def _finish_training(it: artifacts.IterationPaths, role: str, ref) -> dict:
     return info
 
 
-def run(cfg: DictConfig) -> artifacts.RunPaths:
+def run(settings: schema.Config, cfg: DictConfig) -> artifacts.RunPaths:
     """The whole loop; returns the run's paths. Safe to call again: it resumes."""
-    settings = config.settings(cfg, "run", in_run.CONFIG_CHECK)
     seeds = load_seeds(cfg)
     if cfg.ray.address:  # an unreachable cluster fails now, within ray.connect_timeout_s
         workers.check_reachable(str(cfg.ray.address), float(cfg.ray.connect_timeout_s))

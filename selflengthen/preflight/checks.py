@@ -1,21 +1,19 @@
-"""Up-front checks of the composed Hydra config and the model path. Every problem is
-collected and reported at once, each with its fix, before any work starts.
-
-The config imports no feature: the rules over config values live here, and a feature whose
-rules need its own tables (the loop's in-run evaluation needs the benchmark list) hands
-them in as a FeatureCheck, from the command that runs it (`problems(cfg, in_run.CONFIG_CHECK)`)."""
+"""Up-front checks of a verb's composed Hydra config, before any work starts: every value's
+type and range (config/schema.py), the rules that look at files and the environment (the
+model folder, the seeds file, installed packages), and the rules a feature hands in as a
+FeatureCheck from the command that runs it (`settings(cfg, "run", in_run.CONFIG_CHECK)`).
+Every problem is reported at once, each with its fix; then `settings` gives the verb its
+frozen typed settings, the one object the code reads from there on."""
 from __future__ import annotations
 
 import importlib.util
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
-from pydantic import ValidationError
 
 from selflengthen.config import schema
+from selflengthen.config.features import FeatureCheck
 from selflengthen.core import suggested
 from selflengthen.core.errors import UserError
 from selflengthen.core.quality import rule_problems
@@ -23,14 +21,6 @@ from selflengthen.models import model_check
 from selflengthen.models.resolve import EMBEDDED
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-@dataclass(frozen=True)
-class FeatureCheck:
-    """A feature's rules over its own keys, run by problems() when those keys have no type
-    problem; the command that runs the feature passes it (the loop: in_run.CONFIG_CHECK)."""
-    keys: tuple[str, ...]
-    problems: Callable[[DictConfig], list[str]]
 
 
 def problems(cfg: DictConfig, *features: FeatureCheck, verb: str = "run") -> list[str]:
@@ -85,26 +75,6 @@ def problems(cfg: DictConfig, *features: FeatureCheck, verb: str = "run") -> lis
     return out
 
 
-def missing_values(cfg, prefix: str = "") -> list[str]:
-    """The keys whose value is still Hydra's `???` (a preset's "you must set this"), without
-    resolving interpolations; the hydra node is left out."""
-    from omegaconf import DictConfig, ListConfig
-
-    out = []
-    keys = list(cfg.keys()) if isinstance(cfg, DictConfig) else range(len(cfg))
-    for key in keys:
-        path = f"{prefix}{key}" if isinstance(cfg, DictConfig) else f"{prefix.rstrip('.')}[{key}]"
-        if path == "hydra":
-            continue
-        if OmegaConf.is_missing(cfg, key):
-            out.append(path)
-            continue
-        node = cfg._get_node(key)
-        if isinstance(node, (DictConfig, ListConfig)) and not node._is_interpolation() and not node._is_none():
-            out += missing_values(node, path + ".")
-    return out
-
-
 def _model_path_problems(path: str) -> tuple[list[str], int | None]:
     """A model folder must hold a model; a hub id must be cached when offline."""
     if path in EMBEDDED:
@@ -134,13 +104,3 @@ def settings(cfg: DictConfig, verb: str, *features: FeatureCheck) -> schema.Conf
     problem reported together first (validate), then the typed object the code reads."""
     validate(cfg, *features, verb=verb)
     return schema.VERBS[verb].model_validate(OmegaConf.to_container(cfg, resolve=True))
-
-
-def saved_method(saved: dict, where: str) -> schema.Method:
-    """The method of a run's saved config.yaml (keys added since take their defaults), or a
-    UserError naming what no longer fits."""
-    try:
-        return schema.Method.of(saved)
-    except ValidationError as err:
-        found = [line for _, line in schema._lines(err.errors(include_url=False), "", schema.Method)]
-        raise UserError(f"{where} does not fit this version's settings: {'; '.join(found)}") from err
