@@ -1,5 +1,5 @@
 """The package's layers hold: the import-linter contracts in pyproject.toml ([tool.importlinter]:
-core < store < models, engines < config < features < pipeline < commands < cli; the config
+core < config < store < models, engines < preflight < features < pipeline < commands < cli; the config
 imports nothing of ours but core; no verb but `run` imports the loop; the verbs import no other verb).
 A broken contract fails with import-linter's report, naming each offending import."""
 from __future__ import annotations
