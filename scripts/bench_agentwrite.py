@@ -15,6 +15,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from selflengthen.config import schema
 from selflengthen.agentwrite.write import agentwrite_all, plan_vs_actual
 from selflengthen.engines import Request
 from selflengthen.engines.factory import sampling_from, serving
@@ -33,12 +34,12 @@ def main() -> None:
     seeds = [json.loads(line) for line in (REPO / "selflengthen" / "seeds" / "en.jsonl").read_text().splitlines()
              if line.strip()][: a.n]
     items = [{"id": f"b{i}", "instruction": s["instruction"], "language": "en"} for i, s in enumerate(seeds)]
-    model = resolve_model(cfg)
-    sampling = sampling_from(cfg)
+    model = resolve_model(schema.from_node(schema.Model, cfg.model), str(cfg.paths.cache_dir))
+    sampling = sampling_from(schema.from_node(schema.Sampling, cfg.loop.sampling))
 
     async def both():
         out = {}
-        async with serving(model, {}, cfg) as engine:
+        async with serving(model, {}, *schema.engine_slices(cfg)) as engine:
             await engine.complete(Request([{"role": "user", "content": "warm up"}]), sampling.with_max_tokens(4))
             for label, bound in (("all in flight", None), ("one at a time", 1)):
                 acfg = cfg.agentwrite.copy()

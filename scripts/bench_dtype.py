@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from selflengthen.config import schema
 from selflengthen.core import precision  # noqa: E402
 from selflengthen.engines import workers  # noqa: E402
 from selflengthen.engines import Request, Sampling, complete_all  # noqa: E402
@@ -101,7 +102,7 @@ def prompts(n: int) -> list[Request]:
 def measure(model: str, adapters: dict[str, str], dtype: str, a) -> tuple[float, float]:
     """(tokens/s, share of requests that ran to max_tokens) for one fresh engine."""
     cfg = settings(model, dtype)
-    pool = EnginePool(model, adapters, cfg.engine, cfg.model)
+    pool = EnginePool(model, adapters, schema.from_node(schema.Engine, cfg.engine), schema.from_node(schema.Model, cfg.model))
     samp = Sampling(max_tokens=a.max_tokens, stop=("---",))
     try:
         async def go():
@@ -119,8 +120,8 @@ def measure(model: str, adapters: dict[str, str], dtype: str, a) -> tuple[float,
 
 def main() -> None:
     a = args_()
-    workers.init_ray(OmegaConf.create({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False,
-                                       "connect_timeout_s": 30}))
+    workers.init_ray(schema.Ray.model_validate({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False,
+                                                 "connect_timeout_s": 30}))
     print(f"CPU computes bf16 natively: {precision.cpu_has_native_bf16()} (model.dtype=auto serves "
           f"{precision.serving_dtype('auto', on_gpu=False)}); {a.n} requests x {a.max_tokens} tokens, "
           f"generator adapter of 2 loaded, {a.repeat} rounds, medians")

@@ -51,8 +51,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from selflengthen.config import schema
 from selflengthen.core import prompting
-from selflengthen.core.quality import QualityCheck, rules_from_config
+from selflengthen.core.quality import QualityCheck
 from selflengthen.core.text import continue_after, first_half, keep_leading_two_thirds
 from selflengthen.engines import Request, Sampling, complete_all, workers
 from selflengthen.engines.base import render_ids, token_ids
@@ -295,7 +296,7 @@ def one_round(a, model, cfg, samp, check, instructions, gen_ids, tok, ours_first
     if not ours_first:
         raw_generation()
     attempts = a.attempts or int(cfg.loop.extend.attempts)
-    pool = EnginePool(model, {}, cfg.engine, cfg.model)
+    pool = EnginePool(model, {}, schema.from_node(schema.Engine, cfg.engine), schema.from_node(schema.Model, cfg.model))
     recorder = Recorder(pool)
 
     async def ours():
@@ -363,7 +364,7 @@ def main() -> None:
     model = a.model or tiny_model()
     cfg = settings(model, a)
     samp = sampling(cfg, a.max_tokens)
-    check = QualityCheck(rules_from_config(cfg.loop.quality))
+    check = QualityCheck(schema.from_node(schema.Loop, cfg.loop).quality_rules())
     seeds = [l for l in (REPO / "selflengthen" / "seeds" / "en.jsonl").read_text().splitlines() if l.strip()]
     instructions = [{"id": f"b{i}", "language": "en", "instruction": json.loads(l)["instruction"]}
                     for i, l in enumerate(seeds[: a.n])]
@@ -372,7 +373,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(model)
     gen_ids = [render_ids(tok, Request(prompting.generator_request(r["instruction"])))
                for r in instructions for _ in range(a.samples)]  # the same prompts every round
-    workers.init_ray(OmegaConf.create({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False}))
+    workers.init_ray(schema.Ray.model_validate({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False}))
     rounds = []
     for r in range(a.repeat):
         rows, workload = one_round(a, model, cfg, samp, check, instructions, gen_ids, tok, ours_first=r % 2 == 1)
@@ -429,7 +430,7 @@ def eval_through_openai(model, cfg, port) -> float:
 
 
 def eval_in_process(model, cfg) -> float:
-    pool = EnginePool(model, {}, cfg.engine, cfg.model)
+    pool = EnginePool(model, {}, schema.from_node(schema.Engine, cfg.engine), schema.from_node(schema.Model, cfg.model))
     try:
         return _eval_tps(pool, cfg)
     finally:

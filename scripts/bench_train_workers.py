@@ -19,6 +19,7 @@ import ray
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from selflengthen.config import schema
 from selflengthen.engines import workers
 from selflengthen.models.resolve import resolve_model
 from selflengthen.training import ray_train
@@ -42,7 +43,7 @@ def main() -> None:
     a = p.parse_args()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["train.epochs=1", "train.save_every_steps=0", *a.overrides])
-    model = resolve_model(cfg)
+    model = resolve_model(schema.from_node(schema.Model, cfg.model), str(cfg.paths.cache_dir))
     ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -51,3 +51,13 @@ async def held_until(event: asyncio.Event, timeout: float = 30.0) -> None:
         await asyncio.wait_for(event.wait(), timeout)
     except asyncio.TimeoutError:
         pass
+
+
+def typed(cfg, verb: str = "run"):
+    """The verb's typed settings of a composed DictConfig, as preflight.settings gives them
+    (without the up-front checks of files and models)."""
+    from omegaconf import OmegaConf
+
+    from selflengthen.config import schema
+
+    return schema.VERBS[verb].model_validate(OmegaConf.to_container(cfg, resolve=True))

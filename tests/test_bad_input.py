@@ -22,6 +22,7 @@ from selflengthen.pipeline import loop, metrics
 from selflengthen.store import artifacts
 from selflengthen.store.seeds import load_seeds
 from selflengthen.training import sft as train
+from tests.fakes import typed
 from tests.conftest import REPO, run_cli, sha256
 from tests.test_cli_errors import one_error_line
 
@@ -192,7 +193,7 @@ def test_bad_seeds_file(case, tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_bytes(content)
     with pytest.raises(UserError) as err:
-        load_seeds(compose_cfg(f"seeds.path={seeds}"))
+        load_seeds(typed(compose_cfg(f"seeds.path={seeds}")).seeds, ["en"])
     assert str(err.value).startswith(f"seeds file {seeds}") and expected in str(err.value), str(err.value)
     assert "\n" not in str(err.value)
 

@@ -11,6 +11,7 @@ from selflengthen.core.errors import UserError
 from selflengthen.evaluation import in_run
 from selflengthen.models.resolve import EMBEDDED_TINY
 from selflengthen.store import seeds
+from tests.fakes import typed
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # presets name uncached hub ids: validated as online, the hub stood in for on loopback
@@ -72,18 +73,18 @@ def test_all_problems_reported_together():
 
 
 def test_seed_pool_shipped_and_user_file(tmp_path):
-    pool = seeds.load_seeds(compose_cfg("model.languages=[en,zh]"))
+    pool = seeds.load_seeds(typed(compose_cfg()).seeds, ["en", "zh"])
     assert len(pool["en"]) >= 50 and len(pool["zh"]) >= 50
     assert len(set(pool["en"])) == len(pool["en"])
     mine = tmp_path / "seeds.jsonl"
     mine.write_text('{"instruction": "Write a long saga about a lighthouse keeper."}\n\n'
                     '{"instruction": "写一篇关于灯塔看守人的长篇故事。"}\n'
                     '{"instruction": "Write an extensive history of tea.", "language": "en"}\n', encoding="utf-8")
-    pool = seeds.load_seeds(compose_cfg(f"seeds.path={mine}", "model.languages=[en]"))
+    pool = seeds.load_seeds(typed(compose_cfg(f"seeds.path={mine}")).seeds, ["en"])
     assert pool == {"en": ["Write a long saga about a lighthouse keeper.", "Write an extensive history of tea."]}
     mine.write_text('{"instruction": "ok one"}\nnot json\n', encoding="utf-8")
     with pytest.raises(UserError, match="line 2"):
-        seeds.load_seeds(compose_cfg(f"seeds.path={mine}"))
+        seeds.load_seeds(typed(compose_cfg(f"seeds.path={mine}")).seeds, ["en"])
 
 
 def test_the_in_run_eval_checks_apply_to_the_loop_only():

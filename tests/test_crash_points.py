@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tests.fakes import typed
 
 from tests.conftest import MARK, REPO, kill_all, kill_listed, processes_of, run_cli, sha256
 
@@ -379,7 +380,7 @@ def test_generate_killed_between_its_data_and_its_manifest_redoes_no_sample(tmp_
 
     from hydra import compose, initialize_config_dir
 
-    from selflengthen.core.quality import QualityCheck, rules_from_config
+    from selflengthen.core.quality import QualityCheck
     from selflengthen.engines import Sampling
     from selflengthen.pipeline.stages import generate
     from selflengthen.store import artifacts
@@ -403,7 +404,7 @@ def test_generate_killed_between_its_data_and_its_manifest_redoes_no_sample(tmp_
         if name == "manifest:generate":
             raise Died(name)
 
-    check = QualityCheck(rules_from_config(cfg.loop.quality))
+    check = QualityCheck(typed(cfg).loop.quality_rules())
     monkeypatch.setattr(artifacts, "crash_point", crash_point)
     first = ScriptedEngine(respond)
     with pytest.raises(Died):

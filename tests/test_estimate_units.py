@@ -8,6 +8,7 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
+from selflengthen.config import schema
 from selflengthen.core.errors import UserError
 from selflengthen.core.resample import drop_short
 from selflengthen.estimate import arch, measured, memory, settings, tokens
@@ -298,11 +299,10 @@ def test_tensor_parallel_replicas_run_their_workers_inside_the_actor():
     GPU per bundle, so tensor parallelism asks for its multiprocessing backend instead."""
     from selflengthen.engines.replicas import engine_options
 
-    model = OmegaConf.create({"max_model_len": 4096, "dtype": "bfloat16", "trust_remote_code": False})
-    engine = OmegaConf.create({"seed": 0, "tensor_parallel_size": 1, "enforce_eager": False, "max_lora_rank": 16,
-                               "gpu_memory_utilization": 0.9, "cpu_memory_utilization": 0.2, "max_num_seqs": 256})
+    model = schema.Model(name="m", path="m", languages=["en"], end_of_turn=[], max_model_len=4096, dtype="bfloat16")
+    engine = schema.VllmEngine(seed=0, max_lora_rank=16)
     assert "distributed_executor_backend" not in engine_options(engine, model, gpus=8)
-    engine.tensor_parallel_size = 4
+    engine = engine.model_copy(update={"tensor_parallel_size": 4})
     options = engine_options(engine, model, gpus=8)
     assert options["distributed_executor_backend"] == "mp" and options["tensor_parallel_size"] == 4
     assert options["trust_remote_code"] is False
@@ -315,15 +315,13 @@ def test_a_cpu_replica_runs_the_model_in_its_own_process_unless_told_not_to(monk
     from selflengthen.engines.replicas import engine_options
     from selflengthen.engines.vllm_engine import cpu_threads, single_process
 
-    model = OmegaConf.create({"max_model_len": 4096, "dtype": "float32", "trust_remote_code": False})
-    engine = OmegaConf.create({"seed": 0, "tensor_parallel_size": 1, "enforce_eager": False, "max_lora_rank": 16,
-                               "gpu_memory_utilization": 0.9, "cpu_memory_utilization": 0.2, "max_num_seqs": 256,
-                               "cpu_single_process": True})
+    model = schema.Model(name="m", path="m", languages=["en"], end_of_turn=[], max_model_len=4096, dtype="float32")
+    engine = schema.VllmEngine(seed=0, max_lora_rank=16, cpu_single_process=True)
     assert engine_options(engine, model, gpus=0)["distributed_executor_backend"] == "uni"
     assert engine_options(engine, model, gpus=0, replicas=2)["cpu_replicas"] == 2
     assert "cpu_replicas" not in engine_options(engine, model, gpus=1, replicas=2)
     assert "distributed_executor_backend" not in engine_options(engine, model, gpus=1)  # GPUs: vLLM's default
-    engine.cpu_single_process = False
+    engine = engine.model_copy(update={"cpu_single_process": False})
     assert "distributed_executor_backend" not in engine_options(engine, model, gpus=0)
 
     for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "OMP_NUM_THREADS"):

@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from selflengthen.core.errors import UserError
 from selflengthen.engines.base import Request, Sampling
 from selflengthen.engines.openai_engine import OpenAIEngine, adapter_fingerprint
+from tests.fakes import typed
 from tests.proxy import FaultProxy
 
 KEY_ENV = "SELFLENGTHEN_TEST_OPENAI_KEY"
@@ -111,7 +112,7 @@ def test_preset_builds_the_engine(tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["engine=openai", "engine.adapter_models.generator=gen"])
     assert cfg.engine.kind == "openai"
-    engine = OpenAIEngine.from_config(cfg.engine, str(tmp_path / "model"), {"generator": "/a", "extender": "/b"},
+    engine = OpenAIEngine.from_config(typed(cfg).engine, str(tmp_path / "model"), {"generator": "/a", "extender": "/b"},
                                       END_OF_TURN)
     assert engine.model == engine.tokenizer_path == str(tmp_path / "model")  # null = the run's model
     assert engine.base_url == "http://127.0.0.1:8000/v1" and engine.api_key_env == "OPENAI_API_KEY"

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from selflengthen.core.errors import UserError
-from selflengthen.core.quality import QualityCheck, rule_problems, rules_from_config
+from selflengthen import preflight
+from selflengthen.config import schema
+from selflengthen.core.quality import QualityCheck
 from selflengthen.core.text import QualityRules, ngram_units, quality_problem
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -16,14 +17,24 @@ ZH_MARKS = ("。", "！", "？", "…", "”", "’", "）", "】", ")", "]", "}
 META = ("revised", "revision", "response", "version", "paragraph")
 
 
-def quality_cfg(*overrides: str):
+def composed(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=["model=qwen2.5-7b-instruct", *overrides]).loop.quality
+        return compose(config_name="config", overrides=["model=qwen2.5-7b-instruct", *overrides])
+
+
+def rules_from(*overrides: str):
+    """loop.quality of the composed config as the check's rules (config.schema.Loop.quality_rules)."""
+    return schema.from_node(schema.Loop, composed(*overrides).loop).quality_rules()
+
+
+def config_problems(*overrides: str) -> list[str]:
+    """The up-front problems of the loop.quality.* keys."""
+    return [p for p in preflight.problems(composed(*overrides)) if p.startswith("loop.quality")]
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    return rules_from_config(quality_cfg())
+    return rules_from()
 
 
 def left_to_right_units(text: str) -> list[str]:
@@ -143,7 +154,7 @@ def test_terminal_mark_is_the_last_character(shipped, language, text, problem):
 
 
 def test_multi_character_terminal_marks_are_rejected_in_config():
-    found = rule_problems(quality_cfg('loop.quality.zh.terminal_marks=["。","..."]'))
+    found = config_problems('loop.quality.zh.terminal_marks=["。","..."]')
     assert len(found) == 1 and "loop.quality.zh.terminal_marks" in found[0] and "'...'" in found[0]
 
 
@@ -171,17 +182,17 @@ def test_n_grams_are_read_on_the_stripped_text(shipped):
 # opt-in from conf/ -------------------------------------------------------------------
 
 def test_opt_ins_are_read_from_config():
-    rules = rules_from_config(quality_cfg("loop.quality.zh.unit_mode=compact", "loop.quality.en.meta_match=word",
-                                          "loop.quality.en.meta_lines=nonblank"))
+    rules = rules_from("loop.quality.zh.unit_mode=compact", "loop.quality.en.meta_match=word",
+                       "loop.quality.en.meta_lines=nonblank")
     assert rules["zh"].unit_mode == "compact" and rules["en"].unit_mode == "reference"
     assert (rules["en"].meta_match, rules["en"].meta_lines) == ("word", "nonblank")
     assert (rules["zh"].meta_match, rules["zh"].meta_lines) == ("substring", "raw")
 
 
 def test_bad_modes_are_all_reported_with_the_choices():
-    cfg = quality_cfg("loop.quality.zh.unit_mode=tight", "loop.quality.en.meta_match=regex")
-    with pytest.raises(UserError) as err:
-        rules_from_config(cfg)
-    message = str(err.value)
-    assert "loop.quality.zh.unit_mode='tight'" in message and "['reference', 'compact']" in message
-    assert "loop.quality.en.meta_match='regex'" in message and "\n" not in message
+    found = config_problems("loop.quality.zh.unit_mode=tight", "loop.quality.en.meta_match=regex")
+    assert len(found) == 2, found
+    unit = next(p for p in found if "unit_mode" in p)
+    match = next(p for p in found if "meta_match" in p)
+    assert unit.startswith("loop.quality.zh.unit_mode='tight'") and "['reference', 'compact']" in unit
+    assert match.startswith("loop.quality.en.meta_match='regex'") and "\n" not in match

@@ -9,10 +9,11 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
-from selflengthen.core.quality import QualityCheck, rules_from_config
+from selflengthen.core.quality import QualityCheck
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.pipeline.stages import generate
 from selflengthen.store import artifacts
+from tests.fakes import typed
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -30,9 +31,10 @@ def stage_on(replicas: int, tiny_model, root):
                                             for i, t in enumerate(TOPICS)])
 
     async def go():
-        async with serving(str(tiny_model), {}, cfg) as engine:
-            stats = await generate.run(cfg, it, engine, sampling_from(cfg), QualityCheck(rules_from_config(
-                cfg.loop.quality)), None)
+        settings = typed(cfg)
+        async with serving(str(tiny_model), {}, settings.model, settings.engine, settings.ray) as engine:
+            stats = await generate.run(cfg, it, engine, sampling_from(settings.loop.sampling),
+                                       QualityCheck(settings.loop.quality_rules()), None)
             return stats, engine.replica_usage()
 
     stats, per_replica = asyncio.run(go())

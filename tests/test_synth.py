@@ -15,13 +15,13 @@ from omegaconf import OmegaConf
 from selflengthen import config, preflight
 from selflengthen.config import schema
 from selflengthen.core.errors import UserError
-from selflengthen.core.quality import QualityCheck, rules_from_config
+from selflengthen.core.quality import QualityCheck
 from selflengthen.engines import Sampling
 from selflengthen.pipeline import metrics
 from selflengthen.pipeline.stages import curate, synth
 from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli
-from tests.fakes import ScriptedEngine
+from tests.fakes import ScriptedEngine, typed
 
 
 def compose_cfg(*overrides: str, name: str = "config"):
@@ -59,7 +59,7 @@ def iteration(tmp_path, with_drafts=("i-0", "i-1")) -> artifacts.IterationPaths:
 
 def run_synth(cfg, it):
     engine = ScriptedEngine(respond)
-    check = QualityCheck(rules_from_config(cfg.loop.quality))
+    check = QualityCheck(typed(cfg).loop.quality_rules())
     return engine, asyncio.run(synth.run(cfg, it, engine, Sampling(), check, {}))
 
 

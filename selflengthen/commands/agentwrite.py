@@ -24,12 +24,13 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from selflengthen import preflight
+from selflengthen.config import schema
 from selflengthen.config.schema import AgentWriteConfig
 from selflengthen.agentwrite import mix
 from selflengthen.agentwrite.write import agentwrite_all, keep_rows, pending, plan_vs_actual, plot_plan_vs_actual
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.core.prompting import LANGUAGES
-from selflengthen.core.quality import QualityCheck, rules_from_config
+from selflengthen.core.quality import QualityCheck
 from selflengthen.core.text import detect_language
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.models.resolve import model_and_adapter
@@ -123,16 +124,16 @@ def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
     async def written():
         if not todo:  # everything is in the checkpoint: no engine needed
             return await agentwrite_all(None, items, cfg.agentwrite, seed=int(cfg.seed), checkpoint=checkpoint)
-        async with serving(model_path, adapters, cfg) as engine:
+        async with serving(model_path, adapters, *schema.engine_slices(cfg)) as engine:
             log.info("agentwrite: %d instructions (%d to finish) on %s%s", len(items), todo, model_path,
                      f" + adapter {adapters['generator']}" if adapters else "")
             return await agentwrite_all(engine, items, cfg.agentwrite, seed=int(cfg.seed),
-                                        sampling=sampling_from(cfg),
+                                        sampling=sampling_from(schema.from_node(schema.Sampling, cfg.loop.sampling)),
                                         adapter="generator" if adapters else None, checkpoint=checkpoint)
 
     rows, stats = run_async(written())
     (out / "metrics.json").unlink(missing_ok=True)  # written last again
-    check = QualityCheck(rules_from_config(cfg.loop.quality))
+    check = QualityCheck(schema.from_node(schema.Loop, cfg.loop).quality_rules())
     kept, dropped = keep_rows(rows, cfg.agentwrite.filter, check)
     kept_ids = {r["id"] for r in kept}
     artifacts.write_jsonl(out / "rows.jsonl", [{**r, "kept": r["id"] in kept_ids} for r in rows])

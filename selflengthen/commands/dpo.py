@@ -27,6 +27,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 
 from selflengthen import config, preflight
+from selflengthen.config import schema
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Request, Sampling, workers
 from selflengthen.engines.factory import sampling_from, serving
@@ -130,7 +131,7 @@ async def _sample(engine, bench: Benchmark, items: list[dict], k: int, sampling:
 
 
 def sampling_for(cfg: DictConfig, bench: Benchmark) -> tuple[Sampling, dict]:
-    sampling, meta = runner.bench_sampling(bench, sampling_from(cfg), cfg.max_tokens,
+    sampling, meta = runner.bench_sampling(bench, sampling_from(schema.from_node(schema.Sampling, cfg.loop.sampling)), cfg.max_tokens,
                                            int(cfg.model.max_model_len))
     sampling = sampling.with_temperature(float(cfg.dpo.temperature))
     return sampling, {**meta, "temperature": sampling.temperature}
@@ -163,7 +164,7 @@ def make_samples(cfg: DictConfig, paths: DpoPaths, bench: Benchmark, items: list
                  f" + adapter {adapters['generator']}" if adapters else "")
 
         async def sampled():
-            async with serving(model_path, adapters, cfg) as engine:
+            async with serving(model_path, adapters, *schema.engine_slices(cfg)) as engine:
                 await _sample(engine, bench, items, k, sampling, "generator" if adapters else None,
                               int(cfg.seed), done)
 
@@ -233,7 +234,7 @@ def train(cfg: DictConfig, paths: DpoPaths, model_path: str, adapters: dict[str,
     if (info := _done(paths, "train", digest)) is not None and (paths.adapter / "adapter_config.json").exists():
         return info
     started = time.time()
-    workers.init_ray(cfg.ray)
+    workers.init_ray(schema.from_node(schema.Ray, cfg.ray))
     gpus = workers.cluster_gpus()
     task = ray.remote(train_dpo_adapter).options(num_cpus=tcfg["num_cpus"], num_gpus=tcfg["num_gpus"] if gpus else 0)
     log.info("dpo: training on %d pairs (%s)", pairs_info["pairs"], f"from {init}" if init else "a fresh LoRA")

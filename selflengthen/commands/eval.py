@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from selflengthen import preflight
+from selflengthen.config import schema
 from selflengthen.config.schema import EvalConfig
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Sampling
@@ -118,7 +119,7 @@ def generate(cfg: DictConfig, benches: list, paths: list[runner.EvalPaths], limi
     adapter_role = "generator" if adapters else None
     plans = []
     for bench, where, items in zip(benches, paths, loaded):
-        sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(cfg), cfg.max_tokens,
+        sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(schema.from_node(schema.Sampling, cfg.loop.sampling)), cfg.max_tokens,
                                                         int(cfg.model.max_model_len))  # after the run's settings
         sampling_meta = {**sampling_meta, "data_file": str(benchmark_file(bench, cfg.data))}
         plans.append(Plan(bench, where, items, sampling, sampling_meta, runner.resume_log(where, "predictions")))
@@ -131,7 +132,7 @@ def generate(cfg: DictConfig, benches: list, paths: list[runner.EvalPaths], limi
 
     async def predicted():
         started = time.time()
-        async with serving(model_path, adapters, cfg) as engine:
+        async with serving(model_path, adapters, *schema.engine_slices(cfg)) as engine:
             log.info("eval: %s engine up in %.0f s for %d benchmark%s", cfg.engine.kind, time.time() - started,
                      len(todo), "s" if len(todo) > 1 else "")
             for plan in todo:

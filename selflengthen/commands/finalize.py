@@ -30,8 +30,9 @@ import ray
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from selflengthen import preflight
+from selflengthen.config import schema
 from selflengthen.core.errors import UserError, run_async
-from selflengthen.core.quality import QualityCheck, rules_from_config
+from selflengthen.core.quality import QualityCheck
 from selflengthen.engines import workers
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import in_run
@@ -162,11 +163,11 @@ async def extra_pairs(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, 
     ecfg = cfg.copy()
     with open_dict(ecfg):
         ecfg.loop.augment.new_per_language = int(cfg.finalize.extra_per_language)
-    sampling = sampling_from(ecfg)
+    sampling = sampling_from(schema.from_node(schema.Sampling, ecfg.loop.sampling))
     if not it.stage_done("augment"):
-        await augment.run(ecfg, it, engine, instruction_pool(load_seeds(ecfg), run, k), sampling)
+        await augment.run(ecfg, it, engine, instruction_pool(load_seeds(schema.from_node(schema.Seeds, ecfg.seeds), list(ecfg.model.languages)), run, k), sampling)
     if not it.stage_done("generate"):
-        await generate.run(ecfg, it, engine, sampling, QualityCheck(rules_from_config(ecfg.loop.quality)), "generator")
+        await generate.run(ecfg, it, engine, sampling, QualityCheck(schema.from_node(schema.Loop, ecfg.loop).quality_rules()), "generator")
     rows, dropped = [], 0
     for row in sorted(artifacts.read_jsonl(it.initial), key=lambda r: str(r["id"])):
         if row["response"] in seen:
@@ -212,7 +213,7 @@ async def data_steps(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, m
             if engine is None:
                 log.info("finalize: starting the %s engine on %s (adapters: %s)", cfg.engine.kind, model_path,
                          sorted(adapters) or "none")
-                engine = await stack.enter_async_context(serving(model_path, adapters, cfg))
+                engine = await stack.enter_async_context(serving(model_path, adapters, *schema.engine_slices(cfg)))
             return engine
 
         if "collect" in todo and not fp.done("collect"):
@@ -284,7 +285,7 @@ def train_step(cfg: DictConfig, fp: FinalPaths, model_path: str) -> dict:
     tcfg = training_config(cfg)
     full = tcfg["method"] == "full"
     out = fp.model / ("full" if full else "adapter")
-    workers.init_ray(cfg.ray)
+    workers.init_ray(schema.from_node(schema.Ray, cfg.ray))
     if not fp.done("train"):
         started = time.time()
         gpus, _ = ray_train.placement([tcfg])  # one line when the cluster cannot hold it
@@ -329,7 +330,7 @@ def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_pa
     adapter = "generator" if adapters else None
 
     async def go():
-        async with serving(served, adapters, cfg) as engine:
+        async with serving(served, adapters, *schema.engine_slices(cfg)) as engine:
             return await in_run.evaluate_benchmarks(
                 cfg, engine, adapter, list(cfg.eval.benchmarks), lambda name: fp.root / "eval" / name,
                 meta={"final_model": served, "adapter": adapter}, label="finalize")
@@ -358,7 +359,7 @@ def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPath
         in_bounds_or_fail(artifacts.read_jsonl(fp.collected) if fp.done("collect") else rows, cfg)
     fp = writable_root(run.root, cfg)
     with RunLock(run.root):
-        model_path = resolve_model(cfg)
+        model_path = resolve_model(schema.from_node(schema.Model, cfg.model), str(cfg.paths.cache_dir))
         fp.manifest.unlink(missing_ok=True)  # incomplete until every wanted step is done again
         if "constrain" in todo or "collect" in todo:
             run_async(data_steps(cfg, run, fp, model_path, todo))

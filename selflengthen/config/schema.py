@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUndefined
 
 from selflengthen.core.prompting import LANGUAGES  # the languages with prompt templates (selflengthen/prompts/)
+from selflengthen.core.text import META_LINES, META_MATCHES, UNIT_MODES, QualityRules
 
 
 def eg(example: str, default: object = PydanticUndefined, **constraints) -> object:
@@ -85,6 +87,7 @@ class Curate(Group):
 
 
 class QualityRule(Group):
+    """loop.quality.<language>: the quality check of one language (core/text.py)."""
     terminal_marks: list[str]
     ngram: int = eg("10", ge=1)
     unit_mode: str
@@ -93,6 +96,30 @@ class QualityRule(Group):
     meta_tail_lines: int = eg("3", 3, ge=0)
     meta_match: str = "substring"
     meta_lines: str = "raw"
+
+    @field_validator("terminal_marks")
+    @classmethod
+    def _single_characters(cls, marks):
+        long_marks = [m for m in marks if len(m) != 1]
+        if long_marks:
+            raise ValueError(f"has {long_marks}: only the text's last character is compared, so give single "
+                             "characters (a text ending '...' passes through '.')")
+        return marks
+
+    @field_validator("unit_mode", "meta_match", "meta_lines")
+    @classmethod
+    def _a_choice(cls, value, info):
+        choices = {"unit_mode": UNIT_MODES, "meta_match": META_MATCHES, "meta_lines": META_LINES}[info.field_name]
+        if value not in choices:
+            raise ValueError(f"must be one of {list(choices)} ({choices[0]!r} is the reference's behaviour)")
+        return value
+
+    def rules(self) -> QualityRules:
+        """The check's rules for this language (meta words compared case-sensitively, as in the reference)."""
+        return QualityRules(terminal_marks=tuple(self.terminal_marks), ngram=self.ngram,
+                            meta_words=tuple(self.meta_words), meta_head_lines=self.meta_head_lines,
+                            meta_tail_lines=self.meta_tail_lines, unit_mode=self.unit_mode,
+                            meta_match=self.meta_match, meta_lines=self.meta_lines)
 
 
 Synth = Literal["extend", "agentwrite", "both"]  # loop.synth: how stage 3 makes the longer responses
@@ -108,6 +135,10 @@ class Loop(Group):
     extend: Extend = Extend()
     curate: Curate = Curate()
     quality: dict[str, QualityRule]
+
+    def quality_rules(self) -> dict[str, QualityRules]:
+        """loop.quality as the quality check's rules, by language."""
+        return {language: rule.rules() for language, rule in self.quality.items()}
 
 
 class Roles(Group):
@@ -772,3 +803,15 @@ def check(container: dict, verb: str = "run") -> list[tuple[str, str]]:
                     out += _lines([e for e in err.errors(include_url=False) if e["loc"] and e["loc"][0] in over],
                                   f"train.per_role.{role}.", Train)
     return out
+
+
+def from_node(cls, node):
+    """A typed slice (a Group, or a union such as Engine) of a composed DictConfig node, for
+    code that still holds the node: the verbs build their whole settings once at entry
+    instead (preflight.settings)."""
+    return TypeAdapter(cls).validate_python(OmegaConf.to_container(node, resolve=True))
+
+
+def engine_slices(cfg) -> tuple[Model, Engine, Ray]:
+    """(model, engine, ray) of a composed DictConfig, typed: what opening an engine reads."""
+    return from_node(Model, cfg.model), from_node(Engine, cfg.engine), from_node(Ray, cfg.ray)

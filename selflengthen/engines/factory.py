@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import ray
-from omegaconf import DictConfig
 
+from selflengthen.config import schema
 from selflengthen.core.errors import UserError
 from selflengthen.engines import workers
 from selflengthen.engines.base import Engine, Sampling
@@ -18,22 +18,23 @@ KINDS = ("vllm", "transformers", "openai")
 
 
 @asynccontextmanager
-async def serving(model_path: str, adapters: dict[str, str], cfg) -> AsyncIterator[Engine]:
+async def serving(model_path: str, adapters: dict[str, str], model: schema.Model, engine: schema.Engine,
+                  ray_settings: schema.Ray) -> AsyncIterator[Engine]:
     """The engine for one stretch of stages; shut down (accelerator memory freed) on exit."""
-    kind = str(cfg.engine.kind)
+    kind = engine.kind
     if kind == "openai":
         from selflengthen.engines.openai_engine import OpenAIEngine  # deferred: the openai client, only for this kind
 
-        engine = OpenAIEngine.from_config(cfg.engine, model_path, adapters, list(cfg.model.end_of_turn))
+        client = OpenAIEngine.from_config(engine, model_path, adapters, model.end_of_turn)
         try:
-            await engine.check()
-            yield engine
+            await client.check()
+            yield client
         finally:
-            await engine.aclose()
+            await client.aclose()
         return
-    workers.init_ray(cfg.ray)  # a no-op when the caller (the loop) has connected already
+    workers.init_ray(ray_settings)  # a no-op when the caller (the loop) has connected already
     try:
-        pool = EnginePool(model_path, adapters, cfg.engine, cfg.model)
+        pool = EnginePool(model_path, adapters, engine, model)
     except ray.exceptions.RayError as err:
         cause = str(err).strip().splitlines()
         last = next((ln for ln in reversed(cause) if ln.strip()), repr(err))
@@ -46,8 +47,7 @@ async def serving(model_path: str, adapters: dict[str, str], cfg) -> AsyncIterat
         pool.shutdown()
 
 
-def sampling_from(cfg: DictConfig) -> Sampling:
-    """The loop's sampling (`loop.sampling`), which the verbs also generate with."""
-    s = cfg.loop.sampling
+def sampling_from(s: schema.Sampling) -> Sampling:
+    """The engines' sampling from `loop.sampling`, which the verbs also generate with."""
     return Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                     repetition_penalty=s.repetition_penalty, max_tokens=s.max_tokens, stop=tuple(s.stop))

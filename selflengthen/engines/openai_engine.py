@@ -31,6 +31,7 @@ from typing import Any
 
 import openai
 
+from selflengthen.config import schema
 from selflengthen.core.errors import UserError
 from selflengthen.engines.base import Completion, Request, Sampling, UsageMeter, render_ids, token_ids
 
@@ -102,19 +103,16 @@ class OpenAIEngine:
         self._semaphore: asyncio.Semaphore | None = None
 
     @classmethod
-    def from_config(cls, engine_cfg, model_path: str, adapters: dict[str, str],
-                    end_of_turn: list[str]) -> "OpenAIEngine":
-        """From the `engine` group (conf/engine/openai.yaml); null model/tokenizer = the
-        model path the loop resolved."""
-        return cls(engine_cfg["base_url"], engine_cfg["model"] or model_path, adapters, list(end_of_turn),
-                   tokenizer=engine_cfg["tokenizer"] or model_path, api_key_env=engine_cfg["api_key_env"],
-                   adapter_models=dict(engine_cfg["adapter_models"] or {}),
-                   max_concurrency=int(engine_cfg["max_concurrency"]), timeout=float(engine_cfg["timeout"]),
-                   max_retries=int(engine_cfg["max_retries"]),
-                   send_extra_sampling=bool(engine_cfg["send_extra_sampling"]),
-                   load_adapters=bool(engine_cfg["load_adapters"]),
-                   per_request_seeds=bool(engine_cfg["per_request_seeds"]),
-                   ready_timeout=float(engine_cfg["ready_timeout"]))
+    def from_config(cls, engine: schema.OpenaiEngine | schema.OpenaiJudge, model_path: str,
+                    adapters: dict[str, str], end_of_turn: list[str]) -> "OpenAIEngine":
+        """From the `engine` group (conf/engine/openai.yaml) or an OpenAI judge; null
+        model/tokenizer = the model path the loop resolved."""
+        return cls(engine.base_url, engine.model or model_path, adapters, list(end_of_turn),
+                   tokenizer=engine.tokenizer or model_path, api_key_env=engine.api_key_env,
+                   adapter_models=dict(engine.adapter_models), max_concurrency=engine.max_concurrency,
+                   timeout=engine.timeout, max_retries=engine.max_retries,
+                   send_extra_sampling=engine.send_extra_sampling, load_adapters=engine.load_adapters,
+                   per_request_seeds=engine.per_request_seeds, ready_timeout=engine.ready_timeout)
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIEngine(base_url={self.base_url!r}, model={self.model!r}, adapters={self.adapter_models!r})"

@@ -23,6 +23,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from selflengthen.config import schema
 from selflengthen.core import precision, suggested
 from selflengthen.core.errors import UserError
 from selflengthen.engines import workers
@@ -62,25 +63,24 @@ class EngineWorker:
             self.engine.shutdown()
 
 
-def engine_options(engine_cfg, model_cfg, gpus: int, replicas: int = 1) -> dict:
+def engine_options(engine_cfg: schema.VllmEngine, model_cfg: schema.Model, gpus: int, replicas: int = 1) -> dict:
     """vLLM's engine arguments from our config (the transformers engine reads what it needs),
     plus, on a CPU, `cpu_replicas` (how many replicas share the host's cores) and
     `cpu_threads_cap` (the driver's OMP_NUM_THREADS, if set) for VllmEngine's thread count."""
-    single = not gpus and int(engine_cfg.tensor_parallel_size) == 1 and engine_cfg.get("cpu_single_process", True)
+    single = not gpus and int(engine_cfg.tensor_parallel_size) == 1 and engine_cfg.cpu_single_process
     return {
-        "max_model_len": int(model_cfg.max_model_len),
-        "dtype": precision.serving_dtype(str(model_cfg.dtype), on_gpu=bool(gpus)),
-        "seed": int(engine_cfg.seed),
-        "tensor_parallel_size": int(engine_cfg.tensor_parallel_size),
-        "enforce_eager": bool(engine_cfg.enforce_eager) if gpus else True,
-        "gpu_memory_utilization": float(engine_cfg.gpu_memory_utilization if gpus
-                                        else engine_cfg.cpu_memory_utilization),
-        "max_lora_rank": int(engine_cfg.max_lora_rank),
-        "trust_remote_code": bool(model_cfg.trust_remote_code),
-        "max_num_seqs": int(engine_cfg.max_num_seqs),
+        "max_model_len": model_cfg.max_model_len,
+        "dtype": precision.serving_dtype(model_cfg.dtype, on_gpu=bool(gpus)),
+        "seed": engine_cfg.seed,
+        "tensor_parallel_size": engine_cfg.tensor_parallel_size,
+        "enforce_eager": engine_cfg.enforce_eager if gpus else True,
+        "gpu_memory_utilization": engine_cfg.gpu_memory_utilization if gpus else engine_cfg.cpu_memory_utilization,
+        "max_lora_rank": engine_cfg.max_lora_rank,
+        "trust_remote_code": model_cfg.trust_remote_code,
+        "max_num_seqs": engine_cfg.max_num_seqs,
         # tensor-parallel workers as processes of the replica's actor, on its placement group's GPUs
         # (inside a placement group vLLM would otherwise start Ray workers of one GPU per bundle)
-        **({"distributed_executor_backend": "mp"} if int(engine_cfg.tensor_parallel_size) > 1 else {}),
+        **({"distributed_executor_backend": "mp"} if engine_cfg.tensor_parallel_size > 1 else {}),
         # on a CPU, vLLM's engine and its model in the replica's own process (see VllmEngine)
         **({"distributed_executor_backend": "uni", "cpu_replicas": replicas, "cpu_threads_cap": workers.thread_cap()}
            if single else {}),
@@ -106,27 +106,28 @@ def reserve(replicas: int, bundle: dict, wait_s: float = PLACEMENT_WAIT_S) -> li
 class EnginePool:
     """The engine the stages see: per-request calls routed to the least-loaded replica."""
 
-    def __init__(self, model_path: str, adapters: dict[str, str], engine_cfg, model_cfg):
+    def __init__(self, model_path: str, adapters: dict[str, str], engine_cfg: schema.VllmEngine,
+                 model_cfg: schema.Model):
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
-        tp = int(engine_cfg.tensor_parallel_size)
+        tp = engine_cfg.tensor_parallel_size
         if engine_cfg.replicas == "auto":
             replicas = max(1, gpus // tp) if gpus else 1
         else:
-            replicas = int(engine_cfg.replicas)
+            replicas = engine_cfg.replicas
         # never ask for more CPUs than the cluster has: Ray would wait forever
-        cpus = min(float(engine_cfg.num_cpus_per_replica), float(resources.get("CPU", 1)))
-        in_flight = int(engine_cfg.max_in_flight_per_replica)
+        cpus = min(engine_cfg.num_cpus_per_replica, float(resources.get("CPU", 1)))
+        in_flight = engine_cfg.max_in_flight_per_replica
         cap = workers.thread_cap()
         if not gpus and cap:
             log.info("OMP_NUM_THREADS=%d in this environment caps each engine replica's CPU threads", cap)
         self.groups = reserve(replicas, {"CPU": cpus, **({"GPU": tp} if gpus else {})})
-        self.kind = str(engine_cfg.kind)
+        self.kind = engine_cfg.kind
         self.workers = [EngineWorker.options(
             num_gpus=tp if gpus else 0, num_cpus=cpus, max_concurrency=in_flight + 16,
             scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0),
         ).remote(self.kind, model_path, adapters, engine_options(engine_cfg, model_cfg, gpus, replicas),
-                 list(model_cfg.end_of_turn), bool(engine_cfg.per_request_seeds)) for group in self.groups]
+                 list(model_cfg.end_of_turn), engine_cfg.per_request_seeds) for group in self.groups]
         self.outstanding = [0] * replicas
         self.served = [0] * replicas
         self.routes: OrderedDict[str, int] = OrderedDict()

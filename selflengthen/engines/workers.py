@@ -13,6 +13,7 @@ from pathlib import Path
 
 import ray
 
+from selflengthen.config import schema
 from selflengthen.core import suggested
 from selflengthen.core.errors import UserError, sigterm_stops_like_ctrl_c
 
@@ -90,24 +91,24 @@ def check_reachable(address: str, timeout_s: float) -> str:
     return address
 
 
-def init_ray(ray_cfg) -> None:
+def init_ray(ray_cfg: schema.Ray) -> None:
     """Connect to `ray.address`, or start a local instance sized by `ray.num_cpus` (its
     dashboard off unless `ray.dashboard`, and then bound to 127.0.0.1)."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if ray_cfg.address:
-        address = check_reachable(str(ray_cfg.address), float(ray_cfg.connect_timeout_s))
+        address = check_reachable(ray_cfg.address, ray_cfg.connect_timeout_s)
         try:
-            ray.init(address=address, log_to_driver=bool(ray_cfg.log_to_driver))
+            ray.init(address=address, log_to_driver=ray_cfg.log_to_driver)
         except (ConnectionError, RuntimeError, TimeoutError) as err:
             raise UserError(f"cannot connect to the Ray cluster at ray.address={ray_cfg.address}: "
                             f"{str(err).strip().splitlines()[0][:200]}; start it ({suggested.RAY_START_HEAD}) or set "
                             "ray.address=null for a local instance") from err
     else:
         # the dashboard serves the cluster's jobs and logs without authentication: off, or on loopback only
-        dashboard = bool(ray_cfg.get("dashboard", False))
+        dashboard = ray_cfg.dashboard
         ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=dashboard,
                  **({"dashboard_host": "127.0.0.1"} if dashboard else {}),
-                 log_to_driver=bool(ray_cfg.log_to_driver), configure_logging=False)
+                 log_to_driver=ray_cfg.log_to_driver, configure_logging=False)
     sigterm_stops_like_ctrl_c()  # ray.init replaced it: SIGTERM would abort and leave Ray's agents running

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from selflengthen.config import schema
 from selflengthen.config.features import FeatureCheck
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Engine
@@ -90,7 +91,7 @@ async def evaluate_benchmarks(cfg: DictConfig, engine: Engine, adapter: str | No
             bench = get_benchmark(name)
             items = load_items(name, cfg.eval.data, limit=cfg.eval.limit,
                                languages=list(cfg.eval.languages) if cfg.eval.languages else None)
-            sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(cfg), cfg.eval.max_tokens,
+            sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(schema.from_node(schema.Sampling, cfg.loop.sampling)), cfg.eval.max_tokens,
                                                             int(cfg.model.max_model_len))
             log.info("%s: eval %s (%d items, %s)", label, name, len(items), adapter or "base model")
             summaries[name] = await runner.evaluate(
@@ -129,7 +130,7 @@ def catch_up(cfg: DictConfig, paths: artifacts.RunPaths, model_path: str, iterat
         adapters = previous_adapters(paths, k + 1)
 
         async def go():
-            async with serving(model_path, adapters, cfg) as engine:
+            async with serving(model_path, adapters, *schema.engine_slices(cfg)) as engine:
                 await evaluate_generator(cfg, paths, k, engine, "generator" if adapters else None)
 
         run_async(go())

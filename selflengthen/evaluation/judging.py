@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 
 from omegaconf import DictConfig, OmegaConf
 
+from selflengthen.config import schema
 from selflengthen.engines import Sampling
 from selflengthen.engines.factory import serving
 
@@ -15,17 +16,21 @@ async def judge_engine(cfg: DictConfig):
     """The judge's engine (None when `judge=none`), opened like any engine: `judge=openai`
     is its own engine config; `judge=vllm` is the run's vLLM engine config serving the
     judge's model."""
-    jcfg = cfg.judge
-    if jcfg.kind == "none":
+    judge = schema.from_node(schema.Judge, cfg.judge)
+    if judge.kind == "none":
         yield None
         return
-    engine_cfg = jcfg if jcfg.kind == "openai" else {**OmegaConf.to_container(cfg.engine, resolve=True),
-                                                       "kind": "vllm"}
-    model = {"max_model_len": jcfg.get("max_model_len"), "dtype": jcfg.get("dtype"),
-             "trust_remote_code": jcfg.get("trust_remote_code", False), "end_of_turn": list(jcfg.end_of_turn)}
-    judge_cfg = OmegaConf.create({"engine": engine_cfg, "model": model, "ray": cfg.ray})
-    async with serving(str(jcfg.model), {}, judge_cfg) as engine:
-        yield engine
+    model, engine, ray_settings = schema.engine_slices(cfg)
+    served = model.model_copy(update={"name": "judge", "path": judge.model, "end_of_turn": judge.end_of_turn})
+    if judge.kind == "vllm":
+        served = served.model_copy(update={"max_model_len": judge.max_model_len, "dtype": judge.dtype,
+                                           "trust_remote_code": judge.trust_remote_code})
+        engine = schema.VllmEngine.model_validate(
+            {**{k: v for k, v in engine.model_dump().items() if k in schema.VllmEngine.model_fields}, "kind": "vllm"})
+    else:
+        engine = judge
+    async with serving(judge.model, {}, served, engine, ray_settings) as opened:
+        yield opened
 
 
 def judge_settings(cfg: DictConfig) -> tuple[Sampling, int, dict]:

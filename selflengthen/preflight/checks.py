@@ -16,7 +16,6 @@ from selflengthen.config import schema
 from selflengthen.config.features import FeatureCheck
 from selflengthen.core import suggested
 from selflengthen.core.errors import UserError
-from selflengthen.core.quality import rule_problems
 from selflengthen.models import model_check
 from selflengthen.models.resolve import EMBEDDED
 
@@ -45,7 +44,6 @@ def problems(cfg: DictConfig, *features: FeatureCheck, verb: str = "run") -> lis
     if ok("loop.quality"):
         for lang in langs:
             need(lang in cfg.loop.quality, f"loop.quality has no rules for language {lang!r}; add loop.quality.{lang}")
-        out += rule_problems(cfg.loop.quality)
     context = None
     if ok("model.path"):
         found, context = _model_path_problems(str(cfg.model.path))

@@ -5,8 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from omegaconf import DictConfig
-
+from selflengthen.config import schema
 from selflengthen.core.errors import UserError
 from selflengthen.core.prompting import LANGUAGES
 from selflengthen.core.text import detect_language
@@ -14,13 +13,13 @@ from selflengthen.store import jsonl
 from selflengthen.store.jsonl import BadLine
 
 
-def load_seeds(cfg: DictConfig) -> dict[str, list[str]]:
-    """The seed pool by language: the user's JSONL (seeds.path) or the shipped seeds."""
-    languages = list(cfg.model.languages)
-    if cfg.seeds.path is None:
+def load_seeds(seeds: schema.Seeds, languages: list[str]) -> dict[str, list[str]]:
+    """The seed pool by language (`model.languages`): the user's JSONL (seeds.path) or the
+    shipped seeds."""
+    if seeds.path is None:
         files = [(resources.files("selflengthen") / "seeds" / f"{lang}.jsonl", lang) for lang in languages]
     else:
-        files = [(Path(str(cfg.seeds.path)).expanduser(), None)]
+        files = [(Path(seeds.path).expanduser(), None)]
     pool: dict[str, list[str]] = {lang: [] for lang in languages}
     for path, default_lang in files:
         for n, row in seed_rows(path):
@@ -31,7 +30,7 @@ def load_seeds(cfg: DictConfig) -> dict[str, list[str]]:
     thin = [lang for lang, items in pool.items() if len(items) < 2]
     if thin:
         raise UserError(f"the seed pool has fewer than 2 instructions for {thin}; add seeds in those languages "
-                        f"to {cfg.seeds.path or 'the seeds file'} or drop them from model.languages")
+                        f"to {seeds.path or 'the seeds file'} or drop them from model.languages")
     return pool
 
 
