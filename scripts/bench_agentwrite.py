@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 from selflengthen.config import schema
 from selflengthen.agentwrite.write import agentwrite_all, plan_vs_actual
@@ -42,9 +41,7 @@ def main() -> None:
         async with serving(model, {}, *schema.engine_slices(cfg)) as engine:
             await engine.complete(Request([{"role": "user", "content": "warm up"}]), sampling.with_max_tokens(4))
             for label, bound in (("all in flight", None), ("one at a time", 1)):
-                acfg = cfg.agentwrite.copy()
-                with open_dict(acfg):
-                    acfg.max_items_in_flight = bound
+                acfg = schema.from_node(schema.AgentWrite, cfg.agentwrite).model_copy(update={"max_items_in_flight": bound})
                 out[label] = await agentwrite_all(engine, items, acfg, seed=0, sampling=sampling)
         return out
 

@@ -61,3 +61,12 @@ def typed(cfg, verb: str = "run"):
     from selflengthen.config import schema
 
     return schema.VERBS[verb].model_validate(OmegaConf.to_container(cfg, resolve=True))
+
+
+def stage_inputs(settings, it, engine=None, sampling=None, adapters=None, pool=None):
+    """What the loop would hand a stage of iteration `it` (pipeline/stage.py's Inputs):
+    the settings' seed, languages and quality rules, with the given engine and sampling."""
+    from selflengthen.pipeline.stage import Inputs
+
+    return Inputs(it, settings.seed, tuple(settings.model.languages), "model", adapters or {}, engine=engine,
+                  sampling=sampling, rules=settings.loop.quality_rules(), pool=pool or {})

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from selflengthen.config import schema
 from selflengthen.store import artifacts
 from selflengthen.agentwrite.plan import (
     Plan,
@@ -30,8 +31,8 @@ CONF = Path(__file__).resolve().parent.parent / "conf" / "agentwrite" / "default
 
 
 def conf(**overrides):
-    cfg = OmegaConf.load(CONF)
-    return OmegaConf.merge(cfg, overrides)
+    """The shipped agentwrite settings (conf/agentwrite/default.yaml) with `overrides`, typed."""
+    return schema.AgentWrite.model_validate(OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONF), overrides)))
 
 
 def steps(*triples) -> tuple[PlanStep, ...]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from omegaconf import OmegaConf
 
+from selflengthen.config import schema
 from selflengthen.agentwrite import mix
 from selflengthen.agentwrite.write import keep_rows
 from selflengthen.core.errors import UserError
@@ -29,7 +29,7 @@ CHATS = [
 
 
 def filt(**kw):
-    return OmegaConf.create({"min_words": 0, "max_words": None, "quality": True, **kw})
+    return schema.AgentFilter(**kw)
 
 
 def test_filter_by_length_and_quality():

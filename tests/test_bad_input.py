@@ -18,12 +18,13 @@ from omegaconf import OmegaConf
 from selflengthen import preflight
 from selflengthen.core.errors import UserError
 from selflengthen.evaluation import in_run
-from selflengthen.pipeline import loop, metrics
+from selflengthen.pipeline import metrics
+from selflengthen.pipeline.stages import train as train_stage
 from selflengthen.store import artifacts
 from selflengthen.store.seeds import load_seeds
 from selflengthen.training import sft as train
-from tests.fakes import typed
 from tests.conftest import REPO, run_cli, sha256
+from tests.fakes import typed
 from tests.test_cli_errors import one_error_line
 
 
@@ -344,7 +345,7 @@ def test_zero_items_names_the_filter_and_its_rejections(tmp_path):
                                                                    "rejected_words": 200, "rejected_duplicate": 30,
                                                                    "rejected_judge": 10}})
     with pytest.raises(UserError) as err:
-        loop.carry_adapter_over(it, "generator", None)
+        train_stage.carry_adapter_over(it, "generator", None)
     assert ("augment accepted 0 instructions of 240 drawn (200 outside loop.augment.min_words..max_words, "
             "30 duplicates, 10 refused by the judge)") in str(err.value)
     artifacts.write_json(it.stage_manifest("augment"), {"counts": {"instructions": 5}})

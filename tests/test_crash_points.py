@@ -26,7 +26,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.fakes import typed
 
 from tests.conftest import MARK, REPO, kill_all, kill_listed, processes_of, run_cli, sha256
 
@@ -380,11 +379,11 @@ def test_generate_killed_between_its_data_and_its_manifest_redoes_no_sample(tmp_
 
     from hydra import compose, initialize_config_dir
 
-    from selflengthen.core.quality import QualityCheck
     from selflengthen.engines import Sampling
+    from selflengthen.pipeline import stage
     from selflengthen.pipeline.stages import generate
     from selflengthen.store import artifacts
-    from tests.fakes import ScriptedEngine
+    from tests.fakes import ScriptedEngine, stage_inputs, typed
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["loop.generate.samples=2"])
@@ -404,18 +403,18 @@ def test_generate_killed_between_its_data_and_its_manifest_redoes_no_sample(tmp_
         if name == "manifest:generate":
             raise Died(name)
 
-    check = QualityCheck(typed(cfg).loop.quality_rules())
+    settings = typed(cfg)
     monkeypatch.setattr(artifacts, "crash_point", crash_point)
     first = ScriptedEngine(respond)
     with pytest.raises(Died):
-        asyncio.run(generate.run(cfg, it, first, Sampling(), check, None))
+        asyncio.run(stage.run_stage(generate.STAGE, settings, stage_inputs(settings, it, first, Sampling())))
     assert it.initial.exists() and not it.stage_done("generate") and it.checkpoint("generate").exists()
     data, samples = sha256(it.initial), len(rows(it.checkpoint("generate")))
     assert samples == 8 and len(first.requests) >= 8
 
     monkeypatch.undo()
     again = ScriptedEngine(respond)
-    stats = asyncio.run(generate.run(cfg, it, again, Sampling(), check, None))
+    stats = asyncio.run(stage.run_stage(generate.STAGE, settings, stage_inputs(settings, it, again, Sampling())))
     assert again.requests == [] and stats["resumed_samples"] == samples
     assert sha256(it.initial) == data and it.stage_done("generate") and not it.checkpoint("generate").exists()
 

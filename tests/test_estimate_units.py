@@ -12,7 +12,7 @@ from selflengthen.config import schema
 from selflengthen.core.errors import UserError
 from selflengthen.core.resample import drop_short
 from selflengthen.estimate import arch, measured, memory, settings, tokens
-from selflengthen.pipeline import loop
+from selflengthen.pipeline import stage
 from selflengthen.store import artifacts
 from selflengthen.training import ray_train
 
@@ -223,7 +223,7 @@ def usage(requests: int, prompt: int, completion: int) -> dict:
 
 
 def fake_run(root, tp: int = 1) -> artifacts.RunPaths:
-    """A run folder as the loop leaves it: config.yaml and engine_usage.json (loop.record_engine_usage)."""
+    """A run folder as the loop leaves it: config.yaml and engine_usage.json (pipeline/stage.record_engine_usage)."""
     paths = artifacts.RunPaths(root)
     root.mkdir(parents=True)
     OmegaConf.save(OmegaConf.create({"model": {"path": "embedded:tiny"}, "engine": {"tensor_parallel_size": tp}}),
@@ -231,9 +231,9 @@ def fake_run(root, tp: int = 1) -> artifacts.RunPaths:
     for k in (1, 2):
         it = paths.iteration(k)
         nothing = [{}, {}]
-        loop.record_engine_usage(it, "augment", nothing, [usage(10, 100, 200), usage(10, 100, 200)], 2.0)
-        loop.record_engine_usage(it, "generate", nothing, [usage(5, 50, 1000), usage(5, 50, 1000)], 4.0)
-        loop.record_engine_usage(it, "extend", nothing, [usage(8, 400, 3000), usage(8, 400, 3000)], 10.0)
+        stage.record_engine_usage(it, "augment", nothing, [usage(10, 100, 200), usage(10, 100, 200)], 2.0)
+        stage.record_engine_usage(it, "generate", nothing, [usage(5, 50, 1000), usage(5, 50, 1000)], 4.0)
+        stage.record_engine_usage(it, "extend", nothing, [usage(8, 400, 3000), usage(8, 400, 3000)], 10.0)
     return paths
 
 

@@ -2,7 +2,7 @@
 import pytest
 
 from selflengthen.core.errors import UserError
-from selflengthen.pipeline import loop
+from selflengthen.pipeline.stages import train as train_stage
 from selflengthen.store import artifacts, runs
 
 
@@ -12,7 +12,7 @@ def test_adapter_is_carried_over_when_a_role_has_no_data(tmp_path):
     previous.mkdir(parents=True)
     (previous / "adapter_config.json").write_text("{}")
     it = paths.iteration(2)
-    info = loop.carry_adapter_over(it, "generator", str(previous))
+    info = train_stage.carry_adapter_over(it, "generator", str(previous))
     assert info["examples"] == 0 and "carried over" in info["skipped"]
     assert (it.adapter("generator") / "adapter_config.json").read_text() == "{}"
     assert artifacts.read_json(it.stage_manifest("train_generator"))["init_adapter"] == str(previous)
@@ -20,7 +20,7 @@ def test_adapter_is_carried_over_when_a_role_has_no_data(tmp_path):
 
 def test_no_data_in_the_first_iteration_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="no extender training data"):
-        loop.carry_adapter_over(artifacts.RunPaths(tmp_path).iteration(1), "extender", None)
+        train_stage.carry_adapter_over(artifacts.RunPaths(tmp_path).iteration(1), "extender", None)
 
 
 def test_pool_grows_with_earlier_iterations(tmp_path):

@@ -9,12 +9,12 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
-from selflengthen.core.quality import QualityCheck
 from selflengthen.engines.factory import sampling_from, serving
+from selflengthen.pipeline import stage
 from selflengthen.pipeline.stages import generate
 from selflengthen.store import artifacts
-from tests.fakes import typed
 from tests.conftest import REPO
+from tests.fakes import stage_inputs, typed
 
 pytestmark = pytest.mark.slow
 TOPICS = ["the json module", "list comprehensions", "the pathlib module", "unit tests", "decorators",
@@ -33,8 +33,8 @@ def stage_on(replicas: int, tiny_model, root):
     async def go():
         settings = typed(cfg)
         async with serving(str(tiny_model), {}, settings.model, settings.engine, settings.ray) as engine:
-            stats = await generate.run(cfg, it, engine, sampling_from(settings.loop.sampling),
-                                       QualityCheck(settings.loop.quality_rules()), None)
+            stats = await stage.run_stage(generate.STAGE, settings,
+                                          stage_inputs(settings, it, engine, sampling_from(settings.loop.sampling)))
             return stats, engine.replica_usage()
 
     stats, per_replica = asyncio.run(go())

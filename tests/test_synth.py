@@ -15,13 +15,12 @@ from omegaconf import OmegaConf
 from selflengthen import config, preflight
 from selflengthen.config import schema
 from selflengthen.core.errors import UserError
-from selflengthen.core.quality import QualityCheck
 from selflengthen.engines import Sampling
-from selflengthen.pipeline import metrics
+from selflengthen.pipeline import metrics, stage
 from selflengthen.pipeline.stages import curate, synth
 from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli
-from tests.fakes import ScriptedEngine, typed
+from tests.fakes import ScriptedEngine, stage_inputs, typed
 
 
 def compose_cfg(*overrides: str, name: str = "config"):
@@ -59,8 +58,8 @@ def iteration(tmp_path, with_drafts=("i-0", "i-1")) -> artifacts.IterationPaths:
 
 def run_synth(cfg, it):
     engine = ScriptedEngine(respond)
-    check = QualityCheck(typed(cfg).loop.quality_rules())
-    return engine, asyncio.run(synth.run(cfg, it, engine, Sampling(), check, {}))
+    settings = typed(cfg)
+    return engine, asyncio.run(stage.run_stage(synth.STAGE, settings, stage_inputs(settings, it, engine, Sampling())))
 
 
 @pytest.mark.parametrize("method", ["extend", "agentwrite", "both"])
@@ -89,8 +88,7 @@ def test_synth_rows_are_tagged_and_curate_trains_both_roles_on_them(tmp_path, me
         assert len(plan_calls) == 3 and {r.prefix for r in plan_calls} == {"Paragraph 1 - Main point:"}
     else:
         assert not [r for r in engine.requests if "draw up a plan" in r.messages[0]["content"]]
-    typed = schema.Config.model_validate(OmegaConf.to_container(cfg, resolve=True))
-    curate.run(typed.loop.curate, typed.seed, it)
+    asyncio.run(stage.run_stage(curate.STAGE, typed(cfg), stage_inputs(typed(cfg), it)))
     gen = artifacts.read_jsonl(it.sft("generator"))
     ext = artifacts.read_jsonl(it.sft("extender"))
     assert [r["method"] for r in gen] == [r["method"] for r in rows]  # every row trains the generator
@@ -156,7 +154,7 @@ def test_a_run_saved_before_loop_synth_resumes_as_extend(tmp_path):
 
     def start(*overrides):
         cfg = compose_cfg(f"paths.iterations_dir={tmp_path}", *overrides)
-        return loop.start_run(schema.Config.model_validate(OmegaConf.to_container(cfg, resolve=True)), cfg)
+        return loop.start_run(schema.Config.model_validate(OmegaConf.to_container(cfg, resolve=True)))
 
     assert start().root == run
     with pytest.raises(UserError, match="loop.synth"):

@@ -6,9 +6,8 @@ extender learns draft -> the planned long text; an instruction with no draft tra
 generator only. pipeline/stages/synth.py picks the method and writes the stage."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
-
 from selflengthen.agentwrite.write import agentwrite_all, keep_rows, plan_vs_actual
+from selflengthen.config import schema
 from selflengthen.core.quality import QualityCheck
 from selflengthen.engines import Engine, Sampling
 from selflengthen.store import artifacts
@@ -31,15 +30,16 @@ def as_extended(row: dict, draft: dict | None) -> dict:
             "planned_words": row["planned_words"], "plan": row["plan"], "paragraphs": row["paragraphs"]}
 
 
-async def agentwrite_rows(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampling: Sampling,
-                          check: QualityCheck, adapter: str | None) -> tuple[list[dict], dict]:
+async def agentwrite_rows(settings: schema.AgentWrite, paths: artifacts.IterationPaths, engine: Engine,
+                          sampling: Sampling, check: QualityCheck, adapter: str | None,
+                          seed: tuple) -> tuple[list[dict], dict]:
     """(the kept AgentWrite rows, statistics), over the iteration's instructions."""
     instructions = artifacts.read_jsonl(paths.instructions)
     drafts = drafts_by_instruction(artifacts.read_jsonl(paths.initial))
     items = [{"id": r["id"], "instruction": r["instruction"], "language": r["language"]} for r in instructions]
-    rows, stats = await agentwrite_all(engine, items, cfg.agentwrite, seed=(cfg.seed, "agentwrite", paths.k),
+    rows, stats = await agentwrite_all(engine, items, settings, seed=seed,
                                        sampling=sampling, adapter=adapter, checkpoint=paths.checkpoint("agentwrite"))
-    kept, dropped = keep_rows(rows, cfg.agentwrite.filter, check)
+    kept, dropped = keep_rows(rows, settings.filter, check)
     summary = {**stats, "accepted": len(kept), "kept_after_drop_short": len(kept), "dropped": dropped,
                "attempts": len(items), "attempt_accept_rate": round(len(kept) / len(items), 4) if items else None,
                "quality": check.summary(), "adapter": adapter, "plan_vs_actual": plan_vs_actual(rows)}

@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+from selflengthen.config import schema
 from selflengthen.core import progress as stage_progress
 from selflengthen.store import artifacts
 from selflengthen.agentwrite.plan import (
@@ -46,15 +47,13 @@ from selflengthen.engines import Completion, Engine, Request, Sampling
 from selflengthen.store.samples import drop_torn_tail, stable_seed
 
 
-def phase_sampling(base: Sampling, overrides) -> Sampling:
+def phase_sampling(base: Sampling, phase: schema.Phase) -> Sampling:
     """`base` with the phase's non-null overrides (max_tokens, temperature, stop)."""
-    out = base
-    if overrides.get("max_tokens") is not None:
-        out = out.with_max_tokens(int(overrides["max_tokens"]))
-    if overrides.get("temperature") is not None:
-        out = out.with_temperature(float(overrides["temperature"]))
-    if overrides.get("stop") is not None:
-        out = replace(out, stop=tuple(overrides["stop"]))
+    out = base.with_max_tokens(phase.max_tokens)
+    if phase.temperature is not None:
+        out = out.with_temperature(phase.temperature)
+    if phase.stop is not None:
+        out = replace(out, stop=tuple(phase.stop))
     return out
 
 
@@ -93,10 +92,11 @@ class _Progress:
         self.completion_tokens += done.completion_tokens
 
 
-async def agentwrite_all(engine: Engine, items: list[dict], cfg, *, seed, sampling: Sampling | None = None,
-                         adapter: str | None = None, checkpoint: Path | None = None) -> tuple[list[dict], dict]:
-    """(rows sorted by id, stats) for items {id, instruction, language}; `cfg` is the
-    agentwrite config group (conf/agentwrite/default.yaml). Request seeds derive from
+async def agentwrite_all(engine: Engine, items: list[dict], settings: schema.AgentWrite, *, seed,
+                         sampling: Sampling | None = None, adapter: str | None = None,
+                         checkpoint: Path | None = None) -> tuple[list[dict], dict]:
+    """(rows sorted by id, stats) for items {id, instruction, language}, by the `agentwrite`
+    settings (conf/agentwrite/default.yaml). Request seeds derive from
     (seed, item id, step), step 0 being the plan, so a resumed run asks what an
     uninterrupted one would have."""
     started = time.time()
@@ -104,9 +104,9 @@ async def agentwrite_all(engine: Engine, items: list[dict], cfg, *, seed, sampli
     assert len(set(ids)) == len(ids), "item ids must be unique"
     progress = _Progress(checkpoint)
     base = sampling or Sampling()
-    plan_sampling, write_sampling = phase_sampling(base, cfg["plan"]), phase_sampling(base, cfg["write"])
-    bound = cfg["max_items_in_flight"]
-    gate = asyncio.Semaphore(int(bound)) if bound else None
+    plan_sampling, write_sampling = phase_sampling(base, settings.plan), phase_sampling(base, settings.write)
+    bound = settings.max_items_in_flight
+    gate = asyncio.Semaphore(bound) if bound else None
 
     async def call(item: dict, step: int, messages: list[dict], how: Sampling, prefix: str = "") -> Completion:
         request = Request(messages, prefix=prefix, adapter=adapter,
@@ -116,13 +116,13 @@ async def agentwrite_all(engine: Engine, items: list[dict], cfg, *, seed, sampli
         return done
 
     async def plan_of(item: dict) -> dict:
-        prefix = plan_label(item["language"]) if cfg["plan"]["prefill"] else ""
-        done = await call(item, 0, plan_request(item["instruction"], item["language"], min_words=cfg["min_words"],
-                                                max_words=cfg["max_words"]), plan_sampling, prefix)
+        prefix = plan_label(item["language"]) if settings.plan.prefill else ""
+        done = await call(item, 0, plan_request(item["instruction"], item["language"], min_words=settings.min_words,
+                                                max_words=settings.max_words), plan_sampling, prefix)
         text = prefix + done.text
-        plan = parse_plan(text, item["language"], max_steps=int(cfg["max_steps"]))
+        plan = parse_plan(text, item["language"], max_steps=settings.max_steps)
         missing = sum(s.words is None for s in plan.steps)
-        plan = plan.with_default_words(int(cfg["default_step_words"]))
+        plan = plan.with_default_words(settings.default_step_words)
         return {"kind": "plan", "id": item["id"], "rejected": plan.rejected,
                 "plan": [] if plan.rejected else [{"index": s.index, "point": s.point, "planned_words": s.words}
                                                   for s in plan.steps],
@@ -139,7 +139,7 @@ async def agentwrite_all(engine: Engine, items: list[dict], cfg, *, seed, sampli
         for step in plan.steps:
             if (item["id"], step.index) not in progress.steps:
                 messages = write_request(item["instruction"], plan, "\n\n".join(p for p in paragraphs if p), step,
-                                         item["language"], max_written_chars=cfg["max_written_chars"])
+                                         item["language"], max_written_chars=settings.max_written_chars)
                 done = await call(item, step.index, messages, write_sampling)
                 text = done.text.strip()
                 progress.add({"kind": "step", "id": item["id"], "index": step.index, "text": text,
@@ -271,17 +271,17 @@ def plot_plan_vs_actual(rows: list[dict], out_png: Path) -> Path:
 
 # --- which responses are kept as training data ------------------------------------------
 
-def keep_rows(rows: list[dict], fcfg, check=None) -> tuple[list[dict], dict]:
+def keep_rows(rows: list[dict], keep: schema.AgentFilter, check=None) -> tuple[list[dict], dict]:
     """(rows within [min_words, max_words] that pass `check` (a QualityCheck, when the
-    filter asks for it), {reason: rows dropped}); `fcfg` is the agentwrite.filter config."""
+    filter asks for it), {reason: rows dropped}), by the agentwrite.filter settings."""
     kept, dropped = [], Counter()
-    low, high = int(fcfg["min_words"]), fcfg["max_words"]
+    low, high = keep.min_words, keep.max_words
     for row in rows:
         if row["words"] < low:
             dropped["too_short"] += 1
-        elif high is not None and row["words"] > int(high):
+        elif high is not None and row["words"] > high:
             dropped["too_long"] += 1
-        elif fcfg["quality"] and check is not None and not check(row["response"], row["language"]):
+        elif keep.quality and check is not None and not check(row["response"], row["language"]):
             dropped["quality"] += 1
         else:
             kept.append(row)

@@ -123,18 +123,18 @@ def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
 
     async def written():
         if not todo:  # everything is in the checkpoint: no engine needed
-            return await agentwrite_all(None, items, cfg.agentwrite, seed=int(cfg.seed), checkpoint=checkpoint)
+            return await agentwrite_all(None, items, settings.agentwrite, seed=settings.seed, checkpoint=checkpoint)
         async with serving(model_path, adapters, *schema.engine_slices(cfg)) as engine:
             log.info("agentwrite: %d instructions (%d to finish) on %s%s", len(items), todo, model_path,
                      f" + adapter {adapters['generator']}" if adapters else "")
-            return await agentwrite_all(engine, items, cfg.agentwrite, seed=int(cfg.seed),
+            return await agentwrite_all(engine, items, settings.agentwrite, seed=settings.seed,
                                         sampling=sampling_from(schema.from_node(schema.Sampling, cfg.loop.sampling)),
                                         adapter="generator" if adapters else None, checkpoint=checkpoint)
 
     rows, stats = run_async(written())
     (out / "metrics.json").unlink(missing_ok=True)  # written last again
     check = QualityCheck(schema.from_node(schema.Loop, cfg.loop).quality_rules())
-    kept, dropped = keep_rows(rows, cfg.agentwrite.filter, check)
+    kept, dropped = keep_rows(rows, settings.agentwrite.filter, check)
     kept_ids = {r["id"] for r in kept}
     artifacts.write_jsonl(out / "rows.jsonl", [{**r, "kept": r["id"] in kept_ids} for r in rows])
     plot_plan_vs_actual(rows, out / "plan_vs_actual.png")

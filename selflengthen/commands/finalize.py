@@ -32,7 +32,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from selflengthen import preflight
 from selflengthen.config import schema
 from selflengthen.core.errors import UserError, run_async
-from selflengthen.core.quality import QualityCheck
 from selflengthen.engines import workers
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import in_run
@@ -40,6 +39,7 @@ from selflengthen.finalize.collect import collect
 from selflengthen.finalize.constraints import ConstraintConfig
 from selflengthen.finalize.rewrite import constrain_all
 from selflengthen.models.resolve import resolve_model
+from selflengthen.pipeline import stage
 from selflengthen.pipeline.stages import augment, generate
 from selflengthen.store import artifacts
 from selflengthen.store.export import export
@@ -160,14 +160,15 @@ async def extra_pairs(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, 
     the augment stage (over the run's whole pool), then the generate stage with its quality
     check, as iteration k = last + 1 would make them (the extender is not used)."""
     it = fp.extra(k)
-    ecfg = cfg.copy()
-    with open_dict(ecfg):
-        ecfg.loop.augment.new_per_language = int(cfg.finalize.extra_per_language)
-    sampling = sampling_from(schema.from_node(schema.Sampling, ecfg.loop.sampling))
-    if not it.stage_done("augment"):
-        await augment.run(ecfg, it, engine, instruction_pool(load_seeds(schema.from_node(schema.Seeds, ecfg.seeds), list(ecfg.model.languages)), run, k), sampling)
-    if not it.stage_done("generate"):
-        await generate.run(ecfg, it, engine, sampling, QualityCheck(schema.from_node(schema.Loop, ecfg.loop).quality_rules()), "generator")
+    settings = schema.from_node(schema.FinalizeConfig, cfg)
+    loop = settings.loop
+    wanted = settings.model_copy(update={"loop": loop.model_copy(update={"augment": loop.augment.model_copy(
+        update={"new_per_language": settings.finalize.extra_per_language})})})
+    pool = instruction_pool(load_seeds(settings.seeds, settings.model.languages), run, k)
+    inputs = stage.Inputs(it, settings.seed, tuple(settings.model.languages), "", {"generator": "final"},
+                          engine=engine, sampling=sampling_from(loop.sampling), rules=loop.quality_rules(), pool=pool)
+    for each in (augment.STAGE, generate.STAGE):  # as iteration k of the loop would, with the final generator
+        await stage.run_stage(each, wanted, inputs)
     rows, dropped = [], 0
     for row in sorted(artifacts.read_jsonl(it.initial), key=lambda r: str(r["id"])):
         if row["response"] in seen:
@@ -332,7 +333,7 @@ def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_pa
     async def go():
         async with serving(served, adapters, *schema.engine_slices(cfg)) as engine:
             return await in_run.evaluate_benchmarks(
-                cfg, engine, adapter, list(cfg.eval.benchmarks), lambda name: fp.root / "eval" / name,
+                in_run.EvalSetup.of(schema.from_node(schema.FinalizeConfig, cfg)), engine, adapter, list(cfg.eval.benchmarks), lambda name: fp.root / "eval" / name,
                 meta={"final_model": served, "adapter": adapter}, label="finalize")
 
     results = {name: in_run.headline(summary) for name, summary in run_async(go()).items()}

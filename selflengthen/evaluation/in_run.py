@@ -7,6 +7,7 @@ after training. Results: `iter_<k>/eval/<benchmark>/`, a headline in `iter_<k>/m
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -29,8 +30,27 @@ def eval_dir(paths: artifacts.RunPaths, k: int, benchmark: str) -> Path:
     return paths.root / f"iter_{k}" / "eval" / benchmark
 
 
-def missing(cfg: DictConfig, paths: artifacts.RunPaths, k: int) -> list[str]:
-    return [b for b in cfg.eval.benchmarks if not runner.EvalPaths(eval_dir(paths, k, b)).summary.exists()]
+@dataclass(frozen=True)
+class EvalSetup:
+    """What evaluating a generator reads of the settings: eval.* (benchmarks, data, limit,
+    languages, token cap), the loop's sampling where a benchmark has none, the model and
+    where its engines run (the last iteration's engine, a vLLM judge's), the judge, the seed."""
+    eval: schema.Eval
+    sampling: schema.Sampling
+    model: schema.Model
+    engine: schema.Engine
+    ray: schema.Ray
+    judge: schema.Judge
+    seed: int
+
+    @classmethod
+    def of(cls, settings: schema.Config) -> "EvalSetup":
+        return cls(settings.eval, settings.loop.sampling, settings.model, settings.engine, settings.ray,
+                   settings.judge, settings.seed)
+
+
+def missing(benchmarks: list[str], paths: artifacts.RunPaths, k: int) -> list[str]:
+    return [b for b in benchmarks if not runner.EvalPaths(eval_dir(paths, k, b)).summary.exists()]
 
 
 def headline(summary: dict) -> dict:
@@ -67,36 +87,36 @@ def check_config(cfg: DictConfig) -> list[str]:
 CONFIG_CHECK = FeatureCheck(("eval", "judge"), check_config)  # the loop validates with it
 
 
-async def evaluate_generator(cfg: DictConfig, paths: artifacts.RunPaths, k: int, engine: Engine,
+async def evaluate_generator(setup: EvalSetup, paths: artifacts.RunPaths, k: int, engine: Engine,
                              adapter: str | None) -> None:
     """Evaluate iteration k's generator (k = 0: the base model) on the engine that serves it."""
-    todo = missing(cfg, paths, k)
+    todo = missing(setup.eval.benchmarks, paths, k)
     if not todo:
         return
-    summaries = await evaluate_benchmarks(cfg, engine, adapter, todo, lambda name: eval_dir(paths, k, name),
+    summaries = await evaluate_benchmarks(setup, engine, adapter, todo, lambda name: eval_dir(paths, k, name),
                                           meta={"iteration": k, "adapter": adapter}, label=f"iteration {k}")
     for name, summary in summaries.items():
         record(paths, k, name, summary)
 
 
-async def evaluate_benchmarks(cfg: DictConfig, engine: Engine, adapter: str | None, names: list[str], out_dir,
+async def evaluate_benchmarks(setup: EvalSetup, engine: Engine, adapter: str | None, names: list[str], out_dir,
                               *, meta: dict, label: str) -> dict[str, dict]:
-    """The model `engine` serves (with `adapter`) on each benchmark of `names` (cfg.eval's
+    """The model `engine` serves (with `adapter`) on each benchmark of `names` (eval.*'s
     data, limit, languages and token cap; the loop's sampling where the benchmark has none),
-    judged by cfg.judge; results in out_dir(name); returns the summaries."""
+    judged by the judge; results in out_dir(name); returns the summaries."""
     summaries = {}
-    async with judge_engine(cfg) as judge:
-        jsampling, jretries, jmeta = judge_settings(cfg) if judge is not None else (None, 0, {})
+    ev = setup.eval
+    async with judge_engine(setup.judge, setup.model, setup.engine, setup.ray) as judge:
+        jsampling, jretries, jmeta = judge_settings(setup.judge) if judge is not None else (None, 0, {})
         for name in names:
             bench = get_benchmark(name)
-            items = load_items(name, cfg.eval.data, limit=cfg.eval.limit,
-                               languages=list(cfg.eval.languages) if cfg.eval.languages else None)
-            sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(schema.from_node(schema.Sampling, cfg.loop.sampling)), cfg.eval.max_tokens,
-                                                            int(cfg.model.max_model_len))
+            items = load_items(name, ev.data, limit=ev.limit, languages=ev.languages or None)
+            sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(setup.sampling), ev.max_tokens,
+                                                            setup.model.max_model_len)
             log.info("%s: eval %s (%d items, %s)", label, name, len(items), adapter or "base model")
             summaries[name] = await runner.evaluate(
                 engine, bench, items, Path(out_dir(name)), sampling=sampling, sampling_meta=sampling_meta,
-                adapter=adapter, meta=meta, seed=int(cfg.seed), judge_engine=judge, judge_sampling=jsampling,
+                adapter=adapter, meta=meta, seed=setup.seed, judge_engine=judge, judge_sampling=jsampling,
                 judge_retries=jretries, judge_meta=jmeta)
     return summaries
 
@@ -119,18 +139,18 @@ def load(paths: artifacts.RunPaths) -> dict[int, dict[str, dict]]:
     return out
 
 
-def catch_up(cfg: DictConfig, paths: artifacts.RunPaths, model_path: str, iterations: int) -> None:
+def catch_up(setup: EvalSetup, paths: artifacts.RunPaths, model_path: str, iterations: int) -> None:
     """After the loop: evaluate every iteration whose evaluation is missing (normally only
     the last), each on an engine serving that iteration's generator."""
     for k in range(0, iterations + 1):
-        if not missing(cfg, paths, k):
+        if not missing(setup.eval.benchmarks, paths, k):
             continue
         if k >= 1 and not paths.iteration(k).manifest.exists():
             raise UserError(f"iteration {k} is not complete; run the loop first")
         adapters = previous_adapters(paths, k + 1)
 
         async def go():
-            async with serving(model_path, adapters, *schema.engine_slices(cfg)) as engine:
-                await evaluate_generator(cfg, paths, k, engine, "generator" if adapters else None)
+            async with serving(model_path, adapters, setup.model, setup.engine, setup.ray) as engine:
+                await evaluate_generator(setup, paths, k, engine, "generator" if adapters else None)
 
         run_async(go())

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from omegaconf import DictConfig, OmegaConf
-
 from selflengthen.config import schema
 from selflengthen.engines import Sampling
 from selflengthen.engines.factory import serving
 
 
 @asynccontextmanager
-async def judge_engine(cfg: DictConfig):
+async def judge_engine(judge: schema.Judge, model: schema.Model, engine: schema.Engine, ray_settings: schema.Ray):
     """The judge's engine (None when `judge=none`), opened like any engine: `judge=openai`
     is its own engine config; `judge=vllm` is the run's vLLM engine config serving the
-    judge's model."""
-    judge = schema.from_node(schema.Judge, cfg.judge)
+    judge's model (`model` gives the rest of what serving reads)."""
     if judge.kind == "none":
         yield None
         return
-    model, engine, ray_settings = schema.engine_slices(cfg)
     served = model.model_copy(update={"name": "judge", "path": judge.model, "end_of_turn": judge.end_of_turn})
     if judge.kind == "vllm":
         served = served.model_copy(update={"max_model_len": judge.max_model_len, "dtype": judge.dtype,
@@ -33,9 +29,8 @@ async def judge_engine(cfg: DictConfig):
         yield opened
 
 
-def judge_settings(cfg: DictConfig) -> tuple[Sampling, int, dict]:
-    j = cfg.judge
-    meta = {"kind": str(j.kind), "model": str(j.model)}
-    meta["price_per_million_tokens"] = OmegaConf.to_container(j.price_per_million_tokens, resolve=True)
-    return Sampling(temperature=float(j.temperature), top_p=1.0, top_k=-1, repetition_penalty=1.0,
-                    max_tokens=int(j.max_tokens)), int(j.retries), meta
+def judge_settings(j: schema.VllmJudge | schema.OpenaiJudge) -> tuple[Sampling, int, dict]:
+    """(the judge's sampling, its retries per item, what the summaries record of it)."""
+    meta = {"kind": j.kind, "model": j.model, "price_per_million_tokens": j.price_per_million_tokens.model_dump()}
+    return Sampling(temperature=j.temperature, top_p=1.0, top_k=-1, repetition_penalty=1.0,
+                    max_tokens=j.max_tokens), j.retries, meta

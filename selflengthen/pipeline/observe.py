@@ -23,7 +23,6 @@ from selflengthen.store.status import StatusWriter
 from selflengthen.tracking import Tracker
 
 log = logging.getLogger("selflengthen")
-UNITS = {"augment": "instr", "generate": "sample", "extend": "attempt", "train": "step", "eval": "item"}
 
 
 class Watcher:
@@ -105,14 +104,14 @@ def watching(cfg: DictConfig, run_root: Path):
 
 
 @contextmanager
-def stage(k: int, name: str, engine=None):
-    """Around one stage of iteration `k`: its progress reporter (for the chains), the
-    status file's stage, and the stage's numbers to the trackers once it is complete."""
+def stage(k: int, name: str, engine=None, unit: str = "it"):
+    """Around one stage of iteration `k`: its progress reporter (for the chains, counting in
+    `unit`), the status file's stage, and the stage's numbers to the trackers once it is complete."""
     watcher = _WATCHER.get()
     if watcher is None:
         yield
         return
-    reporter = progress.StageProgress(name, unit=UNITS.get(name, "it"), enabled=bool(watcher.cfg.progress),
+    reporter = progress.StageProgress(name, unit=unit, enabled=bool(watcher.cfg.progress),
                                       label=f"iter {k} {name}")
     watcher.iteration, watcher.engine, watcher.stage = k, engine, reporter
     watcher.tokens_before = generated_tokens(engine) if engine is not None else 0

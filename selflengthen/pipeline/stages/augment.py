@@ -12,14 +12,13 @@ once, so chains that draw later can use it. Each finished chain is checkpointed.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 
-from omegaconf import DictConfig
-
+from selflengthen.config import schema
 from selflengthen.core import progress, prompting
 from selflengthen.core.text import count_words
 from selflengthen.engines import Engine, Request, Sampling
+from selflengthen.pipeline.stage import Inputs, Output, Stage
 from selflengthen.store import artifacts
 from selflengthen.store.samples import SampleLog, sample_rng, stable_seed
 
@@ -125,30 +124,27 @@ class Augmenter:
                 for sid in slots if log.done[sid]["instruction"]]
 
 
-async def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, pool: dict[str, list[str]],
-              sampling: Sampling) -> list:
-    """Write iter_k/instructions.jsonl: the new instructions of every configured language."""
-    started = time.time()
-    acfg = cfg.loop.augment
+async def run(settings: schema.Augment, inputs: Inputs) -> Output:
+    """Write iter_k/instructions.jsonl: the new instructions of every configured language,
+    grown from the instruction pool (the seeds and every earlier iteration's instructions)."""
+    paths, sampling = inputs.paths, inputs.sampling
     augmenter = Augmenter(
-        engine=engine,
-        sampling=sampling.with_max_tokens(acfg.max_tokens),
-        judge_sampling=sampling.with_max_tokens(acfg.judge_max_tokens),
-        min_words=acfg.min_words,
-        max_words=acfg.max_words,
-        tries_per_instruction=acfg.tries,
-        seed=(cfg.seed, "augment", paths.k),
+        engine=inputs.engine,
+        sampling=sampling.with_max_tokens(settings.max_tokens),
+        judge_sampling=sampling.with_max_tokens(settings.judge_max_tokens),
+        min_words=settings.min_words,
+        max_words=settings.max_words,
+        tries_per_instruction=settings.tries,
+        seed=(inputs.seed, "augment", paths.k),
     )
     log = SampleLog(paths.checkpoint("augment"))
     per_language = await asyncio.gather(*(
-        augmenter.augment(pool[language], acfg.new_per_language, language, f"i{paths.k}-{language}", log)
-        for language in cfg.model.languages))
+        augmenter.augment(inputs.pool[language], settings.new_per_language, language, f"i{paths.k}-{language}", log)
+        for language in inputs.languages))
     rows = [row for rows in per_language for row in rows]
     artifacts.write_jsonl(paths.instructions, rows)
-    artifacts.write_stage_manifest(
-        paths, "augment", started=started, config_digest=artifacts.config_hash(dict(acfg)),
-        counts={"instructions": len(rows), **vars(augmenter.stats)}, outputs=[paths.instructions],
-        extra={"acceptance": augmenter.stats.rates()},
-    )
-    log.remove()
-    return [paths.instructions]
+    return Output(counts={"instructions": len(rows), **vars(augmenter.stats)}, outputs=[paths.instructions],
+                  extra={"acceptance": augmenter.stats.rates()}, checkpoints=("augment",))
+
+
+STAGE = Stage("augment", unit="instr", settings=lambda s: s.loop.augment, body=run)

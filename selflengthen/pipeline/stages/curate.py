@@ -13,11 +13,11 @@ Each record keeps its row's `method` (extend | agentwrite).
 from __future__ import annotations
 
 import random
-import time
 
 from selflengthen.config.schema import Curate
 from selflengthen.core import prompting
 from selflengthen.core.text import keep_lines
+from selflengthen.pipeline.stage import Inputs, Output, Stage
 from selflengthen.store import artifacts
 
 
@@ -40,15 +40,16 @@ def sft_records(extended: list[dict], keep_prob: float, rng: random.Random) -> t
     return generator, extender
 
 
-def run(settings: Curate, seed: int, paths: artifacts.IterationPaths) -> dict:
+def run(settings: Curate, inputs: Inputs) -> Output:
     """Both roles' SFT datasets of iteration paths.k, from its extended rows (loop.curate.*)."""
-    started = time.time()
+    paths = inputs.paths
     extended = artifacts.read_jsonl(paths.extended)
-    rng = random.Random(f"{seed}-curate-{paths.k}")
+    rng = random.Random(f"{inputs.seed}-curate-{paths.k}")
     generator, extender = sft_records(extended, settings.line_keep_prob, rng)
     artifacts.write_jsonl(paths.sft("generator"), generator)
     artifacts.write_jsonl(paths.sft("extender"), extender)
-    counts = {"generator": len(generator), "extender": len(extender)}
-    artifacts.write_stage_manifest(paths, "curate", started=started, config_digest=artifacts.config_hash(
-        str(settings.model_dump())), counts=counts, outputs=[paths.sft("generator"), paths.sft("extender")])
-    return counts
+    return Output(counts={"generator": len(generator), "extender": len(extender)},
+                  outputs=[paths.sft("generator"), paths.sft("extender")])
+
+
+STAGE = Stage("curate", unit="row", settings=lambda s: s.loop.curate, body=run)

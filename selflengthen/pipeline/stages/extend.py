@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from omegaconf import DictConfig
-
+from selflengthen.config import schema
 from selflengthen.core import progress, prompting
 from selflengthen.core.quality import QualityCheck
 from selflengthen.core.resample import drop_short
 from selflengthen.core.text import continue_after, count_words, first_half, keep_leading_two_thirds
 from selflengthen.engines import Engine, Request, Sampling
+from selflengthen.pipeline.stage import Inputs
 from selflengthen.store import artifacts
 from selflengthen.store.samples import SampleLog, stable_seed
 
@@ -120,19 +120,18 @@ async def extend_responses(chain: ExtendChain, initial: list[dict], attempts: in
     return rows
 
 
-async def extended_rows(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampling: Sampling,
-                        check: QualityCheck, adapter: str | None) -> tuple[list[dict], dict]:
-    """(the kept extensions, tagged "method": "extend"; the statistics). The caller
-    (stages/synth.py, `loop.synth`) writes extended.jsonl and the stage's manifest, then
-    removes the checkpoint."""
-    ecfg = cfg.loop.extend
+async def extended_rows(settings: schema.Extend, inputs: Inputs) -> tuple[list[dict], dict]:
+    """(the kept extensions, tagged "method": "extend"; the statistics), by the extender
+    (the base model in iteration 1). The caller (stages/synth.py, `loop.synth`) writes
+    extended.jsonl; the stage contract writes the manifest and removes the checkpoint."""
+    paths, adapter, check = inputs.paths, inputs.adapter("extender"), QualityCheck(inputs.rules)
     initial = artifacts.read_jsonl(paths.initial)
-    chain = ExtendChain(engine, sampling, check, int(ecfg.retries), int(ecfg.rounds), float(ecfg.min_growth),
-                        adapter, seed=(cfg.seed, "extend", paths.k))
+    chain = ExtendChain(inputs.engine, inputs.sampling, check, settings.retries, settings.rounds, settings.min_growth,
+                        adapter, seed=(inputs.seed, "extend", paths.k))
     log = SampleLog(paths.checkpoint("extend"))
-    extended = await extend_responses(chain, initial, int(ecfg.attempts), log)
-    kept = drop_short(extended, [r["words"] for r in extended], seed=stable_seed(cfg.seed, "extend-drop", paths.k)) \
-        if ecfg.drop_short else extended
+    extended = await extend_responses(chain, initial, settings.attempts, log)
+    kept = drop_short(extended, [r["words"] for r in extended],
+                      seed=stable_seed(inputs.seed, "extend-drop", paths.k)) if settings.drop_short else extended
     stats = chain.stats
     summary = {**vars(stats), "initial": len(initial), "kept_after_drop_short": len(kept),
                "attempt_accept_rate": round(stats.accepted / stats.attempts, 4) if stats.attempts else None,

@@ -9,16 +9,15 @@ checkpointed at once. Survivors then pass length-biased resampling.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
-from omegaconf import DictConfig
-
+from selflengthen.config import schema
 from selflengthen.core import progress, prompting
 from selflengthen.core.quality import QualityCheck
 from selflengthen.core.resample import drop_short
 from selflengthen.core.text import count_words
 from selflengthen.engines import Engine, Request, Sampling
+from selflengthen.pipeline.stage import Inputs, Output, Stage
 from selflengthen.store import artifacts
 from selflengthen.store.samples import SampleLog, stable_seed
 
@@ -72,27 +71,25 @@ async def sample_responses(chain: GenerateChain, instructions: list[dict], sampl
     return rows, [e["first_try_words"] for e in entries]
 
 
-async def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampling: Sampling,
-              check: QualityCheck, adapter: str | None) -> dict:
-    """Write iter_k/initial.jsonl; return the stage's statistics."""
-    started = time.time()
-    gcfg = cfg.loop.generate
+async def run(settings: schema.Generate, inputs: Inputs) -> Output:
+    """Write iter_k/initial.jsonl, with the generator (the base model in iteration 1)."""
+    paths, adapter, check = inputs.paths, inputs.adapter("generator"), QualityCheck(inputs.rules)
     instructions = artifacts.read_jsonl(paths.instructions)
     log = SampleLog(paths.checkpoint("generate"))
     resumed = len(log.done)
-    chain = GenerateChain(engine, sampling, check, int(gcfg.retries), adapter, seed=(cfg.seed, "generate", paths.k))
-    responses, first_try = await sample_responses(chain, instructions, int(gcfg.samples), log)
-    kept = drop_short(responses, [r["words"] for r in responses], seed=stable_seed(cfg.seed, "generate-drop", paths.k)) \
-        if gcfg.drop_short else responses
+    chain = GenerateChain(inputs.engine, inputs.sampling, check, settings.retries, adapter,
+                          seed=(inputs.seed, "generate", paths.k))
+    responses, first_try = await sample_responses(chain, instructions, settings.samples, log)
+    kept = drop_short(responses, [r["words"] for r in responses],
+                      seed=stable_seed(inputs.seed, "generate-drop", paths.k)) if settings.drop_short else responses
     artifacts.write_jsonl(paths.initial, kept)
     tries = [e["tries"] for e in log.values()]
-    stats = {"instructions": len(instructions), "samples_wanted": len(instructions) * gcfg.samples,
+    stats = {"instructions": len(instructions), "samples_wanted": len(instructions) * settings.samples,
              "passed_quality": len(responses), "kept_after_drop_short": len(kept),
              "requests": sum(tries), "resumed_samples": resumed,
              "quality": check.summary(), "adapter": adapter}
-    artifacts.write_stage_manifest(
-        paths, "generate", started=started, config_digest=artifacts.config_hash(str(gcfg)),
-        counts=stats, outputs=[paths.initial], extra={"first_try_words": first_try},
-    )
-    log.remove()  # its rows are in initial.jsonl now
-    return stats
+    return Output(counts=stats, outputs=[paths.initial], extra={"first_try_words": first_try},
+                  checkpoints=("generate",))
+
+
+STAGE = Stage("generate", unit="sample", settings=lambda s: s.loop.generate, body=run)

@@ -18,14 +18,11 @@ extender's length-biased resampling, is not applied to them.
 from __future__ import annotations
 
 import asyncio
-import time
-
-from omegaconf import DictConfig
 
 from selflengthen.agentwrite.in_loop import agentwrite_rows
-from selflengthen.config import SYNTHS
+from selflengthen.config import schema
 from selflengthen.core.quality import QualityCheck
-from selflengthen.engines import Engine, Sampling
+from selflengthen.pipeline.stage import Inputs, Output, Stage
 from selflengthen.pipeline.stages import extend
 from selflengthen.store import artifacts
 
@@ -41,19 +38,23 @@ def merged_quality(parts: list[dict]) -> dict:
             "pass_rate": round(passed / checked, 4) if checked else None}
 
 
-async def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, sampling: Sampling,
-              check: QualityCheck, adapters: dict[str, str]) -> dict:
-    """Write iter_k/extended.jsonl by `loop.synth`; return the stage's statistics."""
-    synth = str(cfg.loop.synth)
-    assert synth in SYNTHS, synth  # config.validate reports a bad value before any work
-    started = time.time()
+def settings_of(settings: schema.Config) -> dict:
+    """The stage's settings: `loop.synth` and the settings of the methods it runs."""
+    synth = settings.loop.synth
+    return {"synth": synth, "extend": settings.loop.extend if synth in ("extend", "both") else None,
+            "agentwrite": settings.agentwrite if synth in ("agentwrite", "both") else None}
+
+
+async def run(chosen: dict, inputs: Inputs) -> Output:
+    """Write iter_k/extended.jsonl by `loop.synth`."""
+    synth, paths = chosen["synth"], inputs.paths
     methods = {}
-    if synth in ("extend", "both"):
-        methods["extend"] = extend.extended_rows(cfg, paths, engine, sampling, check,
-                                                 "extender" if adapters else None)
-    if synth in ("agentwrite", "both"):
-        methods["agentwrite"] = agentwrite_rows(cfg, paths, engine, sampling, QualityCheck(check.rules),
-                                                "generator" if adapters else None)
+    if chosen["extend"] is not None:
+        methods["extend"] = extend.extended_rows(chosen["extend"], inputs)
+    if chosen["agentwrite"] is not None:
+        methods["agentwrite"] = agentwrite_rows(chosen["agentwrite"], paths, inputs.engine, inputs.sampling,
+                                                QualityCheck(inputs.rules), inputs.adapter("generator"),
+                                                seed=(inputs.seed, "agentwrite", paths.k))
     results = dict(zip(methods, await asyncio.gather(*methods.values())))
     rows = sorted((row for kept, _ in results.values() for row in kept), key=lambda r: r["id"])
     by_method = {m: summary for m, (_, summary) in results.items()}
@@ -67,10 +68,8 @@ async def run(cfg: DictConfig, paths: artifacts.IterationPaths, engine: Engine, 
               "adapter": by_method.get("extend", by_method.get("agentwrite"))["adapter"],
               "by_method": by_method}
     artifacts.write_jsonl(paths.extended, rows)
-    digest = {"synth": synth, "extend": str(cfg.loop.extend) if "extend" in methods else None,
-              "agentwrite": str(cfg.agentwrite) if "agentwrite" in methods else None}
-    artifacts.write_stage_manifest(paths, "extend", started=started, config_digest=artifacts.config_hash(digest),
-                                   counts=counts, outputs=[paths.extended])
-    for method in methods:  # their rows are in extended.jsonl now
-        paths.checkpoint(method).unlink(missing_ok=True)
-    return counts
+    return Output(counts=counts, outputs=[paths.extended], checkpoints=tuple(methods))
+
+
+# the stage keeps the name "extend" whatever loop.synth is (runs made before loop.synth resume)
+STAGE = Stage("extend", unit="attempt", settings=settings_of, body=run)
