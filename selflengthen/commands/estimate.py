@@ -108,8 +108,8 @@ def memory_needs(c: dict, a: archs.Arch, place: dict, longest: float) -> dict:
     tp = int(engine.get("tensor_parallel_size") or 1)
     serving = memory.serving_gib(a, dtype_bytes=dtype, tensor_parallel=tp, seq_len=int(model["max_model_len"]),
                                  sequences=int(est["concurrent_sequences"]), max_loras=len(artifacts.ROLES),
-                                 lora_rank=int(engine["max_lora_rank"]), overhead_gib=float(est["overhead_gib"]))
-    budget = float(est["gpu_memory_gib"]) * float(engine["gpu_memory_utilization"])
+                                 lora_rank=int(engine.get("max_lora_rank") or train["rank"]), overhead_gib=float(est["overhead_gib"]))
+    budget = float(est["gpu_memory_gib"]) * float(engine.get("gpu_memory_utilization") or 0.9)  # openai: a server's own
     seq = int(train["max_length"]) * int(train["per_device_batch_size"])
     serving_len = int(model["max_model_len"])
     training = memory.training_gib(a, seq=seq, rank=int(train["rank"]), workers=place["workers"],

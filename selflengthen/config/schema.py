@@ -192,7 +192,8 @@ class VllmEngine(Group):
     max_lora_rank: int = eg("16", ge=1)
     max_num_seqs: int = eg("256", 256, ge=1)
     max_in_flight_per_replica: int = eg("512", 512, ge=1)
-    num_cpus_per_replica: float = eg("1", 1, gt=0)
+    num_cpus_per_replica: Optional[float] = eg("null (GPUs: 1; a CPU-only cluster: its CPUs split between the replicas)",
+                                                None, gt=0)
     per_request_seeds: bool = eg("true", True)
     cpu_single_process: bool = eg("true", True)
     seed: int
@@ -218,16 +219,6 @@ class OpenaiEngine(Group):
     ready_timeout: float = eg("120", 120, gt=0)
     send_extra_sampling: bool = eg("true", True)
     per_request_seeds: bool = eg("true", True)
-    replicas: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = eg("1", 1)
-    tensor_parallel_size: int = eg("1", 1, ge=1)
-    gpu_memory_utilization: float = eg("0.9", 0.9, gt=0, le=1)
-    cpu_memory_utilization: float = eg("0.2", 0.2, gt=0, le=1)
-    enforce_eager: bool = eg("false", False)
-    max_lora_rank: int = eg("16", ge=1)
-    max_num_seqs: int = eg("256", 256, ge=1)
-    max_in_flight_per_replica: int = eg("512", 512, ge=1)
-    num_cpus_per_replica: float = eg("1", 1, gt=0)
-    seed: int
 
 
 Engine = Annotated[Union[VllmEngine, TransformersEngine, OpenaiEngine], Field(discriminator="kind")]

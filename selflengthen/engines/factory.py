@@ -1,6 +1,6 @@
-"""Opening the configured engine (`engine.kind`): vLLM or transformers replicas on Ray,
-or the OpenAI-compatible client of a server that runs elsewhere. Every kind implements
-the same per-request contract (engines/base.py), so every stage runs on each."""
+"""Opening the configured engine (`engine.kind`, engines/registry.py): vLLM or transformers
+replicas on Ray, or the client of an OpenAI-compatible server that runs elsewhere. Every
+kind implements the same per-request contract (engines/base.py), so every stage runs on each."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
@@ -10,35 +10,36 @@ import ray
 
 from selflengthen.config import schema
 from selflengthen.core.errors import UserError
-from selflengthen.engines import workers
+from selflengthen.engines import registry, workers
 from selflengthen.engines.base import Engine, Sampling
 from selflengthen.engines.replicas import EnginePool
-
-KINDS = ("vllm", "transformers", "openai")
 
 
 @asynccontextmanager
 async def serving(model_path: str, adapters: dict[str, str], model: schema.Model, engine: schema.Engine,
                   ray_settings: schema.Ray) -> AsyncIterator[Engine]:
     """The engine for one stretch of stages; shut down (accelerator memory freed) on exit."""
-    kind = engine.kind
-    if kind == "openai":
-        from selflengthen.engines.openai_engine import OpenAIEngine  # deferred: the openai client, only for this kind
-
-        client = OpenAIEngine.from_config(engine, model_path, adapters, model.end_of_turn)
-        try:
-            await client.check()
+    kind = registry.KINDS[engine.kind]
+    if kind.client:
+        async with registry.load(kind.client)(model_path, adapters, model, engine, ray_settings) as client:
             yield client
-        finally:
-            await client.aclose()
         return
+    async with replica_pool(model_path, adapters, model, engine, ray_settings) as pool:
+        yield pool
+
+
+@asynccontextmanager
+async def replica_pool(model_path: str, adapters: dict[str, str], model: schema.Model, engine: schema.Engine,
+                       ray_settings: schema.Ray) -> AsyncIterator[Engine]:
+    """The kinds that run in Ray replicas (engines/replicas.py); a replica that cannot start
+    is one line naming the settings."""
     workers.init_ray(ray_settings)  # a no-op when the caller (the loop) has connected already
     try:
         pool = EnginePool(model_path, adapters, engine, model)
     except ray.exceptions.RayError as err:
         cause = str(err).strip().splitlines()
         last = next((ln for ln in reversed(cause) if ln.strip()), repr(err))
-        raise UserError(f"the {kind} engine could not start for {model_path}: {last.strip()[:300]} -- check "
+        raise UserError(f"the {engine.kind} engine could not start for {model_path}: {last.strip()[:300]} -- check "
                         f"model.path and the engine.* settings; rerun with debug=true ray.log_to_driver=true "
                         f"for its log") from err
     try:

@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +368,16 @@ class OpenAIEngine:
             except openai.APIError as err:
                 raise self._user_error(err, name) from None
             log.info("loaded adapter %s as %r on %s", role, name, self.base_url)
+
+
+@asynccontextmanager
+async def opened(model_path: str, adapters: dict[str, str], model: schema.Model,
+                 engine: schema.OpenaiEngine | schema.OpenaiJudge, ray_settings: schema.Ray):
+    """engine=openai: the client of a server elsewhere, checked at start, closed on exit
+    (Ray is not needed: the server owns its resources)."""
+    client = OpenAIEngine.from_config(engine, model_path, adapters, model.end_of_turn)
+    try:
+        await client.check()
+        yield client
+    finally:
+        await client.aclose()

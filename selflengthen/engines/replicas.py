@@ -26,7 +26,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from selflengthen.config import schema
 from selflengthen.core import precision, suggested
 from selflengthen.core.errors import UserError
-from selflengthen.engines import workers
+from selflengthen.engines import registry, workers
 from selflengthen.engines.base import Completion, Request, Sampling, merge_usage
 
 log = logging.getLogger("selflengthen")
@@ -40,14 +40,8 @@ class EngineWorker:
 
     def __init__(self, kind: str, model_path: str, adapters: dict[str, str], options: dict, end_of_turn: list[str],
                  per_request_seeds: bool):
-        if kind == "transformers":
-            from selflengthen.engines.transformers_engine import TransformersEngine  # deferred: torch, in actors
-
-            self.engine = TransformersEngine(model_path, adapters, options, end_of_turn)
-        else:
-            from selflengthen.engines.vllm_engine import VllmEngine  # deferred: vLLM, in the actor only
-
-            self.engine = VllmEngine(model_path, adapters, options, end_of_turn, per_request_seeds)
+        engine_class = registry.load(registry.KINDS[kind].replica)  # its vLLM or torch: in the actor only
+        self.engine = engine_class(model_path, adapters, options, end_of_turn, per_request_seeds)
 
     async def ready(self) -> bool:
         return True
@@ -116,7 +110,8 @@ class EnginePool:
         else:
             replicas = engine_cfg.replicas
         # never ask for more CPUs than the cluster has: Ray would wait forever
-        cpus = min(engine_cfg.num_cpus_per_replica, float(resources.get("CPU", 1)))
+        per_replica = engine_cfg.num_cpus_per_replica or (1 if gpus else float(resources.get("CPU", 1)) / replicas)
+        cpus = min(per_replica, float(resources.get("CPU", 1)))
         in_flight = engine_cfg.max_in_flight_per_replica
         cap = workers.thread_cap()
         if not gpus and cap:

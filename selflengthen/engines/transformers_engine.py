@@ -27,7 +27,8 @@ class _Pending:
 
 
 class TransformersEngine:
-    def __init__(self, model_path: str, adapters: dict[str, str], options: dict, end_of_turn: list[str]):
+    def __init__(self, model_path: str, adapters: dict[str, str], options: dict, end_of_turn: list[str],
+                 per_request_seeds: bool = True):  # seeds: each request's, always (torch generators)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

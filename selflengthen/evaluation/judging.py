@@ -21,8 +21,8 @@ async def judge_engine(judge: schema.Judge, model: schema.Model, engine: schema.
     if judge.kind == "vllm":
         served = served.model_copy(update={"max_model_len": judge.max_model_len, "dtype": judge.dtype,
                                            "trust_remote_code": judge.trust_remote_code})
-        engine = schema.VllmEngine.model_validate(
-            {**{k: v for k, v in engine.model_dump().items() if k in schema.VllmEngine.model_fields}, "kind": "vllm"})
+        shared = {k: v for k, v in engine.model_dump().items() if k in schema.VllmEngine.model_fields}
+        engine = schema.VllmEngine.model_validate({"seed": 0, "max_lora_rank": 16, **shared, "kind": "vllm"})
     else:
         engine = judge
     async with serving(judge.model, {}, served, engine, ray_settings) as opened:

@@ -61,7 +61,8 @@ def adopt_run_settings(cfg: DictConfig, run_config: Path | None, adapter_path: P
             cfg.model = run.model
             cfg.loop.sampling = run.loop.sampling
         rank = int(json.loads((adapter_path / "adapter_config.json").read_text()).get("r") or 0)
-        cfg.engine.max_lora_rank = max(int(cfg.engine.max_lora_rank), rank)
+        if cfg.engine.kind != "openai":  # a server elsewhere has its own LoRA slots
+            cfg.engine.max_lora_rank = max(int(cfg.engine.max_lora_rank), rank)
 
 
 def model_and_adapter(cfg: DictConfig) -> tuple[str, dict[str, str]]:

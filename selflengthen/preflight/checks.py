@@ -64,7 +64,7 @@ def problems(cfg: DictConfig, *features: FeatureCheck, verb: str = "run") -> lis
     if ok("train.strategy") and cfg.train.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
         out.append("train.strategy=deepspeed needs the deepspeed package, which is not installed: "
                    f"{suggested.PIP_INSTALL} deepspeed (or use train.strategy=fsdp)")
-    if ok("engine.max_lora_rank", "train.rank"):
+    if ok("engine.max_lora_rank", "train.rank") and cfg.engine.kind != "openai":  # a server elsewhere sets its own
         need(cfg.engine.max_lora_rank >= cfg.train.rank,
              f"engine.max_lora_rank ({cfg.engine.max_lora_rank}) must be >= train.rank ({cfg.train.rank})")
     for feature in features:  # e.g. eval.* inside a run; the other verbs do not run it

@@ -38,14 +38,14 @@ def placement_problem(engine_cfg, train_cfgs: list[dict], total_gpus: float, nod
     x train.num_cpus CPUs (training/strategy.py), each worker's GPUs on one node."""
     largest = max(node_gpus, default=total_gpus)
     found = []
-    tp = int(engine_cfg.tensor_parallel_size)
-    if total_gpus > 0 and str(engine_cfg.kind) != "openai":
+    if total_gpus > 0 and engine_cfg.kind != "openai":  # a server elsewhere serves the openai kind
+        tp = engine_cfg.tensor_parallel_size
         if tp > largest:
             found.append(f"a serving replica needs engine.tensor_parallel_size={tp} GPUs on one node and the "
                          f"largest node has {largest:g}")
-        elif engine_cfg.replicas != "auto" and int(engine_cfg.replicas) * tp > total_gpus:
+        elif engine_cfg.replicas != "auto" and engine_cfg.replicas * tp > total_gpus:
             found.append(f"serving needs engine.replicas={engine_cfg.replicas} x engine.tensor_parallel_size={tp} = "
-                         f"{int(engine_cfg.replicas) * tp} GPUs and the cluster has {total_gpus:g} "
+                         f"{engine_cfg.replicas * tp} GPUs and the cluster has {total_gpus:g} "
                          f"(engine.replicas=auto uses what there is)")
     for rc in train_cfgs:
         if total_gpus > 0 and float(rc["num_gpus"]) > largest:
