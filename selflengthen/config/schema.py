@@ -86,6 +86,15 @@ class Curate(Group):
     line_keep_prob: float = eg("0.8 (the paper's value)", 0.8, gt=0, le=1)
 
 
+class Guard(Group):
+    """loop.guard: flag (or stop before training on) kept data more degenerate than the
+    previous iteration's (pipeline/stages/guard.py). Not part of the method: it may change
+    when a run resumes."""
+    check: bool = eg("true", False)
+    margin: float = eg("0.1 (a 10% move of a signal, relative)", 0.1, ge=0)
+    stop: bool = eg("true", False)
+
+
 class QualityRule(Group):
     """loop.quality.<language>: the quality check of one language (core/text.py)."""
     terminal_marks: list[str]
@@ -134,6 +143,7 @@ class Loop(Group):
     generate: Generate = Generate()
     extend: Extend = Extend()
     curate: Curate = Curate()
+    guard: Guard = Guard()
     quality: dict[str, QualityRule]
 
     def quality_rules(self) -> dict[str, QualityRules]:
@@ -562,8 +572,8 @@ class Method(Group):
         return method.model_copy(update={"agentwrite": None}) if method.loop.synth == "extend" else method
 
     def changes(self, other: "Method") -> list[str]:
-        """The dotted keys whose values differ, sorted."""
-        return sorted(_diff(self.model_dump(), other.model_dump()))
+        """The dotted keys whose values differ, sorted (loop.guard may change between invocations)."""
+        return sorted(key for key in _diff(self.model_dump(), other.model_dump()) if not key.startswith("loop.guard"))
 
 
 def _diff(a, b, prefix: str = "") -> list[str]:

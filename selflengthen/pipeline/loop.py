@@ -25,7 +25,7 @@ from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import in_run
 from selflengthen.models.resolve import resolve_model
 from selflengthen.pipeline import metrics, observe, stage
-from selflengthen.pipeline.stages import augment, curate, generate, synth, train
+from selflengthen.pipeline.stages import augment, curate, generate, guard, synth, train
 from selflengthen.store import artifacts
 from selflengthen.store.runlock import RunLock
 from selflengthen.store.runs import instruction_pool, previous_adapters
@@ -54,7 +54,7 @@ def start_run(settings: schema.Config) -> artifacts.RunPaths:
 
 
 ENGINE_STAGES = (augment.STAGE, generate.STAGE, synth.STAGE)  # on one engine, in this order
-AFTER_ENGINE = (curate.STAGE, train.STAGE)  # once the engine has given its memory back
+AFTER_ENGINE = (curate.STAGE, guard.STAGE, train.STAGE)  # once the engine has given its memory back
 
 
 def run_iteration(settings: schema.Config, paths: artifacts.RunPaths, k: int, model_path: str,
