@@ -10,6 +10,7 @@ from selflengthen.commands import dpo as command
 from selflengthen.training.dpo import to_preference
 from selflengthen.training.dpo_pairs import build_pairs, margin_summary, no_pairs_message
 from tests.conftest import REPO
+from tests.fakes import typed
 
 
 def sample(item: str, index: int, score: float | None, response: str | None = None) -> dict:
@@ -106,7 +107,7 @@ def test_the_dpo_config_composes_and_its_bad_values_are_all_reported():
     cfg = _dpo_cfg()
     assert problems(cfg) == []
     assert cfg.dpo.train.max_length == cfg.model.max_model_len
-    merged = command.train_settings(cfg)
+    merged = command.train_settings(typed(cfg, "dpo"))
     assert merged["rank"] == cfg.train.rank and merged["learning_rate"] == cfg.dpo.train.learning_rate
     bad = problems(_dpo_cfg("benchmark=longen", "dpo.samples_per_instruction=1", "dpo.min_margin=-1",
                                     "dpo.pairing=random", "dpo.train.beta=0", "dpo.train.max_steps=0"))

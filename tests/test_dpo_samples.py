@@ -14,18 +14,24 @@ from selflengthen.commands import dpo as command
 from selflengthen.core.errors import UserError
 from selflengthen.evaluation.benchmarks import get_benchmark, load_items
 from selflengthen.evaluation.scoring import longbench_length_score
+from selflengthen.models.resolve import Served
 from selflengthen.store import artifacts
 from tests.conftest import REPO
-from tests.fakes import ScriptedEngine
+from tests.fakes import ScriptedEngine, typed
 
 K = 3
 DIMS = ("relevance", "accuracy", "coherence", "clarity", "breadth_and_depth", "reading_experience")
 
 
 def _cfg(*overrides: str):
+    """The dpo verb's typed settings with these overrides."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="dpo", overrides=[f"dpo.samples_per_instruction={K}", "dpo.temperature=0.9",
-                                                     *overrides])
+        return typed(compose(config_name="dpo", overrides=[f"dpo.samples_per_instruction={K}", "dpo.temperature=0.9",
+                                                           *overrides]), "dpo")
+
+
+def serve(settings, adapters: dict) -> Served:
+    return Served("model", adapters, settings.model, settings.loop.sampling, settings.engine)
 
 
 def writer(request, sampling):
@@ -44,12 +50,12 @@ def judge(request, sampling):
 
 def _patch(monkeypatch, gen: ScriptedEngine | None, jud: ScriptedEngine | None):
     @asynccontextmanager
-    async def serving(model_path, adapters, cfg):
+    async def serving(model_path, adapters, *settings):
         assert gen is not None, "no engine should start"
         yield gen
 
     @asynccontextmanager
-    async def judge_engine(cfg):
+    async def judge_engine(*settings):
         assert jud is not None, "no judge should start"
         yield jud
 
@@ -64,7 +70,7 @@ def test_samples_are_all_asked_seeded_and_scored_with_the_judge(tmp_path, monkey
     gen, jud = ScriptedEngine(writer), ScriptedEngine(judge)
     _patch(monkeypatch, gen, jud)
     paths = command.DpoPaths(tmp_path / "job")
-    rows, info = command.make_samples(cfg, paths, bench, items, "model", {"generator": "/adapters/g"})
+    rows, info = command.make_samples(cfg, paths, bench, items, serve(cfg, {"generator": "/adapters/g"}))
     assert len(gen.calls) == len(rows) == 2 * K
     assert {r.adapter for r in gen.requests} == {"generator"}
     assert len({r.seed for r in gen.requests}) == 2 * K  # one seed per sample
@@ -79,11 +85,12 @@ def test_samples_are_all_asked_seeded_and_scored_with_the_judge(tmp_path, monkey
     assert artifacts.read_jsonl(paths.samples) == rows
     assert not (paths.root / "partial").exists() and paths.manifest("samples").exists()
     _patch(monkeypatch, None, None)  # finished: a rerun starts nothing
-    again, _ = command.make_samples(cfg, paths, bench, items, "model", {"generator": "/adapters/g"})
+    again, _ = command.make_samples(cfg, paths, bench, items, serve(cfg, {"generator": "/adapters/g"}))
     assert again == rows
+    wrong = _cfg("judge=openai", "judge.model=j", "judge.retries=2", "seed=5")
     with pytest.raises(UserError, match="other settings"):  # never overwritten
-        command.make_samples(_cfg("judge=openai", "judge.model=j", "judge.retries=2", "seed=5"), paths, bench,
-                             items, "model", {"generator": "/adapters/g"})
+        command.make_samples(wrong, paths, bench,
+                             items, serve(wrong, {"generator": "/adapters/g"}))
 
 
 def test_a_killed_samples_step_asks_only_for_the_missing_samples(tmp_path, monkeypatch):
@@ -93,7 +100,7 @@ def test_a_killed_samples_step_asks_only_for_the_missing_samples(tmp_path, monke
     paths = command.DpoPaths(tmp_path / "job")
     first = ScriptedEngine(writer)
     _patch(monkeypatch, first, None)
-    full, info = command.make_samples(cfg, paths, bench, items, "model", {})
+    full, info = command.make_samples(cfg, paths, bench, items, serve(cfg, {}))
     assert info["score"] == "S_l (judge=none)" and all(r["score"] == r["length_score"] for r in full)
     # as if killed after 4 of the 6 samples: their checkpoint is there, no samples file, no manifest
     paths.manifest("samples").unlink()
@@ -102,6 +109,6 @@ def test_a_killed_samples_step_asks_only_for_the_missing_samples(tmp_path, monke
     artifacts.write_jsonl(paths.partial("samples"), [{k: v for k, v in r.items() if k != "score"} for r in full[:4]])
     second = ScriptedEngine(writer)
     _patch(monkeypatch, second, None)
-    rows, _ = command.make_samples(cfg, paths, bench, items, "model", {})
+    rows, _ = command.make_samples(cfg, paths, bench, items, serve(cfg, {}))
     assert sorted(r.key for r in second.requests) == sorted(r["id"] for r in full[4:])
     assert rows == full

@@ -21,10 +21,9 @@ import logging
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from selflengthen import preflight
-from selflengthen.config import schema
 from selflengthen.config.schema import AgentWriteConfig
 from selflengthen.agentwrite import mix
 from selflengthen.agentwrite.write import agentwrite_all, keep_rows, pending, plan_vs_actual, plot_plan_vs_actual
@@ -33,7 +32,7 @@ from selflengthen.core.prompting import LANGUAGES
 from selflengthen.core.quality import QualityCheck
 from selflengthen.core.text import detect_language
 from selflengthen.engines.factory import sampling_from, serving
-from selflengthen.models.resolve import model_and_adapter
+from selflengthen.models.resolve import Served, served
 from selflengthen.store import artifacts, jsonl
 from selflengthen.store.samples import stable_seed
 
@@ -87,13 +86,12 @@ def output_name(settings: AgentWriteConfig) -> str:
     return re.sub(r"[^\w.-]+", "-", stem if who == stem else f"{stem}-{who}")
 
 
-def settings_of(cfg: DictConfig, model_path: str, adapters: dict) -> dict:
-    """What the written text depends on: a resume must keep it."""
-    agentwrite = OmegaConf.to_container(cfg.agentwrite, resolve=True)
-    for key in ("filter", "mix", "max_items_in_flight"):  # these change what is kept or how fast, not the text
-        agentwrite.pop(key)
-    return {"model": model_path, "adapter": adapters.get("generator"), "seed": int(cfg.seed),
-            "sampling": OmegaConf.to_container(cfg.loop.sampling, resolve=True), "agentwrite": agentwrite}
+def settings_of(settings: AgentWriteConfig, serve: Served) -> dict:
+    """What the written text depends on: a resume must keep it (agentwrite.filter, mix and
+    max_items_in_flight change what is kept or how fast, not the text)."""
+    agentwrite = settings.agentwrite.model_dump(exclude={"filter", "mix", "max_items_in_flight"})
+    return {"model": serve.path, "adapter": serve.adapters.get("generator"), "seed": settings.seed,
+            "sampling": serve.sampling.model_dump(), "agentwrite": agentwrite}
 
 
 def check_settings(out: Path, settings: dict) -> None:
@@ -116,24 +114,25 @@ def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
     mixing = settings.agentwrite.mix
     general = mix.load_general(mixing.general, mixing.general_split) if mixing.general else []
     out = Path(settings.out_dir) / output_name(settings)
-    model_path, adapters = model_and_adapter(cfg)
-    check_settings(out, settings_of(cfg, model_path, adapters))
+    serve = served(settings.adapter, settings.model, settings.loop.sampling, settings.engine, settings.paths)
+    model_path, adapters = serve.path, serve.adapters
+    check_settings(out, settings_of(settings, serve))
     checkpoint = out / "checkpoint.jsonl"
     todo = pending(items, checkpoint)
 
     async def written():
         if not todo:  # everything is in the checkpoint: no engine needed
             return await agentwrite_all(None, items, settings.agentwrite, seed=settings.seed, checkpoint=checkpoint)
-        async with serving(model_path, adapters, *schema.engine_slices(cfg)) as engine:
+        async with serving(model_path, adapters, serve.model, serve.engine, settings.ray) as engine:
             log.info("agentwrite: %d instructions (%d to finish) on %s%s", len(items), todo, model_path,
                      f" + adapter {adapters['generator']}" if adapters else "")
             return await agentwrite_all(engine, items, settings.agentwrite, seed=settings.seed,
-                                        sampling=sampling_from(schema.from_node(schema.Sampling, cfg.loop.sampling)),
+                                        sampling=sampling_from(serve.sampling),
                                         adapter="generator" if adapters else None, checkpoint=checkpoint)
 
     rows, stats = run_async(written())
     (out / "metrics.json").unlink(missing_ok=True)  # written last again
-    check = QualityCheck(schema.from_node(schema.Loop, cfg.loop).quality_rules())
+    check = QualityCheck(settings.loop.quality_rules())
     kept, dropped = keep_rows(rows, settings.agentwrite.filter, check)
     kept_ids = {r["id"] for r in kept}
     artifacts.write_jsonl(out / "rows.jsonl", [{**r, "kept": r["id"] in kept_ids} for r in rows])

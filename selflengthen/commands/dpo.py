@@ -24,17 +24,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 import ray
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from selflengthen import config, preflight
 from selflengthen.config import schema
+from selflengthen.config.schema import DpoConfig
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Request, Sampling, workers
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import runner, scoring
 from selflengthen.evaluation.benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_items
 from selflengthen.evaluation.judging import judge_engine, judge_settings
-from selflengthen.models.resolve import model_and_adapter
+from selflengthen.models.resolve import Served, served
 from selflengthen.store import artifacts
 from selflengthen.store.samples import SampleLog, stable_seed
 from selflengthen.training import dpo_pairs as pairing
@@ -69,9 +70,9 @@ class DpoPaths:
         return self.root / "partial" / f"{what}.jsonl"
 
 
-def output_name(cfg: DictConfig) -> str:
-    who = str(cfg.adapter).strip("/").replace("/", "-") if cfg.adapter else str(cfg.model.name)
-    return str(cfg.name) if cfg.name else re.sub(r"[^\w.-]+", "-", f"{who}-{cfg.benchmark}")
+def output_name(settings: DpoConfig) -> str:
+    who = settings.adapter.strip("/").replace("/", "-") if settings.adapter else settings.model.name
+    return settings.name or re.sub(r"[^\w.-]+", "-", f"{who}-{settings.benchmark}")
 
 
 def benchmark_problems(cfg: DictConfig) -> list[str]:
@@ -130,23 +131,23 @@ async def _sample(engine, bench: Benchmark, items: list[dict], k: int, sampling:
     await asyncio.gather(*(one(item, j) for item in items for j in range(k) if sample_id(item, j) not in done))
 
 
-def sampling_for(cfg: DictConfig, bench: Benchmark) -> tuple[Sampling, dict]:
-    sampling, meta = runner.bench_sampling(bench, sampling_from(schema.from_node(schema.Sampling, cfg.loop.sampling)), cfg.max_tokens,
-                                           int(cfg.model.max_model_len))
-    sampling = sampling.with_temperature(float(cfg.dpo.temperature))
+def sampling_for(settings: DpoConfig, serve: Served, bench: Benchmark) -> tuple[Sampling, dict]:
+    sampling, meta = runner.bench_sampling(bench, sampling_from(serve.sampling), settings.max_tokens,
+                                           serve.model.max_model_len)
+    sampling = sampling.with_temperature(settings.dpo.temperature)
     return sampling, {**meta, "temperature": sampling.temperature}
 
 
-def make_samples(cfg: DictConfig, paths: DpoPaths, bench: Benchmark, items: list[dict], model_path: str,
-                 adapters: dict[str, str]) -> tuple[list[dict], dict]:
-    k = int(cfg.dpo.samples_per_instruction)
-    sampling, sampling_meta = sampling_for(cfg, bench)
-    judged = cfg.judge.kind != "none" and bench.rubric is not None
-    settings = {"model": model_path, "adapter": adapters.get("generator"), "benchmark": bench.name,
-                "items": [i["id"] for i in items], "prompts_digest": artifacts.config_hash([i["prompt"] for i in items]),
-                "samples_per_instruction": k, "sampling": asdict(sampling), "seed": int(cfg.seed),
-                "judge": OmegaConf.to_container(cfg.judge, resolve=True) if judged else None}
-    digest = artifacts.config_hash(settings)
+def make_samples(settings: DpoConfig, paths: DpoPaths, bench: Benchmark, items: list[dict],
+                 serve: Served) -> tuple[list[dict], dict]:
+    k, model_path, adapters = settings.dpo.samples_per_instruction, serve.path, serve.adapters
+    sampling, sampling_meta = sampling_for(settings, serve, bench)
+    judged = settings.judge.kind != "none" and bench.rubric is not None
+    made_with = {"model": model_path, "adapter": adapters.get("generator"), "benchmark": bench.name,
+                 "items": [i["id"] for i in items], "prompts_digest": artifacts.config_hash([i["prompt"] for i in items]),
+                 "samples_per_instruction": k, "sampling": asdict(sampling), "seed": settings.seed,
+                 "judge": settings.judge.model_dump(exclude_unset=True) if judged else None}  # as the YAML held it
+    digest = artifacts.config_hash(made_with)
     if paths.manifest("samples").exists():
         if (info := _done(paths, "samples", digest)) is not None:
             return artifacts.read_jsonl(paths.samples), info
@@ -164,23 +165,23 @@ def make_samples(cfg: DictConfig, paths: DpoPaths, bench: Benchmark, items: list
                  f" + adapter {adapters['generator']}" if adapters else "")
 
         async def sampled():
-            async with serving(model_path, adapters, *schema.engine_slices(cfg)) as engine:
+            async with serving(model_path, adapters, serve.model, serve.engine, settings.ray) as engine:
                 await _sample(engine, bench, items, k, sampling, "generator" if adapters else None,
-                              int(cfg.seed), done)
+                              settings.seed, done)
 
         run_async(sampled())
     rows = [done.done[sample_id(item, j)] for item in items for j in range(k)]
     info: dict = {"score": "S=(S_l+S_q)/2" if judged else "S_l (judge=none)"}
     if judged:
-        j_sampling, retries, jmeta = judge_settings(cfg)
+        j_sampling, retries, jmeta = judge_settings(settings.judge)
 
         async def judged_rows():
-            async with judge_engine(cfg) as engine:
+            async with judge_engine(settings.judge, serve.model, serve.engine, settings.ray) as engine:
                 return await runner.run_judge(engine, bench, rows, runner.EvalPaths(paths.root), j_sampling,
                                               retries, jmeta)
 
         rows, info["judge"] = run_async(judged_rows())
-    elif cfg.judge.kind != "none":
+    elif settings.judge.kind != "none":
         info["score"] = f"S_l ({bench.name} has no judge rubric)"
     for row in rows:
         row["score"] = score_of(row, judged)
@@ -202,8 +203,8 @@ def make_samples(cfg: DictConfig, paths: DpoPaths, bench: Benchmark, items: list
 
 # --- step 2: pairs -------------------------------------------------------------------
 
-def make_pairs(cfg: DictConfig, paths: DpoPaths, samples: list[dict], samples_info: dict) -> tuple[list[dict], dict]:
-    how, margin = str(cfg.dpo.pairing), float(cfg.dpo.min_margin)
+def make_pairs(dpo: schema.Dpo, paths: DpoPaths, samples: list[dict], samples_info: dict) -> tuple[list[dict], dict]:
+    how, margin = dpo.pairing, dpo.min_margin
     digest = artifacts.config_hash({"samples": samples_info["config_hash"], "pairing": how, "min_margin": margin})
     if (info := _done(paths, "pairs", digest)) is not None:
         return artifacts.read_jsonl(paths.pairs), info
@@ -218,28 +219,29 @@ def make_pairs(cfg: DictConfig, paths: DpoPaths, samples: list[dict], samples_in
 
 # --- step 3: train -------------------------------------------------------------------
 
-def train_settings(cfg: DictConfig) -> dict:
-    """train.* (the LoRA shape and the task's placement) with dpo.train.* on top."""
-    tcfg = OmegaConf.to_container(cfg.train, resolve=True)
-    tcfg.pop("per_role", None)
-    tcfg.update(OmegaConf.to_container(cfg.dpo.train, resolve=True))
+def train_settings(settings: DpoConfig) -> dict:
+    """train.* (the LoRA shape and the task's placement) with dpo.train.* on top, as the
+    trainer takes them (a plain dict, shipped to a Ray task); the keys the YAML holds, so a
+    finished step's digest still matches."""
+    tcfg = settings.train.model_dump(exclude_unset=True, exclude={"per_role"})
+    tcfg.update(settings.dpo.train.model_dump(exclude_unset=True))
     return workers.with_cpu_threads(tcfg)
 
 
-def train(cfg: DictConfig, paths: DpoPaths, model_path: str, adapters: dict[str, str], pairs_info: dict) -> dict:
-    tcfg = train_settings(cfg)
+def train(settings: DpoConfig, paths: DpoPaths, model_path: str, adapters: dict[str, str], pairs_info: dict) -> dict:
+    tcfg = train_settings(settings)
     init = adapters.get("generator")
     digest = artifacts.config_hash({"pairs": pairs_info["config_hash"], "model": model_path, "init": init,
-                                    "train": tcfg, "seed": int(cfg.seed)})
+                                    "train": tcfg, "seed": settings.seed})
     if (info := _done(paths, "train", digest)) is not None and (paths.adapter / "adapter_config.json").exists():
         return info
     started = time.time()
-    workers.init_ray(schema.from_node(schema.Ray, cfg.ray))
+    workers.init_ray(settings.ray)
     gpus = workers.cluster_gpus()
     task = ray.remote(train_dpo_adapter).options(num_cpus=tcfg["num_cpus"], num_gpus=tcfg["num_gpus"] if gpus else 0)
     log.info("dpo: training on %d pairs (%s)", pairs_info["pairs"], f"from {init}" if init else "a fresh LoRA")
     try:
-        info = ray.get(task.remote(model_path, str(paths.pairs), str(paths.adapter), init, tcfg, int(cfg.seed)))
+        info = ray.get(task.remote(model_path, str(paths.pairs), str(paths.adapter), init, tcfg, settings.seed))
     except ray.exceptions.RayTaskError as err:
         raise UserError(f"DPO training failed: {str(err).strip().splitlines()[-1][:300]} -- the samples and pairs "
                         f"are kept; fix the dpo.train.* / train.* settings and rerun the same command") from err
@@ -251,12 +253,12 @@ def run_dpo(cfg: DictConfig) -> tuple[dict, DpoPaths]:
     """The whole `dpo` command: {step: manifest} and the job's paths."""
     settings = preflight.settings(cfg, "dpo", CONFIG_CHECK)  # every type and range, the model folder, the benchmark
     bench = get_benchmark(settings.benchmark)
-    paths = DpoPaths(Path(settings.out_dir) / output_name(cfg))
+    paths = DpoPaths(Path(settings.out_dir) / output_name(settings))
     items = load_items(bench.name, settings.data, limit=settings.limit, languages=settings.languages)
-    model_path, adapters = model_and_adapter(cfg)
-    samples, samples_info = make_samples(cfg, paths, bench, items, model_path, adapters)
-    pairs, pairs_info = make_pairs(cfg, paths, samples, samples_info)
-    train_info = train(cfg, paths, model_path, adapters, pairs_info)
+    serve = served(settings.adapter, settings.model, settings.loop.sampling, settings.engine, settings.paths)
+    samples, samples_info = make_samples(settings, paths, bench, items, serve)
+    pairs, pairs_info = make_pairs(settings.dpo, paths, samples, samples_info)
+    train_info = train(settings, paths, serve.path, serve.adapters, pairs_info)
     return {"samples": samples_info, "pairs": pairs_info, "train": train_info}, paths
 
 

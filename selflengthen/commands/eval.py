@@ -19,7 +19,6 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from selflengthen import preflight
-from selflengthen.config import schema
 from selflengthen.config.schema import EvalConfig
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Sampling
@@ -27,7 +26,7 @@ from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import runner, scoring
 from selflengthen.evaluation.benchmarks import Benchmark, benchmark_file, get_benchmark, load_items
 from selflengthen.evaluation.judging import judge_engine, judge_settings
-from selflengthen.models.resolve import model_and_adapter
+from selflengthen.models.resolve import served
 from selflengthen.store.samples import SampleLog
 
 log = logging.getLogger("selflengthen")
@@ -74,12 +73,12 @@ def run_eval(cfg: DictConfig) -> list[tuple[dict, Path]]:
                             f"a \"response\" field")
         results = [(read_predictions(benches[0].name, source, limit, languages), {"source": str(source), "model": None})]
     else:
-        results = generate(cfg, benches, [runner.EvalPaths(o) for o in outs], limit, languages)
+        results = generate(settings, benches, [runner.EvalPaths(o) for o in outs])
     if settings.judge.kind != "none" and any(bench.rubric for bench in benches):
-        sampling, retries, jmeta = judge_settings(cfg)
+        sampling, retries, jmeta = judge_settings(settings.judge)
 
         async def judged():
-            async with judge_engine(cfg) as engine:
+            async with judge_engine(settings.judge, settings.model, settings.engine, settings.ray) as engine:
                 for i, bench in enumerate(benches):
                     if bench.rubric:
                         rows, meta = results[i]
@@ -110,18 +109,19 @@ class Plan:
         return [self.done.done[item["id"]]["row"] for item in self.items]
 
 
-def generate(cfg: DictConfig, benches: list, paths: list[runner.EvalPaths], limit,
-             languages) -> list[tuple[list[dict], dict]]:
+def generate(settings: EvalConfig, benches: list, paths: list[runner.EvalPaths]) -> list[tuple[list[dict], dict]]:
     """(rows, meta) per benchmark, generated on one engine start (none when an earlier run
     predicted every item of every benchmark)."""
-    loaded = [load_items(bench.name, cfg.data, limit=limit, languages=languages) for bench in benches]  # first:
-    model_path, adapters = model_and_adapter(cfg)  # a data file's problem is named before any model is prepared
+    loaded = [load_items(bench.name, settings.data, limit=settings.limit, languages=settings.languages)
+              for bench in benches]  # first: a data file's problem is named before any model is prepared
+    serve = served(settings.adapter, settings.model, settings.loop.sampling, settings.engine, settings.paths)
+    model_path, adapters = serve.path, serve.adapters
     adapter_role = "generator" if adapters else None
     plans = []
     for bench, where, items in zip(benches, paths, loaded):
-        sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(schema.from_node(schema.Sampling, cfg.loop.sampling)), cfg.max_tokens,
-                                                        int(cfg.model.max_model_len))  # after the run's settings
-        sampling_meta = {**sampling_meta, "data_file": str(benchmark_file(bench, cfg.data))}
+        sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(serve.sampling), settings.max_tokens,
+                                                        serve.model.max_model_len)  # the run's, for a run's iteration
+        sampling_meta = {**sampling_meta, "data_file": str(benchmark_file(bench, settings.data))}
         plans.append(Plan(bench, where, items, sampling, sampling_meta, runner.resume_log(where, "predictions")))
     meta = {"model": model_path, "adapter": adapters.get("generator")}
     todo = [plan for plan in plans if not plan.finished]
@@ -132,15 +132,15 @@ def generate(cfg: DictConfig, benches: list, paths: list[runner.EvalPaths], limi
 
     async def predicted():
         started = time.time()
-        async with serving(model_path, adapters, *schema.engine_slices(cfg)) as engine:
-            log.info("eval: %s engine up in %.0f s for %d benchmark%s", cfg.engine.kind, time.time() - started,
+        async with serving(model_path, adapters, serve.model, serve.engine, settings.ray) as engine:
+            log.info("eval: %s engine up in %.0f s for %d benchmark%s", serve.engine.kind, time.time() - started,
                      len(todo), "s" if len(todo) > 1 else "")
             for plan in todo:
                 log.info("eval %s: %d items on %s%s", plan.bench.name, len(plan.items), model_path,
                          f" + adapter {adapters['generator']}" if adapters else "")
                 rows, generation = await runner.predict(engine, plan.bench, plan.items, plan.paths, plan.sampling,
-                                                        adapter_role, int(cfg.seed), plan.done)
-                results[id(plan)] = (rows, {**meta, "sampling": plan.sampling_meta, "engine": str(cfg.engine.kind),
+                                                        adapter_role, settings.seed, plan.done)
+                results[id(plan)] = (rows, {**meta, "sampling": plan.sampling_meta, "engine": serve.engine.kind,
                                             **generation})
 
     run_async(predicted())

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from selflengthen.config import schema
 from selflengthen.core.errors import UserError
@@ -52,32 +53,40 @@ def resolve_adapter(spec: str, iterations_dir: Path) -> tuple[Path, str | None, 
                     f"an adapter folder (with adapter_config.json); give e.g. adapter=tiny/iter_2")
 
 
-def adopt_run_settings(cfg: DictConfig, run_config: Path | None, adapter_path: Path) -> None:
-    """Evaluating a run's iteration with no model given: serve it as the run did (its model
-    settings, LoRA rank and sampling), not with the default preset's."""
-    with open_dict(cfg):
-        if run_config is not None and cfg.model.path == EMBEDDED_TINY:
-            run = OmegaConf.load(run_config)
-            cfg.model = run.model
-            cfg.loop.sampling = run.loop.sampling
-        rank = int(json.loads((adapter_path / "adapter_config.json").read_text()).get("r") or 0)
-        if cfg.engine.kind != "openai":  # a server elsewhere has its own LoRA slots
-            cfg.engine.max_lora_rank = max(int(cfg.engine.max_lora_rank), rank)
+@dataclass(frozen=True)
+class Served:
+    """What a verb serves: the model (a folder or hub id) and its adapters, with the model,
+    sampling and engine settings it is served with: a run's own for a run's iteration."""
+    path: str
+    adapters: dict[str, str]
+    model: schema.Model
+    sampling: schema.Sampling
+    engine: schema.Engine
 
 
-def model_and_adapter(cfg: DictConfig) -> tuple[str, dict[str, str]]:
+def as_the_run_did(run_config: Path | None, adapter_path: Path, model: schema.Model, sampling: schema.Sampling,
+                   engine: schema.Engine) -> tuple[schema.Model, schema.Sampling, schema.Engine]:
+    """Evaluating a run's iteration with no model given: its model settings and sampling, not
+    the default preset's, and LoRA slots of at least the adapter's rank."""
+    if run_config is not None and model.path == EMBEDDED_TINY:
+        run = OmegaConf.load(run_config)
+        model, sampling = schema.from_node(schema.Model, run.model), schema.from_node(schema.Sampling, run.loop.sampling)
+    rank = int(json.loads((adapter_path / "adapter_config.json").read_text()).get("r") or 0)
+    if engine.kind != "openai" and rank > engine.max_lora_rank:  # a server elsewhere has its own LoRA slots
+        engine = engine.model_copy(update={"max_lora_rank": rank})
+    return model, sampling, engine
+
+
+def served(adapter: str | None, model: schema.Model, sampling: schema.Sampling, engine: schema.Engine,
+           paths: schema.Paths) -> Served:
     """The model to serve and its adapters: {"generator": folder} for `adapter=` (a run's
     iteration, served as the run did, on the base model it was trained on), else {}."""
-    adapters, base_of_adapter = {}, None
-    if cfg.adapter:
-        adapter_path, base_of_adapter, run_config = resolve_adapter(str(cfg.adapter),
-                                                                    Path(str(cfg.paths.iterations_dir)))
-        adapters = {"generator": str(adapter_path)}
-        adopt_run_settings(cfg, run_config, adapter_path)
-    model_path = resolve_model(schema.from_node(schema.Model, cfg.model), str(cfg.paths.cache_dir)) if not (base_of_adapter and cfg.model.path == EMBEDDED_TINY) \
-        else base_of_adapter
-    if base_of_adapter and Path(model_path).resolve() != Path(base_of_adapter).resolve():
-        raise UserError(f"adapter {cfg.adapter} was trained on {base_of_adapter}, not on model.path={model_path}; "
+    if not adapter:
+        return Served(resolve_model(model, paths.cache_dir), {}, model, sampling, engine)
+    adapter_path, base, run_config = resolve_adapter(adapter, Path(paths.iterations_dir))
+    model, sampling, engine = as_the_run_did(run_config, adapter_path, model, sampling, engine)
+    path = base if base and model.path == EMBEDDED_TINY else resolve_model(model, paths.cache_dir)
+    if base and Path(path).resolve() != Path(base).resolve():
+        raise UserError(f"adapter {adapter} was trained on {base}, not on model.path={path}; "
                         f"leave model.path unset or give that base model")
-    return model_path, adapters
-
+    return Served(path, {"generator": str(adapter_path)}, model, sampling, engine)
