@@ -24,7 +24,8 @@ from selflengthen.agentwrite.plan import (
     tail_within,
     write_request,
 )
-from selflengthen.agentwrite.write import agentwrite_all, plan_vs_actual, plot_plan_vs_actual
+from selflengthen.agentwrite.write import agentwrite_all, kept_signals, plan_vs_actual, plot_plan_vs_actual
+from selflengthen.core import signals
 from tests.fakes import ScriptedEngine, held_until
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "agentwrite" / "default.yaml"
@@ -397,6 +398,27 @@ def test_empty_step_is_recorded_and_the_item_moves_on(tmp_path):
     a3 = next(r for r in engine.requests if step_of(r) == 3)
     assert "Text written so far:\na wrote 1.\n\nThe plan" not in a3.messages[0]["content"]
     assert "Text written so far:\na wrote 1.\n" in a3.messages[0]["content"]
+
+
+def test_kept_signals_of_the_responses_and_how_their_last_written_paragraph_ended():
+    base = writer(3)
+
+    class Ends(NoRoomEngine):  # item b's last paragraph hits max_tokens; item a's is empty (no_room)
+        async def complete(self, request, sampling):
+            done = await super().complete(request, sampling)
+            hit_cap = (request.key, step_of(request)) == ("b", 3)
+            return dataclasses.replace(done, finish_reason="length") if hit_cap else done
+
+    engine = Ends(lambda r, s: "" if (r.key, step_of(r)) == ("a", 3) else base(r, s))
+    rows, _ = run(engine, ITEMS[:2])
+    got = kept_signals(rows)
+    want = signals.aggregate([r["response"] for r in rows], ["en", "en"], ["stop", "length"])  # a ends at its 2nd
+    assert {key: got[key] for key in want} == pytest.approx(want)
+    assert (got["ended_eos"], got["ended_cap"], got["cap_rate"]) == (1.0, 1.0, 0.5)
+    assert got["distinct_3"] < 1  # "b wrote 3." said three times
+    assert signals.segment_series(got, "words") == pytest.approx(
+        [sum(col) / 2 for col in zip(*([s["words"] for s in signals.signals_by_segment(r["response"], 4)]
+                                       for r in rows))])
 
 
 def test_all_steps_empty_gives_no_row():

@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from selflengthen.agentwrite.write import kept_signals
 from selflengthen.commands.agentwrite import read_instructions
 from selflengthen.core.errors import UserError
 from selflengthen.core.text import count_words
@@ -133,6 +134,7 @@ def test_agentwrite_killed_mid_way_resumes_without_losing_or_repeating_a_step(tm
     assert sum(metrics["plans_rejected"].values()) == len(INSTRUCTIONS) - len(planned)
     rows = artifacts.read_jsonl(out / "rows.jsonl")
     assert rows, "the tiny model planned none of the instructions"
+    assert metrics["signals"] == kept_signals([r for r in rows if r["kept"]])  # judge-free quality of the kept
     for row in rows:  # each response is its steps' paragraphs, with planned and written words per paragraph
         plan = planned[row["id"]]["plan"]
         paragraphs = [texts[(row["id"], s["index"])] for s in plan]

@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from selflengthen.commands import dpo as command
+from selflengthen.core import signals
 from selflengthen.core.errors import UserError
 from selflengthen.evaluation.benchmarks import get_benchmark, load_items
 from selflengthen.evaluation.scoring import longbench_length_score
@@ -84,6 +85,12 @@ def test_samples_are_all_asked_seeded_and_scored_with_the_judge(tmp_path, monkey
     assert len(jud.calls) == 2 * (2 + 1 + 1)  # the unreadable answer is asked judge.retries=2 times
     assert artifacts.read_jsonl(paths.samples) == rows
     assert not (paths.root / "partial").exists() and paths.manifest("samples").exists()
+    written = artifacts.read_jsonl(paths.samples)  # the samples' judge-free quality, recomputed from the file
+    want = signals.aggregate([r["response"] for r in written], [r["language"] for r in written],
+                             [r["finish_reason"] for r in written])
+    got = artifacts.read_json(paths.manifest("samples"))["signals"]
+    assert {key: got[key] for key in want} == pytest.approx(want) and got["texts"] == 2 * K
+    assert got["words_seg4"] is not None  # and along each sample, by segment
     _patch(monkeypatch, None, None)  # finished: a rerun starts nothing
     again, _ = command.make_samples(cfg, paths, bench, items, serve(cfg, {"generator": "/adapters/g"}))
     assert again == rows

@@ -191,6 +191,7 @@ def test_every_iteration_is_evaluated_on_the_held_out_set(finished_run):
     header = next(line for line in proc.stdout.splitlines() if line.lstrip().startswith("iter"))
     assert "heldout_tiny words" in header and "heldout_tiny score" in header
     assert "heldout_tiny verdict/empty/cut" in header
+    assert "heldout_tiny d3/rep/zip" in header and "ext d3/rep/zip" in header  # quality beside the lengths
     base_row = next(line for line in proc.stdout.splitlines() if line.split()[:1] == ["0"])
     base = json.loads((root / "iter_0" / "eval" / "heldout_tiny" / "summary.json").read_text())
     nw = base["not_writing"]

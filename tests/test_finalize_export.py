@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from selflengthen.core import signals
 from selflengthen.core.errors import UserError
 from selflengthen.finalize import collect, constrain_all, export
 from selflengthen.store import artifacts
@@ -134,3 +135,19 @@ def test_export_card_counts(exported):
     for line in ("| en | 3 |", "| zh | 1 |", "| 1 | 2 |", "| 2 | 2 |", "| none | 1 |", "| template | 3 |",
                  "`tiny-llama`", "`abc123def4567890`", "length_histogram.png", "# demo_final"):
         assert line in card, line
+
+
+def test_export_records_the_responses_signals_and_the_card_shows_them(exported):
+    _, out, manifest = exported
+    train = artifacts.read_jsonl(out / "train.jsonl")  # recomputed from the exported rows
+    texts, languages = [r["messages"][-1]["content"] for r in train], [r["language"] for r in train]
+    want = {**signals.aggregate(texts, languages), **signals.aggregate_by_segment(texts, 4, languages)}
+    assert manifest["signals"] == pytest.approx(want) and manifest["signals"]["texts"] == len(train)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "## Judge-free quality" in card and "cut into 4 segments" in card
+    for key, name in (("distinct_3", "distinct-3"), ("repeated_ngram_rate", "repeated n-gram rate"),
+                      ("compression_ratio", "compression ratio")):
+        line = next(line for line in card.splitlines() if line.startswith(f"| {name} ("))
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        numbers = [want[key], want[f"{key}_seg1"], want[f"{key}_seg4"]]
+        assert cells == ["-" if v is None else f"{v:.3f}" for v in numbers], name

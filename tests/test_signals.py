@@ -1,7 +1,7 @@
 import pytest
 
-from selflengthen.core.signals import (SIGNALS, aggregate, aggregate_by_segment, compression_ratio, ending, segments,
-                                  signals_by_segment, text_signals, worse_by)
+from selflengthen.core.signals import (SIGNALS, aggregate, aggregate_by_segment, compression_ratio, ending,
+                                       segment_series, segments, signals_by_segment, text_signals, worse_by)
 from selflengthen.core.text import QualityRules, count_words, has_repeated_ngram, ngram_units
 
 ZH13 = "一二三四五六七八九十百千万"  # 13 different characters: one zh repetition n-gram
@@ -159,3 +159,39 @@ def test_worse_by_picks_the_degenerate_signal():
     assert rise == [("repeated_ngram_rate", 0.0, 0.01)]  # from 0, any rise
     assert worse_by({"distinct_3_seg2": 0.8, "x": None}, {"distinct_3_seg2": 0.5}, 0.1) == [
         ("distinct_3_seg2", 0.8, 0.5)]
+
+
+# a purpose-built set, scored through the public functions: how a reader would rank it
+PADDED_LIST = "Tips for the harbour:\n" + "".join(
+    f"{i}. Remember to check the weather before you go out on the water.\n" for i in range(1, 9))
+CUT_VARIED = VARIED[: VARIED.index("Tourists")] + "Tourists arrived with cameras, asking about"  # no final stop
+CUT_LOOP = LOOP + "The harbour woke slowly that"
+
+
+def test_a_reader_ranks_a_varied_padded_repeated_and_truncated_set():
+    texts = {"varied": (VARIED, "stop"), "list": (PADDED_LIST, "stop"), "repeated": (LOOP, "stop"),
+             "cut varied": (CUT_VARIED, "length"), "cut loop": (CUT_LOOP, "max_tokens")}
+    got = {name: text_signals(text, "en", finish) for name, (text, finish) in texts.items()}
+    for key in ("distinct_2", "distinct_3", "distinct_4"):  # varied best, the padded list between, the loop worst
+        assert got["varied"][key] > got["list"][key] > got["repeated"][key], key
+        assert min(got, key=lambda name: got[name][key]) in ("repeated", "cut loop"), key
+    assert got["varied"]["repeated_ngram_rate"] == 0 < got["list"]["repeated_ngram_rate"]
+    assert max(got, key=lambda name: got[name]["repeated_ngram_rate"]) in ("repeated", "cut loop")
+    assert got["repeated"]["compression_ratio"] < got["list"]["compression_ratio"] < got["varied"]["compression_ratio"]
+    # truncated: cut at the token cap, and their text ends mid-sentence
+    assert [name for name, s in got.items() if s["ending"] == "cap"] == ["cut varied", "cut loop"]
+    assert all(not texts[name][0].rstrip().endswith(".") for name in ("cut varied", "cut loop"))
+    assert {got[name]["ending"] for name in ("varied", "list", "repeated")} == {"eos"}
+    whole = aggregate([t for t, _ in texts.values()], ["en"] * 5, [f for _, f in texts.values()])
+    assert whole["cap_rate"] == 2 / 5 and whole["ended_cap"] == 2 and whole["ended_eos"] == 3
+    # the set's worst member pulls its mean down: without the loops the set reads better
+    clean = aggregate([VARIED, PADDED_LIST], ["en"] * 2)
+    assert worse_by(clean, whole, 0.05) and {key for key, _, _ in worse_by(clean, whole, 0.05)} >= {
+        "distinct_3", "repeated_ngram_rate", "compression_ratio", "cap_rate"}
+
+
+def test_segment_series_reads_the_per_segment_means_back_in_order():
+    by_seg = aggregate_by_segment([VARIED, LOOP], 3, ["en", "en"])
+    assert segment_series(by_seg, "distinct_3") == [by_seg[f"distinct_3_seg{i}"] for i in (1, 2, 3)]
+    assert segment_series({**aggregate([VARIED]), **by_seg}, "words") == [by_seg[f"words_seg{i}"] for i in (1, 2, 3)]
+    assert segment_series(aggregate([VARIED]), "distinct_3") == []  # a set-level dict has no segments

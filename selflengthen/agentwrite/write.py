@@ -32,6 +32,7 @@ from pathlib import Path
 
 from selflengthen.config import schema
 from selflengthen.core import progress as stage_progress
+from selflengthen.core import signals
 from selflengthen.store import artifacts
 from selflengthen.agentwrite.plan import (
     REJECT_REASONS,
@@ -218,6 +219,17 @@ def _row(item: dict, progress: _Progress) -> dict | None:
                             "finish_reason": s["finish_reason"]} for s in steps],
             "response": response, "words": count_words(response),
             "planned_words": sum(s["planned_words"] for s in entry["plan"])}
+
+
+def kept_signals(rows: list[dict]) -> dict:
+    """Judge-free quality of rows' responses (core/signals.set_summary): each response ends
+    as its last written paragraph did (one cut at max_tokens: cap)."""
+    def last_finish(row: dict) -> str | None:
+        written = [p for p in row["paragraphs"] if p["words"]]
+        return written[-1]["finish_reason"] if written else None
+
+    return signals.set_summary([r["response"] for r in rows], [r["language"] for r in rows],
+                               [last_finish(r) for r in rows])
 
 
 # --- how well the writing followed the plan ---------------------------------------------

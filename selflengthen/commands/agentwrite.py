@@ -12,7 +12,8 @@ Results go to `<out_dir>/<name>/`:
                        written words, response, and `kept` (agentwrite.filter)
   plan_vs_actual.png   planned against written words per paragraph
   train/               the LongWriter-style training set (agentwrite/mix.py)
-  metrics.json         written last: plan rejections, steps, tokens, paragraphs/s, plan vs actual
+  metrics.json         written last: plan rejections, steps, tokens, paragraphs/s, plan vs actual,
+                       judge-free quality signals of the kept responses (`signals`)
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from omegaconf import DictConfig
 from selflengthen import preflight
 from selflengthen.config.schema import AgentWriteConfig
 from selflengthen.agentwrite import mix
-from selflengthen.agentwrite.write import agentwrite_all, keep_rows, pending, plan_vs_actual, plot_plan_vs_actual
+from selflengthen.agentwrite.write import (agentwrite_all, keep_rows, kept_signals, pending, plan_vs_actual,
+                                          plot_plan_vs_actual)
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.core.prompting import LANGUAGES
 from selflengthen.core.quality import QualityCheck
@@ -142,7 +144,7 @@ def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
     training = mix.export_set(mix.mix(kept, general, mixing.general_per_long, settings.seed),
                               out / "train", info=info)
     metrics = {**stats, "plan_vs_actual": plan_vs_actual(rows),
-               "kept": len(kept), "dropped": dropped, "quality": check.summary(),
+               "kept": len(kept), "dropped": dropped, "quality": check.summary(), "signals": kept_signals(kept),
                "training_set": {"path": "train", **training["counts"]}, "model": model_path,
                "adapter": adapters.get("generator"), "input": settings.input, "engine": settings.engine.kind,
                "max_items_in_flight": settings.agentwrite.max_items_in_flight}

@@ -191,7 +191,8 @@ def make_samples(settings: DpoConfig, paths: DpoPaths, bench: Benchmark, items: 
                 instructions=len(items), samples_per_instruction=k, samples=len(rows), scored=len(scored),
                 mean_score=sum(scored) / len(scored) if scored else None,
                 mean_length_score=sum(r["length_score"] for r in rows) / len(rows),
-                mean_words=sum(r["words"] for r in rows) / len(rows), sampling=sampling_meta)
+                mean_words=sum(r["words"] for r in rows) / len(rows), sampling=sampling_meta,
+                signals=scoring.response_signals(rows))  # judge-free quality of the samples
     info = _write_manifest(paths, "samples", started, digest, info)
     for what in ("samples", "judgements"):
         paths.partial(what).unlink(missing_ok=True)

@@ -26,7 +26,8 @@ eos | stop_string | cap | no_room | unknown; "stop" alone counts as eos.
 Along one output: `segments` cuts a text into k consecutive pieces by words and
 `signals_by_segment` gives each piece's signals, to see whether a long text degrades
 toward its end. `aggregate` and `aggregate_by_segment` give flat dicts for metrics.json;
-`worse_by` lists the signals that moved in the degenerate direction between two of them.
+`worse_by` lists the signals that moved in the degenerate direction between two of them;
+`segment_series` reads one signal's per-segment means back out of such a dict.
 """
 from __future__ import annotations
 
@@ -166,6 +167,15 @@ def aggregate_by_segment(texts: list[str], k: int = 4, languages: list[str | Non
            for t, lang in zip(texts, languages, strict=True)]
     return {f"{name}_seg{i + 1}": _mean([p[i][name] for p in per if len(p) > i])
             for i in range(k) for name in SIGNALS}
+
+
+def segment_series(summary: dict, name: str) -> list[float | None]:
+    """One signal's per-segment means out of an aggregate_by_segment (or set_summary) dict,
+    segment 1 first: [summary["<name>_seg1"], ...]; empty when it has none."""
+    k = 0
+    while f"{name}_seg{k + 1}" in summary:
+        k += 1
+    return [summary[f"{name}_seg{i}"] for i in range(1, k + 1)]
 
 
 def set_summary(texts: list[str], languages: list[str | None] | None = None,

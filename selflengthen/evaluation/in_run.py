@@ -59,7 +59,8 @@ def headline(summary: dict) -> dict:
     quality = summary.get("quality") or {}
     return {"items": summary.get("items"), "mean_words": summary.get("mean_words"),
             "not_writing": summary.get("not_writing"),
-            "length_score": score.get("overall"), "quality": quality.get("overall"), "total": summary.get("total")}
+            "length_score": score.get("overall"), "quality": quality.get("overall"), "total": summary.get("total"),
+            "signals": summary.get("signals")}  # judge-free quality beside the lengths (core/signals)
 
 
 def check_config(cfg: DictConfig) -> list[str]:

@@ -1,17 +1,22 @@
 """Figures of a benchmark run, drawn off-screen with matplotlib's Agg canvas (no display,
 no pyplot state): LongBench-Write's required vs output length, LongWrite-Ruler's output
-length per requested length, and LonGen's score by type, range and language.
+length per requested length, LonGen's score by type, range and language, and the
+judge-free quality signals along the outputs, by segment, one line per iteration.
 
 They read prediction rows (see scoring.py: `length`, `words`, `language`) or, for
-LonGen, the summary of `scoring.summarize`. Each writes a PNG and returns its path.
+LonGen and the segments, summaries of `scoring.summarize`. Each writes a PNG and returns its path.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from statistics import fmean
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from selflengthen.core import signals
 
 _LANGUAGE_COLORS = {"en": "tab:blue", "zh": "tab:red"}
 _FLOOR = 1  # log axes cannot show 0 words: an empty output is drawn at 1
@@ -97,4 +102,28 @@ def plot_longen(summary: dict, out: str | Path, title: str = "LonGen length foll
         ax.set_xticks(range(len(kinds)), kinds)
         ax.set(ylim=(0, 1.05), title=f"{title} ({language})", ylabel="Length score")
         ax.legend(title="range", fontsize="small")
+    return _save(fig, out)
+
+
+# the signals drawn by segment, with the direction a reader should look for
+SEGMENT_SIGNALS = (("distinct_3", "distinct-3 (lower = repetitive)"),
+                   ("repeated_ngram_rate", "repeated n-gram rate (higher = repetitive)"),
+                   ("compression_ratio", "compression ratio (lower = repetitive)"))
+
+
+def plot_segments(by_iteration: dict[int, dict], out: str | Path, title: str) -> Path:
+    """Quality signals along the outputs: a panel per signal of SEGMENT_SIGNALS, x = the
+    segment (1 = each output's first piece, K = its last; core/signals.segments), one line
+    per iteration. by_iteration: {iteration: an evaluation summary's `signals`}."""
+    fig = Figure(figsize=(5 * len(SEGMENT_SIGNALS), 4))
+    for i, (name, label) in enumerate(SEGMENT_SIGNALS):
+        ax = fig.add_subplot(1, len(SEGMENT_SIGNALS), i + 1)
+        for k, summary in sorted(by_iteration.items()):
+            series = signals.segment_series(summary, name)
+            ax.plot(range(1, len(series) + 1), [math.nan if v is None else v for v in series], marker="o",
+                    label=f"iteration {k}" + (" (base)" if k == 0 else ""))
+        ax.set(xlabel="segment of each output (1 = start)", ylabel=label, title=title if i == 0 else None)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     return _save(fig, out)

@@ -48,6 +48,10 @@ class RunPaths:
     def plot(self) -> Path:
         return self.root / "length_curves.png"
 
+    def segment_plot(self, benchmark: str) -> Path:
+        """`inspect`'s quality-by-segment figure of one benchmark's evaluations."""
+        return self.root / f"segments_{benchmark}.png"
+
     def iteration(self, k: int) -> "IterationPaths":
         return IterationPaths(self.root / f"iter_{k}", k)
 

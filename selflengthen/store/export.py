@@ -8,8 +8,10 @@
 - hf_dataset/            the same rows as train.jsonl, `datasets.Dataset.save_to_disk`
 - length_histogram.png   response lengths per language
 - README.md              a dataset card: counts per language, iteration, constraint type
-                         and rewrite path, lengths, generating model, config digest
-- manifest.json          written last: its presence means the export is complete
+                         and rewrite path, lengths, judge-free quality signals of the
+                         responses (core/signals.py), generating model, config digest
+- manifest.json          written last: its presence means the export is complete; with the
+                         responses' signals (`signals`, core/signals.set_summary)
 
 Every file is written to a temporary name and renamed into place.
 """
@@ -23,6 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from selflengthen.core import signals
 from selflengthen.store import artifacts
 
 FILES = ("train.jsonl", "alpaca.json", "dataset_info.json", "hf_dataset", "length_histogram.png", "README.md")
@@ -101,7 +104,26 @@ def _table(title: str, counts: dict) -> str:
     return "\n".join(lines)
 
 
-def dataset_card(stats: dict, card_info: dict, name: str) -> str:
+# the card's quality table: (key of core/signals.set_summary, name, which way is repetitive)
+CARD_SIGNALS = (("distinct_3", "distinct-3", "lower"), ("repeated_ngram_rate", "repeated n-gram rate", "higher"),
+                ("compression_ratio", "compression ratio", "lower"))
+
+
+def signals_table(quality: dict) -> str:
+    """The card's table of the responses' signals: the mean over the set, and over the first
+    and the last segment of each response (does a long text degrade toward its end?)."""
+    def num(v) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    lines = ["| signal (more repetitive when) | all | first segment | last segment |",
+             "| --- | ---: | ---: | ---: |"]
+    for key, name, worse in CARD_SIGNALS:
+        series = signals.segment_series(quality, key) or [None]
+        lines.append(f"| {name} ({worse}) | {num(quality[key])} | {num(series[0])} | {num(series[-1])} |")
+    return "\n".join(lines)
+
+
+def dataset_card(stats: dict, card_info: dict, name: str, quality: dict | None = None) -> str:
     langs = ", ".join(stats["languages"]) or "none"
     w = stats["words"]
     details = {k: v for k, v in card_info.items() if k not in ("model", "config_digest", "name")}
@@ -126,6 +148,9 @@ def dataset_card(stats: dict, card_info: dict, name: str) -> str:
         _table("constraint type", stats["constraint_types"]), "",
         _table("query rewritten by", stats["rewrite"]), "",
         "![response lengths](length_histogram.png)", "",
+        *(["## Judge-free quality", "", "Means over the responses (docs/quality.md); each response is cut into "
+           f"{len(signals.segment_series(quality, 'words'))} segments by words.", "", signals_table(quality), ""]
+          if quality else []),
         "## Files", "",
         "- `train.jsonl`: TRL conversational rows (`messages`) with provenance; "
         "`datasets.load_dataset(\"json\", data_files=\"train.jsonl\")`",
@@ -159,9 +184,10 @@ def export(rows: list[dict], out_dir: Path, *, card_info: dict) -> dict:
     shutil.rmtree(out / "hf_dataset", ignore_errors=True)
     os.replace(tmp, out / "hf_dataset")
     stats = summary(rows)
+    quality = signals.set_summary([r["response"] for r in rows], [r["language"] for r in rows])
     plot_lengths(rows, out / "length_histogram.png")
-    artifacts.write_text(out / "README.md", dataset_card(stats, card_info, name))
-    manifest = {"name": name, "counts": stats, "files": list(FILES), "model": card_info["model"],
+    artifacts.write_text(out / "README.md", dataset_card(stats, card_info, name, quality))
+    manifest = {"name": name, "counts": stats, "signals": quality, "files": list(FILES), "model": card_info["model"],
                 "config_digest": card_info["config_digest"], "seconds": round(time.time() - started, 2),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": artifacts.package_versions()}
     artifacts.write_json(out / "manifest.json", manifest)

@@ -5,7 +5,10 @@ Everything logged is read back from what the run already writes, never recompute
 stage, the numbers of `manifests/<stage>.json` and the stage's entry of
 `manifests/engine_usage.json` (requests, tokens, tokens/s); per iteration, `metrics.json`
 (counts, acceptance and quality pass rates, word-length statistics, training loss, tokens,
-seconds) and each benchmark's evaluation headline; all with the iteration as the step. The
+seconds) and each benchmark's evaluation headline; all with the iteration as the step.
+Beside each length, its judge-free quality signals (core/signals.py): per iteration
+`iteration/signals/{initial,extended}/<signal>` (e.g. `.../extended/distinct_3`, and
+`<signal>_seg<i>` per segment of the texts), per evaluation `eval/<benchmark>/signals/<signal>`. The
 training loss per step comes from TRL itself (`report_to`, see `train_report`). A few
 sample rows (instruction, initial, extended) go to each tracker's table or text.
 
@@ -62,9 +65,10 @@ def stage_metrics(it: artifacts.IterationPaths, stage: str) -> dict[str, float]:
 
 
 def iteration_metrics(it: artifacts.IterationPaths) -> dict[str, float]:
-    """`iteration/...`: the numbers of metrics.json (length curve points, rates, loss, tokens)."""
+    """`iteration/...`: the numbers of metrics.json (length curve points, quality signals of
+    the kept texts, rates, loss, tokens)."""
     m = artifacts.read_json(it.metrics)
-    keep = {k: m.get(k) for k in ("counts", "words", "acceptance", "training", "tokens", "seconds")}
+    keep = {k: m.get(k) for k in ("counts", "words", "signals", "acceptance", "training", "tokens", "seconds")}
     return flatten(keep, "iteration/")
 
 
