@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from selflengthen.core.text import count_words_longwriter
-from selflengthen.evaluation.scoring import longbench_length_score
+from selflengthen.evaluation.formulas import longbench_length_score
 from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli, sha256
 

@@ -14,7 +14,7 @@ from selflengthen.commands import dpo as command
 from selflengthen.core import signals
 from selflengthen.core.errors import UserError
 from selflengthen.evaluation.benchmarks import get_benchmark, load_items
-from selflengthen.evaluation.scoring import longbench_length_score
+from selflengthen.evaluation.formulas import longbench_length_score
 from selflengthen.models.resolve import Served
 from selflengthen.store import artifacts
 from tests.conftest import REPO

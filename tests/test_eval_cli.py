@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from selflengthen.core.text import count_words, count_words_longwriter
-from selflengthen.evaluation.scoring import longbench_length_score, longen_score
+from selflengthen.evaluation.formulas import longbench_length_score, longen_score
 from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli
 

@@ -8,8 +8,8 @@ import pytest
 
 from selflengthen.evaluation import plots, scoring
 from selflengthen.evaluation.benchmarks import load_items
-from selflengthen.evaluation.scoring import (LENGTH_BUCKETS, length_bucket, longbench_length_score, longen_score,
-                                             prediction_row, summarize)
+from selflengthen.evaluation.formulas import LENGTH_BUCKETS, length_bucket, longbench_length_score, longen_score
+from selflengthen.evaluation.scoring import prediction_row, summarize
 
 
 # --- LonGen: window [lo, hi] = [800, 1200] -----------------------------------------------

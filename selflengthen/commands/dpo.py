@@ -78,8 +78,8 @@ def output_name(settings: DpoConfig) -> str:
 def benchmark_problems(cfg: DictConfig) -> list[str]:
     """dpo's one rule that needs the benchmark table (the other keys' rules are their types)."""
     bench = BENCHMARKS.get(cfg.benchmark)
-    if bench is None or bench.target != "length":
-        usable = [b.name for b in BENCHMARKS.values() if b.target == "length"]
+    if bench is None or not bench.asks_a_length:
+        usable = [b.name for b in BENCHMARKS.values() if b.asks_a_length]
         return [f"benchmark={cfg.benchmark} is not a LongBench-Write row format; choose one of {usable}"]
     return []
 

@@ -1,41 +1,45 @@
-"""The long-output benchmarks as data: what each file holds, how its lengths are counted,
-which sampling its paper used, and a loader that turns a JSONL file into checked items,
-each with a stable id, its language, the prompt sent to the model and its length target
-(a LonGen window parsed from the constraint, or a LongBench-Write required length).
-See algorithm.md 3 for the scoring rules these targets feed."""
+"""The long-output benchmarks, one class each: what each file holds, how its lengths are
+counted, which sampling its paper used, how an answer's length is scored and reported,
+and a loader that turns a JSONL file into checked items, each with a stable id, its
+language, the prompt sent to the model and its length target (a LonGen window parsed from
+the constraint, or a LongBench-Write required length). The formulas are in formulas.py
+(algorithm.md 3)."""
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 from importlib import resources
 from pathlib import Path
 
 from selflengthen.core.errors import UserError
 from selflengthen.core.text import count_words, count_words_longwriter, detect_language
+from selflengthen.evaluation import formulas
+from selflengthen.evaluation.formulas import LONGEN_KINDS
 from selflengthen.store import jsonl
 from selflengthen.store.jsonl import BadLine
 
 LANGUAGES = ("en", "zh")
-LONGEN_KINDS = ("about", "range", "above", "below")
-
-
 @dataclass(frozen=True)
 class Benchmark:
-    """One benchmark. `temperature`/`max_new_tokens` are the paper's own inference
-    settings (heldout_tiny's budget is ours); None means "use the loop's sampling" (LonGen
-    prescribes none)."""
+    """One benchmark: its file, the row field holding the prompt, the fields a row needs, its
+    own word counter, its judge rubric (None: no judge) and its paper's sampling
+    (`temperature`/`max_new_tokens`; None: the loop's). This base class is LongBench-Write's
+    row format (a required length per row, S_l, its length buckets); a benchmark that
+    scores or reports otherwise is a subclass. Adding a benchmark is one entry below, with
+    its class."""
 
     name: str
-    default_file: str  # the file's usual name (a package resource for heldout_tiny)
-    prompt_field: str  # the row field holding the text sent to the model
-    required_fields: tuple[str, ...]
-    target: str  # "window" (LonGen constraint) or "length" (required words)
-    counter: Callable[[str], int]  # the benchmark's own word counter
-    rubric: str | None  # the judge rubric in judge.py, None when the benchmark has no judge
+    default_file: str  # the file's usual name (a package resource for a packaged benchmark)
+    prompt_field: str = "prompt"
+    required_fields: tuple[str, ...] = ("prompt", "type", "length")
+    counter: Callable[[str], int] = count_words_longwriter
+    rubric: str | None = "longbench"  # the judge rubric in judge.py
     temperature: float | None = None
     max_new_tokens: int | None = None
     packaged: bool = False  # shipped inside selflengthen/evaluation/
+    asks_a_length: ClassVar[bool] = True  # rows hold a required length (what dpo's scoring needs)
 
     @property
     def sampling(self) -> dict | None:
@@ -44,30 +48,100 @@ class Benchmark:
             return None
         return {"temperature": self.temperature, "max_new_tokens": self.max_new_tokens}
 
+    def target(self, row: dict, where: str) -> dict:
+        """The item's length target, read from its row: the required length."""
+        return {"length": _required_length(row["length"], where)}
 
-_LONGBENCH_FIELDS = ("prompt", "type", "length")
+    def length_score(self, item: dict, words: int) -> float:
+        """S_l (0..100) of an answer of `words` words."""
+        return formulas.longbench_length_score(item["length"], words)
+
+    def length_summary(self, rows: list[dict]) -> dict:
+        """S_l overall, by required-length bucket, by type and by language."""
+        return formulas.summarize_longbench(rows)
+
+    def by_length(self, rows: list[dict]) -> dict | None:
+        """Per required length: items, mean and max words (None: not reported)."""
+        return None
+
+    def plot(self, rows: list[dict], summary: dict, out: Path) -> Path:
+        """Required vs output length (log-log, with the diagonal)."""
+        return _plots().plot_longbench(rows, out, title=self.name)
+
+
+@dataclass(frozen=True)
+class LonGen(Benchmark):
+    """LonGen: a length window parsed from each row's constraint (about / range / above /
+    below), scored 0..1 by the window formula, reported by type x range x language; its
+    judge scores 7 criteria. Its paper prescribes no sampling: the loop's."""
+
+    prompt_field: str = "query"
+    required_fields: tuple[str, ...] = ("language", "range", "type", "constraint", "query")
+    counter: Callable[[str], int] = count_words
+    rubric: str | None = "longen"
+    asks_a_length: ClassVar[bool] = False
+
+    def target(self, row: dict, where: str) -> dict:
+        if row["type"] not in LONGEN_KINDS:
+            raise UserError(f"{where}: type {row['type']!r} is not one of {', '.join(LONGEN_KINDS)}; fix that field")
+        try:
+            return {"window": constraint_window(str(row["constraint"]), row["type"])}
+        except ValueError:
+            raise UserError(f"{where}: cannot read a length from constraint {row['constraint']!r}; write it "
+                            "like 'around 5000 words', '3000-4000 words', '大约5000字' or '3000字至4000字'") from None
+
+    def length_score(self, item: dict, words: int) -> float:
+        lo, hi = item["window"]
+        return formulas.longen_score(words, lo, hi)
+
+    def length_summary(self, rows: list[dict]) -> dict:
+        return formulas.summarize_longen(rows)
+
+    def plot(self, rows: list[dict], summary: dict, out: Path) -> Path:
+        return _plots().plot_longen(summary, out)
+
+
+@dataclass(frozen=True)
+class Ruler(Benchmark):
+    """LongWrite-Ruler: required lengths up to 30,000 words, so LongBench-Write's buckets do
+    not fit: S_l without them, and what each required length reached; no judge."""
+
+    rubric: str | None = None
+
+    def length_summary(self, rows: list[dict]) -> dict:
+        return {k: v for k, v in formulas.summarize_longbench(rows).items() if k != "by_bucket"}
+
+    def by_length(self, rows: list[dict]) -> dict | None:
+        return formulas.by_required_length(rows)
+
+    def plot(self, rows: list[dict], summary: dict, out: Path) -> Path:
+        return _plots().plot_ruler(rows, out)
+
+
+def _plots():
+    """evaluation/plots.py, imported when a plot is drawn (matplotlib is heavy to load)."""
+    from selflengthen.evaluation import plots  # deferred: matplotlib
+
+    return plots
+
+
 HELDOUT_TINY_MAX_NEW_TOKENS = 2048
 HELDOUT_WRITING_MAX_NEW_TOKENS = 3072
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
-        Benchmark("longen", "LonGen.jsonl", "query", ("language", "range", "type", "constraint", "query"),
-                  "window", count_words, "longen"),
-        Benchmark("longbench_write", "longbench_write.jsonl", "prompt", _LONGBENCH_FIELDS, "length",
-                  count_words_longwriter, "longbench", temperature=0.5, max_new_tokens=32768),
-        Benchmark("longbench_write_en", "longbench_write_en.jsonl", "prompt", _LONGBENCH_FIELDS, "length",
-                  count_words_longwriter, "longbench", temperature=0.5, max_new_tokens=32768),
-        Benchmark("ruler", "longwrite_ruler.jsonl", "prompt", _LONGBENCH_FIELDS, "length",
-                  count_words_longwriter, None, temperature=0.5, max_new_tokens=32768),
-        # our own budget: above the loop's cap of the tiny preset (1,024), so that a generator
-        # trained towards that cap is measured by what it writes, not by where it is cut off
-        Benchmark("heldout_tiny", "heldout_tiny.jsonl", "prompt", _LONGBENCH_FIELDS, "length",
-                  count_words_longwriter, "longbench", max_new_tokens=HELDOUT_TINY_MAX_NEW_TOKENS, packaged=True),
+        LonGen("longen", "LonGen.jsonl"),
+        Benchmark("longbench_write", "longbench_write.jsonl", temperature=0.5, max_new_tokens=32768),
+        Benchmark("longbench_write_en", "longbench_write_en.jsonl", temperature=0.5, max_new_tokens=32768),
+        Ruler("ruler", "longwrite_ruler.jsonl", temperature=0.5, max_new_tokens=32768),
+        # our own budget: above the loop's cap of the tiny preset, so that a generator trained
+        # towards that cap is measured by what it writes, not by where it is cut off
+        Benchmark("heldout_tiny", "heldout_tiny.jsonl", max_new_tokens=HELDOUT_TINY_MAX_NEW_TOKENS, packaged=True),
         # our own general writing instructions (stories, essays, guides, reports) asking for
         # 100 to 1,500 words: the held-out set of a real model's experiment (not the tiny
         # model's, whose world is the standard library). 1,500 words are ~2,000 tokens.
-        Benchmark("heldout_writing", "heldout_writing.jsonl", "prompt", _LONGBENCH_FIELDS, "length",
-                  count_words_longwriter, "longbench", max_new_tokens=HELDOUT_WRITING_MAX_NEW_TOKENS, packaged=True),
+        Benchmark("heldout_writing", "heldout_writing.jsonl", max_new_tokens=HELDOUT_WRITING_MAX_NEW_TOKENS,
+                  packaged=True),
     )
 }
 
@@ -223,18 +297,8 @@ def _item(bench: Benchmark, row: dict, index: int, where: str) -> dict:
     language = row.get("language") or detect_language(prompt)
     if language not in LANGUAGES:
         raise UserError(f"{where}: language {language!r} is not one of {', '.join(LANGUAGES)}; fix that field")
-    item = {**row, "id": f"{bench.name}-{index:04d}", "language": language, "prompt": prompt}
-    if bench.target == "window":
-        if row["type"] not in LONGEN_KINDS:
-            raise UserError(f"{where}: type {row['type']!r} is not one of {', '.join(LONGEN_KINDS)}; fix that field")
-        try:
-            item["window"] = constraint_window(str(row["constraint"]), row["type"])
-        except ValueError:
-            raise UserError(f"{where}: cannot read a length from constraint {row['constraint']!r}; write it "
-                            "like 'around 5000 words', '3000-4000 words', '大约5000字' or '3000字至4000字'") from None
-    else:
-        item["length"] = _required_length(row["length"], where)
-    return item
+    return {**row, "id": f"{bench.name}-{index:04d}", "language": language, "prompt": prompt,
+            **bench.target(row, where)}
 
 
 def load_items(name: str, path: str | Path | None = None, limit: int | None = None,

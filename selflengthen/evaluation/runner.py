@@ -15,7 +15,7 @@ from pathlib import Path
 
 from selflengthen.core import progress
 from selflengthen.engines import Engine, Request, Sampling, usage_delta
-from selflengthen.evaluation import judge as judging, plots, scoring
+from selflengthen.evaluation import judge as judging, scoring
 from selflengthen.evaluation.benchmarks import Benchmark
 from selflengthen.store import artifacts
 from selflengthen.store.samples import SampleLog, stable_seed
@@ -123,22 +123,12 @@ async def judge_predictions(engine: Engine, bench: Benchmark, rows: list[dict], 
     return out
 
 
-def plot_for(bench: Benchmark, rows: list[dict], summary: dict, out: Path) -> Path:
-    """The benchmark's own plot: LonGen by type x range x language, Ruler length reached per
-    requested length, the others required vs output length (log-log, with the diagonal)."""
-    if bench.name == "longen":
-        return plots.plot_longen(summary, out)
-    if bench.name == "ruler":
-        return plots.plot_ruler(rows, out)
-    return plots.plot_longbench(rows, out, title=bench.name)
-
-
 def write_results(paths: EvalPaths, bench: Benchmark, rows: list[dict], meta: dict) -> dict:
     """predictions.jsonl, the plot, then summary.json last (its presence = complete)."""
     artifacts.write_jsonl(paths.predictions, rows)
     summary = {**scoring.summarize(bench, rows), **meta}
     try:
-        plot = plot_for(bench, rows, summary, paths.plot)
+        plot = bench.plot(rows, summary, paths.plot)
         summary["plot"] = plot.name
     except Exception as err:  # noqa: BLE001 - a plot must never cost the results
         summary["plot_error"] = f"{type(err).__name__}: {err}"
