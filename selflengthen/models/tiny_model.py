@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import re
 import sysconfig
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +33,12 @@ from selflengthen.core.text import keep_lines
 from selflengthen.store import jsonl
 from selflengthen.store.artifacts import build_once
 
-BUILDER_VERSION = 4
+BUILDER_VERSION = 5
+# reST section underlines and rules in the docs ("*****", "=====", "_____"): as text they teach a
+# model to fall into a run of one mark, which it then writes to the token cap (a held-out
+# answer of 90 words and 2,000 underscores). Such lines are dropped and inner runs shortened.
+_RULE_LINE = re.compile(r"^[ \t]*([-=_*~^#+.])\1{2,}[ \t]*$", re.MULTILINE)
+_MARK_RUN = re.compile(r"([-=_*~^#+.])\1{3,}")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -104,8 +110,13 @@ class TinyRecipe:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def tidy(text: str) -> str:
+    """A document without its rule lines, runs of one mark shortened to three."""
+    return _MARK_RUN.sub(r"\1\1\1", _RULE_LINE.sub("", text)).strip()
+
+
 def stdlib_documents(min_words: int = 40) -> list[tuple[str, str]]:
-    """(topic, text) pairs: pydoc topics, then module/class/function docstrings."""
+    """(topic, text) pairs: pydoc topics, then module/class/function docstrings, tidied."""
     from pydoc_data.topics import topics
 
     docs = [(f"the {name} topic", text.strip()) for name, text in sorted(topics.items())]
@@ -124,7 +135,7 @@ def stdlib_documents(min_words: int = 40) -> list[tuple[str, str]]:
             text = ast.get_docstring(node)
             name = module if node is tree else f"{module}.{node.name}"
             docs.append((f"the {name} module" if node is tree else name, text or ""))
-    return [(t, d) for t, d in docs if len(d.split()) > min_words and ">>>" not in d]
+    return [(t, tidy(d)) for t, d in docs if len(d.split()) > min_words and ">>>" not in d]
 
 
 def round_words(words: int) -> int:
