@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from selflengthen import preflight
 from selflengthen.config import schema
+from selflengthen.config.schema import FinalizeConfig
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import workers
 from selflengthen.engines.factory import sampling_from, serving
@@ -124,16 +125,16 @@ def settle(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return out
 
 
-def steps_wanted(cfg: DictConfig) -> list[str]:
+def steps_wanted(settings: FinalizeConfig) -> list[str]:
     """`step=X` runs the steps up to X (earlier ones only when unfinished); `step=all` runs
     collect, constrain and export, then train and eval when finalize.train is true."""
-    if str(cfg.step) != "all":
-        return list(STEPS[: STEPS.index(str(cfg.step)) + 1])
-    return list(STEPS) if cfg.finalize.train else list(STEPS[:3])
+    if settings.step != "all":
+        return list(STEPS[: STEPS.index(settings.step) + 1])
+    return list(STEPS) if settings.finalize.train else list(STEPS[:3])
 
 
-def writable_root(run_root: Path, cfg: DictConfig) -> FinalPaths:
-    fp = FinalPaths(run_root / str(cfg.finalize.output_dir))
+def writable_root(run_root: Path, finalize: schema.Finalize) -> FinalPaths:
+    fp = FinalPaths(run_root / finalize.output_dir)
     probe = fp.root / ".write-test"
     try:
         fp.root.mkdir(parents=True, exist_ok=True)
@@ -154,13 +155,12 @@ def write_step(fp: FinalPaths, step: str, started: float, counts: dict, **extra)
     return manifest
 
 
-async def extra_pairs(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, engine, k: int,
+async def extra_pairs(settings: FinalizeConfig, run: artifacts.RunPaths, fp: FinalPaths, engine, k: int,
                       seen: set[str]) -> tuple[list[dict], dict]:
     """finalize.extra_per_language more pairs from the final generator: new instructions by
     the augment stage (over the run's whole pool), then the generate stage with its quality
     check, as iteration k = last + 1 would make them (the extender is not used)."""
     it = fp.extra(k)
-    settings = schema.from_node(schema.FinalizeConfig, cfg)
     loop = settings.loop
     wanted = settings.model_copy(update={"loop": loop.model_copy(update={"augment": loop.augment.model_copy(
         update={"new_per_language": settings.finalize.extra_per_language})})})
@@ -182,8 +182,8 @@ async def extra_pairs(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, 
     return rows, {"extra_generated": len(rows) + dropped, "extra_kept": len(rows), "extra_duplicates": dropped}
 
 
-def in_bounds_or_fail(rows: list[dict], cfg: DictConfig) -> None:
-    ccfg = ConstraintConfig.from_dict(cfg.finalize.constraints)
+def in_bounds_or_fail(rows: list[dict], constraints: schema.Constraints) -> None:
+    ccfg = ConstraintConfig.from_dict(constraints.model_dump())
     if any(ccfg.in_bounds(int(r["words"])) for r in rows):
         return
     words = [int(r["words"]) for r in rows]
@@ -194,13 +194,13 @@ def in_bounds_or_fail(rows: list[dict], cfg: DictConfig) -> None:
                     f"match your responses' lengths")
 
 
-async def data_steps(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_path: str,
+async def data_steps(settings: FinalizeConfig, run: artifacts.RunPaths, fp: FinalPaths, model_path: str,
                      todo: list[str]) -> None:
     """collect and constrain: the steps that may need the engine, on one engine start."""
-    fcfg = cfg.finalize
+    fcfg = settings.finalize
     last = run.iterations()[-1]
-    want_extra = int(fcfg.extra_per_language) > 0 and "collect" in todo and not fp.done("collect")
-    want_model_rewrite = "constrain" in todo and not fp.done("constrain") and bool(fcfg.rewrite.use_model)
+    want_extra = fcfg.extra_per_language > 0 and "collect" in todo and not fp.done("collect")
+    want_model_rewrite = "constrain" in todo and not fp.done("constrain") and fcfg.rewrite.use_model
     adapters = {}
     if want_extra or fcfg.rewrite.adapter == "generator":
         adapters["generator"] = str(last.adapter("generator"))
@@ -212,18 +212,19 @@ async def data_steps(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, m
         async def engine_now():
             nonlocal engine
             if engine is None:
-                log.info("finalize: starting the %s engine on %s (adapters: %s)", cfg.engine.kind, model_path,
+                log.info("finalize: starting the %s engine on %s (adapters: %s)", settings.engine.kind, model_path,
                          sorted(adapters) or "none")
-                engine = await stack.enter_async_context(serving(model_path, adapters, *schema.engine_slices(cfg)))
+                engine = await stack.enter_async_context(serving(model_path, adapters, settings.model, settings.engine,
+                                                                 settings.ray))
             return engine
 
         if "collect" in todo and not fp.done("collect"):
             started = time.time()
-            rows, stats = collect(run.root, allow_unfinished=bool(fcfg.allow_unfinished))
+            rows, stats = collect(run.root, allow_unfinished=fcfg.allow_unfinished)
             if want_extra:
                 log.info("finalize: %d extra instructions per language for the final generator",
-                         int(fcfg.extra_per_language))
-                more, extra_stats = await extra_pairs(cfg, run, fp, await engine_now(), last.k + 1,
+                         fcfg.extra_per_language)
+                more, extra_stats = await extra_pairs(settings, run, fp, await engine_now(), last.k + 1,
                                                       {r["response"] for r in rows})
                 rows += more
                 stats.update(extra_stats)
@@ -235,11 +236,10 @@ async def data_steps(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, m
         if "constrain" in todo and not fp.done("constrain"):
             started = time.time()
             rows = artifacts.read_jsonl(fp.collected)
-            in_bounds_or_fail(rows, cfg)
+            in_bounds_or_fail(rows, fcfg.constraints)
             engine = await engine_now() if want_model_rewrite else None
             adapter = fcfg.rewrite.adapter if engine is not None else None
-            rows, stats = await constrain_all(engine, rows, OmegaConf.to_container(fcfg, resolve=True),
-                                              int(cfg.seed), adapter=adapter)
+            rows, stats = await constrain_all(engine, rows, fcfg.model_dump(), settings.seed, adapter=adapter)
             artifacts.write_jsonl(fp.constrained, rows)
             write_step(fp, "constrain", started, stats, rewriter={"model": model_path if engine else None,
                                                                   "adapter": adapter})
@@ -247,28 +247,26 @@ async def data_steps(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, m
                      stats["constrained"], stats["rows"], stats["rewritten_by_model"], stats["template_fallback"])
 
 
-def export_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_path: str) -> dict:
+def export_step(settings: FinalizeConfig, run: artifacts.RunPaths, fp: FinalPaths, model_path: str) -> dict:
     manifest_path = fp.dataset / "manifest.json"
     if manifest_path.exists():
         return artifacts.read_json(manifest_path)
     rows = artifacts.read_jsonl(fp.constrained)
-    digest = artifacts.config_hash(OmegaConf.to_container(cfg.finalize, resolve=True))
-    details = {"run": run.root.name, "seed": int(cfg.seed),
+    digest = artifacts.config_hash(settings.finalize.model_dump(exclude_unset=True))  # the keys the YAML holds
+    details = {"run": run.root.name, "seed": settings.seed,
                "collect": artifacts.read_json(fp.step_manifest("collect"))["counts"],
                "constrain": artifacts.read_json(fp.step_manifest("constrain"))["counts"]}
-    manifest = export(rows, fp.dataset, card_info={"model": str(cfg.model.path), "config_digest": digest,
-                                                    "name": str(cfg.finalize.dataset_name), **details})
+    manifest = export(rows, fp.dataset, card_info={"model": settings.model.path, "config_digest": digest,
+                                                    "name": settings.finalize.dataset_name, **details})
     log.info("finalize: exported %d rows to %s", manifest["counts"]["rows"], fp.dataset)
     return manifest
 
 
-def training_config(cfg: DictConfig) -> dict:
+def training_config(settings: FinalizeConfig) -> dict:
     """The run's LoRA recipe (train.*, without per-role values), with finalize.training's
-    non-null values on top."""
-    tcfg = OmegaConf.to_container(cfg.train, resolve=True)
-    tcfg.pop("per_role", None)
-    tcfg.update({k: v for k, v in OmegaConf.to_container(cfg.finalize.training, resolve=True).items()
-                 if v is not None})
+    non-null values on top, as the trainer takes it (a plain dict, shipped to a Ray task)."""
+    tcfg = settings.train.model_dump(exclude_unset=True, exclude={"per_role"})
+    tcfg.update({k: v for k, v in settings.finalize.training.model_dump().items() if v is not None})
     return workers.with_cpu_threads(tcfg)
 
 
@@ -280,23 +278,23 @@ def _ray_get(ref, what: str):
                         f"fix the finalize.training settings and rerun the same command to resume") from err
 
 
-def train_step(cfg: DictConfig, fp: FinalPaths, model_path: str) -> dict:
+def train_step(settings: FinalizeConfig, fp: FinalPaths, model_path: str) -> dict:
     """Fine-tune the base model on the exported set (a Ray task, on a GPU when the cluster
     has one); then merge a LoRA adapter into the base weights when finalize.merge is true."""
-    tcfg = training_config(cfg)
+    tcfg = training_config(settings)
     full = tcfg["method"] == "full"
     out = fp.model / ("full" if full else "adapter")
-    workers.init_ray(schema.from_node(schema.Ray, cfg.ray))
+    workers.init_ray(settings.ray)
     if not fp.done("train"):
         started = time.time()
         gpus, _ = ray_train.placement([tcfg])  # one line when the cluster cannot hold it
         log.info("finalize: training the final model (%s) on %s", tcfg["method"], fp.dataset / "train.jsonl")
         info = _ray_get(ray_train.launch(model_path, str(fp.dataset / "train.jsonl"), str(out), None, tcfg,
-                                         int(cfg.seed), gpus=gpus), "training the final model")
+                                         settings.seed, gpus=gpus), "training the final model")
         write_step(fp, "train", started, {"examples": info["examples"], "steps": info["steps"]}, training=info,
                    output=str(out), config=tcfg)
     trained = artifacts.read_json(fp.step_manifest("train"))
-    if cfg.finalize.merge and not full and not fp.done("merge"):
+    if settings.finalize.merge and not full and not fp.done("merge"):
         started = time.time()
         task = ray.remote(merge_adapter).options(num_cpus=1, num_gpus=0)
         info = _ray_get(task.remote(model_path, str(out), str(fp.merged)), "merging the final adapter")
@@ -305,7 +303,7 @@ def train_step(cfg: DictConfig, fp: FinalPaths, model_path: str) -> dict:
     return trained
 
 
-def final_model(cfg: DictConfig, fp: FinalPaths, model_path: str) -> tuple[str, dict[str, str]]:
+def final_model(fp: FinalPaths, model_path: str) -> tuple[str, dict[str, str]]:
     """(model folder, adapters) that serve the final model: the merged or fully trained
     weights alone, else the base model with the final adapter as the generator."""
     if fp.done("merge"):
@@ -315,25 +313,23 @@ def final_model(cfg: DictConfig, fp: FinalPaths, model_path: str) -> tuple[str, 
     return model_path, {"generator": str(fp.model / "adapter")}
 
 
-def eval_step(cfg: DictConfig, run: artifacts.RunPaths, fp: FinalPaths, model_path: str) -> dict:
+def eval_step(settings: FinalizeConfig, run: artifacts.RunPaths, fp: FinalPaths, model_path: str) -> dict:
     """The final model on the run's eval benchmarks, scored as every iteration was."""
     if fp.done("eval"):
         return artifacts.read_json(fp.step_manifest("eval"))
     if not fp.done("train"):
         raise UserError("step=eval needs the final model: run `finalize RUN step=train` (or finalize.train=true) first")
-    with open_dict(cfg):
-        cfg.eval.every_iteration = True  # only to reuse the benchmark checks
-    trouble = [p for p in in_run.check_config(cfg) if not p.startswith("judge=vllm")]
+    trouble = in_run.benchmark_problems(settings.eval)
     if trouble:
         raise UserError(f"cannot evaluate the final model: {trouble[0]}")
     started = time.time()
-    served, adapters = final_model(cfg, fp, model_path)
+    served, adapters = final_model(fp, model_path)
     adapter = "generator" if adapters else None
 
     async def go():
-        async with serving(served, adapters, *schema.engine_slices(cfg)) as engine:
+        async with serving(served, adapters, settings.model, settings.engine, settings.ray) as engine:
             return await in_run.evaluate_benchmarks(
-                in_run.EvalSetup.of(schema.from_node(schema.FinalizeConfig, cfg)), engine, adapter, list(cfg.eval.benchmarks), lambda name: fp.root / "eval" / name,
+                in_run.EvalSetup.of(settings), engine, adapter, settings.eval.benchmarks, lambda name: fp.root / "eval" / name,
                 meta={"final_model": served, "adapter": adapter}, label="finalize")
 
     results = {name: in_run.headline(summary) for name, summary in run_async(go()).items()}
@@ -352,32 +348,34 @@ def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPath
         raise UserError(f"bad finalize config: {trouble[0]}")
     if trouble:
         raise UserError("bad finalize config, %d problems:\n  - %s" % (len(trouble), "\n  - ".join(trouble)))
+    settings = FinalizeConfig.model_validate(OmegaConf.to_container(cfg, resolve=True))  # checked just above
     run = artifacts.RunPaths(run_root_of(cfg))
-    todo = steps_wanted(cfg)
-    rows, _ = collect(run.root, allow_unfinished=bool(cfg.finalize.allow_unfinished))  # checks before any write
-    fp = FinalPaths(run.root / str(cfg.finalize.output_dir))
-    if "constrain" in todo and not fp.done("constrain") and not int(cfg.finalize.extra_per_language):
-        in_bounds_or_fail(artifacts.read_jsonl(fp.collected) if fp.done("collect") else rows, cfg)
-    fp = writable_root(run.root, cfg)
+    todo = steps_wanted(settings)
+    rows, _ = collect(run.root, allow_unfinished=settings.finalize.allow_unfinished)  # checks before any write
+    fp = FinalPaths(run.root / settings.finalize.output_dir)
+    if "constrain" in todo and not fp.done("constrain") and not settings.finalize.extra_per_language:
+        in_bounds_or_fail(artifacts.read_jsonl(fp.collected) if fp.done("collect") else rows,
+                          settings.finalize.constraints)
+    fp = writable_root(run.root, settings.finalize)
     with RunLock(run.root):
-        model_path = resolve_model(schema.from_node(schema.Model, cfg.model), str(cfg.paths.cache_dir))
+        model_path = resolve_model(settings.model, settings.paths.cache_dir)
         fp.manifest.unlink(missing_ok=True)  # incomplete until every wanted step is done again
         if "constrain" in todo or "collect" in todo:
-            run_async(data_steps(cfg, run, fp, model_path, todo))
+            run_async(data_steps(settings, run, fp, model_path, todo))
         if "export" in todo:
-            export_step(cfg, run, fp, model_path)
+            export_step(settings, run, fp, model_path)
         if "train" in todo:
-            train_step(cfg, fp, model_path)
+            train_step(settings, fp, model_path)
         if "eval" in todo:
-            eval_step(cfg, run, fp, model_path)
+            eval_step(settings, run, fp, model_path)
         manifest = {"run": run.root.name, "steps": todo, "model": model_path,
                     "counts": {s: artifacts.read_json(fp.step_manifest(s))["counts"]
                                for s in (*STEPS, "merge") if fp.done(s)},
                     "dataset": str(fp.dataset) if (fp.dataset / "manifest.json").exists() else None,
-                    "final_model": final_model(cfg, fp, model_path)[0] if fp.done("train") else None,
+                    "final_model": final_model(fp, model_path)[0] if fp.done("train") else None,
                     "eval_last_iteration": (artifacts.read_json(fp.step_manifest("eval"))["last_iteration"]
                                             if fp.done("eval") else None),
-                    "config": OmegaConf.to_container(cfg.finalize, resolve=True),
+                    "config": settings.finalize.model_dump(mode="json"),
                     "versions": artifacts.package_versions(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         artifacts.write_json(fp.manifest, manifest)
     return manifest, fp

@@ -63,22 +63,29 @@ def headline(summary: dict) -> dict:
             "signals": summary.get("signals")}  # judge-free quality beside the lengths (core/signals)
 
 
-def check_config(cfg: DictConfig) -> list[str]:
-    """Problems with `eval.*` (reported with the rest of the config, before any work)."""
+def benchmark_problems(ev: schema.Eval) -> list[str]:
+    """Problems with eval.benchmarks and eval.data: unknown names, missing data files."""
     out = []
-    if not cfg.eval.every_iteration:
-        return out
-    unknown = [b for b in cfg.eval.benchmarks if b not in BENCHMARKS]
+    unknown = [b for b in ev.benchmarks if b not in BENCHMARKS]
     if unknown:
         out.append(f"eval.benchmarks has unknown {unknown}; choose from {list(BENCHMARKS)}")
-    need_data = [b for b in cfg.eval.benchmarks if b in BENCHMARKS and not BENCHMARKS[b].packaged]
-    if need_data and not cfg.eval.data:
+    need_data = [b for b in ev.benchmarks if b in BENCHMARKS and not BENCHMARKS[b].packaged]
+    if need_data and not ev.data:
         out.append(f"eval.benchmarks {need_data} need their data files: set eval.data=FOLDER (holding "
                    f"{', '.join(BENCHMARKS[b].default_file for b in need_data)}), or use eval.benchmarks=[heldout_tiny]")
-    elif need_data and not Path(str(cfg.eval.data)).expanduser().exists():
-        out.append(f"eval.data={cfg.eval.data} does not exist; point it at the folder holding the benchmark files")
-    if not cfg.eval.benchmarks:
+    elif need_data and not Path(ev.data).expanduser().exists():
+        out.append(f"eval.data={ev.data} does not exist; point it at the folder holding the benchmark files")
+    if not ev.benchmarks:
         out.append("eval.benchmarks is empty; name at least one, e.g. 'eval.benchmarks=[heldout_tiny]'")
+    return out
+
+
+def check_config(cfg: DictConfig) -> list[str]:
+    """Problems with `eval.*` inside a run (reported with the rest of the config, before any
+    work): the benchmarks when eval.every_iteration, and no vLLM judge beside the loop's engine."""
+    if not cfg.eval.every_iteration:
+        return []
+    out = benchmark_problems(schema.from_node(schema.Eval, cfg.eval))
     if cfg.judge.kind == "vllm":
         out.append("judge=vllm cannot run inside a run (it would need a second engine beside the loop's); use "
                    "judge=openai with a server, or judge=none in the run and `python -m selflengthen eval` later")
