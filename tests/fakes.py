@@ -70,3 +70,12 @@ def stage_inputs(settings, it, engine=None, sampling=None, adapters=None, pool=N
 
     return Inputs(it, settings.seed, tuple(settings.model.languages), "model", adapters or {}, engine=engine,
                   sampling=sampling, rules=settings.loop.quality_rules(), pool=pool or {})
+
+
+def tracker_of(cfg, run_root):
+    """The run's Tracker as observe.Watcher builds it from a composed config."""
+    from selflengthen.tracking import Tracker
+
+    settings = typed(cfg)
+    return Tracker(settings.tracking, settings.run.name, settings.paths.iterations_dir,
+                   settings.model_dump(mode="json"), run_root)

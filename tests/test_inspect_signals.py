@@ -14,7 +14,8 @@ from selflengthen.core import signals
 from selflengthen.evaluation import in_run, runner, scoring
 from selflengthen.pipeline.metrics import kept_signals, length_stats
 from selflengthen.store import artifacts
-from selflengthen.tracking import Tracker, iteration_metrics
+from selflengthen.tracking import iteration_metrics
+from tests.fakes import tracker_of
 
 SENTENCES = ["The ferry left at dawn and the gulls followed it past the breakwater.",
              "Maria counted the crates twice before she signed the ledger.",
@@ -195,7 +196,7 @@ class Recorder:
 
 def test_trackers_record_the_signals_beside_the_lengths(tmp_path, compose_config):
     paths = make_run(tmp_path / "demo")
-    tracker = Tracker(compose_config("tracking=tensorboard"), paths.root)
+    tracker = tracker_of(compose_config("tracking=tensorboard"), paths.root)
     recorder = Recorder()
     tracker.opened, tracker.backends = True, [recorder]  # no TensorBoard: the recorder stands in
     tracker.log_finished(paths, in_run.load(paths))

@@ -103,12 +103,12 @@ def test_flatten_keeps_numbers_only():
 
 def test_wandb_runs_offline_and_a_resumed_run_keeps_its_id(tmp_path):
     from selflengthen.config.files import compose
-    from selflengthen.tracking import Tracker
+    from tests.fakes import tracker_of
 
     cfg = compose("config", ["tracking=wandb", f"paths.iterations_dir={tmp_path}", "run.name=r"])
     ids = []
     for step in (1, 2):  # the run, then its resumption
-        tracker = Tracker(cfg, tmp_path / "r")
+        tracker = tracker_of(cfg, tmp_path / "r")
         tracker.log({"iteration/words/initial/mean": 100.0 * step}, step)
         tracker.table("samples/extend", ["instruction", "extended"], [["write", "a long text"]], step)
         report = tracker.train_report(step, "generator")

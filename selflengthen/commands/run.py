@@ -16,5 +16,5 @@ from selflengthen.pipeline import loop
 def run_and_report(cfg: DictConfig) -> tuple[str, Path | None]:
     """Run (or resume) the loop; the length table of the run and its plot (None without one)."""
     settings = preflight.settings(cfg, "run", in_run.CONFIG_CHECK)  # every problem at once, before any work
-    paths = loop.run(settings, cfg)
-    return inspect_runs([str(paths.root)], Path(str(cfg.paths.iterations_dir)))
+    paths = loop.run(settings)
+    return inspect_runs([str(paths.root)], Path(settings.paths.iterations_dir))

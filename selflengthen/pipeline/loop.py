@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import ray
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from selflengthen import config
 from selflengthen.config import schema
@@ -105,14 +105,13 @@ def served_dtype(model: schema.Model) -> dict:
     return {"requested": model.dtype, "served": precision.serving_dtype(model.dtype, on_gpu)}
 
 
-def run(settings: schema.Config, cfg: DictConfig) -> artifacts.RunPaths:
-    """The whole loop; returns the run's paths. Safe to call again: it resumes. (`cfg`, the
-    composed config, goes to the trackers only.)"""
+def run(settings: schema.Config) -> artifacts.RunPaths:
+    """The whole loop; returns the run's paths. Safe to call again: it resumes."""
     seeds = load_seeds(settings.seeds, settings.model.languages)
     if settings.ray.address:  # an unreachable cluster fails now, within ray.connect_timeout_s
         workers.check_reachable(settings.ray.address, settings.ray.connect_timeout_s)
     paths = artifacts.RunPaths(Path(settings.paths.iterations_dir) / settings.run.name)
-    with RunLock(paths.root), observe.watching(cfg, paths.root):  # one writer; status.json and trackers
+    with RunLock(paths.root), observe.watching(settings, paths.root):  # one writer; status.json and trackers
         return _run_locked(settings, seeds)
 
 

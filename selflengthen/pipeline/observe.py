@@ -14,8 +14,7 @@ import logging
 from contextlib import contextmanager
 from pathlib import Path
 
-from omegaconf import DictConfig
-
+from selflengthen.config import schema
 from selflengthen.core import progress
 from selflengthen.evaluation import in_run
 from selflengthen.store import artifacts
@@ -28,19 +27,20 @@ log = logging.getLogger("selflengthen")
 class Watcher:
     """The run's tracker, status thread and the stage now running."""
 
-    def __init__(self, cfg: DictConfig, run_root: Path):
-        self.cfg = cfg
+    def __init__(self, settings: schema.Config, run_root: Path):
+        self.run_name, self.progress = settings.run.name, settings.progress
         self.paths = artifacts.RunPaths(Path(run_root))
-        self.tracker = Tracker(cfg, self.paths.root)
+        self.tracker = Tracker(settings.tracking, settings.run.name, settings.paths.iterations_dir,
+                               settings.model_dump(mode="json"), self.paths.root)
         self.iteration: int | None = None
         self.stage: progress.StageProgress | None = None
         self.engine = None
         self.tokens_before = 0
-        self.status = StatusWriter(self.paths.root, self.snapshot, cfg.status.interval_s, cfg.status.stale_after_s,
-                                   on_tick=self.tick)
+        self.status = StatusWriter(self.paths.root, self.snapshot, settings.status.interval_s,
+                                   settings.status.stale_after_s, on_tick=self.tick)
 
     def snapshot(self) -> dict:
-        out = {"run": str(self.cfg.run.name), "iteration": self.iteration, "stage": None}
+        out = {"run": self.run_name, "iteration": self.iteration, "stage": None}
         if self.stage is not None:
             out.update(self.stage.snapshot())
         return out
@@ -86,10 +86,10 @@ _WATCHER: contextvars.ContextVar[Watcher | None] = contextvars.ContextVar("selfl
 
 
 @contextmanager
-def watching(cfg: DictConfig, run_root: Path):
+def watching(settings: schema.Config, run_root: Path):
     """Around the whole run: status.json from start to end, trackers closed at the end
     (an MLflow run marked FAILED when the run raised)."""
-    watcher = Watcher(cfg, run_root)
+    watcher = Watcher(settings, run_root)
     token = _WATCHER.set(watcher)
     watcher.status.start()
     ok = False
@@ -111,7 +111,7 @@ def stage(k: int, name: str, engine=None, unit: str = "it"):
     if watcher is None:
         yield
         return
-    reporter = progress.StageProgress(name, unit=unit, enabled=bool(watcher.cfg.progress),
+    reporter = progress.StageProgress(name, unit=unit, enabled=watcher.progress,
                                       label=f"iter {k} {name}")
     watcher.iteration, watcher.engine, watcher.stage = k, engine, reporter
     watcher.tokens_before = generated_tokens(engine) if engine is not None else 0

@@ -20,8 +20,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
+from selflengthen.config import schema
 from selflengthen.store import artifacts
 
 log = logging.getLogger("selflengthen")
@@ -29,10 +28,9 @@ BACKENDS = ("tensorboard", "mlflow", "wandb")
 SAMPLE_ROWS = 3
 
 
-def selected(cfg: DictConfig) -> list[str]:
+def selected(tracking: schema.Tracking) -> list[str]:
     """The trackers the config selects (the keys of `tracking` that name one)."""
-    node = cfg.get("tracking") or {}
-    return [b for b in BACKENDS if b in node and (node[b] or {}).get("enabled", True)]
+    return [b for b in BACKENDS if getattr(tracking, b) is not None]
 
 
 def flatten(obj, prefix: str = "") -> dict[str, float]:
@@ -85,14 +83,14 @@ class Tracker:
     """The selected trackers behind one interface; opened at the first thing to log (a run
     with nothing left to do touches no tracker), closed at the end of the run."""
 
-    def __init__(self, cfg: DictConfig, run_root: Path):
-        self.cfg = cfg
-        self.names = selected(cfg)
+    def __init__(self, tracking: schema.Tracking, run_name: str, iterations_dir: str, params: dict, run_root: Path):
+        """`params`: the run's settings as plain data, logged as the tracker runs' parameters."""
+        self.tracking, self.params, self.iterations_dir = tracking, params, iterations_dir
+        self.names = selected(tracking)
         self.root = Path(run_root) / "tracking"
         self.state_path = self.root / "tracking.json"
-        group = cfg.tracking.get("group")
-        self.group = str(group) if group else None
-        self.run_name = str(cfg.run.name) if not self.group else f"{self.group}/{cfg.run.name}"
+        self.group = tracking.group or None
+        self.run_name = run_name if not self.group else f"{self.group}/{run_name}"
         self.backends: list = []
         self.state: dict = {}
         self.opened = False
@@ -109,11 +107,11 @@ class Tracker:
         self.state = artifacts.read_json(self.state_path) if self.state_path.exists() else {}
         from selflengthen.tracking import backends  # deferred: tensorboard, mlflow, wandb only when a tracker is on
 
-        params = flatten_params(OmegaConf.to_container(self.cfg, resolve=True))
+        params = flatten_params(self.params)
         # a sweep's jobs share one MLflow store (in the sweep's folder) and one experiment
-        shared = Path(str(self.cfg.paths.iterations_dir)) / "tracking" if self.group else self.root
+        shared = Path(self.iterations_dir) / "tracking" if self.group else self.root
         for name in self.names:
-            sub = self.cfg.tracking[name]
+            sub = getattr(self.tracking, name)
             state = self.state.setdefault(name, {})
             if name == "tensorboard":
                 self.backends.append(backends.TensorBoard(sub, self.root, state))

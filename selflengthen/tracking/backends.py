@@ -26,7 +26,7 @@ class TensorBoard:
     def __init__(self, cfg, root: Path, state: dict):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.dir = Path(str(cfg.dir)) if cfg.get("dir") else root / "tensorboard"
+        self.dir = Path(cfg.dir) if cfg.dir else root / "tensorboard"
         self.writer = SummaryWriter(log_dir=str(self.dir), flush_secs=30)
         state.setdefault("logdir", str(self.dir))
 
@@ -66,7 +66,7 @@ class MLflow:
         self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
         self.local = "MLFLOW_TRACKING_URI" not in os.environ
         self.client = MlflowClient(tracking_uri=self.uri)
-        experiment = str(group or cfg.experiment)
+        experiment = group or cfg.experiment
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
@@ -134,11 +134,11 @@ class Wandb:
         self.wandb = wandb
         self.dir = root / "wandb"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.mode = str(cfg.mode)
-        self.project = str(cfg.project)
+        self.mode = cfg.mode
+        self.project = cfg.project
         self.group = group or run_name
         state.setdefault("id", uuid.uuid4().hex[:12])
-        self.run = wandb.init(project=self.project, entity=cfg.get("entity"), name=run_name, id=state["id"],
+        self.run = wandb.init(project=self.project, entity=cfg.entity, name=run_name, id=state["id"],
                               group=self.group, resume="allow", mode=self.mode, dir=str(self.dir), config=params,
                               settings=wandb.Settings(silent=True, console="off"))
         self.run.define_metric("iteration")
