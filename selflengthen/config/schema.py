@@ -811,8 +811,3 @@ def from_node(cls, node):
     code that still holds the node: the verbs build their whole settings once at entry
     instead (preflight.settings)."""
     return TypeAdapter(cls).validate_python(OmegaConf.to_container(node, resolve=True))
-
-
-def engine_slices(cfg) -> tuple[Model, Engine, Ray]:
-    """(model, engine, ray) of a composed DictConfig, typed: what opening an engine reads."""
-    return from_node(Model, cfg.model), from_node(Engine, cfg.engine), from_node(Ray, cfg.ray)

@@ -23,10 +23,10 @@ class TensorBoard:
 
     name = "tensorboard"
 
-    def __init__(self, cfg, root: Path, state: dict):
+    def __init__(self, settings, root: Path, state: dict):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.dir = Path(cfg.dir) if cfg.dir else root / "tensorboard"
+        self.dir = Path(settings.dir) if settings.dir else root / "tensorboard"
         self.writer = SummaryWriter(log_dir=str(self.dir), flush_secs=30)
         state.setdefault("logdir", str(self.dir))
 
@@ -59,14 +59,14 @@ class MLflow:
 
     name = "mlflow"
 
-    def __init__(self, cfg, root: Path, state: dict, run_name: str, group: str | None, params: dict):
+    def __init__(self, settings, root: Path, state: dict, run_name: str, group: str | None, params: dict):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline: no usage pings
         from mlflow import MlflowClient
 
         self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
         self.local = "MLFLOW_TRACKING_URI" not in os.environ
         self.client = MlflowClient(tracking_uri=self.uri)
-        experiment = group or cfg.experiment
+        experiment = group or settings.experiment
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
@@ -128,17 +128,17 @@ class Wandb:
 
     name = "wandb"
 
-    def __init__(self, cfg, root: Path, state: dict, run_name: str, group: str | None, params: dict):
+    def __init__(self, settings, root: Path, state: dict, run_name: str, group: str | None, params: dict):
         import wandb
 
         self.wandb = wandb
         self.dir = root / "wandb"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.mode = cfg.mode
-        self.project = cfg.project
+        self.mode = settings.mode
+        self.project = settings.project
         self.group = group or run_name
         state.setdefault("id", uuid.uuid4().hex[:12])
-        self.run = wandb.init(project=self.project, entity=cfg.entity, name=run_name, id=state["id"],
+        self.run = wandb.init(project=self.project, entity=settings.entity, name=run_name, id=state["id"],
                               group=self.group, resume="allow", mode=self.mode, dir=str(self.dir), config=params,
                               settings=wandb.Settings(silent=True, console="off"))
         self.run.define_metric("iteration")
