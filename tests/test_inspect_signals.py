@@ -216,3 +216,19 @@ def test_trackers_record_the_signals_beside_the_lengths(tmp_path, compose_config
         assert got[f"eval/{BENCH}/mean_words"] == pytest.approx(sum(r["words"] for r in predictions) / 2)
         assert got[f"eval/{BENCH}/signals/distinct_3"] == pytest.approx(want["distinct_3"])
         assert got[f"eval/{BENCH}/signals/cap_rate"] == 0.5
+
+
+def test_with_a_judge_the_table_shows_quality_and_total_beside_the_length_score():
+    """Judged quality per iteration (S_q, and S = (S_l + S_q) / 2) beside S_l: the
+    length-vs-quality trade-off in one table; unjudged runs keep their columns."""
+    evals = {0: {"heldout_tiny": {"mean_words": 100.0, "length_score": 40.0, "quality": 70.0, "total": 55.0,
+                                  "not_writing": {"verdict": 0, "empty": 0, "cut": 1}}},
+             1: {"heldout_tiny": {"mean_words": 180.0, "length_score": 60.0, "quality": 50.0, "total": 55.0,
+                                  "not_writing": {"verdict": 0, "empty": 0, "cut": 2}}}}
+    lines = inspect.table([], evals).splitlines()
+    head = lines[0].split("  ")
+    head = [h.strip() for h in head if h.strip()]
+    assert head[-3:] == ["heldout_tiny quality", "heldout_tiny total", "heldout_tiny verdict/empty/cut"]
+    assert lines[2].split()[-3:] == ["70.00", "55.00", "0/0/1"] and lines[3].split()[-3:] == ["50.00", "55.00", "0/0/2"]
+    unjudged = {k: {"heldout_tiny": {**v["heldout_tiny"], "quality": None, "total": None}} for k, v in evals.items()}
+    assert "quality" not in inspect.table([], unjudged).splitlines()[0].replace("judge-free", "")

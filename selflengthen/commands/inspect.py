@@ -79,6 +79,8 @@ def table(rows: list[dict], evals: dict[int, dict] | None = None, run_label: str
                                              "tok/s", "seconds"]
     head += [f"{b} words" for b in benches] + [f"{b} {QUALITY_HEAD}" for b in benches]
     head += [f"{b} score" for b in benches]
+    judged = [b for b in benches if any(per.get(b, {}).get("quality") is not None for per in evals.values())]
+    head += [f"{b} {part}" for b in judged for part in ("quality", "total")]  # with a judge: S_q and S beside S_l
     head += [f"{b} verdict/empty/cut" for b in benches]
     lines = [head]
     iterations = sorted({m["iteration"] for m in rows} | set(evals))
@@ -105,6 +107,7 @@ def table(rows: list[dict], evals: dict[int, dict] | None = None, run_label: str
         cells += [_fmt(per.get(b, {}).get("mean_words")) for b in benches]
         cells += [quality_cell(per.get(b, {}).get("signals")) for b in benches]
         cells += [_fmt(per.get(b, {}).get("length_score"), "{:.2f}") for b in benches]
+        cells += [_fmt(per.get(b, {}).get(part), "{:.2f}") for b in judged for part in ("quality", "total")]
         cells += [_not_writing(per.get(b, {}).get("not_writing")) for b in benches]
         lines.append(cells)
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
