@@ -105,7 +105,7 @@ def test_summarize_longen():
     assert scores["by_language_type_range"] == {"en": {"about": {"2-4k": 1.0}, "below": {"4-6k": 0.5}},
                                                 "zh": {"about": {"4-6k": 0.0}, "range": {"2-4k": 0.5}}}
     assert summary["quality"] == {"overall": 8.0, "judged": 1, "by_type": {"about": 8.0},
-                                  "by_dimension": {"relevance": 8.0}}
+                                  "by_dimension": {"relevance": 8.0}, "by_segment": None}
     assert summary["total"] is None and summary["by_length"] is None
 
 

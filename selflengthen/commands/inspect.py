@@ -227,9 +227,11 @@ def segment_plots(paths: artifacts.RunPaths, evals: dict[int, dict]) -> list[Pat
     out = []
     for bench in sorted({b for per in evals.values() for b in per}):
         by_k = {k: per[bench]["signals"] for k, per in evals.items() if (per.get(bench) or {}).get("signals")}
+        judged = {k: per[bench]["quality_by_segment"] for k, per in evals.items()
+                  if (per.get(bench) or {}).get("quality_by_segment")}
         if by_k:
             out.append(plots.plot_segments(by_k, paths.segment_plot(bench),
-                                           f"{paths.root.name}: {bench} along the outputs"))
+                                           f"{paths.root.name}: {bench} along the outputs", judged))
     return out
 
 

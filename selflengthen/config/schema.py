@@ -432,6 +432,7 @@ class VllmJudge(Group):
     retries: int = eg("3", 3, ge=0)
     temperature: float = eg("0.5", 0.5, ge=0)
     max_tokens: int = eg("1024", 1024, ge=1)
+    segments: int = eg("4 (0: no part-by-part scores)", 4, ge=0)  # each response judged in this many parts too
     price_per_million_tokens: Prices = Prices()
 
 
@@ -454,6 +455,7 @@ class OpenaiJudge(Group):
     retries: int = eg("3", 3, ge=0)
     temperature: float = eg("0.5", 0.5, ge=0)
     max_tokens: int = eg("1024", 1024, ge=1)
+    segments: int = eg("4 (0: no part-by-part scores)", 4, ge=0)  # each response judged in this many parts too
     price_per_million_tokens: Prices = Prices()
 
 

@@ -60,7 +60,8 @@ def headline(summary: dict) -> dict:
     return {"items": summary.get("items"), "mean_words": summary.get("mean_words"),
             "not_writing": summary.get("not_writing"),
             "length_score": score.get("overall"), "quality": quality.get("overall"), "total": summary.get("total"),
-            "signals": summary.get("signals")}  # judge-free quality beside the lengths (core/signals)
+            "signals": summary.get("signals"),  # judge-free quality beside the lengths (core/signals)
+            "quality_by_segment": quality.get("by_segment")}  # with a judge: its score of each part of the answers
 
 
 def benchmark_problems(ev: schema.Eval) -> list[str]:

@@ -4,6 +4,8 @@ messages that ask a judge to apply one, and a forgiving parser of the judge's an
 - "longen" (Self-Lengthen): 7 criteria scored 1-10; quality = their mean (1..10).
 - "longbench" (LongBench-Write): 6 dimensions scored 1-5; each mapped to (s - 1) * 25
   and averaged into S_q (0..100).
+- "segment" (ours): one part of a long response, read after the text before it: coherence,
+  substance, freshness scored 1-5, mapped to 0..100 like S_q; where a long text decays.
 Both prompts (prompts/<language>/judge_<rubric>.txt) tell the judge to leave length out
 of its judgement and to answer with one JSON object keyed by the dimension names.
 """
@@ -52,7 +54,12 @@ RUBRICS = {
          "相关性": "relevance", "准确性": "accuracy", "连贯性": "coherence", "清晰度": "clarity",
          "清晰性": "clarity", "广度与深度": "breadth_and_depth", "广度和深度": "breadth_and_depth",
          "深度与广度": "breadth_and_depth", "阅读体验": "reading_experience"}),
+    "segment": Rubric(
+        "segment", "judge_segment", ("coherence", "substance", "freshness"), 1, 5, True,
+        {"连贯": "coherence", "连贯性": "coherence", "充实": "substance", "充实度": "substance",
+         "不重复": "freshness", "新颖": "freshness"}),
 }
+SEGMENT_CONTEXT_CHARS = 6000  # the text before a judged part, kept from its end
 
 
 def get_rubric(name: str) -> Rubric:
@@ -66,6 +73,17 @@ def judge_messages(rubric: str, instruction: str, response: str, language: str) 
     in the prompt language `language` ('en' or 'zh')."""
     template = prompting.load_template(language, get_rubric(rubric).template)
     return prompting.user(prompting.render(template, instruction=instruction, response=response))
+
+
+def segment_messages(instruction: str, before: str, segment: str, part: int, parts: int,
+                     language: str) -> list[dict]:
+    """One user turn asking the judge to rate part `part` of `parts` of a response, read
+    after the text before it (its last SEGMENT_CONTEXT_CHARS characters)."""
+    if len(before) > SEGMENT_CONTEXT_CHARS:
+        before = "..." + before[-SEGMENT_CONTEXT_CHARS:]
+    template = prompting.load_template(language, get_rubric("segment").template)
+    return prompting.user(prompting.render(template, instruction=instruction, before=before or "(none: the first part)",
+                                           segment=segment, part=part, parts=parts))
 
 
 def quality_score(rubric: str, scores: dict[str, float]) -> float:

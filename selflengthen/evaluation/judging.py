@@ -31,6 +31,7 @@ async def judge_engine(judge: schema.Judge, model: schema.Model, engine: schema.
 
 def judge_settings(j: schema.VllmJudge | schema.OpenaiJudge) -> tuple[Sampling, int, dict]:
     """(the judge's sampling, its retries per item, what the summaries record of it)."""
-    meta = {"kind": j.kind, "model": j.model, "price_per_million_tokens": j.price_per_million_tokens.model_dump()}
+    meta = {"kind": j.kind, "model": j.model, "segments": j.segments,
+            "price_per_million_tokens": j.price_per_million_tokens.model_dump()}
     return Sampling(temperature=j.temperature, top_p=1.0, top_k=-1, repetition_penalty=1.0,
                     max_tokens=j.max_tokens), j.retries, meta

@@ -111,15 +111,23 @@ SEGMENT_SIGNALS = (("distinct_3", "distinct-3 (lower = repetitive)"),
                    ("compression_ratio", "compression ratio (lower = repetitive)"))
 
 
-def plot_segments(by_iteration: dict[int, dict], out: str | Path, title: str) -> Path:
+def plot_segments(by_iteration: dict[int, dict], out: str | Path, title: str,
+                  judged: dict[int, list] | None = None) -> Path:
     """Quality signals along the outputs: a panel per signal of SEGMENT_SIGNALS, x = the
     segment (1 = each output's first piece, K = its last; core/signals.segments), one line
-    per iteration. by_iteration: {iteration: an evaluation summary's `signals`}."""
-    fig = Figure(figsize=(5 * len(SEGMENT_SIGNALS), 4))
-    for i, (name, label) in enumerate(SEGMENT_SIGNALS):
-        ax = fig.add_subplot(1, len(SEGMENT_SIGNALS), i + 1)
-        for k, summary in sorted(by_iteration.items()):
-            series = signals.segment_series(summary, name)
+    per iteration. by_iteration: {iteration: an evaluation summary's `signals`}; judged
+    (with a judge): {iteration: the judge's mean score of each part}, one more panel."""
+    panels = [(name, label, lambda summary, name=name: signals.segment_series(summary, name))
+              for name, label in SEGMENT_SIGNALS]
+    series_of = {name: by_iteration for name, _ in SEGMENT_SIGNALS}
+    if judged:
+        panels.append(("judge", "judge's score of the part (0-100)", lambda scores: list(scores)))
+        series_of["judge"] = judged
+    fig = Figure(figsize=(5 * len(panels), 4))
+    for i, (name, label, series_for) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for k, summary in sorted(series_of[name].items()):
+            series = series_for(summary)
             ax.plot(range(1, len(series) + 1), [math.nan if v is None else v for v in series], marker="o",
                     label=f"iteration {k}" + (" (base)" if k == 0 else ""))
         ax.set(xlabel="segment of each output (1 = start)", ylabel=label, title=title if i == 0 else None)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from selflengthen.core import progress
+from selflengthen.core import progress, signals
 from selflengthen.engines import Engine, Request, Sampling, usage_delta
 from selflengthen.evaluation import judge as judging, scoring
 from selflengthen.evaluation.benchmarks import Benchmark
@@ -94,24 +94,51 @@ async def generate_predictions(engine: Engine, bench: Benchmark, items: list[dic
     return [log.done[item["id"]]["row"] for item in items]
 
 
+async def ask_judge(engine: Engine, rubric: str, messages: list[dict], sampling: Sampling, retries: int, key: str,
+                    seed_parts: tuple, adapter: str | None = None) -> tuple[dict | None, int]:
+    """(the parsed scores or None, tries): the same question re-asked until it parses."""
+    scores, tries = None, 0
+    for tries in range(1, retries + 1):
+        answer = await engine.complete(Request(messages, adapter=adapter, key=key,
+                                               seed=stable_seed(*seed_parts, tries)), sampling)
+        scores = judging.parse_judgement(rubric, answer.text)
+        if scores is not None:
+            break
+    return scores, tries
+
+
+async def judge_segments(engine: Engine, bench: Benchmark, row: dict, sampling: Sampling, retries: int, k: int,
+                         adapter: str | None = None) -> list[float | None]:
+    """The "segment" rubric's quality (0..100, None when unparsable) of each of the k parts
+    of a response (core/signals.segments), each read after the text before it."""
+    parts = signals.segments(row["response"], k)
+
+    async def part(i: int) -> float | None:
+        messages = judging.segment_messages(row["prompt"], "".join(parts[:i]), parts[i], i + 1, len(parts),
+                                            row["language"])
+        scores, _ = await ask_judge(engine, "segment", messages, sampling, retries, row["id"],
+                                    ("judge-segment", bench.name, row["id"], i), adapter)
+        return judging.quality_score("segment", scores) if scores else None
+
+    return list(await asyncio.gather(*(part(i) for i in range(len(parts)))))
+
+
 async def judge_predictions(engine: Engine, bench: Benchmark, rows: list[dict], sampling: Sampling, retries: int,
-                            log: SampleLog, adapter: str | None = None) -> list[dict]:
+                            log: SampleLog, adapter: str | None = None, segments: int = 0) -> list[dict]:
     """Rows with `judge` (the parsed scores, or None when unparsable after `retries` tries),
-    `judge_tries` and `quality`; judged rows in `log` are not asked again."""
+    `judge_tries` and `quality`, and with `segments` > 0 `segment_quality` (one judged score
+    per part of the response, judge.segment_messages); judged rows in `log` are not asked again."""
     rubric = bench.rubric
 
     async def one(row: dict) -> None:
-        scores, tries = None, 0
+        scores, tries, by_part = None, 0, None
         if row["response"].strip():
-            for tries in range(1, retries + 1):
-                messages = judging.judge_messages(rubric, row["prompt"], row["response"], row["language"])
-                answer = await engine.complete(Request(messages, adapter=adapter, key=row["id"],
-                                                       seed=stable_seed("judge", bench.name, row["id"], tries)),
-                                               sampling)
-                scores = judging.parse_judgement(rubric, answer.text)
-                if scores is not None:
-                    break
-        log.add({"id": row["id"], "judge": scores, "judge_tries": tries,
+            messages = judging.judge_messages(rubric, row["prompt"], row["response"], row["language"])
+            scores, tries = await ask_judge(engine, rubric, messages, sampling, retries, row["id"],
+                                            ("judge", bench.name, row["id"]), adapter)
+            if segments:
+                by_part = await judge_segments(engine, bench, row, sampling, retries, segments, adapter)
+        log.add({"id": row["id"], "judge": scores, "judge_tries": tries, "segment_quality": by_part,
                  "quality": judging.quality_score(rubric, scores) if scores else (0.0 if not row["response"].strip()
                                                                                   else None)})
 
@@ -119,7 +146,8 @@ async def judge_predictions(engine: Engine, bench: Benchmark, rows: list[dict], 
     out = []
     for row in rows:
         entry = log.done[row["id"]]
-        out.append({**row, "judge": entry["judge"], "judge_tries": entry["judge_tries"], "quality": entry["quality"]})
+        out.append({**row, "judge": entry["judge"], "judge_tries": entry["judge_tries"], "quality": entry["quality"],
+                    **({"segment_quality": entry["segment_quality"]} if entry.get("segment_quality") else {})})
     return out
 
 
@@ -165,7 +193,7 @@ async def run_judge(judge_engine: Engine, bench: Benchmark, rows: list[dict], pa
     started, before = time.time(), judge_engine.usage()
     rows = await judge_predictions(judge_engine, bench, rows, judge_sampling or Sampling(temperature=0.5,
                                                                                         max_tokens=1024),
-                                   retries, resume_log(paths, "judgements"))
+                                   retries, resume_log(paths, "judgements"), segments=judge_meta.get("segments", 0))
     used = usage_delta(before, judge_engine.usage())
     prompt_tokens = sum(u.get("prompt_tokens", 0) for u in used.values())
     completion_tokens = sum(u.get("completion_tokens", 0) for u in used.values())

@@ -40,9 +40,15 @@ def _quality(rows: list[dict]) -> dict | None:
     for row in judged:
         for dim, score in (row.get("judge") or {}).items():
             dims[dim].append(score)
+    by_part: dict[int, list[float]] = defaultdict(list)  # the segment rubric's score per part of the responses
+    for row in judged:
+        for i, score in enumerate(row.get("segment_quality") or []):
+            if score is not None:
+                by_part[i + 1].append(score)
     return {"overall": mean(map(itemgetter("quality"), judged)), "judged": len(judged),
             "by_type": means(judged, itemgetter("type"), itemgetter("quality")),
-            "by_dimension": {d: mean(v) for d, v in dims.items()}}
+            "by_dimension": {d: mean(v) for d, v in dims.items()},
+            "by_segment": [mean(by_part[i]) for i in sorted(by_part)] or None}
 
 
 # A bare judge verdict is no piece of writing: a model that falls back on the judge task it
