@@ -174,6 +174,7 @@ def make_samples(settings: DpoConfig, paths: DpoPaths, bench: Benchmark, items: 
     info: dict = {"score": "S=(S_l+S_q)/2" if judged else "S_l (judge=none)"}
     if judged:
         j_sampling, retries, jmeta = judge_settings(settings.judge)
+        jmeta = {**jmeta, "segments": 0}  # the pairs' score needs the whole answer's quality only
 
         async def judged_rows():
             async with judge_engine(settings.judge, serve.model, serve.engine, settings.ray) as engine:
