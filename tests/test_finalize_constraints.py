@@ -39,7 +39,7 @@ NUMERALS, ARABIC = 0.1, 0.9
 
 
 def test_yaml_is_the_paper_default_and_sound():
-    cfg = ConstraintConfig.from_dict(finalize_conf().constraints)
+    cfg = ConstraintConfig.of(schema.Constraints.model_validate(OmegaConf.to_container(finalize_conf().constraints)))
     assert cfg == ConstraintConfig()
     assert cfg.units == (2000, 1000) and cfg.unit_probs == (0.2, 0.8)
     assert cfg.type_probs == {"about": 0.4, "range": 0.25, "above": 0.1, "below": 0.25}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from selflengthen.config import schema
 from selflengthen.core import signals
 from selflengthen.core.errors import UserError
 from selflengthen.finalize import collect, constrain_all, export
@@ -70,7 +71,7 @@ def test_collect_empty_folder_is_a_user_error(tmp_path):
 @pytest.fixture
 def exported(tmp_path):
     rows, _ = collect(make_run(tmp_path), allow_unfinished=True)
-    rows, constrained = asyncio.run(constrain_all(None, rows, OmegaConf.load(CONF), seed=0))
+    rows, constrained = asyncio.run(constrain_all(None, rows, schema.Finalize.model_validate(OmegaConf.to_container(OmegaConf.load(CONF))), seed=0))
     out = tmp_path / "final"
     manifest = export(rows, out, card_info={"model": "tiny-llama", "config_digest": "abc123def4567890",
                                             "name": "demo_final", "constrain": constrained})

@@ -12,7 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from selflengthen.finalize.constraints import Constraint
-from selflengthen.finalize.rewrite import (TEMPLATES, VerifyConfig, constrain_all, length_demands, numbers_in,
+from selflengthen.config import schema
+from selflengthen.finalize.rewrite import (TEMPLATES, constrain_all, length_demands, numbers_in,
                                            parse_rewrite, rewrite_request, strip_length_demands, template_insert,
                                            verify_rewrite)
 from tests.fakes import ScriptedEngine
@@ -25,14 +26,15 @@ RANGE_ZH = Constraint("range", "3000字至4000字", (3000, 4000), (3000.0, 4000.
 
 
 def finalize_conf(**over):
+    """conf/finalize/default.yaml with `over` on top, as the typed `finalize` settings."""
     cfg = OmegaConf.load(CONF)
     for key, value in over.items():
         OmegaConf.update(cfg, key, value)
-    return cfg
+    return schema.Finalize.model_validate(OmegaConf.to_container(cfg))
 
 
 def test_yaml_verify_bounds_are_the_defaults():
-    assert VerifyConfig.from_dict(finalize_conf().rewrite.verify) == VerifyConfig()
+    assert finalize_conf().rewrite.verify == schema.RewriteVerify()  # the YAML's bounds are the defaults
 
 
 # --- the verifier --------------------------------------------------------------------------

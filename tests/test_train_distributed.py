@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from selflengthen import config, preflight
-from selflengthen.config import checks, schema
+from selflengthen.config import schema
+from selflengthen.preflight import checks
 from selflengthen.core.errors import UserError
 from selflengthen.engines import workers
 from selflengthen.training import checkpoints, ray_train, strategy

@@ -183,7 +183,7 @@ async def extra_pairs(settings: FinalizeConfig, run: artifacts.RunPaths, fp: Fin
 
 
 def in_bounds_or_fail(rows: list[dict], constraints: schema.Constraints) -> None:
-    ccfg = ConstraintConfig.from_dict(constraints.model_dump())
+    ccfg = ConstraintConfig.of(constraints)
     if any(ccfg.in_bounds(int(r["words"])) for r in rows):
         return
     words = [int(r["words"]) for r in rows]
@@ -239,7 +239,7 @@ async def data_steps(settings: FinalizeConfig, run: artifacts.RunPaths, fp: Fina
             in_bounds_or_fail(rows, fcfg.constraints)
             engine = await engine_now() if want_model_rewrite else None
             adapter = fcfg.rewrite.adapter if engine is not None else None
-            rows, stats = await constrain_all(engine, rows, fcfg.model_dump(), settings.seed, adapter=adapter)
+            rows, stats = await constrain_all(engine, rows, fcfg, settings.seed, adapter=adapter)
             artifacts.write_jsonl(fp.constrained, rows)
             write_step(fp, "constrain", started, stats, rewriter={"model": model_path if engine else None,
                                                                   "adapter": adapter})

@@ -27,6 +27,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from selflengthen.config import schema
+
 TYPES = ("about", "range", "above", "below")
 
 # One form per type and language; {a}/{b} are the numbers (already formatted).
@@ -49,12 +51,12 @@ class ConstraintConfig:
     zh_numeral_prob: float = 0.5
 
     @classmethod
-    def from_dict(cls, d) -> "ConstraintConfig":
-        units = [(int(u["words"]), float(u["prob"])) for u in d["units"]]
-        return cls(min_words=int(d["min_words"]), max_words=int(d["max_words"]),
-                   units=tuple(u for u, _ in units), unit_probs=tuple(p for _, p in units),
-                   type_probs={t: float(d["type_probs"][t]) for t in TYPES},
-                   zh_numeral_prob=float(d["zh_numeral_prob"]))
+    def of(cls, settings: schema.Constraints) -> "ConstraintConfig":
+        """From the typed `finalize.constraints` settings (their sums checked there)."""
+        return cls(min_words=settings.min_words, max_words=settings.max_words,
+                   units=tuple(u.words for u in settings.units), unit_probs=tuple(u.prob for u in settings.units),
+                   type_probs={t: getattr(settings.type_probs, t) for t in TYPES},
+                   zh_numeral_prob=settings.zh_numeral_prob)
 
     def in_bounds(self, words: int) -> bool:
         return self.min_words <= words < self.max_words

@@ -12,8 +12,8 @@ import asyncio
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
 
+from selflengthen.config import schema
 from selflengthen.core.prompting import load_template, render, user
 from selflengthen.engines import Request, Sampling
 from selflengthen.finalize.constraints import Constraint, ConstraintConfig, draw_constraint, from_chinese_numeral
@@ -130,21 +130,8 @@ _LENGTH_WORD = {"en": re.compile(r"\bwords?\b|\blength\b|\blong\b", re.IGNORECAS
                 "zh": re.compile(r"字|篇幅")}
 
 
-@dataclass(frozen=True)
-class VerifyConfig:
-    """conf/finalize/default.yaml `rewrite.verify:`."""
-
-    min_length_ratio: float = 0.5
-    max_length_ratio: float = 2.5
-    slack_chars: int = 40
-
-    @classmethod
-    def from_dict(cls, d) -> "VerifyConfig":
-        return cls(float(d["min_length_ratio"]), float(d["max_length_ratio"]), int(d["slack_chars"]))
-
-
 def verify_rewrite(original: str, rewritten: str, constraint: Constraint, language: str,
-                   cfg: VerifyConfig = VerifyConfig()) -> str | None:
+                   cfg: schema.RewriteVerify = schema.RewriteVerify()) -> str | None:
     """Why the rewrite is rejected ("<code>: <detail>"), or None when it is accepted.
     Codes: empty, reply, missing_number, other_length_demand, no_length_word, too_short,
     too_long."""
@@ -247,21 +234,21 @@ def template_insert(query: str, constraint: Constraint, language: str, rng: rand
 
 # --- the batch -------------------------------------------------------------------------------
 
-def _sampling(rcfg) -> Sampling:
-    return Sampling(temperature=float(rcfg["temperature"]), top_p=float(rcfg["top_p"]), top_k=int(rcfg["top_k"]),
-                    repetition_penalty=float(rcfg["repetition_penalty"]), max_tokens=int(rcfg["max_tokens"]))
+def _sampling(rewrite: schema.Rewrite) -> Sampling:
+    return Sampling(temperature=rewrite.temperature, top_p=rewrite.top_p, top_k=rewrite.top_k,
+                    repetition_penalty=rewrite.repetition_penalty, max_tokens=rewrite.max_tokens)
 
 
-async def constrain_all(engine, rows: list[dict], cfg, seed: int, adapter: str | None = None
+async def constrain_all(engine, rows: list[dict], finalize: schema.Finalize, seed: int, adapter: str | None = None
                         ) -> tuple[list[dict], dict]:
     """Constrain every row in the bounds (all model rewrites in flight together); rows
     out of the bounds keep their instruction as the query (or are dropped when
-    cfg.keep_unconstrained is false). engine=None: template insertion for every row.
+    finalize.keep_unconstrained is false). engine=None: template insertion for every row.
     Output rows gain query, constraint {type, text, numbers, window, chinese_numerals},
     rewrite ("model", "template" or "none") and rewrite_rejection (the verifier's reason)."""
-    ccfg = ConstraintConfig.from_dict(cfg["constraints"])
-    vcfg = VerifyConfig.from_dict(cfg["rewrite"]["verify"])
-    sampling = _sampling(cfg["rewrite"])
+    ccfg = ConstraintConfig.of(finalize.constraints)
+    vcfg = finalize.rewrite.verify
+    sampling = _sampling(finalize.rewrite)
     stats = {"rows": len(rows), "out_of_bounds": 0, "constrained": 0, "rewritten_by_model": 0,
              "template_fallback": 0, "fallback_reasons": Counter(), "types": Counter(), "languages": Counter()}
 
@@ -269,7 +256,7 @@ async def constrain_all(engine, rows: list[dict], cfg, seed: int, adapter: str |
         lang = "zh" if row["language"] == "zh" else "en"
         if not ccfg.in_bounds(row["words"]):
             stats["out_of_bounds"] += 1
-            if not cfg["keep_unconstrained"]:
+            if not finalize.keep_unconstrained:
                 return None
             return {**row, "query": row["instruction"], "constraint": None, "rewrite": "none",
                     "rewrite_rejection": None}
