@@ -9,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from selflengthen.commands import estimate as command
+from selflengthen.config import schema
 from selflengthen.estimate import memory, settings, tokens
 from tests.conftest import REPO, run_cli
 from tests.test_estimate_units import fake_run
@@ -16,7 +17,8 @@ from tests.test_estimate_units import fake_run
 
 def expected(*overrides: str) -> tuple[dict, list[tokens.Iteration]]:
     c = OmegaConf.to_container(command.compose(list(overrides)), resolve=True)
-    return c, tokens.iterations(settings.shape(c), settings.assumptions(c["estimate"]))
+    typed = settings.validate(command.compose(list(overrides)))
+    return c, tokens.iterations(settings.shape(typed), settings.assumptions(typed.estimate))
 
 
 @pytest.mark.parametrize("preset", ["paper-qwen2-7b", "paper-llama3.1-8b"])
@@ -45,7 +47,7 @@ def test_paper_preset_estimate(preset, tmp_path):
     assert written["total"]["generated_tokens"] == pytest.approx(
         sum(st.generated_tokens for it in its for st in it.stages.values()))
     assert written["total"]["training_tokens"] == pytest.approx(sum(it.training_tokens(4) for it in its))
-    train_mem = memory.training_gib(command.model_arch(c), seq=16384, rank=16, workers=4, strategy="deepspeed",
+    train_mem = memory.training_gib(command.model_arch(schema.Model.model_validate(c["model"])), seq=16384, rank=16, workers=4, strategy="deepspeed",
                                     cpu_offload=True, gradient_checkpointing=True, overhead_gib=2.0)
     assert written["memory"]["training"]["total"] == pytest.approx(train_mem["total"])
     assert f"= {train_mem['total']:.1f} GiB: fits in 80 GiB" in text

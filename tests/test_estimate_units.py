@@ -212,8 +212,8 @@ def test_estimate_settings_are_checked():
     assert any(line.startswith("estimate.mfu=2") and "<= 1" in line for line in found), found
     assert any(line.startswith("estimate.gpus=0") for line in found), found
     assert any("tokens_per_word" in line and "'zh'" in line for line in found), found
-    assert settings.train_placement({"num_gpus": 1}) == {"workers": 1, "strategy": "ddp", "cpu_offload": False,
-                                                         "num_gpus": 1.0}
+    assert settings.train_placement(schema.Train()) == {"workers": 1, "strategy": "ddp", "cpu_offload": False,
+                                                        "num_gpus": 1.0}
 
 
 # --- a previous run's throughput ---------------------------------------------------------------

@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from selflengthen.config import files
-from selflengthen.estimate import arch as archs, measured, memory, settings, tokens
+from selflengthen.config import schema
+from selflengthen.estimate import arch as archs, measured, memory, settings as inputs, tokens
 from selflengthen.models import model_check
 from selflengthen.store import artifacts
 
@@ -26,37 +27,37 @@ def compose(overrides: list[str]):
     return files.compose("estimate", overrides)
 
 
-def model_arch(c: dict) -> archs.Arch | None:
+def model_arch(model: schema.Model) -> archs.Arch | None:
     """The model's shape: its config.json (a local folder or the Hugging Face cache), or
     the built-in table."""
-    path = str(c["model"]["path"])
+    path = model.path
     folder = Path(path).expanduser()
     if not folder.is_dir():
         folder = model_check.hub_snapshot(path) if "/" in path and not path.startswith(("/", ".", "~")) else None
     return archs.lookup(path, folder)
 
 
-def generation_rates(est: dict, iterations_dir: str) -> dict | None:
+def generation_rates(est: schema.Estimate, iterations_dir: str) -> dict | None:
     """Generated tokens/s per GPU per stage: measured by estimate.from_run, else
     estimate.tokens_per_s_per_gpu, else None (no GPU-hours)."""
-    if est.get("from_run"):
-        found = measured.throughput(measured.run_folder(str(est["from_run"]), iterations_dir))
+    if est.from_run:
+        found = measured.throughput(measured.run_folder(est.from_run, iterations_dir))
         rates = {s: found["per_stage"].get(s, found["all"]) for s in STAGES}
         return {"per_stage": rates, "source": "from_run", "measured": found}
-    if est.get("tokens_per_s_per_gpu"):
-        rate = float(est["tokens_per_s_per_gpu"])
+    if est.tokens_per_s_per_gpu:
+        rate = est.tokens_per_s_per_gpu
         return {"per_stage": {s: rate for s in STAGES}, "source": "tokens_per_s_per_gpu"}
     return None
 
 
-def compute(c: dict) -> dict:
+def compute(settings: schema.EstimateConfig) -> dict:
     """The whole estimate as a plain dict (what estimate.out writes and render prints)."""
-    est = c["estimate"]
-    shape, assume = settings.shape(c), settings.assumptions(est)
-    place = settings.train_placement(c["train"])
-    a = model_arch(c)
-    rates = generation_rates(est, str(c["paths"]["iterations_dir"]))
-    epochs = float(c["train"]["epochs"])
+    est = settings.estimate
+    shape, assume = inputs.shape(settings), inputs.assumptions(est)
+    place = inputs.train_placement(settings.train)
+    a = model_arch(settings.model)
+    rates = generation_rates(est, settings.paths.iterations_dir)
+    epochs = settings.train.epochs
     iterations = []
     for it in tokens.iterations(shape, assume):
         row = it.as_dict(epochs)
@@ -73,56 +74,58 @@ def compute(c: dict) -> dict:
         if all(r["train_gpu_hours"] is not None for r in iterations) else None
     hours = [h for h in (total["generation_gpu_hours"], total["train_gpu_hours"]) if h is not None]
     total["gpu_hours"] = sum(hours) if hours else None
-    total["wall_hours"] = total["gpu_hours"] / est["gpus"] if hours else None
+    total["wall_hours"] = total["gpu_hours"] / est.gpus if hours else None
     longest = max((st["longest"] for r in iterations for st in r["stages"].values()), default=0)
-    return {"model": {"name": c["model"]["name"], "path": c["model"]["path"], "arch": a.as_dict() if a else None,
+    return {"model": {"name": settings.model.name, "path": settings.model.path, "arch": a.as_dict() if a else None,
                       "parameters": archs.params(a) if a else None},
-            "iterations": iterations, "total": total, "rates": rates, "assumptions": dict(est),
+            "iterations": iterations, "total": total, "rates": rates, "assumptions": est.model_dump(),
             "config": {"languages": list(shape.languages), "new_per_language": shape.new_per_language,
                        "iterations": shape.iterations, "samples": shape.samples,
                        "generate_retries": shape.generate_retries, "attempts": shape.attempts,
                        "extend_retries": shape.extend_retries, "rounds": shape.rounds,
                        "max_tokens": shape.max_tokens, "max_model_len": shape.max_model_len, "epochs": epochs,
-                       "train_max_length": shape.train_max_length, "synth": c["loop"].get("synth", "extend"),
+                       "train_max_length": shape.train_max_length, "synth": settings.loop.synth,
                        "train": place},
-            "memory": memory_needs(c, a, place, longest) if a else None}
+            "memory": memory_needs(settings, a, place, longest) if a else None}
 
 
-def training_hours(it: tokens.Iteration, est: dict, a: archs.Arch | None, epochs: float) -> float | None:
+def training_hours(it: tokens.Iteration, est: schema.Estimate, a: archs.Arch | None, epochs: float) -> float | None:
     """GPU-hours of training both adapters: at estimate.train_tokens_per_s_per_gpu, or from
     the FLOPs at estimate.gpu_tflops x estimate.mfu (needs the model's shape)."""
-    if est.get("train_tokens_per_s_per_gpu"):
-        return it.training_tokens(epochs) / float(est["train_tokens_per_s_per_gpu"]) / 3600
+    if est.train_tokens_per_s_per_gpu:
+        return it.training_tokens(epochs) / est.train_tokens_per_s_per_gpu / 3600
     if a is None:
         return None
-    return sum(memory.training_gpu_hours(r["rows"], r["tokens_per_row"], epochs, a, est["gpu_tflops"], est["mfu"])
+    return sum(memory.training_gpu_hours(r["rows"], r["tokens_per_row"], epochs, a, est.gpu_tflops, est.mfu)
                for roles in it.training.values() for r in roles.values())
 
 
-def memory_needs(c: dict, a: archs.Arch, place: dict, longest: float) -> dict:
+def memory_needs(settings: schema.EstimateConfig, a: archs.Arch, place: dict, longest: float) -> dict:
     """Per GPU: serving (weights, LoRA slots, KV cache for estimate.concurrent_sequences
     sequences of model.max_model_len; how many of those, and of the longest expected
-    request, fit) and training at train.max_length under train.strategy."""
-    est, engine, train, model = c["estimate"], c["engine"], c["train"], c["model"]
-    dtype = archs.DTYPE_BYTES.get(str(model["dtype"]), 2)
-    tp = int(engine.get("tensor_parallel_size") or 1)
-    serving = memory.serving_gib(a, dtype_bytes=dtype, tensor_parallel=tp, seq_len=int(model["max_model_len"]),
-                                 sequences=int(est["concurrent_sequences"]), max_loras=len(artifacts.ROLES),
-                                 lora_rank=int(engine.get("max_lora_rank") or train["rank"]), overhead_gib=float(est["overhead_gib"]))
-    budget = float(est["gpu_memory_gib"]) * float(engine.get("gpu_memory_utilization") or 0.9)  # openai: a server's own
-    seq = int(train["max_length"]) * int(train["per_device_batch_size"])
-    serving_len = int(model["max_model_len"])
-    training = memory.training_gib(a, seq=seq, rank=int(train["rank"]), workers=place["workers"],
+    request, fit) and training at train.max_length under train.strategy. An openai engine's
+    server owns its GPUs: its serving is sized as one vLLM replica would be."""
+    est, engine, train, model = settings.estimate, settings.engine, settings.train, settings.model
+    replica = engine if engine.kind != "openai" else schema.VllmEngine(seed=settings.seed, max_lora_rank=train.rank)
+    dtype = archs.DTYPE_BYTES.get(model.dtype, 2)
+    tp = replica.tensor_parallel_size
+    serving = memory.serving_gib(a, dtype_bytes=dtype, tensor_parallel=tp, seq_len=model.max_model_len,
+                                 sequences=est.concurrent_sequences, max_loras=len(artifacts.ROLES),
+                                 lora_rank=replica.max_lora_rank, overhead_gib=est.overhead_gib)
+    budget = est.gpu_memory_gib * replica.gpu_memory_utilization
+    seq = train.max_length * train.per_device_batch_size
+    serving_len = model.max_model_len
+    training = memory.training_gib(a, seq=seq, rank=train.rank, workers=place["workers"],
                                    strategy=place["strategy"], cpu_offload=place["cpu_offload"],
-                                   gradient_checkpointing=bool(train["gradient_checkpointing"]),
-                                   overhead_gib=float(est["overhead_gib"]))
+                                   gradient_checkpointing=train.gradient_checkpointing,
+                                   overhead_gib=est.overhead_gib)
     return {"serving": {**serving, "tensor_parallel_size": tp, "dtype_bytes": dtype, "budget": budget,
-                        "sequences": int(est["concurrent_sequences"]), "seq_len": int(model["max_model_len"]),
+                        "sequences": est.concurrent_sequences, "seq_len": model.max_model_len,
                         "fit_sequences": memory.sequences_that_fit(serving, budget), "longest_request": longest,
                         "fit_longest": memory.sequences_that_fit(
                             {**serving, "kv_per_sequence": serving["kv_per_sequence"] * longest / serving_len},
                             budget)},
-            "training": {**training, "seq": seq, **place}, "gpu_memory_gib": float(est["gpu_memory_gib"])}
+            "training": {**training, "seq": seq, **place}, "gpu_memory_gib": est.gpu_memory_gib}
 
 
 # --- the table ---------------------------------------------------------------------------
@@ -146,16 +149,16 @@ def hours(h: float | None) -> str:
 
 
 def render(r: dict) -> str:
-    cfg, total, est = r["config"], r["total"], r["assumptions"]
+    asked, total, est = r["config"], r["total"], r["assumptions"]
     a = r["model"]["arch"]
-    lines = [f"estimate for {r['model']['name']} ({r['model']['path']}): {cfg['iterations']} iterations, "
-             f"{cfg['new_per_language']:,} new instructions x {len(cfg['languages'])} "
-             f"language{'s' if len(cfg['languages']) > 1 else ''} "
-             f"({', '.join(cfg['languages'])}), {cfg['samples']} samples x up to {cfg['generate_retries']} tries, "
-             f"{cfg['attempts']} attempts x up to {cfg['extend_retries']} tries x {cfg['rounds']} rounds x 2 stages, "
-             f"max_tokens {cfg['max_tokens']:,}, {cfg['epochs']:g} epochs"]
-    if cfg["synth"] != "extend":
-        lines.append(f"note: loop.synth={cfg['synth']}: only the extender's path is estimated")
+    lines = [f"estimate for {r['model']['name']} ({r['model']['path']}): {asked['iterations']} iterations, "
+             f"{asked['new_per_language']:,} new instructions x {len(asked['languages'])} "
+             f"language{'s' if len(asked['languages']) > 1 else ''} "
+             f"({', '.join(asked['languages'])}), {asked['samples']} samples x up to {asked['generate_retries']} tries, "
+             f"{asked['attempts']} attempts x up to {asked['extend_retries']} tries x {asked['rounds']} rounds x 2 stages, "
+             f"max_tokens {asked['max_tokens']:,}, {asked['epochs']:g} epochs"]
+    if asked["synth"] != "extend":
+        lines.append(f"note: loop.synth={asked['synth']}: only the extender's path is estimated")
     lines.append("")
     head = f"{'iter':>4}  {'stage':9} {'requests':>9} {'prompt tok':>11} {'generated tok':>14} {'GPU-hours':>10}"
     lines += [head, "-" * len(head)]
@@ -250,12 +253,11 @@ def assumption_lines(est: dict) -> list[str]:
 
 
 def run_estimate(overrides: list[str]) -> tuple[dict, str]:
-    cfg = compose(overrides)
-    c = settings.validate(cfg)
-    result = compute(c)
+    settings = inputs.validate(compose(overrides))  # the verb's typed settings, every problem at once
+    result = compute(settings)
     text = render(result)
-    out = c["estimate"].get("out")
+    out = settings.estimate.out
     if out:
-        artifacts.write_json(Path(str(out)).expanduser(), result)
+        artifacts.write_json(Path(out).expanduser(), result)
         text += f"\nwritten: {out}"
     return result, text

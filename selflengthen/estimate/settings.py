@@ -28,22 +28,21 @@ def problems(container: dict) -> list[str]:
     return out
 
 
-def validate(cfg: DictConfig) -> dict:
-    """The resolved config as a plain dict, or a UserError naming every problem."""
+def validate(cfg: DictConfig) -> schema.EstimateConfig:
+    """The verb's typed settings, or a UserError naming every problem."""
     container = OmegaConf.to_container(cfg, resolve=True)
     found = problems(container)
     if len(found) == 1:
         raise UserError(f"config: {found[0]}")
     if found:
         raise UserError("config has %d problems:\n  - %s" % (len(found), "\n  - ".join(found)))
-    return container
+    return schema.EstimateConfig.model_validate(container)
 
 
-def train_placement(train: dict) -> dict:
-    """train.workers, strategy and cpu_offload (as a config saved before they existed ran:
-    1, ddp, false) and num_gpus."""
-    return {"workers": int(train.get("workers") or 1), "strategy": str(train.get("strategy") or "ddp"),
-            "cpu_offload": bool(train.get("cpu_offload") or False), "num_gpus": float(train.get("num_gpus", 1))}
+def train_placement(train: schema.Train) -> dict:
+    """train.workers, strategy, cpu_offload and num_gpus, as the estimate reports them."""
+    return {"workers": train.workers, "strategy": train.strategy, "cpu_offload": train.cpu_offload,
+            "num_gpus": float(train.num_gpus)}
 
 
 def template_words(languages: list[str]) -> dict[str, dict[str, int]]:
@@ -52,20 +51,21 @@ def template_words(languages: list[str]) -> dict[str, dict[str, int]]:
             for lang in languages}
 
 
-def shape(c: dict) -> Shape:
-    loop, train = c["loop"], c["train"]
-    return Shape(languages=tuple(c["model"]["languages"]), new_per_language=loop["augment"]["new_per_language"],
-                 augment_tries=loop["augment"]["tries"], augment_max_tokens=loop["augment"]["max_tokens"],
-                 judge_max_tokens=loop["augment"]["judge_max_tokens"], samples=loop["generate"]["samples"],
-                 generate_retries=loop["generate"]["retries"], generate_drop_short=loop["generate"]["drop_short"],
-                 attempts=loop["extend"]["attempts"], extend_retries=loop["extend"]["retries"],
-                 rounds=loop["extend"]["rounds"], extend_drop_short=loop["extend"]["drop_short"],
-                 max_tokens=loop["sampling"]["max_tokens"], max_model_len=c["model"]["max_model_len"],
-                 line_keep_prob=loop["curate"]["line_keep_prob"], epochs=train["epochs"],
-                 train_max_length=train["max_length"], iterations=c["iterations"],
-                 template_words=template_words(list(c["model"]["languages"])))
+def shape(settings: schema.EstimateConfig) -> Shape:
+    """The loop's sizes the arithmetic needs."""
+    loop, train, model = settings.loop, settings.train, settings.model
+    return Shape(languages=tuple(model.languages), new_per_language=loop.augment.new_per_language,
+                 augment_tries=loop.augment.tries, augment_max_tokens=loop.augment.max_tokens,
+                 judge_max_tokens=loop.augment.judge_max_tokens, samples=loop.generate.samples,
+                 generate_retries=loop.generate.retries, generate_drop_short=loop.generate.drop_short,
+                 attempts=loop.extend.attempts, extend_retries=loop.extend.retries,
+                 rounds=loop.extend.rounds, extend_drop_short=loop.extend.drop_short,
+                 max_tokens=loop.sampling.max_tokens, max_model_len=model.max_model_len,
+                 line_keep_prob=loop.curate.line_keep_prob, epochs=train.epochs,
+                 train_max_length=train.max_length, iterations=settings.iterations,
+                 template_words=template_words(list(model.languages)))
 
 
-def assumptions(est: dict) -> Assumptions:
-    keys = Assumptions.__dataclass_fields__
-    return Assumptions(**{k: (dict(v) if isinstance(v, dict) else float(v)) for k, v in est.items() if k in keys})
+def assumptions(est: schema.Estimate) -> Assumptions:
+    """The estimate.* keys that describe what the model does."""
+    return Assumptions(**{k: getattr(est, k) for k in Assumptions.__dataclass_fields__})
