@@ -1,10 +1,11 @@
 """The Self-Lengthen loop, driven from this process over Ray:
 
-    for k in 1..N: augment, generate, extend (one vLLM engine pool), curate, train
+    for k in 1..N: augment, generate, extend (one engine for the three), curate, guard, train
 
 Iteration k generates with the adapters trained in iteration k-1 and trains new adapters
-that continue from them. Every stage writes its data, then its manifest; a stage whose
-manifest exists is skipped, so re-running the same command resumes where it stopped.
+that continue from them. Every stage keeps one contract (pipeline/stage.py): it writes its
+data, then its manifest with its settings' hash; a stage whose manifest exists is skipped
+(other settings are refused), so re-running the same command resumes where it stopped.
 """
 from __future__ import annotations
 
