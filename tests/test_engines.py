@@ -84,9 +84,11 @@ def test_the_loop_runs_two_iterations_on_the_transformers_engine(tmp_path, model
     proc = run_cli("run", "engine=transformers", "iterations=2", "run.name=hf", f"paths.iterations_dir={tmp_path}",
                    f"paths.cache_dir={model_cache}", "loop.augment.new_per_language=8", "eval.every_iteration=false",
                    "loop.sampling.max_tokens=512",  # the preset's cap is for 4 iterations of growth
-                   # the engine is under test, not the filters: keep every accepted extension, and
-                   # accept any growth (the toy's extensions were kept 2 of 12 here at 1.2)
-                   "loop.extend.min_growth=1.05", "loop.extend.drop_short=false", "progress=false", cwd=REPO)
+                   # the engine is under test, not the filters: keep every accepted extension, accept
+                   # any growth, and try 3 times per draft (one build's extensions were kept 2 of 12
+                   # at 1.2, another's 0 of 14 at 1.05 with 2 attempts)
+                   "loop.extend.min_growth=1.0", "loop.extend.attempts=3", "loop.extend.drop_short=false",
+                   "progress=false", cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
     log = proc.stdout + proc.stderr
     assert log.count("starting the transformers engine") == 2 and "starting the vllm engine" not in log
