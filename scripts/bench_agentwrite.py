@@ -38,7 +38,8 @@ def main() -> None:
 
     async def both():
         out = {}
-        async with serving(model, {}, *schema.engine_slices(cfg)) as engine:
+        async with serving(model, {}, schema.from_node(schema.Model, cfg.model), schema.from_node(schema.Engine, cfg.engine),
+                           schema.from_node(schema.Ray, cfg.ray)) as engine:
             await engine.complete(Request([{"role": "user", "content": "warm up"}]), sampling.with_max_tokens(4))
             for label, bound in (("all in flight", None), ("one at a time", 1)):
                 acfg = schema.from_node(schema.AgentWrite, cfg.agentwrite).model_copy(update={"max_items_in_flight": bound})
