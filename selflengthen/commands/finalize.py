@@ -164,7 +164,8 @@ async def extra_pairs(settings: FinalizeConfig, run: artifacts.RunPaths, fp: Fin
     loop = settings.loop
     wanted = settings.model_copy(update={"loop": loop.model_copy(update={"augment": loop.augment.model_copy(
         update={"new_per_language": settings.finalize.extra_per_language})})})
-    pool = instruction_pool(load_seeds(settings.seeds, settings.model.languages), run, k)
+    pool = {} if it.stage_done("augment") else instruction_pool(load_seeds(settings.seeds, settings.model.languages),
+                                                                  run, k)  # read only for augment
     inputs = stage.Inputs(it, settings.seed, tuple(settings.model.languages), "", {"generator": "final"},
                           engine=engine, sampling=sampling_from(loop.sampling), rules=loop.quality_rules(), pool=pool)
     for each in (augment.STAGE, generate.STAGE):  # as iteration k of the loop would, with the final generator

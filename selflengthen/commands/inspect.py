@@ -64,6 +64,11 @@ def _fmt(x, spec="{:.0f}"):
     return "-" if x is None else spec.format(x)
 
 
+def benchmarks_of(evals: dict[int, dict]) -> list[str]:
+    """The benchmarks a run's evaluations cover, sorted."""
+    return sorted({b for per in evals.values() for b in per})
+
+
 def quality_cell(signals: dict | None) -> str:
     """"distinct-3/repeated-n-gram rate/compression ratio" of a set's signals, "-" without."""
     if not signals:
@@ -73,7 +78,7 @@ def quality_cell(signals: dict | None) -> str:
 
 def table(rows: list[dict], evals: dict[int, dict] | None = None, run_label: str | None = None) -> str:
     evals = evals or {}
-    benches = sorted({b for per in evals.values() for b in per})
+    benches = benchmarks_of(evals)
     head = (["run"] if run_label else []) + ["iter", "instr", "gen 1st try", "initial", "extended", "ext/init",
                                              f"ext {QUALITY_HEAD}", "QC gen", "ext accept", "loss gen", "loss ext",
                                              "tok/s", "seconds"]
@@ -138,7 +143,7 @@ def quality_series(runs: list[tuple[str, list[dict], dict]]) -> list[tuple[str, 
         prefix = f"{label}: " if many else ""
         sets = [(f"{prefix}extended (kept)", [(m["iteration"], (m.get("signals") or {}).get("extended"))
                                               for m in rows])]
-        for bench in sorted({b for per in evals.values() for b in per}):
+        for bench in benchmarks_of(evals):
             sets.append((f"{prefix}{bench} (held-out)", [(k, evals[k][bench].get("signals"))
                                                          for k in sorted(evals) if bench in evals[k]]))
         for name, points in sets:
@@ -171,7 +176,7 @@ def _length_panel(ax, runs: list[tuple[str, list[dict], dict]], title: str) -> N
 def _eval_panel(ax, runs: list[tuple[str, list[dict], dict]]) -> None:
     many = len(runs) > 1
     for label, _, evals in runs:
-        for bench in sorted({b for per in evals.values() for b in per}):
+        for bench in benchmarks_of(evals):
             ks = sorted(k for k in evals if bench in evals[k])
             ax.plot(ks, [evals[k][bench]["mean_words"] for k in ks], marker="s",
                     label=f"{label}: {bench}" if many else bench)
@@ -225,7 +230,7 @@ def segment_plots(paths: artifacts.RunPaths, evals: dict[int, dict]) -> list[Pat
     from selflengthen.evaluation import plots  # deferred: matplotlib only when a plot is drawn
 
     out = []
-    for bench in sorted({b for per in evals.values() for b in per}):
+    for bench in benchmarks_of(evals):
         by_k = {k: per[bench]["signals"] for k, per in evals.items() if (per.get(bench) or {}).get("signals")}
         judged = {k: per[bench]["quality_by_segment"] for k, per in evals.items()
                   if (per.get(bench) or {}).get("quality_by_segment")}

@@ -9,14 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import ClassVar
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 from selflengthen.core.errors import UserError
 from selflengthen.core.text import count_words, count_words_longwriter, detect_language
-from selflengthen.evaluation import formulas
-from selflengthen.evaluation.formulas import LONGEN_KINDS
+from selflengthen.evaluation.formulas import (LONGEN_KINDS, by_required_length, longbench_length_score, longen_score,
+                                             summarize_longbench, summarize_longen)
 from selflengthen.store import jsonl
 from selflengthen.store.jsonl import BadLine
 
@@ -54,11 +54,11 @@ class Benchmark:
 
     def length_score(self, item: dict, words: int) -> float:
         """S_l (0..100) of an answer of `words` words."""
-        return formulas.longbench_length_score(item["length"], words)
+        return longbench_length_score(item["length"], words)
 
     def length_summary(self, rows: list[dict]) -> dict:
         """S_l overall, by required-length bucket, by type and by language."""
-        return formulas.summarize_longbench(rows)
+        return summarize_longbench(rows)
 
     def by_length(self, rows: list[dict]) -> dict | None:
         """Per required length: items, mean and max words (None: not reported)."""
@@ -92,10 +92,10 @@ class LonGen(Benchmark):
 
     def length_score(self, item: dict, words: int) -> float:
         lo, hi = item["window"]
-        return formulas.longen_score(words, lo, hi)
+        return longen_score(words, lo, hi)
 
     def length_summary(self, rows: list[dict]) -> dict:
-        return formulas.summarize_longen(rows)
+        return summarize_longen(rows)
 
     def plot(self, rows: list[dict], summary: dict, out: Path) -> Path:
         return _plots().plot_longen(summary, out)
@@ -109,10 +109,10 @@ class Ruler(Benchmark):
     rubric: str | None = None
 
     def length_summary(self, rows: list[dict]) -> dict:
-        return {k: v for k, v in formulas.summarize_longbench(rows).items() if k != "by_bucket"}
+        return {k: v for k, v in summarize_longbench(rows).items() if k != "by_bucket"}
 
     def by_length(self, rows: list[dict]) -> dict | None:
-        return formulas.by_required_length(rows)
+        return by_required_length(rows)
 
     def plot(self, rows: list[dict], summary: dict, out: Path) -> Path:
         return _plots().plot_ruler(rows, out)
@@ -120,7 +120,7 @@ class Ruler(Benchmark):
 
 def _plots():
     """evaluation/plots.py, imported when a plot is drawn (matplotlib is heavy to load)."""
-    from selflengthen.evaluation import plots  # deferred: matplotlib
+    import selflengthen.evaluation.plots as plots  # deferred: matplotlib
 
     return plots
 

@@ -66,8 +66,7 @@ def run_iteration(settings: schema.Config, paths: artifacts.RunPaths, k: int, mo
     timings: dict[str, float] = {}
     if not all(it.stage_done(s.name) for s in ENGINE_STAGES):
         timings = run_async(engine_stages(settings, paths, inputs, seeds))
-    for each in AFTER_ENGINE:
-        run_async(stage.run_stage(each, settings, inputs))
+    run_async(run_stages(AFTER_ENGINE, settings, inputs))
     result = metrics.iteration_metrics(it)
     result["seconds"].update(timings)
     artifacts.write_json(it.metrics, result)
@@ -92,12 +91,18 @@ async def engine_stages(settings: schema.Config, paths: artifacts.RunPaths, inpu
         if settings.eval.every_iteration:  # the previous generator (the base model first) is served here already
             with observe.stage(it.k - 1, "eval", engine, unit="item"):
                 await in_run.evaluate_generator(in_run.EvalSetup.of(settings), paths, it.k - 1, engine, "generator" if adapters else None)
+        pool = {} if it.stage_done("augment") else instruction_pool(seeds, paths, it.k)  # read only for augment
         served = replace(inputs, engine=engine, sampling=sampling_from(settings.loop.sampling),
-                         rules=settings.loop.quality_rules(), pool=instruction_pool(seeds, paths, it.k))
-        for each in ENGINE_STAGES:
-            await stage.run_stage(each, settings, served)
+                         rules=settings.loop.quality_rules(), pool=pool)
+        await run_stages(ENGINE_STAGES, settings, served)
     log.info("iteration %d: engine shut down", it.k)
     return timings
+
+
+async def run_stages(stages: tuple[stage.Stage, ...], settings: schema.Config, inputs: stage.Inputs) -> None:
+    """The stages in order, each under the stage contract (done ones are skipped)."""
+    for each in stages:
+        await stage.run_stage(each, settings, inputs)
 
 
 def served_dtype(model: schema.Model) -> dict:
