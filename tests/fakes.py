@@ -13,7 +13,8 @@ class ScriptedEngine:
     the order the calls were made. `delay(request)` lets a test hold some requests back,
     to show that chains do not wait for each other: seconds, or an awaitable such as
     `held_until(event)`, which holds a request until what the test wants to happen first
-    has happened (no race with the host's speed)."""
+    has happened (no race with the host's speed). `respond` may return a Completion (to
+    say how the text ended) instead of its text."""
 
     def __init__(self, respond, delay=None):
         self.respond = respond
@@ -29,8 +30,9 @@ class ScriptedEngine:
         else:
             await asyncio.sleep(0)
         text = self.respond(request, sampling)
-        done = Completion(text, prompt_tokens=sum(len(m["content"].split()) for m in request.messages),
-                          completion_tokens=len(text.split()))
+        done = text if isinstance(text, Completion) else Completion(
+            text, prompt_tokens=sum(len(m["content"].split()) for m in request.messages),
+            completion_tokens=len(text.split()))
         self.meter.record(request.adapter, done)
         return done
 

@@ -2,11 +2,12 @@
 per-sample checkpoints, and chains that do not wait for each other."""
 import asyncio
 import random
+from dataclasses import replace
 
 from selflengthen.core import prompting
 from selflengthen.core.quality import QualityCheck
 from selflengthen.core.text import QualityRules, continue_after, count_words
-from selflengthen.engines import Sampling
+from selflengthen.engines import Completion, Sampling
 from selflengthen.pipeline.stages.augment import Augmenter
 from selflengthen.pipeline.stages.curate import degrade, sft_records
 from selflengthen.pipeline.stages.extend import ExtendChain, extend_responses
@@ -87,6 +88,28 @@ def test_generate_retries_until_the_quality_check_passes():
     assert done == [] and len(engine.calls) == 8 and all(r.adapter is None for r in engine.requests)
 
 
+def test_generate_never_keeps_a_text_cut_at_the_token_cap():
+    """A cut text ending in a terminal mark passes the reference's check; with cut: reject
+    (the shipped default) it is retried, and the tally names why."""
+    tries = {}
+
+    def respond(req, sampling):
+        tries[req.key] = tries.get(req.key, 0) + 1
+        return Completion("An answer that ran out of tokens here.", finish_reason="length") if tries[req.key] == 1 \
+            else "A finished answer."
+
+    rows = [{"id": "i0", "instruction": "Write X.", "language": "en"}]
+    rejecting = {"en": replace(RULES["en"], cut="reject")}
+    chain = GenerateChain(ScriptedEngine(respond), Sampling(), QualityCheck(rejecting), 3, None, seed=(0, "g", 1))
+    done, _ = run(sample_responses(chain, rows, 1, SampleLog(None)))
+    assert [(d["response"], d["tries"]) for d in done] == [("A finished answer.", 2)]
+    assert chain.check.failures == {"cut": 1}
+    tries.clear()
+    reference = _chain(ScriptedEngine(respond))  # RULES: cut "reference", the reference's check
+    done, _ = run(sample_responses(reference, rows, 1, SampleLog(None)))
+    assert [(d["response"], d["tries"]) for d in done] == [("An answer that ran out of tokens here.", 1)]
+
+
 def test_generate_seeds_depend_on_the_sample_not_on_the_order():
     rows = [{"id": f"i{n}", "instruction": f"Write {n}.", "language": "en"} for n in range(3)]
     engine = ScriptedEngine(lambda r, s: "Done.")
@@ -149,6 +172,27 @@ def test_extension_two_stages_prefix_and_acceptance():
     assert rows[0]["words"] == count_words(rows[0]["response"]) and rows[0]["round_words"][0] == 16
     assert all(r.adapter == "extender" for r in engine.requests)
     assert {r.key for r in engine.requests} == {"i0-s0-a0"}
+
+
+def test_extension_whose_stage2_is_cut_at_the_cap_is_not_accepted():
+    """Stage 2 cut at the token cap leaves an unfinished text, however long: with cut: reject
+    the try fails and the next, which ends, is accepted. A Stage 1 cut costs nothing (only
+    its leading two thirds are kept)."""
+    initial = "\n\n".join(f"Part {i} says something." for i in range(4))
+    stage2 = iter([Completion("A long rest of it, in depth, with more and more detail, and then more of the same detail.",
+                                  finish_reason="length"),
+                   "A finished rest of it, in depth, with one more example and one more detail of it."])
+
+    def respond(req, sampling):
+        if not req.prefix:
+            return Completion("One new detail.\n\nTwo new details.\n\nThree", finish_reason="length")
+        return next(stage2)
+
+    rejecting = {"en": replace(RULES["en"], cut="reject")}
+    chain = ExtendChain(ScriptedEngine(respond), Sampling(), QualityCheck(rejecting), 2, 1, 1.2, None, seed=(0, "e", 1))
+    rows = run(extend_responses(chain, [_initial(initial)], 1, SampleLog(None)))
+    assert [r["tries"] for r in rows] == [2] and rows[0]["response"].endswith("one more detail of it.")
+    assert chain.check.failures == {"cut": 1}
 
 
 def test_extension_joins_stage2_at_one_paragraph_break():

@@ -221,13 +221,15 @@ def _row(item: dict, progress: _Progress) -> dict | None:
             "planned_words": sum(s["planned_words"] for s in entry["plan"])}
 
 
+def last_finish(row: dict) -> str | None:
+    """How a row's response ends: as its last written paragraph did (None when none was)."""
+    written = [p for p in row["paragraphs"] if p["words"]]
+    return written[-1]["finish_reason"] if written else None
+
+
 def kept_signals(rows: list[dict]) -> dict:
     """Judge-free quality of rows' responses (core/signals.set_summary): each response ends
     as its last written paragraph did (one cut at max_tokens: cap)."""
-    def last_finish(row: dict) -> str | None:
-        written = [p for p in row["paragraphs"] if p["words"]]
-        return written[-1]["finish_reason"] if written else None
-
     return signals.set_summary([r["response"] for r in rows], [r["language"] for r in rows],
                                [last_finish(r) for r in rows])
 
@@ -293,7 +295,8 @@ def keep_rows(rows: list[dict], keep: schema.AgentFilter, check=None) -> tuple[l
             dropped["too_short"] += 1
         elif high is not None and row["words"] > high:
             dropped["too_long"] += 1
-        elif keep.quality and check is not None and not check(row["response"], row["language"]):
+        elif keep.quality and check is not None and not check(row["response"], row["language"],
+                                                              cut=last_finish(row) == "length"):
             dropped["quality"] += 1
         else:
             kept.append(row)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from pydantic_core import PydanticUndefined
 
 from selflengthen.core.prompting import LANGUAGES  # the languages with prompt templates (selflengthen/prompts/)
-from selflengthen.core.text import META_LINES, META_MATCHES, UNIT_MODES, QualityRules
+from selflengthen.core.text import CUT_MODES, META_LINES, META_MATCHES, UNIT_MODES, QualityRules
 
 
 def eg(example: str, default: object = PydanticUndefined, **constraints) -> object:
@@ -105,6 +105,7 @@ class QualityRule(Group):
     meta_tail_lines: int = eg("3", 3, ge=0)
     meta_match: str = "substring"
     meta_lines: str = "raw"
+    cut: str = "reference"  # the value of every run saved before the key existed
 
     @field_validator("terminal_marks")
     @classmethod
@@ -115,10 +116,11 @@ class QualityRule(Group):
                              "characters (a text ending '...' passes through '.')")
         return marks
 
-    @field_validator("unit_mode", "meta_match", "meta_lines")
+    @field_validator("unit_mode", "meta_match", "meta_lines", "cut")
     @classmethod
     def _a_choice(cls, value, info):
-        choices = {"unit_mode": UNIT_MODES, "meta_match": META_MATCHES, "meta_lines": META_LINES}[info.field_name]
+        choices = {"unit_mode": UNIT_MODES, "meta_match": META_MATCHES, "meta_lines": META_LINES,
+                   "cut": CUT_MODES}[info.field_name]
         if value not in choices:
             raise ValueError(f"must be one of {list(choices)} ({choices[0]!r} is the reference's behaviour)")
         return value
@@ -128,7 +130,7 @@ class QualityRule(Group):
         return QualityRules(terminal_marks=tuple(self.terminal_marks), ngram=self.ngram,
                             meta_words=tuple(self.meta_words), meta_head_lines=self.meta_head_lines,
                             meta_tail_lines=self.meta_tail_lines, unit_mode=self.unit_mode,
-                            meta_match=self.meta_match, meta_lines=self.meta_lines)
+                            meta_match=self.meta_match, meta_lines=self.meta_lines, cut=self.cut)
 
 
 Synth = Literal["extend", "agentwrite", "both"]  # loop.synth: how stage 3 makes the longer responses

@@ -15,9 +15,10 @@ class QualityCheck:
         self.checked = 0
         self.failures: dict[str, int] = {}
 
-    def __call__(self, text: str, language: str) -> bool:
+    def __call__(self, text: str, language: str, cut: bool = False) -> bool:
+        """Whether text passes; `cut`: the engine stopped it at its token cap."""
         self.checked += 1
-        problem = quality_problem(text, self.rules[language], language)
+        problem = quality_problem(text, self.rules[language], language, cut)
         if problem:
             self.failures[problem] = self.failures.get(problem, 0) + 1
         return problem is None

@@ -79,6 +79,7 @@ def keep_lines(text: str, keep_prob: float, rng) -> list[str]:
 UNIT_MODES = ("reference", "compact")
 META_MATCHES = ("substring", "word")
 META_LINES = ("raw", "nonblank")
+CUT_MODES = ("reference", "reject")
 
 # zh units. Reference: a maximal run of ASCII characters (any code point < 128, spaces and
 # newlines included) is one unit, every other character a unit of its own; equal to the
@@ -119,11 +120,13 @@ class QualityRules:
     unit_mode: str = "reference"      # zh units: "reference" (ASCII runs incl. whitespace) | "compact"
     meta_match: str = "substring"     # "substring" (case-sensitive) | "word" (whole words, any case, plural s)
     meta_lines: str = "raw"           # "raw" (split("\n"), blank lines count) | "nonblank"
+    cut: str = "reference"            # a text cut at the token cap: "reference" (checked like any) | "reject"
 
     def __post_init__(self):
         assert self.unit_mode in UNIT_MODES, self.unit_mode
         assert self.meta_match in META_MATCHES, self.meta_match
         assert self.meta_lines in META_LINES, self.meta_lines
+        assert self.cut in CUT_MODES, self.cut
 
 
 def _edge_lines(body: str, rules: QualityRules) -> list[str]:
@@ -145,13 +148,18 @@ def has_meta_words(body: str, rules: QualityRules) -> bool:
     return bool(words & {w.lower() for w in rules.meta_words})
 
 
-def quality_problem(text: str, rules: QualityRules, language: str) -> str | None:
+def quality_problem(text: str, rules: QualityRules, language: str, cut: bool = False) -> str | None:
     """Why a response fails the quality check, or None when it passes. In the reference's
     order, on the right-stripped text: 'empty', 'unterminated' (last character not a
-    terminal mark), 'meta_words' (variants with meta words), 'repetition'."""
+    terminal mark), 'meta_words' (variants with meta words), 'repetition'. With
+    rules.cut == "reject", a text the engine cut at its token cap (`cut`) fails first as
+    'cut': it is unfinished whatever its last mark (the reference keeps it when that mark
+    happens to be terminal, and a model trained on it learns not to end)."""
     body = text.rstrip()
     if not body:
         return "empty"
+    if cut and rules.cut == "reject":
+        return "cut"
     if body[-1] not in rules.terminal_marks:
         return "unterminated"
     if rules.meta_words and has_meta_words(body, rules):

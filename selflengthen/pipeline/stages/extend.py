@@ -56,8 +56,9 @@ class ExtendChain:
     seed: object
     stats: ExtendStats = field(default_factory=ExtendStats)
 
-    async def round(self, item: dict, current: str, ident: tuple) -> str | None:
-        """Stage 1 then Stage 2 on `current`; the extended text, or None when it cannot split."""
+    async def round(self, item: dict, current: str, ident: tuple) -> tuple[str, bool] | None:
+        """Stage 1 then Stage 2 on `current`: (the extended text, whether Stage 2 was cut at
+        the token cap), or None when it cannot split."""
         half, taken, _ = first_half(current)
         if taken == 0:
             self.stats.unsplittable += 1
@@ -73,7 +74,7 @@ class ExtendChain:
             Request(prompting.extender_request(item["instruction"], current, item["language"]), prefix=prefix,
                     adapter=self.adapter, seed=stable_seed(self.seed, *ident, 2), key=key), self.sampling)
         self.stats.stage2_requests += 1
-        return continue_after(prefix, stage2.text)
+        return continue_after(prefix, stage2.text), stage2.finish_reason == "length"
 
     async def attempt(self, item: dict, index: int) -> dict:
         """One attempt's chain, with its retries; returns its checkpoint entry."""
@@ -86,10 +87,11 @@ class ExtendChain:
             current = best = item["response"]
             history = [initial_words]
             for round_no in range(1, self.rounds + 1):
-                extended = await self.round(item, current, (attempt_id, try_no, round_no))
-                if extended is None:
+                done = await self.round(item, current, (attempt_id, try_no, round_no))
+                if done is None:
                     break  # nothing to split: later rounds would see the same text
-                if self.check(extended, item["language"]) and count_words(extended) > count_words(best):
+                extended, cut = done
+                if self.check(extended, item["language"], cut) and count_words(extended) > count_words(best):
                     current = best = extended
                     self.stats.improved_rounds += 1
                 history.append(count_words(best))

@@ -42,11 +42,11 @@ class GenerateChain:
                 progress.retry(sample_id)
             request = Request(prompting.generator_request(row["instruction"]), adapter=self.adapter,
                               seed=stable_seed(self.seed, sample_id, attempt), key=sample_id)
-            text = (await self.engine.complete(request, self.sampling)).text
-            words = count_words(text)
+            done = await self.engine.complete(request, self.sampling)
+            text, words = done.text, count_words(done.text)
             if first_words is None:
                 first_words = words
-            if self.check(text, row["language"]):
+            if self.check(text, row["language"], cut=done.finish_reason == "length"):
                 return {"id": sample_id, "first_try_words": first_words, "tries": attempt,
                         "row": {"id": sample_id, "instruction_id": row["id"], "language": row["language"],
                                 "instruction": row["instruction"], "response": text.strip(), "words": words,
