@@ -16,7 +16,8 @@ from selflengthen.store import artifacts
 
 LONG = [{"id": f"a{i}", "instruction": f"Write about topic {i}.", "language": "en",
          "response": " ".join(f"word{i}x{j}" for j in range(100 * (i + 1))) + ".",
-         "words": 100 * (i + 1)} for i in range(4)]
+         "words": 100 * (i + 1), "paragraphs": [{"index": 1, "words": 100 * (i + 1), "finish_reason": "stop"}]}
+        for i in range(4)]
 CHATS = [
     [{"role": "user", "content": "Hi, what is 2+2?"}, {"role": "assistant", "content": "It is 4."}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."},
@@ -41,6 +42,17 @@ def test_filter_by_length_and_quality():
     kept, dropped = keep_rows(rows, filt(), check)
     assert [r["id"] for r in kept] == ["a0", "a1", "a2", "a3"] and dropped == {"quality": 1}
     assert len(keep_rows(rows, filt(quality=False), check)[0]) == 5
+
+
+def test_filter_drops_a_response_whose_last_paragraph_was_cut_at_the_cap():
+    check = QualityCheck({"en": QualityRules(terminal_marks=(".",), ngram=10, cut="reject")})
+    cut_last = {**LONG[1], "id": "cut", "paragraphs": [{"index": 1, "words": 150, "finish_reason": "length"},
+                                                        {"index": 2, "words": 0, "finish_reason": "stop"}]}
+    cut_first = {**LONG[2], "id": "early", "paragraphs": [{"index": 1, "words": 100, "finish_reason": "length"},
+                                                           {"index": 2, "words": 200, "finish_reason": "stop"}]}
+    kept, dropped = keep_rows([LONG[0], cut_last, cut_first], filt(), check)
+    assert [r["id"] for r in kept] == ["a0", "early"] and dropped == {"quality": 1}
+    assert check.failures == {"cut": 1}
 
 
 @pytest.mark.parametrize("per_long,general", [(0.0, 0), (0.5, 2), (1.0, 4), (3.0, 5)])
