@@ -50,11 +50,12 @@ def left_to_right_units(text: str) -> list[str]:
     return units
 
 
-def test_shipped_config_is_the_reference_but_rejects_cut_texts(shipped):
-    assert shipped["en"] == QualityRules(terminal_marks=EN_MARKS, ngram=10, meta_words=META, cut="reject")
-    assert shipped["zh"] == QualityRules(terminal_marks=ZH_MARKS, ngram=13, cut="reject")
+def test_shipped_config_is_the_reference(shipped):
+    assert shipped["en"] == QualityRules(terminal_marks=EN_MARKS, ngram=10, meta_words=META)
+    assert shipped["zh"] == QualityRules(terminal_marks=ZH_MARKS, ngram=13)
     for rules in shipped.values():
-        assert (rules.unit_mode, rules.meta_match, rules.meta_lines) == ("reference", "substring", "raw")
+        assert (rules.unit_mode, rules.meta_match, rules.meta_lines, rules.cut) == ("reference", "substring", "raw",
+                                                                                "reference")
         assert (rules.meta_head_lines, rules.meta_tail_lines) == (2, 3)
 
 
@@ -172,14 +173,13 @@ def test_order_unterminated_then_meta_words_then_repetition(shipped):
 
 
 def test_a_cut_text_fails_first_only_when_cut_is_reject(shipped):
-    en = shipped["en"]
     finished_looking = "It ends with a terminal mark, as a cut text may:"
+    assert quality_problem(finished_looking, shipped["en"], "en", cut=True) is None  # the reference's way
+    en = rules_from("loop.quality.en.cut=reject")["en"]
+    assert en.cut == "reject"
     assert quality_problem(finished_looking, en, "en") is None
     assert quality_problem(finished_looking, en, "en", cut=True) == "cut"
     assert quality_problem("", en, "en", cut=True) == "empty"
-    reference = QualityRules(terminal_marks=EN_MARKS, ngram=10, meta_words=META)
-    assert quality_problem(finished_looking, reference, "en", cut=True) is None
-    assert rules_from("loop.quality.en.cut=reference")["en"].cut == "reference"
     found = config_problems("loop.quality.zh.cut=drop")
     assert len(found) == 1 and "['reference', 'reject']" in found[0]
 

@@ -17,10 +17,6 @@ def test_corpus_is_the_standard_library_docs():
     assert not any(re.search(r"([-=_*~^#+.])\1{3}", text) for _, text in docs)  # no runs of one mark left
     assert tidy("Title\n*****\n\nSee __init__ here ________ now.\n  ====  \nEnd.") == "Title\n\n\nSee __init__ here ___ now.\n\nEnd."
     assert any(topic.endswith(" module") for topic, _ in docs) and any(topic == "json.dumps" for topic, _ in docs)
-    # grammar productions are dropped a block at a time, continuation lines included
-    assert not any("::=" in text for _, text in docs)
-    grammar = 'Targets:\n\n   target_list ::= target ("," target)*\n                 | "(" [target_list] ")"\n  \nThen prose.'
-    assert tidy(grammar) == "Targets:\n\nThen prose."
 
 
 def test_conversations_cover_every_task_in_our_formats():

@@ -33,16 +33,12 @@ from selflengthen.core.text import keep_lines
 from selflengthen.store import jsonl
 from selflengthen.store.artifacts import build_once
 
-BUILDER_VERSION = 6
+BUILDER_VERSION = 5
 # reST section underlines and rules in the docs ("*****", "=====", "_____"): as text they teach a
 # model to fall into a run of one mark, which it then writes to the token cap (a held-out
 # answer of 90 words and 2,000 underscores). Such lines are dropped and inner runs shortened.
 _RULE_LINE = re.compile(r"^[ \t]*([-=_*~^#+.])\1{2,}[ \t]*$", re.MULTILINE)
 _MARK_RUN = re.compile(r"([-=_*~^#+.])\1{3,}")
-# The pydoc topics' grammar productions ('target_list ::= target ("," target)* [","]'): as text
-# they are runs of quoted marks, which a model falls into and repeats to the token cap
-# (held-out answers looping on ':':':'). A block (between blank lines) holding "::=" is dropped.
-_BLOCKS = re.compile(r"\n[ \t]*\n")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -115,10 +111,8 @@ class TinyRecipe:
 
 
 def tidy(text: str) -> str:
-    """A document without its rule lines and grammar productions, runs of one mark
-    shortened to three."""
-    prose = "\n\n".join(block for block in _BLOCKS.split(text) if "::=" not in block)
-    return _MARK_RUN.sub(r"\1\1\1", _RULE_LINE.sub("", prose)).strip()
+    """A document without its rule lines, runs of one mark shortened to three."""
+    return _MARK_RUN.sub(r"\1\1\1", _RULE_LINE.sub("", text)).strip()
 
 
 def stdlib_documents(min_words: int = 40) -> list[tuple[str, str]]:
