@@ -1,6 +1,6 @@
 """The quality check over per-language rules (core/text.py; built from loop.quality by
 config.schema.Loop.quality_rules), tallying why responses fail. The config's defaults
-reproduce the reference check exactly (algorithm.md 1.5); unit_mode, meta_match and
+reproduce the reference check exactly (algorithm.md 1.5); unit_mode, meta_match, cut and
 meta_lines opt into our variants."""
 from __future__ import annotations
 
