@@ -1,6 +1,6 @@
 """The quality check matches the reference (algorithm.md 1.5; QwenLM/Self-Lengthen,
 check_response in llama/utils.py and qwen/utils.py) detail by detail, with literal texts;
-and our variants (unit_mode, meta_match, meta_lines, cut) are opt-in per language in conf/"""
+and our variants (unit_mode, meta_match, meta_lines, cut) are opt-in per language in conf/."""
 from pathlib import Path
 
 import pytest
