@@ -89,8 +89,8 @@ def test_generate_retries_until_the_quality_check_passes():
 
 
 def test_generate_never_keeps_a_text_cut_at_the_token_cap():
-    """A cut text ending in a terminal mark passes the reference's check; with cut: reject
-    (the shipped default) it is retried, and the tally names why."""
+    """A cut text ending in a terminal mark passes the reference's check (the shipped
+    default); with cut: reject it is retried, and the tally names why."""
     tries = {}
 
     def respond(req, sampling):

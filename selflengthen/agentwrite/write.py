@@ -296,7 +296,7 @@ def keep_rows(rows: list[dict], keep: schema.AgentFilter, check=None) -> tuple[l
         elif high is not None and row["words"] > high:
             dropped["too_long"] += 1
         elif keep.quality and check is not None and not check(row["response"], row["language"],
-                                                              cut=last_finish(row) == "length"):
+                                                              cut=signals.is_cut(last_finish(row))):
             dropped["quality"] += 1
         else:
             kept.append(row)

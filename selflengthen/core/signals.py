@@ -61,6 +61,11 @@ def ending(finish: str | None, ended_by: str = "") -> str:
     return "unknown"
 
 
+def is_cut(finish: str | None, ended_by: str = "") -> bool:
+    """Whether the engine stopped the text at its token cap (`ending` is "cap")."""
+    return ending(finish, ended_by) == "cap"
+
+
 def _grams(units: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(units[i : i + n]) for i in range(len(units) - n + 1)]
 

@@ -20,7 +20,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from selflengthen.config import schema
-from selflengthen.core import progress, prompting
+from selflengthen.core import progress, prompting, signals
 from selflengthen.core.quality import QualityCheck
 from selflengthen.core.resample import drop_short
 from selflengthen.core.text import continue_after, count_words, first_half, keep_leading_two_thirds
@@ -74,7 +74,7 @@ class ExtendChain:
             Request(prompting.extender_request(item["instruction"], current, item["language"]), prefix=prefix,
                     adapter=self.adapter, seed=stable_seed(self.seed, *ident, 2), key=key), self.sampling)
         self.stats.stage2_requests += 1
-        return continue_after(prefix, stage2.text), stage2.finish_reason == "length"
+        return continue_after(prefix, stage2.text), signals.is_cut(stage2.finish_reason, stage2.ended_by)
 
     async def attempt(self, item: dict, index: int) -> dict:
         """One attempt's chain, with its retries; returns its checkpoint entry."""

@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass
 
 from selflengthen.config import schema
-from selflengthen.core import progress, prompting
+from selflengthen.core import progress, prompting, signals
 from selflengthen.core.quality import QualityCheck
 from selflengthen.core.resample import drop_short
 from selflengthen.core.text import count_words
@@ -46,7 +46,7 @@ class GenerateChain:
             text, words = done.text, count_words(done.text)
             if first_words is None:
                 first_words = words
-            if self.check(text, row["language"], cut=done.finish_reason == "length"):
+            if self.check(text, row["language"], cut=signals.is_cut(done.finish_reason, done.ended_by)):
                 return {"id": sample_id, "first_try_words": first_words, "tries": attempt,
                         "row": {"id": sample_id, "instruction_id": row["id"], "language": row["language"],
                                 "instruction": row["instruction"], "response": text.strip(), "words": words,
