@@ -72,6 +72,13 @@ def test_all_problems_reported_together():
     assert any("model.path='./no/such/model'" in p and "hub id" in p for p in found)
 
 
+def test_max_growth_must_lie_above_min_growth():
+    assert typed(compose_cfg("loop.extend.max_growth=1.6")).loop.extend.max_growth == 1.6
+    assert typed(compose_cfg()).loop.extend.max_growth is None  # the paper's: no bound
+    found = preflight.problems(compose_cfg("loop.extend.max_growth=1.1"))
+    assert len(found) == 1 and "max_growth (1.1) must be above min_growth (1.2)" in found[0], found
+
+
 def test_seed_pool_shipped_and_user_file(tmp_path):
     pool = seeds.load_seeds(typed(compose_cfg()).seeds, ["en", "zh"])
     assert len(pool["en"]) >= 50 and len(pool["zh"]) >= 50

@@ -195,6 +195,31 @@ def test_extension_whose_stage2_is_cut_at_the_cap_is_not_accepted():
     assert chain.check.failures == {"cut": 1}
 
 
+def test_extension_longer_than_max_growth_is_cut_back_at_a_line_end():
+    """With a bound, a round's text past max_growth x the draft keeps its longest prefix
+    within the bound that ends a line on a terminal mark, and the engine's cut goes with
+    the tail: the kept text is finished at that line."""
+    initial = "\n\n".join(f"Part {i} says something." for i in range(4))  # 12 words
+    rest = "\n".join(f"Line {i} of the rest, with one more word." for i in range(12))
+
+    def respond(req, sampling):
+        if not req.prefix:
+            return "One new detail.\n\nTwo new details.\n\nThree new ones."
+        return Completion(rest + "\nand then cut", finish_reason="length")
+
+    rejecting = {"en": replace(RULES["en"], cut="reject")}
+    bounded = ExtendChain(ScriptedEngine(respond), Sampling(), QualityCheck(rejecting), 1, 1, 1.2, None,
+                          seed=(0, "e", 1), max_growth=2.0)
+    rows = run(extend_responses(bounded, [_initial(initial)], 1, SampleLog(None)))
+    assert len(rows) == 1 and rows[0]["words"] <= 24 and rows[0]["words"] > 1.2 * 12
+    assert rows[0]["response"].endswith("with one more word.") and bounded.stats.trimmed == 1
+    assert rows[0]["response"] == "One new detail.\n\nTwo new details.\n\n" + "\n".join(rest.split("\n")[:2])
+    unbounded = ExtendChain(ScriptedEngine(respond), Sampling(), QualityCheck(rejecting), 1, 1, 1.2, None,
+                            seed=(0, "e", 1))
+    assert run(extend_responses(unbounded, [_initial(initial)], 1, SampleLog(None))) == []  # cut: rejected
+    assert unbounded.stats.trimmed == 0
+
+
 def test_extension_joins_stage2_at_one_paragraph_break():
     """A continuation that opens with newlines of its own (after the prefix's blank line)
     joins at one blank line: three newlines are a stop string, and a generator trained on

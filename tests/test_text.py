@@ -9,6 +9,7 @@ from selflengthen.core.text import (
     ngram_units,
     quality_problem,
     split_paragraphs,
+    trim_to_words,
 )
 
 # The reference's variants (algorithm.md 1.5); tests/test_quality_reference.py checks each
@@ -51,6 +52,20 @@ def test_first_half_and_two_thirds():
     assert (half, taken, n) == ("p0\n\np1", 2, 5)
     assert keep_leading_two_thirds("\n\n".join(f"q{i}" for i in range(7))) == "q0\n\nq1\n\nq2\n\nq3"
     assert keep_leading_two_thirds("only one") == ""
+
+
+def test_trim_to_words_cuts_at_the_last_terminated_line_within_the_bound():
+    text = "One two three.\nfour five\nsix seven.\n\neight nine ten,\neleven"
+    assert trim_to_words(text, 2, EN.terminal_marks) == ""  # no line ends within two words
+    assert trim_to_words(text, 4, EN.terminal_marks) == "One two three."
+    assert trim_to_words(text, 8, EN.terminal_marks) == "One two three.\nfour five\nsix seven."  # "five" is no end
+    assert trim_to_words(text, 10, EN.terminal_marks) == "One two three.\nfour five\nsix seven.\n\neight nine ten,"
+    assert trim_to_words(text, 11, EN.terminal_marks) == trim_to_words(text, 10, EN.terminal_marks)  # "eleven" no end
+    done = text + "."
+    assert trim_to_words(done, 11, EN.terminal_marks) == done  # the whole text when it fits
+    zh = "第一句话。\n第二句话。\n第三"
+    assert trim_to_words(zh, 9, ZH.terminal_marks) == "第一句话。"  # a CJK character is a word
+    assert trim_to_words(zh, 12, ZH.terminal_marks) == "第一句话。\n第二句话。"
 
 
 def test_quality_terminal_marks_by_language():

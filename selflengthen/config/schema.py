@@ -79,7 +79,15 @@ class Extend(Group):
     retries: int = eg("20", 20, ge=1)
     rounds: int = eg("3", 3, ge=1)
     min_growth: float = eg("1.2 (the paper's value)", 1.2, ge=1.0)
+    max_growth: float | None = eg("1.6 (or null: no bound, the paper's)", None, gt=1.0)
     drop_short: bool = eg("true", True)
+
+    @model_validator(mode="after")
+    def _growth_bounds(self):
+        if self.max_growth is not None and self.max_growth <= self.min_growth:
+            raise ValueError(f"max_growth ({self.max_growth}) must be above min_growth ({self.min_growth}), "
+                             "or null for no bound")
+        return self
 
 
 class Curate(Group):

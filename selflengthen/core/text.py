@@ -54,6 +54,22 @@ def keep_leading_two_thirds(text: str) -> str:
     return "\n\n".join(parts[: (2 * len(parts)) // 3])
 
 
+def trim_to_words(text: str, limit: int, terminal_marks) -> str:
+    """The longest prefix of text that ends at a line break (or is the whole text), holds at
+    most `limit` words and ends, right-stripped, in one of `terminal_marks`; "" when none
+    does. Lines are whitespace-separated, so their word counts add up."""
+    total, start, best = 0, 0, 0
+    for line in text.split("\n"):
+        total += count_words(line)
+        if total > limit:
+            break
+        body = line.rstrip()
+        if body and body[-1] in terminal_marks:  # a blank line ends where the line before it did
+            best = start + len(body)
+        start += len(line) + 1
+    return text[:best]
+
+
 _LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
 
 

@@ -9,6 +9,11 @@ rounds:
     first half is the demonstration and the continuation expands the rest.
   extended = kept text + continuation; it replaces the best when it passes the quality
   check and is longer.
+With `max_growth` set (not the paper's: it sets no bound), a round's text longer than
+max_growth x the initial words is cut back to its longest prefix within that bound that
+ends at a line break on a terminal mark (core.text.trim_to_words); the cut-off tail takes
+the engine's cap with it, if it was cut there. This holds the next generator's targets
+within its token cap and coherence, iteration after iteration.
 An attempt is accepted when best has more than `min_growth` x the initial words; a failed
 attempt is tried again, up to `retries` tries. Every attempt's Stage 2 follows its own
 Stage 1 at once and all attempts are in flight together: no attempt waits for another.
@@ -23,7 +28,7 @@ from selflengthen.config import schema
 from selflengthen.core import progress, prompting, signals
 from selflengthen.core.quality import QualityCheck
 from selflengthen.core.resample import drop_short
-from selflengthen.core.text import continue_after, count_words, first_half, keep_leading_two_thirds
+from selflengthen.core.text import continue_after, count_words, first_half, keep_leading_two_thirds, trim_to_words
 from selflengthen.engines import Engine, Request, Sampling
 from selflengthen.pipeline.stage import Inputs
 from selflengthen.store import artifacts
@@ -40,6 +45,7 @@ class ExtendStats:
     improved_rounds: int = 0
     accepted: int = 0
     resumed_attempts: int = 0
+    trimmed: int = 0
 
 
 @dataclass
@@ -54,6 +60,7 @@ class ExtendChain:
     min_growth: float
     adapter: str | None
     seed: object
+    max_growth: float | None = None  # None: no bound (the paper's)
     stats: ExtendStats = field(default_factory=ExtendStats)
 
     async def round(self, item: dict, current: str, ident: tuple) -> tuple[str, bool] | None:
@@ -76,6 +83,14 @@ class ExtendChain:
         self.stats.stage2_requests += 1
         return continue_after(prefix, stage2.text), signals.is_cut(stage2.finish_reason, stage2.ended_by)
 
+    def bounded(self, extended: str, cut: bool, initial_words: int, language: str) -> tuple[str, bool]:
+        """The round's text within max_growth x the initial words (unchanged without a bound)."""
+        if self.max_growth is None or count_words(extended) <= self.max_growth * initial_words:
+            return extended, cut
+        self.stats.trimmed += 1
+        marks = self.check.rules[language].terminal_marks
+        return trim_to_words(extended, int(self.max_growth * initial_words), marks), False
+
     async def attempt(self, item: dict, index: int) -> dict:
         """One attempt's chain, with its retries; returns its checkpoint entry."""
         attempt_id = f"{item['id']}-a{index}"
@@ -90,7 +105,7 @@ class ExtendChain:
                 done = await self.round(item, current, (attempt_id, try_no, round_no))
                 if done is None:
                     break  # nothing to split: later rounds would see the same text
-                extended, cut = done
+                extended, cut = self.bounded(*done, initial_words, item["language"])
                 if self.check(extended, item["language"], cut) and count_words(extended) > count_words(best):
                     current = best = extended
                     self.stats.improved_rounds += 1
@@ -129,7 +144,7 @@ async def extended_rows(settings: schema.Extend, inputs: Inputs) -> tuple[list[d
     paths, adapter, check = inputs.paths, inputs.adapter("extender"), QualityCheck(inputs.rules)
     initial = artifacts.read_jsonl(paths.initial)
     chain = ExtendChain(inputs.engine, inputs.sampling, check, settings.retries, settings.rounds, settings.min_growth,
-                        adapter, seed=(inputs.seed, "extend", paths.k))
+                        adapter, seed=(inputs.seed, "extend", paths.k), max_growth=settings.max_growth)
     log = SampleLog(paths.checkpoint("extend"))
     extended = await extend_responses(chain, initial, settings.attempts, log)
     kept = drop_short(extended, [r["words"] for r in extended],
