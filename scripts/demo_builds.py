@@ -14,14 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
-from selflengthen.evaluation import in_run
-from selflengthen.store import artifacts
+from selflengthen.evaluation import in_run, runner
+from selflengthen.store import artifacts, jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = "heldout_tiny"
@@ -30,6 +31,15 @@ BENCH = "heldout_tiny"
 def held_out(root: Path) -> dict[int, dict]:
     """{iteration: headline} of each finished held-out evaluation, in order."""
     return {k: per[BENCH] for k, per in sorted(in_run.load(artifacts.RunPaths(root)).items()) if BENCH in per}
+
+
+def median_words(root: Path, k: int, headline: dict) -> float:
+    """The held-out median words of iteration k (from its answers, for a run scored before
+    summaries carried it): the mean's companion that answers cut at the cap move less."""
+    if headline.get("median_words") is not None:
+        return headline["median_words"]
+    path = runner.EvalPaths(in_run.eval_dir(artifacts.RunPaths(root), k, BENCH)).predictions
+    return statistics.median(row["words"] for _, row in jsonl.rows(path))
 
 
 def rises(curve: list[float]) -> bool:
@@ -59,20 +69,22 @@ def main() -> None:
                             text=True).stdout.strip() or "unknown"
     out = REPO / "docs" / "experiments"
     out.mkdir(parents=True, exist_ok=True)
-    png = out / f"{day}-tiny-builds.png"
+    png = out / f"{day}-tiny-builds-{commit}.png"  # the commit in the name: a later run never overwrites
     (REPO / "iterations" / "compare_length_curves.png").replace(png)
     lines = ["| build seed | weights digest | held-out mean words, iterations 0-" f"{a.iterations} | "
-             "verdict/empty/cut per iteration | rises at every step | this invocation |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "median words | verdict/empty/cut per iteration | rises at every step | this invocation |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for seed, name in zip(seeds, names):
         root = REPO / "iterations" / name
         curve = held_out(root)
         build = json.loads((root / "manifest.json").read_text()).get("model_build") or {}
         words = [c["mean_words"] for c in curve.values()]
+        medians = [median_words(root, k, c) for k, c in curve.items()]
         counts = ["/".join(str((c.get("not_writing") or {}).get(k, "-")) for k in ("verdict", "empty", "cut"))
                   for c in curve.values()]
         lines.append(f"| {seed} | {(build.get('fingerprint') or {}).get('weights_sha256', '?')} | "
-                     f"{', '.join(f'{w:.0f}' for w in words)} | {', '.join(counts)} | "
+                     f"{', '.join(f'{w:.0f}' for w in words)} | {', '.join(f'{m:.0f}' for m in medians)} | "
+                     f"{', '.join(counts)} | "
                      f"{'yes' if rises(words) else 'no'} | {walls[seed] / 60:.1f} min |")
     invocation = " ".join(["scripts/demo_builds.py", "--seeds", a.seeds, "--iterations", str(a.iterations),
                            *a.overrides])
@@ -81,7 +93,7 @@ def main() -> None:
             f"command with `model.build.seed=S` (its time includes building the model when it was not "
             f"cached). Held-out set: `{BENCH}` (90 of our own instructions, 50-800 words).\n\n"
             + "\n".join(lines) + f"\n\n![the builds' curves]({png.name})\n")
-    md = out / f"{day}-tiny-builds.md"
+    md = out / f"{day}-tiny-builds-{commit}.md"
     md.write_text(text, encoding="utf-8")
     print(text)
     print(f"wrote {md.relative_to(REPO)} and {png.relative_to(REPO)}")

@@ -34,14 +34,16 @@ def evaluations(root: Path) -> list[tuple[int, dict]]:
 
 
 def table(rows: list[tuple[int, dict]], metrics: dict[int, dict]) -> str:
-    lines = ["| iteration | held-out mean words | S_l | verdict / empty / cut at cap | kept drafts (words) | "
-             "kept extensions (words) |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| iteration | held-out mean words | median | S_l | verdict / empty / cut at cap | kept drafts (words) | "
+             "kept extensions (words) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for k, s in rows:
         nw = s.get("not_writing") or {}
         m = metrics.get(k, {}).get("words", {})
         draft = m.get("initial", {}).get("mean")
         ext = m.get("extended", {}).get("mean")
+        med = s.get("median_words")
         lines.append(f"| {k}{' (published model)' if k == 0 else ''} | {s['mean_words']:.0f} | "
+                     f"{'-' if med is None else f'{med:.0f}'} | "
                      f"{s['length_score']:.1f} | {nw.get('verdict', '-')} / {nw.get('empty', '-')} / "
                      f"{nw.get('cut', '-')} | {'-' if draft is None else f'{draft:.0f}'} | "
                      f"{'-' if ext is None else f'{ext:.0f}'} |")
@@ -90,7 +92,7 @@ def main() -> None:
     day = date.today().isoformat()
     out = REPO / "docs" / "experiments"
     out.mkdir(parents=True, exist_ok=True)
-    png = out / f"{day}-smollm2-lengthening.png"
+    png = out / f"{day}-smollm2-lengthening-{commit}.png"  # the commit in the name: a later run never overwrites
     plot(rows, png)
     dtype = (json.loads((root / "iter_1" / "manifest.json").read_text()).get("dtype") or {}).get("served", "?")
     text = (f"# SmolLM2-135M-Instruct lengthens itself on a CPU ({day}, commit {commit})\n\n"
@@ -101,7 +103,7 @@ def main() -> None:
             f"Held-out set: `{BENCH}` (36 of our own writing instructions, 100-1,500 words required; "
             f"S_l is LongBench-Write's length score). Iteration 0 is the published model.\n\n"
             f"{table(rows, metrics)}\n\n![held-out curve]({png.name})\n")
-    md = out / f"{day}-smollm2-lengthening.md"
+    md = out / f"{day}-smollm2-lengthening-{commit}.md"
     md.write_text(text, encoding="utf-8")
     print(text)
     print(f"wrote {md.relative_to(REPO)} and {png.relative_to(REPO)}")

@@ -58,6 +58,7 @@ def headline(summary: dict) -> dict:
     score = summary.get("length_score") or {}
     quality = summary.get("quality") or {}
     return {"items": summary.get("items"), "mean_words": summary.get("mean_words"),
+            "median_words": summary.get("median_words"),  # beside the mean: answers cut at the cap move it less
             "not_writing": summary.get("not_writing"),
             "length_score": score.get("overall"), "quality": quality.get("overall"), "total": summary.get("total"),
             "signals": summary.get("signals"),  # judge-free quality beside the lengths (core/signals)

@@ -14,6 +14,7 @@ The item fields the summaries read: `language` and `type` always; LonGen `range`
 from __future__ import annotations
 
 from collections import defaultdict
+from statistics import median
 from operator import itemgetter
 
 from selflengthen.core import signals
@@ -79,7 +80,7 @@ def response_signals(rows: list[dict]) -> dict:
 
 def summarize(bench: Benchmark | str, rows: list[dict]) -> dict:
     """The benchmark's report over prediction rows (means over all rows given):
-    - every benchmark: items, mean_words, not_writing {verdict, empty, cut}, signals (judge-free
+    - every benchmark: items, mean_words, median_words, not_writing {verdict, empty, cut}, signals (judge-free
       quality, response_signals), length_score {overall, ...};
     - longen: length_score by_type, by_range, by_language, by_language_type_range
       (language -> type -> range -> mean), scale 0..1; quality (1..10) when judged;
@@ -91,6 +92,7 @@ def summarize(bench: Benchmark | str, rows: list[dict]) -> dict:
     bench = get_benchmark(bench) if isinstance(bench, str) else bench
     rows = list(rows)
     summary: dict = {"benchmark": bench.name, "items": len(rows), "mean_words": mean(r["words"] for r in rows),
+                     "median_words": median([r["words"] for r in rows]) if rows else None,
                      "not_writing": not_writing(rows), "signals": response_signals(rows), "length_score": None, "quality": None, "total": None, "by_length": None}
     if not rows:
         return summary
