@@ -73,8 +73,9 @@ def test_all_problems_reported_together():
 
 
 def test_max_growth_must_lie_above_min_growth():
-    assert typed(compose_cfg("loop.extend.max_growth=1.6")).loop.extend.max_growth == 1.6
-    assert typed(compose_cfg()).loop.extend.max_growth is None  # the paper's: no bound
+    assert typed(compose_cfg("loop.extend.max_growth=1.8")).loop.extend.max_growth == 1.8
+    assert typed(compose_cfg("model=qwen2.5-7b-instruct")).loop.extend.max_growth is None  # the paper's: no bound
+    assert typed(compose_cfg()).loop.extend.max_growth == 1.6  # the tiny preset bounds its growth
     found = preflight.problems(compose_cfg("loop.extend.max_growth=1.1"))
     assert len(found) == 1 and "max_growth (1.1) must be above min_growth (1.2)" in found[0], found
 
