@@ -80,6 +80,13 @@ def test_max_growth_must_lie_above_min_growth():
     assert len(found) == 1 and "max_growth (1.1) must be above min_growth (1.2)" in found[0], found
 
 
+def test_loop_floor_is_off_by_default_and_a_ratio_when_set():
+    assert typed(compose_cfg()).loop.quality_rules()["en"].loop_floor is None  # the reference's check
+    assert typed(compose_cfg("loop.quality.en.loop_floor=0.25")).loop.quality_rules()["en"].loop_floor == 0.25
+    found = preflight.problems(compose_cfg("loop.quality.en.loop_floor=1.5"))
+    assert len(found) == 1 and "loop.quality.en.loop_floor" in found[0], found
+
+
 def test_seed_pool_shipped_and_user_file(tmp_path):
     pool = seeds.load_seeds(typed(compose_cfg()).seeds, ["en", "zh"])
     assert len(pool["en"]) >= 50 and len(pool["zh"]) >= 50

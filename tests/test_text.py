@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 from selflengthen.core.text import (
     QualityRules,
     count_words,
@@ -6,6 +8,7 @@ from selflengthen.core.text import (
     first_half,
     has_repeated_ngram,
     keep_leading_two_thirds,
+    lowest_window_compression,
     ngram_units,
     quality_problem,
     split_paragraphs,
@@ -66,6 +69,22 @@ def test_trim_to_words_cuts_at_the_last_terminated_line_within_the_bound():
     zh = "第一句话。\n第二句话。\n第三"
     assert trim_to_words(zh, 9, ZH.terminal_marks) == "第一句话。"  # a CJK character is a word
     assert trim_to_words(zh, 12, ZH.terminal_marks) == "第一句话。\n第二句话。"
+
+
+def test_a_loop_without_spaces_fails_only_with_a_loop_floor():
+    """`':':':'` runs are one whitespace token each, so the 10-gram rule never sees them
+    repeat; a window that zlib squeezes below the floor does."""
+    rng = __import__("random").Random(0)
+    vocab = [f"w{i}{c}" for i in range(300) for c in "ab"]
+    prose = " ".join(rng.choice(vocab) for _ in range(400)) + "."
+    loop = prose[:600] + " " + "".join(rng.choice(["':", "':'", ": '"]) for _ in range(400)) + " end."
+    assert lowest_window_compression(prose) > 0.3 and lowest_window_compression(loop) < 0.2
+    assert quality_problem(loop, EN, "en") is None  # the reference's check passes it
+    floored = replace(EN, loop_floor=0.25)
+    assert quality_problem(loop, floored, "en") == "loop"
+    assert quality_problem(prose, floored, "en") is None
+    assert quality_problem("Short.", floored, "en") is None  # shorter than a window: the whole text
+    assert quality_problem("Ends" + " '" * 300 + ".", floored, "en") == "repetition"  # spaced: the n-gram rule
 
 
 def test_quality_terminal_marks_by_language():

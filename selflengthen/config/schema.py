@@ -114,6 +114,7 @@ class QualityRule(Group):
     meta_match: str = "substring"
     meta_lines: str = "raw"
     cut: str = "reference"  # the value of every run saved before the key existed
+    loop_floor: float | None = eg("0.25 (or null: off, the reference's)", None, gt=0, lt=1)
 
     @field_validator("terminal_marks")
     @classmethod
@@ -138,7 +139,8 @@ class QualityRule(Group):
         return QualityRules(terminal_marks=tuple(self.terminal_marks), ngram=self.ngram,
                             meta_words=tuple(self.meta_words), meta_head_lines=self.meta_head_lines,
                             meta_tail_lines=self.meta_tail_lines, unit_mode=self.unit_mode,
-                            meta_match=self.meta_match, meta_lines=self.meta_lines, cut=self.cut)
+                            meta_match=self.meta_match, meta_lines=self.meta_lines, cut=self.cut,
+                            loop_floor=self.loop_floor)
 
 
 Synth = Literal["extend", "agentwrite", "both"]  # loop.synth: how stage 3 makes the longer responses

@@ -3,6 +3,7 @@ detection and the response quality check (algorithm.md 1.5, 1.7)."""
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 # Self-Lengthen counts every CJK ideograph, CJK punctuation and full-width form as a word.
@@ -137,6 +138,7 @@ class QualityRules:
     meta_match: str = "substring"     # "substring" (case-sensitive) | "word" (whole words, any case, plural s)
     meta_lines: str = "raw"           # "raw" (split("\n"), blank lines count) | "nonblank"
     cut: str = "reference"            # a text cut at the token cap: "reference" (checked like any) | "reject"
+    loop_floor: float | None = None   # None (the reference's): off; else reject a window compressing below it
 
     def __post_init__(self):
         assert self.unit_mode in UNIT_MODES, self.unit_mode
@@ -164,10 +166,26 @@ def has_meta_words(body: str, rules: QualityRules) -> bool:
     return bool(words & {w.lower() for w in rules.meta_words})
 
 
+LOOP_WINDOW, LOOP_STEP = 1024, 256  # bytes: a window holds ~150-200 English words
+
+
+def lowest_window_compression(text: str) -> float:
+    """The lowest zlib ratio (compressed / raw bytes) over windows of LOOP_WINDOW UTF-8 bytes,
+    LOOP_STEP apart (the whole text when shorter). Prose compresses to ~0.4-0.6 in such a
+    window; a loop that repeats a few characters (`':':':'`) to well under 0.25, and one
+    without spaces is a single whitespace token, which the n-gram rule never sees repeat."""
+    raw = text.encode("utf-8")
+    if len(raw) <= LOOP_WINDOW:
+        return len(zlib.compress(raw, 9)) / len(raw) if raw else 1.0
+    starts = list(range(0, len(raw) - LOOP_WINDOW + 1, LOOP_STEP)) + [len(raw) - LOOP_WINDOW]
+    return min(len(zlib.compress(raw[i : i + LOOP_WINDOW], 9)) / LOOP_WINDOW for i in starts)
+
+
 def quality_problem(text: str, rules: QualityRules, language: str, cut: bool = False) -> str | None:
     """Why a response fails the quality check, or None when it passes. In the reference's
     order, on the right-stripped text: 'empty', 'unterminated' (last character not a
-    terminal mark), 'meta_words' (variants with meta words), 'repetition'. With
+    terminal mark), 'meta_words' (variants with meta words), 'repetition'; then, with
+    rules.loop_floor set (not the reference's), 'loop' (a window that compresses below it). With
     rules.cut == "reject", a text the engine cut at its token cap (`cut`) fails first as
     'cut': it is unfinished whatever its last mark (the reference keeps it when that mark
     happens to be terminal, and a model trained on it learns not to end)."""
@@ -182,4 +200,6 @@ def quality_problem(text: str, rules: QualityRules, language: str, cut: bool = F
         return "meta_words"
     if has_repeated_ngram(ngram_units(body, language, rules.unit_mode), rules.ngram):
         return "repetition"
+    if rules.loop_floor is not None and lowest_window_compression(body) < rules.loop_floor:
+        return "loop"
     return None
