@@ -81,8 +81,11 @@ def test_max_growth_must_lie_above_min_growth():
 
 
 def test_loop_floor_is_off_by_default_and_a_ratio_when_set():
-    assert typed(compose_cfg()).loop.quality_rules()["en"].loop_floor is None  # the reference's check
-    assert typed(compose_cfg("loop.quality.en.loop_floor=0.25")).loop.quality_rules()["en"].loop_floor == 0.25
+    real = typed(compose_cfg("model=qwen2.5-7b-instruct")).loop.quality_rules()
+    assert real["en"].loop_floor is None and real["zh"].loop_floor is None  # the reference's check
+    tiny = typed(compose_cfg()).loop.quality_rules()["en"]
+    assert tiny.loop_floor == 0.25 and tiny.ngram == 10 and "." in tiny.terminal_marks  # merged into the rest
+    assert typed(compose_cfg("loop.quality.en.loop_floor=0.3")).loop.quality_rules()["en"].loop_floor == 0.3
     found = preflight.problems(compose_cfg("loop.quality.en.loop_floor=1.5"))
     assert len(found) == 1 and "loop.quality.en.loop_floor" in found[0], found
 

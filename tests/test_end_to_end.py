@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 from safetensors.numpy import load_file
 
+from selflengthen.core.text import lowest_window_compression
 from selflengthen.store import artifacts
 from tests.conftest import E2E_ITERATIONS as ITERATIONS
 from tests.conftest import REPO, run_cli, sha256
@@ -22,6 +23,8 @@ def test_every_artifact_of_every_iteration(finished_run):
     assert manifest["model_resolved"] == str(finished_run["model"])
     growth = OmegaConf.load(paths.config).loop.extend
     assert growth.max_growth is not None  # the tiny preset bounds growth: its bound is exercised here
+    floor = OmegaConf.load(paths.config).loop.quality.en.loop_floor
+    assert floor is not None  # and keeps loops out of the training data: so is the loop rule
     # How many items each filter lets through is the tiny model's doing (its builds differ
     # between machines); what holds on any machine: the counts agree from file to file, every
     # kept item passes its filter, and an iteration with nothing accepted carries its
@@ -39,6 +42,7 @@ def test_every_artifact_of_every_iteration(finished_run):
         assert {r["instruction_id"] for r in extended} <= {r["instruction_id"] for r in initial}
         for row in extended:  # every accepted extension grew by more than min_growth, and no more than max_growth
             assert growth.min_growth * row["initial_words"] < row["words"] <= growth.max_growth * row["initial_words"]
+        assert all(lowest_window_compression(r["response"]) >= floor for r in initial + extended)
         m = json.loads(it.metrics.read_text())
         assert (m["counts"]["instructions"], m["counts"]["initial"], m["counts"]["extended"]) == \
             (len(instructions), len(initial), len(extended))
