@@ -14,8 +14,8 @@ The item fields the summaries read: `language` and `type` always; LonGen `range`
 from __future__ import annotations
 
 from collections import defaultdict
-from statistics import median
 from operator import itemgetter
+from statistics import median
 
 from selflengthen.core import signals
 from selflengthen.evaluation.benchmarks import Benchmark, get_benchmark
