@@ -354,6 +354,12 @@ def test_zero_items_names_the_filter_and_its_rejections(tmp_path):
                                                                   "quality": {"failures": {"ngram": 4}}}})
     assert metrics.why_empty(it).startswith("extend accepted 0 of 6 attempts")
     assert "{'ngram': 4}" in metrics.why_empty(it) and "loop.extend.min_growth" in metrics.why_empty(it)
+    # loop.synth=agentwrite: a row was accepted, but its instruction kept no draft, so the extender has no data
+    artifacts.write_json(it.stage_manifest("extend"), {"counts": {"kept_after_drop_short": 1, "attempts": 24}})
+    artifacts.write_jsonl(it.extended, [{"id": "i1-en-3", "method": "agentwrite", "response": "A long text."}])
+    with pytest.raises(UserError, match=r"the 1 accepted row\(s\) are AgentWrite texts whose instruction kept no "
+                                        r"generator draft.*loop.synth=both"):
+        train_stage.carry_adapter_over(it, "extender", None)
 
 
 # --- an unreachable Ray cluster ----------------------------------------------------------------
