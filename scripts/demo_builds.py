@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
-from selflengthen.evaluation import in_run, runner
-from selflengthen.store import artifacts, jsonl
+from selflengthen.evaluation import in_run
+from selflengthen.store import artifacts
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = "heldout_tiny"
@@ -31,15 +30,6 @@ BENCH = "heldout_tiny"
 def held_out(root: Path) -> dict[int, dict]:
     """{iteration: headline} of each finished held-out evaluation, in order."""
     return {k: per[BENCH] for k, per in sorted(in_run.load(artifacts.RunPaths(root)).items()) if BENCH in per}
-
-
-def median_words(root: Path, k: int, headline: dict) -> float:
-    """The held-out median words of iteration k (from its answers, for a run scored before
-    summaries carried it): the mean's companion that answers cut at the cap move less."""
-    if headline.get("median_words") is not None:
-        return headline["median_words"]
-    path = runner.EvalPaths(in_run.eval_dir(artifacts.RunPaths(root), k, BENCH)).predictions
-    return statistics.median(row["words"] for _, row in jsonl.rows(path))
 
 
 def rises(curve: list[float]) -> bool:
@@ -79,11 +69,11 @@ def main() -> None:
         curve = held_out(root)
         build = json.loads((root / "manifest.json").read_text()).get("model_build") or {}
         words = [c["mean_words"] for c in curve.values()]
-        medians = [median_words(root, k, c) for k, c in curve.items()]
+        medians = [c.get("median_words") for c in curve.values()]  # None for a run scored before it existed
         counts = ["/".join(str((c.get("not_writing") or {}).get(k, "-")) for k in ("verdict", "empty", "cut"))
                   for c in curve.values()]
         lines.append(f"| {seed} | {(build.get('fingerprint') or {}).get('weights_sha256', '?')} | "
-                     f"{', '.join(f'{w:.0f}' for w in words)} | {', '.join(f'{m:.0f}' for m in medians)} | "
+                     f"{', '.join(f'{w:.0f}' for w in words)} | {', '.join('-' if m is None else f'{m:.0f}' for m in medians)} | "
                      f"{', '.join(counts)} | "
                      f"{'yes' if rises(words) else 'no'} | {walls[seed] / 60:.1f} min |")
     invocation = " ".join(["scripts/demo_builds.py", "--seeds", a.seeds, "--iterations", str(a.iterations),

@@ -32,10 +32,9 @@ toward its end. `aggregate` and `aggregate_by_segment` give flat dicts for metri
 from __future__ import annotations
 
 import re
-import zlib
 from collections import Counter
 
-from selflengthen.core.text import _CJK_WORD, QualityRules, count_words, detect_language, ngram_units
+from selflengthen.core.text import _CJK_WORD, QualityRules, count_words, detect_language, ngram_units, zlib_ratio
 
 DISTINCT_NS = (2, 3, 4)
 REPEAT_N = {"en": 10, "zh": 13}  # the shipped quality rules' ngram (loop.quality.<lang>.ngram)
@@ -88,7 +87,7 @@ def repeated_ngram_rate(units: list[str], n: int) -> float | None:
 def compression_ratio(text: str) -> float | None:
     """zlib-compressed bytes / raw UTF-8 bytes: LOW for repetitive text; None when empty."""
     raw = text.encode("utf-8")
-    return len(zlib.compress(raw, 9)) / len(raw) if raw else None
+    return zlib_ratio(raw) if raw else None
 
 
 def text_signals(text: str, language: str | None = None, finish: str | None = None,

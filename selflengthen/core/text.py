@@ -169,6 +169,12 @@ def has_meta_words(body: str, rules: QualityRules) -> bool:
 LOOP_WINDOW, LOOP_STEP = 1024, 256  # bytes: a window holds ~150-200 English words
 
 
+def zlib_ratio(raw: bytes) -> float:
+    """zlib-compressed bytes / raw bytes: LOW for repetitive text (core.signals reports it per
+    text; the loop rule below takes it per window)."""
+    return len(zlib.compress(raw, 9)) / len(raw)
+
+
 def lowest_window_compression(text: str) -> float:
     """The lowest zlib ratio (compressed / raw bytes) over windows of LOOP_WINDOW UTF-8 bytes,
     LOOP_STEP apart (the whole text when shorter). Prose compresses to ~0.4-0.6 in such a
@@ -176,9 +182,9 @@ def lowest_window_compression(text: str) -> float:
     without spaces is a single whitespace token, which the n-gram rule never sees repeat."""
     raw = text.encode("utf-8")
     if len(raw) <= LOOP_WINDOW:
-        return len(zlib.compress(raw, 9)) / len(raw) if raw else 1.0
+        return zlib_ratio(raw) if raw else 1.0
     starts = list(range(0, len(raw) - LOOP_WINDOW + 1, LOOP_STEP)) + [len(raw) - LOOP_WINDOW]
-    return min(len(zlib.compress(raw[i : i + LOOP_WINDOW], 9)) / LOOP_WINDOW for i in starts)
+    return min(zlib_ratio(raw[i : i + LOOP_WINDOW]) for i in starts)
 
 
 def quality_problem(text: str, rules: QualityRules, language: str, cut: bool = False) -> str | None:

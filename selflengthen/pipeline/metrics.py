@@ -110,8 +110,7 @@ def why_empty(it: artifacts.IterationPaths) -> str:
         return (f"extend accepted 0 of {e.get('attempts', 0)} attempts (none grew past loop.extend.min_growth and "
                 f"passed the quality check; failures by rule: {q.get('failures', {})}); raise loop.extend.retries "
                 f"or loop.extend.rounds, or lower loop.extend.min_growth")
-    kept = len(artifacts.read_jsonl(it.extended)) if it.extended.exists() else 0
-    if kept:  # only the extender's data can be empty then (stages/curate.py)
-        return (f"the {kept} accepted row(s) are AgentWrite texts whose instruction kept no generator draft, and "
-                f"such a row trains the generator only; raise loop.generate.retries, or use loop.synth=both")
+    if e:  # rows were kept, yet a role has none: only the extender's can be empty then (stages/curate.py)
+        return (f"the {e['kept_after_drop_short']} accepted row(s) are AgentWrite texts whose instruction kept no "
+                f"generator draft, and such a row trains the generator only; raise loop.generate.retries, or use loop.synth=both")
     return "no extension was accepted"
