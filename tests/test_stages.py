@@ -220,6 +220,31 @@ def test_extension_longer_than_max_growth_is_cut_back_at_a_line_end():
     assert unbounded.stats.trimmed == 0
 
 
+def test_extension_with_drop_preface_builds_on_stage1_text_without_its_preface():
+    """A Stage-1 reply that opens "Here is the expanded response:" makes Stage 2's prefix, so
+    the whole extension fails the meta-word check; with drop_preface the line goes first."""
+    initial = "\n\n".join(f"Part {i} says something." for i in range(4))
+    prefixes = []
+
+    def respond(req, sampling):
+        if not req.prefix:
+            return "Here is the expanded response:\n\nOne new detail.\n\nTwo new details.\n\nThree new ones."
+        prefixes.append(req.prefix)
+        return "More about the rest of it, in depth.\n\nAnd a little more, with one more example of it."
+
+    def chain(drop):
+        return ExtendChain(ScriptedEngine(respond), Sampling(), QualityCheck(RULES), 1, 1, 1.2, None,
+                           seed=(0, "e", 1), drop_preface=drop)
+
+    plain = chain(False)
+    assert run(extend_responses(plain, [_initial(initial)], 1, SampleLog(None))) == []
+    assert plain.check.failures == {"meta_words": 1} and prefixes[-1].startswith("Here is the expanded response:")
+    dropping = chain(True)
+    rows = run(extend_responses(dropping, [_initial(initial)], 1, SampleLog(None)))
+    assert prefixes[-1] == "One new detail.\n\nTwo new details.\n\n" and dropping.stats.prefaces_dropped == 1
+    assert len(rows) == 1 and rows[0]["response"].startswith("One new detail.")
+
+
 def test_extension_joins_stage2_at_one_paragraph_break():
     """A continuation that opens with newlines of its own (after the prefix's blank line)
     joins at one blank line: three newlines are a stop string, and a generator trained on

@@ -5,6 +5,7 @@ from selflengthen.core.text import (
     count_words,
     count_words_longwriter,
     detect_language,
+    drop_preface,
     first_half,
     has_repeated_ngram,
     keep_leading_two_thirds,
@@ -69,6 +70,23 @@ def test_trim_to_words_cuts_at_the_last_terminated_line_within_the_bound():
     zh = "第一句话。\n第二句话。\n第三"
     assert trim_to_words(zh, 9, ZH.terminal_marks) == "第一句话。"  # a CJK character is a word
     assert trim_to_words(zh, 12, ZH.terminal_marks) == "第一句话。\n第二句话。"
+
+
+def test_drop_preface_removes_only_a_line_that_introduces_the_text():
+    body = "The sea is wide.\n\nIt is blue."
+    assert drop_preface("Here is the expanded version:\n\n" + body, "en") == body
+    assert drop_preface("Sure! Here's a fuller draft:\n" + body, "en") == body
+    assert drop_preface("**Revised response:**\n" + body, "en") == body  # markdown emphasis around it
+    assert drop_preface("以下是扩写后的文章：\n\n大海很宽。", "zh") == "大海很宽。"
+    kept = ["Introduction:\n" + body,  # a heading, not a reply
+            "Here is the sea, wide and blue.\n" + body,  # no colon: the text itself
+            "Here is the expanded version:",  # nothing after it
+            "Here are " + "many " * 30 + "reasons:\n" + body]  # too long for a preface
+    for text in kept:
+        assert drop_preface(text, "en") is text, text
+    draft = "Here are three reasons the sea matters:\nFirst, it is wide."
+    assert drop_preface(draft + "\nSecond, it is blue.", "en", source=draft).startswith("Here are three")  # the draft's own opening
+    assert drop_preface("Here is the expanded version:\n" + body, "xx").startswith("Here is")  # no pattern for it
 
 
 def test_a_loop_without_spaces_fails_only_with_a_loop_floor():

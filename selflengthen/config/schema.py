@@ -80,6 +80,7 @@ class Extend(Group):
     rounds: int = eg("3", 3, ge=1)
     min_growth: float = eg("1.2 (the paper's value)", 1.2, ge=1.0)
     max_growth: float | None = eg("1.6 (or null: no bound, the paper's)", None, gt=1.0)
+    drop_preface: bool = eg("true", False)
     drop_short: bool = eg("true", True)
 
     @model_validator(mode="after")

@@ -74,6 +74,31 @@ def trim_to_words(text: str, limit: int, terminal_marks) -> str:
 _LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
 
 
+# A line a chat model puts before the text it was asked for ("Here is the expanded version:",
+# "**Revised draft:**", "以下是扩写后的文章："): it opens with a reply word or names the rewrite,
+# and ends in a colon. Such a line is about the text, not part of it.
+_PREFACE = {
+    "en": re.compile(r"^(?:(?:here(?:'s|’s|\s+is|\s+are)|sure|certainly|of course|okay|ok|below|the following)\b"
+                     r"|.*\b(?:expanded|revised|revision|rewritten|rewrite|version|draft|response)\b)", re.IGNORECASE),
+    "zh": re.compile(r"^(?:以下|下面|好的|当然|.*(?:扩写|改写|修改|版本))"),
+}
+_PREFACE_MAX_WORDS = 30
+
+
+def drop_preface(text: str, language: str, source: str = "") -> str:
+    """text without its first line when that line introduces the text rather than begins it:
+    at most 30 words, ending in a colon once markdown emphasis is stripped, opening with a
+    reply word or naming the rewrite (_PREFACE), and not a line of `source` (the draft the
+    text rewrites, whose own opening stays). Anything else is returned unchanged."""
+    pattern = _PREFACE.get(language)
+    head, _, rest = text.lstrip().partition("\n")
+    line = head.strip().strip("*#_ ").strip()
+    if (pattern is None or not rest.strip() or count_words(line) > _PREFACE_MAX_WORDS
+            or not line.endswith((":", "：")) or not pattern.match(line) or head.strip() in source):
+        return text
+    return _LEADING_BLANK_LINES.sub("", rest)
+
+
 def continue_after(prefix: str, continuation: str) -> str:
     """Stage 2's text: the prefix the model was handed as the start of its turn (the kept
     Stage-1 paragraphs and a blank line), then what it wrote. The model may open with

@@ -14,6 +14,10 @@ max_growth x the initial words is cut back to its longest prefix within that bou
 ends at a line break on a terminal mark (core.text.trim_to_words); the cut-off tail takes
 the engine's cap with it, if it was cut there. This holds the next generator's targets
 within its token cap and coherence, iteration after iteration.
+With `drop_preface` set (not the paper's either), a first line by which the extender
+introduces its answer ("Here is the expanded version:") is dropped from Stage 1's text
+before it becomes Stage 2's prefix (core.text.drop_preface): left in, it opens the extension,
+and the quality check rejects the whole text for its meta word.
 An attempt is accepted when best has more than `min_growth` x the initial words; a failed
 attempt is tried again, up to `retries` tries. Every attempt's Stage 2 follows its own
 Stage 1 at once and all attempts are in flight together: no attempt waits for another.
@@ -28,7 +32,8 @@ from selflengthen.config import schema
 from selflengthen.core import progress, prompting, signals
 from selflengthen.core.quality import QualityCheck
 from selflengthen.core.resample import drop_short
-from selflengthen.core.text import continue_after, count_words, first_half, keep_leading_two_thirds, trim_to_words
+from selflengthen.core.text import (continue_after, count_words, drop_preface, first_half, keep_leading_two_thirds,
+                                    trim_to_words)
 from selflengthen.engines import Engine, Request, Sampling
 from selflengthen.pipeline.stage import Inputs
 from selflengthen.store import artifacts
@@ -46,6 +51,7 @@ class ExtendStats:
     accepted: int = 0
     resumed_attempts: int = 0
     trimmed: int = 0
+    prefaces_dropped: int = 0
 
 
 @dataclass
@@ -61,6 +67,7 @@ class ExtendChain:
     adapter: str | None
     seed: object
     max_growth: float | None = None  # None: no bound (the paper's)
+    drop_preface: bool = False  # False: a reply's "Here is the expanded version:" stays in (the paper's)
     stats: ExtendStats = field(default_factory=ExtendStats)
 
     async def round(self, item: dict, current: str, ident: tuple) -> tuple[str, bool] | None:
@@ -75,13 +82,26 @@ class ExtendChain:
             Request(prompting.extender_request(item["instruction"], half, item["language"]), adapter=self.adapter,
                     seed=stable_seed(self.seed, *ident, 1), key=key), self.sampling)
         self.stats.stage1_requests += 1
-        kept = keep_leading_two_thirds(stage1.text)
+        kept = keep_leading_two_thirds(self.unprefaced(stage1.text, half, item["language"]))
         prefix = kept + "\n\n" if kept else ""
         stage2 = await self.engine.complete(
             Request(prompting.extender_request(item["instruction"], current, item["language"]), prefix=prefix,
                     adapter=self.adapter, seed=stable_seed(self.seed, *ident, 2), key=key), self.sampling)
         self.stats.stage2_requests += 1
-        return continue_after(prefix, stage2.text), signals.is_cut(stage2.finish_reason, stage2.ended_by)
+        extended = continue_after(prefix, stage2.text)
+        if not prefix:  # with a prefix the answer opens with Stage 1's text, already without one
+            extended = self.unprefaced(extended, current, item["language"])
+        return extended, signals.is_cut(stage2.finish_reason, stage2.ended_by)
+
+    def unprefaced(self, text: str, source: str, language: str) -> str:
+        """text without a first line that introduces it (core.text.drop_preface), when
+        drop_preface is set; unchanged otherwise."""
+        if not self.drop_preface:
+            return text
+        out = drop_preface(text, language, source)
+        if out is not text:
+            self.stats.prefaces_dropped += 1
+        return out
 
     def bounded(self, extended: str, cut: bool, initial_words: int, language: str) -> tuple[str, bool]:
         """The round's text within max_growth x the initial words (unchanged without a bound)."""
@@ -144,7 +164,8 @@ async def extended_rows(settings: schema.Extend, inputs: Inputs) -> tuple[list[d
     paths, adapter, check = inputs.paths, inputs.adapter("extender"), QualityCheck(inputs.rules)
     initial = artifacts.read_jsonl(paths.initial)
     chain = ExtendChain(inputs.engine, inputs.sampling, check, settings.retries, settings.rounds, settings.min_growth,
-                        adapter, seed=(inputs.seed, "extend", paths.k), max_growth=settings.max_growth)
+                        adapter, seed=(inputs.seed, "extend", paths.k), max_growth=settings.max_growth,
+                        drop_preface=settings.drop_preface)
     log = SampleLog(paths.checkpoint("extend"))
     extended = await extend_responses(chain, initial, settings.attempts, log)
     kept = drop_short(extended, [r["words"] for r in extended],
