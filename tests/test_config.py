@@ -72,6 +72,14 @@ def test_all_problems_reported_together():
     assert any("model.path='./no/such/model'" in p and "hub id" in p for p in found)
 
 
+def test_drop_preface_is_the_papers_by_default_and_set_for_smollm2():
+    assert typed(compose_cfg()).loop.extend.drop_preface is False
+    smol = typed(compose_cfg("experiment=smollm2-lengthening"))
+    assert smol.loop.extend.drop_preface is True
+    assert smol.train.per_role.generator == {"learning_rate": 1.0e-3, "epochs": 3}  # few rows: a stronger step
+    assert typed(compose_cfg("experiment=smollm2-lengthening", "loop.extend.drop_preface=false")).loop.extend.drop_preface is False
+
+
 def test_max_growth_must_lie_above_min_growth():
     assert typed(compose_cfg("loop.extend.max_growth=1.8")).loop.extend.max_growth == 1.8
     assert typed(compose_cfg("model=qwen2.5-7b-instruct")).loop.extend.max_growth is None  # the paper's: no bound
