@@ -76,7 +76,7 @@ def test_drop_preface_is_the_papers_by_default_and_set_for_smollm2():
     assert typed(compose_cfg()).loop.extend.drop_preface is False
     smol = typed(compose_cfg("experiment=smollm2-lengthening"))
     assert smol.loop.extend.drop_preface is True
-    assert smol.train.per_role.generator == {"learning_rate": 1.0e-3, "epochs": 3}  # few rows: a stronger step
+    assert smol.train.per_role.generator == {"learning_rate": 5.0e-4, "epochs": 2}  # few rows: a stronger step
     assert typed(compose_cfg("experiment=smollm2-lengthening", "loop.extend.drop_preface=false")).loop.extend.drop_preface is False
 
 
