@@ -88,11 +88,11 @@ _PREFACE_MAX_WORDS = 30
 def drop_preface(text: str, language: str, source: str = "") -> str:
     """text without its first line when that line introduces the text rather than begins it:
     at most 30 words, ending in a colon once markdown emphasis is stripped, opening with a
-    reply word or naming the rewrite (_PREFACE), and not a line of `source` (the draft the
+    reply word or naming the rewrite (_PREFACE), and not found in `source` (the draft the
     text rewrites, whose own opening stays). Anything else is returned unchanged."""
     pattern = _PREFACE.get(language)
     head, _, rest = text.lstrip().partition("\n")
-    line = head.strip().strip("*#_ ").strip()
+    line = head.strip(" \t\r*#_")  # "**Revised draft:**" is judged as "Revised draft:"
     if (pattern is None or not rest.strip() or count_words(line) > _PREFACE_MAX_WORDS
             or not line.endswith((":", "：")) or not pattern.match(line) or head.strip() in source):
         return text
