@@ -83,9 +83,25 @@ def test_drop_preface_is_the_papers_by_default_and_set_for_smollm2():
 def test_max_growth_must_lie_above_min_growth():
     assert typed(compose_cfg("loop.extend.max_growth=1.8")).loop.extend.max_growth == 1.8
     assert typed(compose_cfg("model=qwen2.5-7b-instruct")).loop.extend.max_growth is None  # the paper's: no bound
-    assert typed(compose_cfg()).loop.extend.max_growth == 1.6  # the tiny preset bounds its growth
+    assert typed(compose_cfg()).loop.extend.max_growth == 1.4  # the tiny preset bounds its growth
     found = preflight.problems(compose_cfg("loop.extend.max_growth=1.1"))
     assert len(found) == 1 and "max_growth (1.1) must be above min_growth (1.2)" in found[0], found
+
+
+def test_adapters_are_served_merged_on_cpus_and_as_lora_on_gpus_unless_told():
+    engine = typed(compose_cfg()).engine
+    assert engine.lora_serving == "auto" and engine.merges_adapters(on_gpu=False) and not engine.merges_adapters(True)
+    assert not typed(compose_cfg("engine.lora_serving=adapters")).engine.merges_adapters(on_gpu=False)
+    assert typed(compose_cfg("engine.lora_serving=merged")).engine.merges_adapters(on_gpu=True)
+    found = preflight.problems(compose_cfg("engine.lora_serving=fused"))
+    assert len(found) == 1 and "engine.lora_serving" in found[0], found
+
+
+def test_held_out_answers_per_item():
+    assert typed(compose_cfg("model=qwen2.5-7b-instruct")).eval.samples == 1  # one answer, as the benchmarks do
+    assert typed(compose_cfg()).eval.samples == 4  # the demo's curve: 4 answers to each held-out instruction
+    found = preflight.problems(compose_cfg("eval.samples=0"))
+    assert len(found) == 1 and "eval.samples" in found[0], found
 
 
 def test_loop_floor_is_off_by_default_and_a_ratio_when_set():

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from selflengthen.core.text import count_words, count_words_longwriter
+from selflengthen.evaluation.benchmarks import load_items
 from selflengthen.evaluation.formulas import longbench_length_score, longen_score
 from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli
@@ -137,3 +138,19 @@ def test_a_judge_that_writes_no_json_is_recorded_never_fatal(tmp_path, model_cac
     # each answer is asked about whole and in its judge.segments=4 parts, each up to judge.retries=2 times
     assert all(all(q is None for q in r.get("segment_quality") or []) for r in answered)
     assert summary["judge"]["completion_tokens"] <= 2 * 48 * len(answered) * (1 + 4)
+
+
+def test_several_answers_per_item_are_each_asked_and_all_counted(tmp_path, model_cache, tiny_model):
+    """eval samples=2: every item answered twice on its own (two requests, two rows with their
+    own ids), and the summary's means are over all the answers."""
+    proc = _eval(tmp_path, "benchmark=heldout_tiny", "limit=3", "samples=2", "max_tokens=48",
+                 f"paths.cache_dir={model_cache}", "name=twice")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "eval" / "twice"
+    rows = artifacts.read_jsonl(out / "predictions.jsonl")
+    summary = json.loads((out / "summary.json").read_text())
+    items = load_items("heldout_tiny", limit=3)
+    assert [r["id"] for r in rows] == [x for i in items for x in (i["id"], f"{i['id']}~1")]
+    assert [r["prompt"] for r in rows] == [i["prompt"] for i in items for _ in range(2)]
+    assert summary["items"] == 6 and summary["generation_usage"]["base"]["requests"] == 6
+    assert summary["mean_words"] == pytest.approx(sum(r["words"] for r in rows) / 6)

@@ -24,7 +24,7 @@ from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Sampling
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import runner, scoring
-from selflengthen.evaluation.benchmarks import Benchmark, benchmark_file, get_benchmark, load_items
+from selflengthen.evaluation.benchmarks import Benchmark, answers_per_item, benchmark_file, get_benchmark, load_items
 from selflengthen.evaluation.judging import judge_engine, judge_settings
 from selflengthen.models.resolve import served
 from selflengthen.store.samples import SampleLog
@@ -112,7 +112,8 @@ class Plan:
 def generate(settings: EvalConfig, benches: list, paths: list[runner.EvalPaths]) -> list[tuple[list[dict], dict]]:
     """(rows, meta) per benchmark, generated on one engine start (none when an earlier run
     predicted every item of every benchmark)."""
-    loaded = [load_items(bench.name, settings.data, limit=settings.limit, languages=settings.languages)
+    loaded = [answers_per_item(load_items(bench.name, settings.data, limit=settings.limit,
+                                          languages=settings.languages), settings.samples)
               for bench in benches]  # first: a data file's problem is named before any model is prepared
     serve = served(settings.adapter, settings.model, settings.loop.sampling, settings.engine, settings.paths)
     model_path, adapters = serve.path, serve.adapters

@@ -219,7 +219,14 @@ class VllmEngine(Group):
                                                 None, gt=0)
     per_request_seeds: bool = eg("true", True)
     cpu_single_process: bool = eg("true", True)
+    # a run saved before lora_serving existed served its adapters as LoRA
+    lora_serving: Literal["auto", "adapters", "merged"] = eg("auto", "adapters")
     seed: int
+
+    def merges_adapters(self, on_gpu: bool) -> bool:
+        """Whether adapters are served merged into the base weights (engines/merged.py):
+        `merged`, or `auto` without GPUs."""
+        return self.lora_serving == "merged" or (self.lora_serving == "auto" and not on_gpu)
 
 
 class TransformersEngine(VllmEngine):
@@ -318,6 +325,7 @@ class Eval(Group):
     limit: Optional[int] = eg("6", None, ge=1)
     languages: Optional[list[Language]] = None
     max_tokens: Optional[int] = eg("null", None, ge=1)
+    samples: int = eg("4", 1, ge=1)
 
 
 class Ray(Group):
@@ -606,6 +614,7 @@ class EvalConfig(Config):
     limit: Optional[int] = eg("6 (or null: all)", None, ge=1)
     languages: Optional[list[Language]] = eg("[en]", None)
     max_tokens: Optional[int] = eg("null (the benchmark's own)", None, ge=1)
+    samples: int = eg("4", 1, ge=1)
     name: Optional[str] = None
     out_dir: str = eg("eval", min_length=1)
 

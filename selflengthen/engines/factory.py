@@ -11,7 +11,9 @@ import ray
 from selflengthen.config import schema
 from selflengthen.core.errors import UserError
 from selflengthen.engines import registry, workers
+from selflengthen.core import precision
 from selflengthen.engines.base import Engine, Sampling
+from selflengthen.engines.merged import MergedPool, merge_adapter
 from selflengthen.engines.replicas import EnginePool
 
 
@@ -34,18 +36,31 @@ async def replica_pool(model_path: str, adapters: dict[str, str], model: schema.
     """The kinds that run in Ray replicas (engines/replicas.py); a replica that cannot start
     is one line naming the settings."""
     workers.init_ray(ray_settings)  # a no-op when the caller (the loop) has connected already
+    on_gpu = int(ray.cluster_resources().get("GPU", 0)) > 0
+    if adapters and engine.merges_adapters(on_gpu):
+        dtype = precision.serving_dtype(model.dtype, on_gpu)
+        pool = MergedPool(model_path, adapters, lambda folder: open_pool(folder, {}, model, engine),
+                          lambda role, out: merge_adapter(model_path, adapters[role], out, dtype,
+                                                          model.trust_remote_code))
+    else:
+        pool = open_pool(model_path, adapters, model, engine)
     try:
-        pool = EnginePool(model_path, adapters, engine, model)
+        yield pool
+    finally:
+        pool.shutdown()
+
+
+def open_pool(model_path: str, adapters: dict[str, str], model: schema.Model, engine: schema.Engine) -> EnginePool:
+    """The engine's Ray replicas on one model (with its adapters); a replica that cannot
+    start is one line naming the settings."""
+    try:
+        return EnginePool(model_path, adapters, engine, model)
     except ray.exceptions.RayError as err:
         cause = str(err).strip().splitlines()
         last = next((ln for ln in reversed(cause) if ln.strip()), repr(err))
         raise UserError(f"the {engine.kind} engine could not start for {model_path}: {last.strip()[:300]} -- check "
                         f"model.path and the engine.* settings; rerun with debug=true ray.log_to_driver=true "
                         f"for its log") from err
-    try:
-        yield pool
-    finally:
-        pool.shutdown()
 
 
 def sampling_from(s: schema.Sampling) -> Sampling:

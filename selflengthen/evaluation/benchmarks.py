@@ -301,6 +301,17 @@ def _item(bench: Benchmark, row: dict, index: int, where: str) -> dict:
             **bench.target(row, where)}
 
 
+def answers_per_item(items: list[dict], samples: int) -> list[dict]:
+    """Each item `samples` times, to be answered independently: the first copy keeps the
+    item's id, the others get `<id>~<j>`; each copy records its `sample` j. A benchmark's
+    means are then over every answer, and one answer's luck (a loop run to the cap, a
+    short reply) weighs 1/samples as much."""
+    if samples <= 1:
+        return items
+    return [{**item, "id": item["id"] if j == 0 else f"{item['id']}~{j}", "sample": j}
+            for item in items for j in range(samples)]
+
+
 def load_items(name: str, path: str | Path | None = None, limit: int | None = None,
                languages: Iterable[str] | None = None) -> list[dict]:
     """The benchmark's items in file order: every row's fields plus `id` (name and

@@ -18,7 +18,7 @@ from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import Engine
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import runner
-from selflengthen.evaluation.benchmarks import BENCHMARKS, get_benchmark, load_items
+from selflengthen.evaluation.benchmarks import BENCHMARKS, answers_per_item, get_benchmark, load_items
 from selflengthen.evaluation.judging import judge_engine, judge_settings
 from selflengthen.store import artifacts
 from selflengthen.store.runs import previous_adapters
@@ -104,7 +104,8 @@ async def evaluate_generator(setup: EvalSetup, paths: artifacts.RunPaths, k: int
     if not todo:
         return
     summaries = await evaluate_benchmarks(setup, engine, adapter, todo, lambda name: eval_dir(paths, k, name),
-                                          meta={"iteration": k, "adapter": adapter}, label=f"iteration {k}")
+                                          meta={"iteration": k, "adapter": adapter, "samples": setup.eval.samples},
+                                          label=f"iteration {k}")
     for name, summary in summaries.items():
         record(paths, k, name, summary)
 
@@ -120,7 +121,8 @@ async def evaluate_benchmarks(setup: EvalSetup, engine: Engine, adapter: str | N
         jsampling, jretries, jmeta = judge_settings(setup.judge) if judge is not None else (None, 0, {})
         for name in names:
             bench = get_benchmark(name)
-            items = load_items(name, ev.data, limit=ev.limit, languages=ev.languages or None)
+            items = answers_per_item(load_items(name, ev.data, limit=ev.limit, languages=ev.languages or None),
+                                     ev.samples)
             sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(setup.sampling), ev.max_tokens,
                                                             setup.model.max_model_len)
             log.info("%s: eval %s (%d items, %s)", label, name, len(items), adapter or "base model")

@@ -1,0 +1,97 @@
+"""LoRA adapters served as adapters against merged into the weights (`engine.lora_serving`),
+on this machine, in the loop's own engine layout: the engine pool of engines/factory.py
+with an iteration's two adapters (generator and extender, rank 16 on all linear layers, as
+train.rank; random, so they change the output) and every request sent through the
+generator, as iteration 2's generate stage does. Prints, per model, generated tokens/s of
+each layout side by side with their ratio, and what starting each cost (the merged layout
+merges the adapter and starts an engine on it; it does so again each time the loop moves
+to another role).
+
+    .venv/bin/python scripts/bench_lora_serving.py [--models tiny,smollm2] [--dtype auto] [--n 32] [--max-tokens 256] [--repeat 2]
+
+Each round measures both layouts on fresh engines, in alternating order, so that a drift of
+the machine's speed falls on both; the table gives medians over rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench_dtype import lora_adapters, model_folder, prompts, settings  # noqa: E402
+
+from selflengthen.config import schema  # noqa: E402
+from selflengthen.core import precision  # noqa: E402
+from selflengthen.engines import Sampling, complete_all, workers  # noqa: E402
+from selflengthen.engines.factory import serving  # noqa: E402
+
+LAYOUTS = ("adapters", "merged")
+
+
+def args_():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2, or model folders")
+    p.add_argument("--dtype", default="auto", help="model.dtype (auto: bf16 on a CPU that has it)")
+    p.add_argument("--n", type=int, default=32, help="requests per measurement")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--repeat", type=int, default=2, help="rounds; each measures both layouts")
+    return p.parse_args()
+
+
+def measure(model: str, adapters: dict[str, str], layout: str, a) -> tuple[float, float]:
+    """(generated tokens/s, seconds from opening to the first answer) for one fresh engine."""
+    cfg = settings(model, a.dtype)
+    cfg.model.update({"name": Path(model).name, "languages": ["en"]})
+    cfg.engine.lora_serving = layout
+    engine_cfg, model_cfg = schema.from_node(schema.Engine, cfg.engine), schema.from_node(schema.Model, cfg.model)
+    ray_cfg = schema.from_node(schema.Ray, cfg.ray)
+    samp = Sampling(max_tokens=a.max_tokens, stop=("---",))
+
+    async def go():
+        opened = time.perf_counter()
+        async with serving(model, adapters, model_cfg, engine_cfg, ray_cfg) as engine:
+            await complete_all(engine, prompts(2), samp.with_max_tokens(8))  # merged: merge + engine start here
+            ready = time.perf_counter() - opened
+            started = time.perf_counter()
+            done = await complete_all(engine, prompts(a.n), samp)
+            return done, time.perf_counter() - started, ready
+
+    done, seconds, ready = asyncio.run(go())
+    return sum(c.completion_tokens for c in done) / seconds, ready
+
+
+def main() -> None:
+    a = args_()
+    workers.init_ray(schema.Ray.model_validate({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False,
+                                                 "connect_timeout_s": 30}))
+    print(f"model.dtype={a.dtype} (served as {precision.serving_dtype(a.dtype, on_gpu=False)}); {a.n} requests x "
+          f"{a.max_tokens} tokens through the generator adapter (2 loaded), {a.repeat} rounds, medians")
+    print(f"{'model':<10} {'adapters tok/s':>15} {'merged tok/s':>13} {'merged/adapters':>16} "
+          f"{'start s (adapters/merged)':>26}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in [m.strip() for m in a.models.split(",") if m.strip()]:
+            model = model_folder(name)
+            adapters = lora_adapters(model, Path(tmp) / name)
+            speed = {layout: [] for layout in LAYOUTS}
+            start = {layout: [] for layout in LAYOUTS}
+            for r in range(a.repeat):
+                for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
+                    tps, ready = measure(model, adapters, layout, a)
+                    speed[layout].append(tps)
+                    start[layout].append(ready)
+            lora, merged = (statistics.median(speed[x]) for x in LAYOUTS)
+            starts = "/".join(f"{statistics.median(start[x]):.0f}" for x in LAYOUTS)
+            print(f"{name:<10} {lora:>15.0f} {merged:>13.0f} {merged / lora:>15.2f}x {starts:>26}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Serving LoRA adapters as merged weights (`engine.lora_serving=merged`; `auto` picks it on
+CPUs).
+
+vLLM applies a LoRA adapter at every decoding step. On a GPU that costs little; on a CPU it
+is most of the step for a small model (SmolLM2-135M generated about half the tokens per
+second with its two adapters loaded; scripts/bench_lora_serving.py measures it). Here each
+adapter is merged into a copy of the base weights (PEFT's `merge_and_unload`) and served as
+a plain model: the base model for requests without an adapter, one merged model per role.
+
+One model is live at a time. A request for another model waits until the live model's
+requests have finished, then the live replicas are shut down and the other model's start
+(the loop's stages each use one role, so that happens at stage boundaries: a few engine
+starts an iteration). The requests that waited for a model, or came while it started, go
+in together; the model with the most waiting requests goes next, so chains that alternate
+between roles make progress, slowly. The merged copies live in a
+temporary folder removed when serving ends.
+
+Usage is reported per role, as with adapters, with the adapter's path and how many times
+that model's engine was started (`starts`, which only merged serving reports).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from selflengthen.engines.base import Completion, Engine, Request, Sampling, check_adapter_folders, merge_usage
+
+log = logging.getLogger("selflengthen")
+BASE = "base"  # the usage name of requests without an adapter
+
+
+def merge_adapter(base_path: str, adapter_path: str, out: Path, dtype: str, trust_remote_code: bool = False) -> Path:
+    """The base model with the adapter's weights added in (PEFT `merge_and_unload`), saved to
+    `out` with the base model's tokenizer, in `dtype` ("bfloat16", "float16", else float32)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "half": torch.float16}.get(dtype, torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    merged = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_path, trust_remote_code=trust_remote_code).save_pretrained(out)
+    return out
+
+
+class MergedPool:
+    """The engine contract over one engine pool at a time, each serving one model: the base
+    model (requests without an adapter) or an adapter merged into it. `open_pool(folder)`
+    starts a pool (engines/replicas.py's EnginePool) on a model folder; `merge(role, out)`
+    writes that role's merged model into `out`."""
+
+    def __init__(self, base_path: str, adapters: dict[str, str], open_pool: Callable[[str], Engine],
+                 merge: Callable[[str, Path], Path]):
+        check_adapter_folders(adapters)
+        self.base_path, self.adapters = base_path, dict(adapters)
+        self._open_pool, self._merge = open_pool, merge
+        self._folder = Path(tempfile.mkdtemp(prefix="selflengthen-merged-"))
+        self._merged: dict[str, str] = {}
+        self._live: str | None = None  # the usage name of the model served now
+        self._pool = None
+        self._in_flight = 0
+        self._waiting: Counter = Counter()
+        self._admitted = 0  # requests for the live model let in although another model waits
+        self._switching = False
+        self._cond: asyncio.Condition | None = None  # made on the caller's event loop, at first use
+        self._closed_usage: list[dict[str, dict]] = []
+        self.starts: Counter = Counter()
+
+    async def complete(self, request: Request, sampling: Sampling) -> Completion:
+        name = request.adapter or BASE
+        if request.adapter and request.adapter not in self.adapters:
+            raise KeyError(f"adapter {request.adapter!r} is not loaded (loaded: {sorted(self.adapters)})")
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        async with self._cond:
+            self._waiting[name] += 1
+            try:
+                await self._cond.wait_for(lambda: self._may_enter(name))
+            finally:
+                self._waiting[name] -= 1
+            switch = self._switching = self._live != name
+            if not switch:
+                self._admitted = max(0, self._admitted - 1)
+                self._in_flight += 1
+                self._cond.notify_all()  # the others waiting for this model may enter too
+        if switch:  # with the lock released, so that the requests arriving meanwhile are counted
+            try:
+                await asyncio.to_thread(self._switch, name)
+            finally:
+                async with self._cond:
+                    self._switching = False
+                    if self._live == name:
+                        self._admitted = self._waiting[name]  # every request that came for it meanwhile
+                        self._in_flight += 1
+                    self._cond.notify_all()
+        try:
+            return await self._pool.complete(replace(request, adapter=None), sampling)
+        finally:
+            async with self._cond:
+                self._in_flight -= 1
+                self._cond.notify_all()
+
+    def _may_enter(self, name: str) -> bool:
+        if self._switching:
+            return False
+        if self._in_flight:  # the live model serves those that waited for it, then more while no other model waits
+            return self._live == name and (self._admitted > 0 or not any(n != name and c for n, c in self._waiting.items()))
+        return name == self._next_model()
+
+    def _next_model(self) -> str:
+        """The model with the most waiting requests (the live one on a tie, then by name)."""
+        waiting = [n for n, c in self._waiting.items() if c]
+        return max(waiting, key=lambda n: (self._waiting[n], n == self._live, n), default=self._live or BASE)
+
+    def _switch(self, name: str) -> None:
+        """Shut the live model's replicas down (keeping their usage), start `name`'s."""
+        self._close_pool()
+        folder = self.base_path if name == BASE else self._merged_folder(name)
+        t0 = time.time()
+        self._pool = self._open_pool(folder)
+        self._live = name
+        self.starts[name] += 1
+        log.info("serving %s (%s) as merged weights: engine started in %.0f s", name, folder, time.time() - t0)
+
+    def _merged_folder(self, role: str) -> str:
+        if role not in self._merged:
+            t0 = time.time()
+            self._merged[role] = str(self._merge(role, self._folder / role))
+            log.info("merged adapter %s (%s) into the base weights in %.0f s", role, self.adapters[role],
+                     time.time() - t0)
+        return self._merged[role]
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._closed_usage.append(self._named_usage(self._live, self._pool.usage()))
+            self._pool.shutdown()
+            self._pool, self._live = None, None
+
+    def _named_usage(self, name: str, usage: dict[str, dict]) -> dict[str, dict]:
+        """A pool's usage (all of it under "base": it serves no adapter) under the role's name."""
+        entry = merge_usage([{name: info} for info in usage.values()]).get(name, {})
+        return {name: {**entry, "path": self.adapters.get(name)}} if entry else {}
+
+    def usage(self) -> dict[str, dict]:
+        """Requests and tokens served per role (and the adapter's path), over every start."""
+        parts = list(self._closed_usage)
+        if self._pool is not None:
+            parts.append(self._named_usage(self._live, self._pool.usage()))
+        total = merge_usage(parts)
+        for name, count in self.starts.items():
+            total.setdefault(name, {"path": self.adapters.get(name)})["starts"] = count
+        return total
+
+    def shutdown(self) -> None:
+        try:
+            self._close_pool()
+        finally:
+            shutil.rmtree(self._folder, ignore_errors=True)

