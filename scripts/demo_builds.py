@@ -20,6 +20,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from selflengthen.evaluation import in_run
 from selflengthen.store import artifacts
 
@@ -76,12 +78,14 @@ def main() -> None:
                      f"{', '.join(f'{w:.0f}' for w in words)} | {', '.join('-' if m is None else f'{m:.0f}' for m in medians)} | "
                      f"{', '.join(counts)} | "
                      f"{'yes' if rises(words) else 'no'} | {walls[seed] / 60:.1f} min |")
+    answers = OmegaConf.load(REPO / "iterations" / names[0] / "config.yaml").eval.get("samples", 1)
     invocation = " ".join(["scripts/demo_builds.py", "--seeds", a.seeds, "--iterations", str(a.iterations),
                            *a.overrides])
     text = (f"# The demo across tiny-model builds ({day}, commit {commit})\n\n"
             f"Command: `.venv/bin/python {invocation}`, on {os.cpu_count()} cores; each run is `make run`'s "
             f"command with `model.build.seed=S` (its time includes building the model when it was not "
-            f"cached). Held-out set: `{BENCH}` (90 of our own instructions, 50-800 words).\n\n"
+            f"cached). Held-out set: `{BENCH}` (90 of our own instructions, 50-800 words), each answered "
+            f"{answers} times (`eval.samples`); the counts are of all {90 * answers} answers.\n\n"
             + "\n".join(lines) + f"\n\n![the builds' curves]({png.name})\n")
     md = out / f"{day}-tiny-builds-{commit}.md"
     md.write_text(text, encoding="utf-8")

@@ -81,7 +81,8 @@ def test_the_loop_runs_two_iterations_on_the_transformers_engine(tmp_path, model
     from selflengthen.store import artifacts
     from tests.conftest import REPO, run_cli
 
-    proc = run_cli("run", "engine=transformers", "iterations=2", "run.name=hf", f"paths.iterations_dir={tmp_path}",
+    proc = run_cli("run", "engine=transformers", "engine.lora_serving=adapters", "iterations=2", "run.name=hf",
+                   f"paths.iterations_dir={tmp_path}",
                    f"paths.cache_dir={model_cache}", "loop.augment.new_per_language=8", "eval.every_iteration=false",
                    "loop.sampling.max_tokens=512",  # the preset's cap is for 4 iterations of growth
                    # the engine is under test, not the filters: keep every accepted extension, accept
@@ -116,6 +117,7 @@ def test_the_loop_runs_two_iterations_on_the_transformers_engine(tmp_path, model
     second = json.loads(paths.iteration(2).stage_manifest("engine_usage").read_text())
     for stage, role in (("generate", "generator"), ("extend", "extender")):  # any request: iteration 1's adapter
         assert set(second[stage]["adapters"]) <= {role}, (stage, second[stage]["adapters"])
+        assert "starts" not in second[stage]["adapters"].get(role, {})  # served as an adapter, not merged
         if second[stage]["adapters"]:
             assert second[stage]["adapters"][role]["path"] == str(paths.iteration(1).adapter(role))
     assert second["generate"]["adapters"] or not artifacts.read_jsonl(paths.iteration(2).instructions)

@@ -99,6 +99,24 @@ def test_stages_in_turn_swap_at_their_boundaries_and_chains_across_roles_finish(
     assert pool.usage()["generator"]["starts"] == pool.starts["generator"] >= 3
 
 
+def test_a_swap_runs_on_a_daemon_thread_and_its_failure_reaches_the_request(tmp_path):
+    """A run stopped during a swap must not wait at exit for a call into a Ray that is gone:
+    the swap's thread is a daemon; a model that cannot start fails its request."""
+    import threading
+
+    from selflengthen.engines.merged import on_daemon_thread
+
+    assert asyncio.run(on_daemon_thread(lambda: threading.current_thread().daemon)) is True
+
+    def broken(folder):
+        raise RuntimeError(f"cannot start {folder}")
+
+    pool = MergedPool("base-model", _adapters(tmp_path), broken, lambda role, out: Path(f"merged-{role}"))
+    with pytest.raises(RuntimeError, match="cannot start merged-generator"):
+        asyncio.run(pool.complete(Request([{"role": "user", "content": "x"}], adapter="generator"), Sampling()))
+    pool.shutdown()
+
+
 def test_an_unknown_adapter_is_named(tmp_path):
     pool, _, _ = _merged(tmp_path)
     with pytest.raises(KeyError, match="'critic' is not loaded"):

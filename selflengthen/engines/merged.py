@@ -24,6 +24,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import replace
@@ -52,6 +53,31 @@ def merge_adapter(base_path: str, adapter_path: str, out: Path, dtype: str, trus
     return out
 
 
+async def on_daemon_thread(fn: Callable, *args):
+    """`fn(*args)` on a thread of its own, awaited. A daemon thread, unlike asyncio.to_thread's
+    executor: a run stopped (SIGTERM, Ctrl-C) while a model is being merged or started exits
+    at once instead of waiting at interpreter exit for a call into a Ray that is gone."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not done.done():
+            done.set_exception(error) if error is not None else done.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as err:  # noqa: BLE001 - raised again on the caller's loop
+            result, error = None, err
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the caller's loop is closed: nobody waits
+            pass
+
+    threading.Thread(target=work, name="selflengthen-merged-swap", daemon=True).start()
+    return await done
+
+
 class MergedPool:
     """The engine contract over one engine pool at a time, each serving one model: the base
     model (requests without an adapter) or an adapter merged into it. `open_pool(folder)`
@@ -73,6 +99,7 @@ class MergedPool:
         self._switching = False
         self._cond: asyncio.Condition | None = None  # made on the caller's event loop, at first use
         self._closed_usage: list[dict[str, dict]] = []
+        self._state = threading.Lock()  # the live pool and the closed pools' usage: swapped on a worker thread
         self.starts: Counter = Counter()
 
     async def complete(self, request: Request, sampling: Sampling) -> Completion:
@@ -94,7 +121,7 @@ class MergedPool:
                 self._cond.notify_all()  # the others waiting for this model may enter too
         if switch:  # with the lock released, so that the requests arriving meanwhile are counted
             try:
-                await asyncio.to_thread(self._switch, name)
+                await on_daemon_thread(self._switch, name)
             finally:
                 async with self._cond:
                     self._switching = False
@@ -126,10 +153,12 @@ class MergedPool:
         self._close_pool()
         folder = self.base_path if name == BASE else self._merged_folder(name)
         t0 = time.time()
-        self._pool = self._open_pool(folder)
-        self._live = name
+        pool = self._open_pool(folder)
+        with self._state:
+            self._pool, self._live = pool, name
         self.starts[name] += 1
-        log.info("serving %s (%s) as merged weights: engine started in %.0f s", name, folder, time.time() - t0)
+        what = "the base model" if name == BASE else f"{name} as merged weights"
+        log.info("serving %s (%s): engine started in %.0f s", what, folder, time.time() - t0)
 
     def _merged_folder(self, role: str) -> str:
         if role not in self._merged:
@@ -140,10 +169,13 @@ class MergedPool:
         return self._merged[role]
 
     def _close_pool(self) -> None:
-        if self._pool is not None:
-            self._closed_usage.append(self._named_usage(self._live, self._pool.usage()))
-            self._pool.shutdown()
-            self._pool, self._live = None, None
+        with self._state:  # usage() never sees this pool's requests both closed and live
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                self._closed_usage.append(self._named_usage(self._live, pool.usage()))
+            self._live = None
+        if pool is not None:
+            pool.shutdown()
 
     def _named_usage(self, name: str, usage: dict[str, dict]) -> dict[str, dict]:
         """A pool's usage (all of it under "base": it serves no adapter) under the role's name."""
@@ -152,9 +184,10 @@ class MergedPool:
 
     def usage(self) -> dict[str, dict]:
         """Requests and tokens served per role (and the adapter's path), over every start."""
-        parts = list(self._closed_usage)
-        if self._pool is not None:
-            parts.append(self._named_usage(self._live, self._pool.usage()))
+        with self._state:
+            parts = list(self._closed_usage)
+            if self._pool is not None:
+                parts.append(self._named_usage(self._live, self._pool.usage()))
         total = merge_usage(parts)
         for name, count in self.starts.items():
             total.setdefault(name, {"path": self.adapters.get(name)})["starts"] = count
