@@ -177,6 +177,8 @@ class Train(Group):
     target_modules: Union[str, list[str]] = "all-linear"
     learning_rate: float = eg("1e-4", 1e-4, gt=0)
     epochs: float = eg("2", 4, gt=0)
+    # at most this many optimizer steps (a cap: fewer when the epochs take fewer); null: the epochs decide
+    max_steps: Optional[int] = eg("64", None, ge=1)
     lr_scheduler: str = "cosine"
     warmup_ratio: float = eg("0.1", 0.1, ge=0, le=1)
     per_device_batch_size: int = eg("1", 1, ge=1)

@@ -163,6 +163,7 @@ def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: st
         output_dir=str(work_dir),
         learning_rate=tcfg["learning_rate"],
         num_train_epochs=tcfg["epochs"],
+        max_steps=step_cap(len(rows), tcfg, world),
         lr_scheduler_type=tcfg["lr_scheduler"],
         warmup_steps=tcfg["warmup_ratio"],  # a float below 1 is a ratio of the total steps
         per_device_train_batch_size=tcfg["per_device_batch_size"],
@@ -218,6 +219,7 @@ def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: st
         "method": "full" if full else "lora",
         "learning_rate": tcfg["learning_rate"],
         "epochs": tcfg["epochs"],
+        "max_steps": tcfg.get("max_steps"),
         "seconds": round(time.time() - started, 1),
         "device": "cuda" if cuda else "cpu",
         "strategy": tcfg["strategy"],
@@ -229,6 +231,19 @@ def train_adapter(base_model: str, sft_path: str, out_dir: str, init_adapter: st
         "resumed_from": str(resume[0]) if resume else None,
         "dropped_incomplete_checkpoints": dropped,
     }
+
+
+def step_cap(examples: int, tcfg: dict, world: int = 1) -> int:
+    """TRL's `max_steps` for `train.max_steps`: the cap where the epochs would take more
+    optimizer steps than it, else -1 (the epochs decide). A cap, never a floor: a small
+    dataset is not cycled to reach it. (The trainer's own count: ceil(examples / (batch x
+    world)) micro-batches an epoch, ceil(epochs x micro-batches / accumulation) steps.)"""
+    cap = tcfg.get("max_steps")
+    if not cap:
+        return -1
+    batches = math.ceil(examples / (tcfg["per_device_batch_size"] * world))
+    steps = math.ceil(tcfg["epochs"] * max(1, batches // tcfg["gradient_accumulation_steps"]))
+    return cap if cap < steps else -1
 
 
 def _adapter_tensors(model, state_dict: dict | None) -> dict:
