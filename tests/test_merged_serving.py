@@ -48,9 +48,9 @@ def _adapters(tmp_path: Path) -> dict[str, str]:
 def _merged(tmp_path: Path):
     pools, merges = Pools(), []
 
-    def merge(role: str, out: Path) -> Path:
+    def merge(role: str, out: Path) -> dict:
         merges.append(role)
-        return Path(f"merged-{role}")
+        return {"path": f"merged-{role}"}
 
     return MergedPool("base-model", _adapters(tmp_path), pools.open, merge), pools, merges
 
@@ -111,7 +111,7 @@ def test_a_swap_runs_on_a_daemon_thread_and_its_failure_reaches_the_request(tmp_
     def broken(folder):
         raise RuntimeError(f"cannot start {folder}")
 
-    pool = MergedPool("base-model", _adapters(tmp_path), broken, lambda role, out: Path(f"merged-{role}"))
+    pool = MergedPool("base-model", _adapters(tmp_path), broken, lambda role, out: {"path": f"merged-{role}"})
     with pytest.raises(RuntimeError, match="cannot start merged-generator"):
         asyncio.run(pool.complete(Request([{"role": "user", "content": "x"}], adapter="generator"), Sampling()))
     pool.shutdown()

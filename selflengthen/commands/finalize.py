@@ -48,7 +48,7 @@ from selflengthen.store.runlock import RunLock
 from selflengthen.store.runs import instruction_pool
 from selflengthen.store.seeds import load_seeds
 from selflengthen.training import ray_train
-from selflengthen.training.sft import merge_adapter
+from selflengthen.engines.merged import merge_adapter
 
 log = logging.getLogger("selflengthen")
 

@@ -2,7 +2,7 @@
 CPUs).
 
 vLLM applies a LoRA adapter at every decoding step. On a GPU that costs little; on a CPU it
-is most of the step for a small model (SmolLM2-135M generated about half the tokens per
+is most of the step for a small model (SmolLM2-135M generated a third of the tokens per
 second with its two adapters loaded; scripts/bench_lora_serving.py measures it). Here each
 adapter is merged into a copy of the base weights (PEFT's `merge_and_unload`) and served as
 a plain model: the base model for requests without an adapter, one merged model per role.
@@ -12,8 +12,8 @@ requests have finished, then the live replicas are shut down and the other model
 (the loop's stages each use one role, so that happens at stage boundaries: a few engine
 starts an iteration). The requests that waited for a model, or came while it started, go
 in together; the model with the most waiting requests goes next, so chains that alternate
-between roles make progress, slowly. The merged copies live in a
-temporary folder removed when serving ends.
+between roles make progress, slowly. The merged copies live in a temporary folder removed
+when serving ends.
 
 Usage is reported per role, as with adapters, with the adapter's path and how many times
 that model's engine was started (`starts`, which only merged serving reports).
@@ -37,20 +37,32 @@ log = logging.getLogger("selflengthen")
 BASE = "base"  # the usage name of requests without an adapter
 
 
-def merge_adapter(base_path: str, adapter_path: str, out: Path, dtype: str, trust_remote_code: bool = False) -> Path:
-    """The base model with the adapter's weights added in (PEFT `merge_and_unload`), saved to
-    `out` with the base model's tokenizer, in `dtype` ("bfloat16", "float16", else float32)."""
+def merge_adapter(base_model: str, adapter_dir: str, out_dir: str | Path, dtype: str = "auto",
+                  trust_remote_code: bool = False) -> dict:
+    """Merge a LoRA adapter into its base weights (PEFT `merge_and_unload`) and save a
+    standalone model folder (weights in `dtype`, "auto": the base's; the base's tokenizer with
+    its chat template; the generation config) that vLLM and transformers load without PEFT.
+    Written beside `out_dir` first, then renamed into place. Returns what was made."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "half": torch.float16}.get(dtype, torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-    merged = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
-    out.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(base_path, trust_remote_code=trust_remote_code).save_pretrained(out)
-    return out
+    started = time.time()
+    torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "half": torch.float16,
+                   "float32": torch.float32, "float": torch.float32}.get(dtype, "auto")
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_model, trust_remote_code=trust_remote_code).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return {"base_model": base_model, "adapter": adapter_dir, "path": str(out),
+            "parameters": sum(p.numel() for p in merged.parameters()),
+            "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),
+            "seconds": round(time.time() - started, 1), "cuda": torch.cuda.is_available()}
 
 
 async def on_daemon_thread(fn: Callable, *args):
@@ -82,7 +94,7 @@ class MergedPool:
     """The engine contract over one engine pool at a time, each serving one model: the base
     model (requests without an adapter) or an adapter merged into it. `open_pool(folder)`
     starts a pool (engines/replicas.py's EnginePool) on a model folder; `merge(role, out)`
-    writes that role's merged model into `out`."""
+    writes that role's merged model into `out` (merge_adapter: a dict with its "path")."""
 
     def __init__(self, base_path: str, adapters: dict[str, str], open_pool: Callable[[str], Engine],
                  merge: Callable[[str, Path], Path]):
@@ -163,7 +175,7 @@ class MergedPool:
     def _merged_folder(self, role: str) -> str:
         if role not in self._merged:
             t0 = time.time()
-            self._merged[role] = str(self._merge(role, self._folder / role))
+            self._merged[role] = str(self._merge(role, self._folder / role)["path"])
             log.info("merged adapter %s (%s) into the base weights in %.0f s", role, self.adapters[role],
                      time.time() - t0)
         return self._merged[role]

@@ -251,26 +251,3 @@ def _adapter_tensors(model, state_dict: dict | None) -> dict:
     from peft import get_peft_model_state_dict
 
     return get_peft_model_state_dict(model, state_dict=state_dict)
-
-
-def merge_adapter(base_model: str, adapter_dir: str, out_dir: str) -> dict:
-    """Merge a LoRA adapter into its base weights and save a standalone model folder
-    (weights in the base's dtype, tokenizer with its chat template, generation config)
-    that vLLM and transformers load without PEFT."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    started = time.time()
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype="auto")
-    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-    tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(base_model).save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    params = sum(p.numel() for p in merged.parameters())
-    return {"base_model": base_model, "adapter": adapter_dir, "path": out_dir, "parameters": params,
-            "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),
-            "seconds": round(time.time() - started, 1), "cuda": torch.cuda.is_available()}
