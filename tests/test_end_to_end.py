@@ -175,22 +175,25 @@ def test_every_iteration_is_evaluated_on_the_held_out_set(finished_run):
     """eval.every_iteration (on in the tiny preset): the base model as iteration 0, then each
     trained generator, each scored with S_l; inspect shows the columns."""
     root = finished_run["root"]
+    samples = OmegaConf.load(root / "config.yaml").eval.samples  # the preset answers each item several times
+    answers = 6 * samples  # eval.limit=6
     for k in range(0, ITERATIONS + 1):
         out = root / f"iter_{k}" / "eval" / "heldout_tiny"
         summary = json.loads((out / "summary.json").read_text())
         rows = artifacts.read_jsonl(out / "predictions.jsonl")
-        assert summary["items"] == len(rows) == 6 and summary["iteration"] == k
+        assert summary["items"] == len(rows) == answers and summary["iteration"] == k and summary["samples"] == samples
+        assert len({r["id"].split("~")[0] for r in rows}) == 6
         assert summary["adapter"] == (None if k == 0 else "generator")
         assert all(0 <= r["length_score"] <= 100 and r["words"] >= 0 for r in rows)
-        assert summary["length_score"]["overall"] == pytest.approx(sum(r["length_score"] for r in rows) / 6)
+        assert summary["length_score"]["overall"] == pytest.approx(sum(r["length_score"] for r in rows) / answers)
         assert (out / "plot.png").exists() and not (out / "partial").exists()
         served = summary["generation_usage"]
         if k == 0:
-            assert set(served) == {"base"} and served["base"]["requests"] == 6
+            assert set(served) == {"base"} and served["base"]["requests"] == answers
         else:  # served with that iteration's own generator adapter
-            assert set(served) == {"generator"} and served["generator"]["requests"] == 6
+            assert set(served) == {"generator"} and served["generator"]["requests"] == answers
             assert served["generator"]["path"] == str(artifacts.RunPaths(root).iteration(k).adapter("generator"))
-            assert json.loads((root / f"iter_{k}" / "metrics.json").read_text())["eval"]["heldout_tiny"]["items"] == 6
+            assert json.loads((root / f"iter_{k}" / "metrics.json").read_text())["eval"]["heldout_tiny"]["items"] == answers
     proc = run_cli("inspect", "e2e", "--iterations-dir", str(root.parent), cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     header = next(line for line in proc.stdout.splitlines() if line.lstrip().startswith("iter"))

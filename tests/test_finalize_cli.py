@@ -188,9 +188,10 @@ def test_the_merged_model_loads_without_peft_and_generated_on_vllm(finalized, ti
     moved = [name for name, p in model.state_dict().items() if not torch.equal(p, base.state_dict()[name])]
     assert moved and all("proj" in name for name in moved)  # LoRA on the linear layers, merged in
     summary = json.loads((final / "eval" / "heldout_tiny" / "summary.json").read_text())
-    assert summary["final_model"] == str(merged) and summary["items"] == 4
-    assert summary["generation_usage"]["base"]["requests"] == 4  # served on vLLM as a plain model
-    assert "eval       heldout_tiny: 4 items" in finalized["proc"].stdout
+    answers = 4 * OmegaConf.load(finalized["root"] / "config.yaml").eval.samples  # eval.limit=4, each answered eval.samples times
+    assert summary["final_model"] == str(merged) and summary["items"] == answers
+    assert summary["generation_usage"]["base"]["requests"] == answers  # served on vLLM as a plain model
+    assert f"eval       heldout_tiny: {answers} items" in finalized["proc"].stdout
 
 
 @pytest.mark.slow

