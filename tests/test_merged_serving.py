@@ -111,10 +111,18 @@ def test_a_swap_runs_on_a_daemon_thread_and_its_failure_reaches_the_request(tmp_
     def broken(folder):
         raise RuntimeError(f"cannot start {folder}")
 
-    pool = MergedPool("base-model", _adapters(tmp_path), broken, lambda role, out: {"path": f"merged-{role}"})
-    with pytest.raises(RuntimeError, match="cannot start merged-generator"):
-        asyncio.run(pool.complete(Request([{"role": "user", "content": "x"}], adapter="generator"), Sampling()))
+    starts = []
+    pool = MergedPool("base-model", _adapters(tmp_path), lambda folder: starts.append(folder) or broken(folder),
+                      lambda role, out: {"path": f"merged-{role}"})
+    asked = [Request([{"role": "user", "content": f"x{i}"}], adapter="generator") for i in range(5)]
+
+    async def ask_all():
+        return await asyncio.gather(*(pool.complete(r, Sampling()) for r in asked), return_exceptions=True)
+
+    failures = asyncio.run(ask_all())
     pool.shutdown()
+    assert all(isinstance(f, RuntimeError) and "cannot start merged-generator" in str(f) for f in failures)
+    assert starts == ["merged-generator"]  # tried once, not once per request
 
 
 def test_an_unknown_adapter_is_named(tmp_path):

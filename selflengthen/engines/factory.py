@@ -9,9 +9,9 @@ from typing import AsyncIterator
 import ray
 
 from selflengthen.config import schema
+from selflengthen.core import precision
 from selflengthen.core.errors import UserError
 from selflengthen.engines import registry, workers
-from selflengthen.core import precision
 from selflengthen.engines.base import Engine, Sampling
 from selflengthen.engines.merged import MergedPool, merge_adapter
 from selflengthen.engines.replicas import EnginePool
@@ -33,8 +33,9 @@ async def serving(model_path: str, adapters: dict[str, str], model: schema.Model
 @asynccontextmanager
 async def replica_pool(model_path: str, adapters: dict[str, str], model: schema.Model, engine: schema.Engine,
                        ray_settings: schema.Ray) -> AsyncIterator[Engine]:
-    """The kinds that run in Ray replicas (engines/replicas.py); a replica that cannot start
-    is one line naming the settings."""
+    """The kinds that run in Ray replicas (engines/replicas.py): one pool over the base model
+    and its adapters, or, where `engine.lora_serving` merges them, one pool at a time over
+    the base model or an adapter merged into it (engines/merged.py)."""
     workers.init_ray(ray_settings)  # a no-op when the caller (the loop) has connected already
     on_gpu = int(ray.cluster_resources().get("GPU", 0)) > 0
     if adapters and engine.merges_adapters(on_gpu):

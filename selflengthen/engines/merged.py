@@ -97,7 +97,7 @@ class MergedPool:
     writes that role's merged model into `out` (merge_adapter: a dict with its "path")."""
 
     def __init__(self, base_path: str, adapters: dict[str, str], open_pool: Callable[[str], Engine],
-                 merge: Callable[[str, Path], Path]):
+                 merge: Callable[[str, Path], dict]):
         check_adapter_folders(adapters)
         self.base_path, self.adapters = base_path, dict(adapters)
         self._open_pool, self._merge = open_pool, merge
@@ -113,6 +113,7 @@ class MergedPool:
         self._closed_usage: list[dict[str, dict]] = []
         self._state = threading.Lock()  # the live pool and the closed pools' usage: swapped on a worker thread
         self.starts: Counter = Counter()
+        self._failed: dict[str, BaseException] = {}  # a model that could not start fails its later requests at once
 
     async def complete(self, request: Request, sampling: Sampling) -> Completion:
         name = request.adapter or BASE
@@ -126,6 +127,8 @@ class MergedPool:
                 await self._cond.wait_for(lambda: self._may_enter(name))
             finally:
                 self._waiting[name] -= 1
+            if name in self._failed:
+                raise self._failed[name]
             switch = self._switching = self._live != name
             if not switch:
                 self._admitted = max(0, self._admitted - 1)
@@ -134,6 +137,9 @@ class MergedPool:
         if switch:  # with the lock released, so that the requests arriving meanwhile are counted
             try:
                 await on_daemon_thread(self._switch, name)
+            except BaseException as err:
+                self._failed[name] = err
+                raise
             finally:
                 async with self._cond:
                     self._switching = False
@@ -149,6 +155,8 @@ class MergedPool:
                 self._cond.notify_all()
 
     def _may_enter(self, name: str) -> bool:
+        if name in self._failed:
+            return True  # to fail at once
         if self._switching:
             return False
         if self._in_flight:  # the live model serves those that waited for it, then more while no other model waits

@@ -237,7 +237,8 @@ def step_cap(examples: int, tcfg: dict, world: int = 1) -> int:
     """TRL's `max_steps` for `train.max_steps`: the cap where the epochs would take more
     optimizer steps than it, else -1 (the epochs decide). A cap, never a floor: a small
     dataset is not cycled to reach it. (The trainer's own count: ceil(examples / (batch x
-    world)) micro-batches an epoch, ceil(epochs x micro-batches / accumulation) steps.)"""
+    world)) micro-batches an epoch, of which every `accumulation` make a step, at least one;
+    ceil(epochs x those) steps.)"""
     cap = tcfg.get("max_steps")
     if not cap:
         return -1
