@@ -118,6 +118,16 @@ def measure(model: str, adapters: dict[str, str], dtype: str, a) -> tuple[float,
     return tokens / seconds, sum(c.finish_reason == "length" for c in done) / len(done)
 
 
+def alternating_rounds(sides: tuple[str, ...], repeat: int, measure_one) -> dict[str, list]:
+    """`measure_one(side)` for every side in each of `repeat` rounds, the order reversed every
+    other round, so that a drift of the machine's speed falls on both; results per side."""
+    results: dict[str, list] = {side: [] for side in sides}
+    for r in range(repeat):
+        for side in (sides if r % 2 == 0 else sides[::-1]):
+            results[side].append(measure_one(side))
+    return results
+
+
 def main() -> None:
     a = args_()
     workers.init_ray(schema.Ray.model_validate({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False,
@@ -130,13 +140,9 @@ def main() -> None:
         for name in [m.strip() for m in a.models.split(",") if m.strip()]:
             model = model_folder(name)
             adapters = lora_adapters(model, Path(tmp) / name)
-            runs = {d: [] for d in DTYPES}
-            caps = {d: [] for d in DTYPES}
-            for r in range(a.repeat):
-                for dtype in (DTYPES if r % 2 == 0 else DTYPES[::-1]):
-                    tps, cap = measure(model, adapters, dtype, a)
-                    runs[dtype].append(tps)
-                    caps[dtype].append(cap)
+            per = alternating_rounds(DTYPES, a.repeat, lambda dtype: measure(model, adapters, dtype, a))
+            runs = {d: [tps for tps, _ in per[d]] for d in DTYPES}
+            caps = {d: [cap for _, cap in per[d]] for d in DTYPES}
             fp32, bf16 = (statistics.median(runs[d]) for d in DTYPES)
             print(f"{name:<10} {fp32:>14.0f} {bf16:>15.0f} {bf16 / fp32:>9.2f}x "
                   f"{statistics.mean(caps['float32']):>5.0%}/{statistics.mean(caps['bfloat16']):<5.0%}", flush=True)

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_dtype import lora_adapters, model_folder, prompts, settings  # noqa: E402
+from bench_dtype import alternating_rounds, lora_adapters, model_folder, prompts, settings  # noqa: E402
 
 from selflengthen.config import schema  # noqa: E402
 from selflengthen.core import precision  # noqa: E402
@@ -81,13 +81,9 @@ def main() -> None:
         for name in [m.strip() for m in a.models.split(",") if m.strip()]:
             model = model_folder(name)
             adapters = lora_adapters(model, Path(tmp) / name)
-            speed = {layout: [] for layout in LAYOUTS}
-            start = {layout: [] for layout in LAYOUTS}
-            for r in range(a.repeat):
-                for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
-                    tps, ready = measure(model, adapters, layout, a)
-                    speed[layout].append(tps)
-                    start[layout].append(ready)
+            per = alternating_rounds(LAYOUTS, a.repeat, lambda layout: measure(model, adapters, layout, a))
+            speed = {x: [tps for tps, _ in per[x]] for x in LAYOUTS}
+            start = {x: [ready for _, ready in per[x]] for x in LAYOUTS}
             lora, merged = (statistics.median(speed[x]) for x in LAYOUTS)
             starts = "/".join(f"{statistics.median(start[x]):.0f}" for x in LAYOUTS)
             print(f"{name:<10} {lora:>15.0f} {merged:>13.0f} {merged / lora:>15.2f}x {starts:>26}", flush=True)
