@@ -35,6 +35,7 @@ from selflengthen.config.schema import FinalizeConfig
 from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import workers
 from selflengthen.engines.factory import sampling_from, serving
+from selflengthen.engines.merged import merge_adapter
 from selflengthen.evaluation import in_run
 from selflengthen.finalize.collect import collect
 from selflengthen.finalize.constraints import ConstraintConfig
@@ -48,7 +49,6 @@ from selflengthen.store.runlock import RunLock
 from selflengthen.store.runs import instruction_pool
 from selflengthen.store.seeds import load_seeds
 from selflengthen.training import ray_train
-from selflengthen.engines.merged import merge_adapter
 
 log = logging.getLogger("selflengthen")
 
