@@ -9,7 +9,7 @@ from selflengthen.core.quality import QualityCheck
 from selflengthen.core.text import QualityRules, continue_after, count_words
 from selflengthen.engines import Completion, Sampling
 from selflengthen.pipeline.stages.augment import Augmenter
-from selflengthen.pipeline.stages.curate import degrade, sft_records
+from selflengthen.pipeline.stages.curate import degrade, hinted, sft_records
 from selflengthen.pipeline.stages.extend import ExtendChain, extend_responses
 from selflengthen.pipeline.stages.generate import GenerateChain, sample_responses
 from selflengthen.store.samples import SampleLog, stable_seed
@@ -324,6 +324,39 @@ def test_sft_records_for_both_roles():
     assert ext[0]["messages"][-1] == gen[0]["messages"][-1]
     draft = degrade(row["initial"], 0.8, random.Random(3))
     assert ext[0]["messages"][0]["content"] == prompting.extender_request("Write X.", draft, "en")[0]["content"]
+
+
+def test_length_hints_state_each_chosen_rows_own_length_for_the_generator_only():
+    from selflengthen.evaluation.benchmarks import constraint_window
+
+    rows = [{"id": f"r{n}", "instruction": f"Write about topic {n}.", "language": lang, "initial": "a\nb",
+             "response": ("word " if lang == "en" else "字") * words + ("." if lang == "en" else "。")}
+            for n, (lang, words) in enumerate([("en", 620), ("en", 180), ("zh", 900), ("en", 20), ("en", 1430), ("en", 64)])]
+    plain, plain_ext = sft_records(rows, keep_prob=0.8, rng=random.Random(3))
+    gen, ext = sft_records(rows, keep_prob=0.8, rng=random.Random(3), hints=1.0, hint_rng=random.Random(5))
+    assert ext == plain_ext  # the extender's rows never carry a hint, and draw the same lines
+    for row, record, bare in zip(rows, gen, plain):
+        asked = record["messages"][0]["content"]
+        assert record["messages"][1:] == bare["messages"][1:]
+        if row["id"] == "r3":  # 20 words: under the hints' floor (30), left bare
+            assert "length_hint" not in record and record == bare
+            continue
+        hint = record["length_hint"]
+        assert hint in asked and asked != bare["messages"][0]["content"]
+        assert f"topic {row['id'][1:]}" in asked
+        low, high = constraint_window(hint, "")  # LonGen's window of the hint holds the response
+        assert low <= count_words(row["response"]) <= high, (hint, row["id"])
+    # a share of the rows, drawn with its own seed; 0 leaves every row as the paper's loop makes it
+    assert sft_records(rows, 0.8, random.Random(3), hints=0.0, hint_rng=random.Random(5))[0] == plain
+    for words in range(30, 3000, 7):  # every type of hint, at every length, holds its response
+        rng = random.Random(words)
+        for _ in range(8):
+            _, hint = hinted("Write.", "w " * words, "en", rng)
+            low, high = constraint_window(hint, "")
+            assert low <= words <= high, (words, hint)
+    many = [dict(rows[0], id=f"m{n}") for n in range(400)]
+    share = sum("length_hint" in r for r in sft_records(many, 0.8, random.Random(3), 0.5, random.Random(1))[0]) / 400
+    assert 0.42 < share < 0.58
 
 
 def test_degrade_keeps_lines_with_the_given_probability():

@@ -93,6 +93,9 @@ class Extend(Group):
 
 class Curate(Group):
     line_keep_prob: float = eg("0.8 (the paper's value)", 0.8, gt=0, le=1)
+    # Not the paper's loop (its constraints come once, after it): the share of generator rows
+    # whose instruction states the response's own length (pipeline/stages/curate.py)
+    length_hints: float = eg("0.5 (half the generator's rows)", 0.0, ge=0, le=1)
 
 
 class Guard(Group):
