@@ -123,7 +123,8 @@ def finished_run(tmp_path_factory, model_cache, tiny_model):
             f"paths.cache_dir={model_cache}", "loop.augment.new_per_language=10", "eval.limit=6",
             # the preset's 1,024-token cap is for 4 iterations of growth; 2 iterations' drafts and
             # their 1.2x extensions fit in half (a CPU batch takes as long as its longest output)
-            "loop.sampling.max_tokens=512")
+            "loop.sampling.max_tokens=512",
+            "loop.curate.length_hints=0.5")  # half the generator's rows state their length (tested below)
     proc = run_cli(*args, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
     return {"root": out / "e2e", "proc": proc, "args": args, "base_hash": base_hash, "model": tiny_model}

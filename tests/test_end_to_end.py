@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 from safetensors.numpy import load_file
 
-from selflengthen.core.text import lowest_window_compression
+from selflengthen.core.text import count_words, lowest_window_compression
 from selflengthen.store import artifacts
 from tests.conftest import E2E_ITERATIONS as ITERATIONS
 from tests.conftest import REPO, run_cli, sha256
@@ -72,6 +72,30 @@ def test_sft_files_load_as_a_trl_dataset(finished_run):
     ds = load_dataset("json", data_files=str(artifacts.RunPaths(finished_run["root"]).iteration(1).sft("generator")),
                       split="train")
     assert "messages" in ds.column_names and len(ds) > 0
+
+
+def test_length_hints_reach_the_generators_rows_only(finished_run):
+    """loop.curate.length_hints=0.5: some of the generator's rows ask for their response's own
+    length (the hint holds the response in its LonGen window); the extender's never do."""
+    from selflengthen.evaluation.benchmarks import constraint_window
+
+    paths = artifacts.RunPaths(finished_run["root"])
+    hinted = bare = 0
+    for k in range(1, ITERATIONS + 1):
+        it = paths.iteration(k)
+        rows = artifacts.read_jsonl(it.sft("generator"))
+        for row in rows:
+            asked, answer = row["messages"][0]["content"], row["messages"][-1]["content"]
+            if "length_hint" not in row:
+                bare += 1
+                continue
+            hinted += 1
+            low, high = constraint_window(row["length_hint"], "")
+            assert row["length_hint"] in asked and low <= count_words(answer) <= high
+        assert all("length_hint" not in r for r in artifacts.read_jsonl(it.sft("extender")))
+        counts = json.loads(it.stage_manifest("curate").read_text())["counts"]
+        assert counts["length_hints"] == sum("length_hint" in r for r in rows)
+    assert hinted and bare, (hinted, bare)
 
 
 def test_adapters_changed_and_base_model_did_not(finished_run):
