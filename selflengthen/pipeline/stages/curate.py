@@ -13,11 +13,11 @@ Each record keeps its row's `method` (extend | agentwrite).
 Length hints (`length_hints`, 0 in the paper's loop): that share of the generator's rows,
 drawn with the iteration's seed, ask for the response's own length, in finalize's constraint
 forms and templates ("... Please make it around 600 words."; rounded to 100, 50 or 10 words
-or characters, whichever keeps the response inside the hint's LonGen window). The paper adds such constraints only to its final training set; in the loop
-they teach the generator to write to a requested length as it learns to write longer, which
-a held-out set of length-specified requests (heldout_writing) scores. The rest of the rows,
-and every extender row, keep the bare instruction. The record names its hint
-(`length_hint`).
+or characters, whichever keeps the response inside the hint's LonGen window). The paper adds
+such constraints only to its final training set; in the loop they teach the generator to
+write to a requested length as it learns to write longer, which a held-out set of
+length-specified requests (heldout_writing) scores. The rest of the rows, and every extender
+row, keep the bare instruction. The record names its hint (`length_hint`).
 """
 from __future__ import annotations
 
