@@ -13,18 +13,19 @@ import argparse
 import statistics
 from pathlib import Path
 
-from selflengthen.evaluation import in_run
+from selflengthen.evaluation import in_run, runner
 from selflengthen.store import artifacts
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def answers(paths: artifacts.RunPaths, k: int, benchmark: str) -> dict[str, int] | None:
-    """{answer id: words} of iteration k's held-out evaluation, or None when it has none."""
-    file = in_run.eval_dir(paths, k, benchmark) / "predictions.jsonl"
-    if not file.exists():
+    """{answer id: words} of iteration k's finished held-out evaluation (its summary is
+    written last), or None when it has none."""
+    evaluation = runner.EvalPaths(in_run.eval_dir(paths, k, benchmark))
+    if not evaluation.summary.exists():
         return None
-    return {row["id"]: int(row["words"]) for row in artifacts.read_jsonl(file)}
+    return {row["id"]: int(row["words"]) for row in artifacts.read_jsonl(evaluation.predictions)}
 
 
 def steps(paths: artifacts.RunPaths, benchmark: str) -> list[dict]:
