@@ -40,13 +40,33 @@ from selflengthen.engines.replicas import EnginePool  # noqa: E402
 DTYPES = ("float32", "bfloat16")
 
 
-def args_():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bench_args(doc: str, n: int = 32, max_tokens: int = 256, dtype: bool = True) -> argparse.Namespace:
+    """The serving benchmarks' command line: --models, --dtype (unless the sides are dtypes),
+    --n, --max-tokens, --repeat."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2, or model folders")
-    p.add_argument("--n", type=int, default=32, help="requests per measurement")
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--repeat", type=int, default=2, help="rounds; each measures both dtypes")
+    if dtype:
+        p.add_argument("--dtype", default="auto", help="model.dtype (auto: bf16 on a CPU that has it)")
+    p.add_argument("--n", type=int, default=n, help="requests per measurement")
+    p.add_argument("--max-tokens", type=int, default=max_tokens)
+    p.add_argument("--repeat", type=int, default=2, help="rounds; each measures both sides")
     return p.parse_args()
+
+
+def start_ray() -> None:
+    """A local Ray instance on all of this machine's cores."""
+    workers.init_ray(schema.Ray.model_validate({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False,
+                                                 "connect_timeout_s": 30}))
+
+
+def rounds_per_model(models: str, sides: tuple[str, ...], repeat: int, measure_one):
+    """(name, {side: results}) for each model of `--models`: its folder and two fresh adapters
+    made, then `measure_one(model, adapters, side)` over alternating rounds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in [m.strip() for m in models.split(",") if m.strip()]:
+            model = model_folder(name)
+            adapters = lora_adapters(model, Path(tmp) / name)
+            yield name, alternating_rounds(sides, repeat, lambda side: measure_one(model, adapters, side))
 
 
 def model_folder(name: str) -> str:
@@ -129,23 +149,19 @@ def alternating_rounds(sides: tuple[str, ...], repeat: int, measure_one) -> dict
 
 
 def main() -> None:
-    a = args_()
-    workers.init_ray(schema.Ray.model_validate({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False,
-                                                 "connect_timeout_s": 30}))
+    a = bench_args(__doc__, dtype=False)
+    start_ray()
     print(f"CPU computes bf16 natively: {precision.cpu_has_native_bf16()} (model.dtype=auto serves "
           f"{precision.serving_dtype('auto', on_gpu=False)}); {a.n} requests x {a.max_tokens} tokens, "
           f"generator adapter of 2 loaded, {a.repeat} rounds, medians")
     print(f"{'model':<10} {'float32 tok/s':>14} {'bfloat16 tok/s':>15} {'bf16/fp32':>10} {'at cap':>12}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in [m.strip() for m in a.models.split(",") if m.strip()]:
-            model = model_folder(name)
-            adapters = lora_adapters(model, Path(tmp) / name)
-            per = alternating_rounds(DTYPES, a.repeat, lambda dtype: measure(model, adapters, dtype, a))
-            runs = {d: [tps for tps, _ in per[d]] for d in DTYPES}
-            caps = {d: [cap for _, cap in per[d]] for d in DTYPES}
-            fp32, bf16 = (statistics.median(runs[d]) for d in DTYPES)
-            print(f"{name:<10} {fp32:>14.0f} {bf16:>15.0f} {bf16 / fp32:>9.2f}x "
-                  f"{statistics.mean(caps['float32']):>5.0%}/{statistics.mean(caps['bfloat16']):<5.0%}", flush=True)
+    for name, per in rounds_per_model(a.models, DTYPES, a.repeat,
+                                      lambda model, adapters, dtype: measure(model, adapters, dtype, a)):
+        runs = {d: [tps for tps, _ in per[d]] for d in DTYPES}
+        caps = {d: [cap for _, cap in per[d]] for d in DTYPES}
+        fp32, bf16 = (statistics.median(runs[d]) for d in DTYPES)
+        print(f"{name:<10} {fp32:>14.0f} {bf16:>15.0f} {bf16 / fp32:>9.2f}x "
+              f"{statistics.mean(caps['float32']):>5.0%}/{statistics.mean(caps['bfloat16']):<5.0%}", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,9 @@ the machine's speed falls on both; the table gives medians over rounds.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,24 +24,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_dtype import alternating_rounds, lora_adapters, model_folder, prompts, settings  # noqa: E402
+from bench_dtype import bench_args, prompts, rounds_per_model, settings, start_ray  # noqa: E402
 
 from selflengthen.config import schema  # noqa: E402
 from selflengthen.core import precision  # noqa: E402
-from selflengthen.engines import Sampling, complete_all, workers  # noqa: E402
+from selflengthen.engines import Sampling, complete_all  # noqa: E402
 from selflengthen.engines.factory import serving  # noqa: E402
 
 LAYOUTS = ("adapters", "merged")
-
-
-def args_():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2, or model folders")
-    p.add_argument("--dtype", default="auto", help="model.dtype (auto: bf16 on a CPU that has it)")
-    p.add_argument("--n", type=int, default=32, help="requests per measurement")
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--repeat", type=int, default=2, help="rounds; each measures both layouts")
-    return p.parse_args()
 
 
 def measure(model: str, adapters: dict[str, str], layout: str, a) -> tuple[float, float]:
@@ -70,23 +57,19 @@ def measure(model: str, adapters: dict[str, str], layout: str, a) -> tuple[float
 
 
 def main() -> None:
-    a = args_()
-    workers.init_ray(schema.Ray.model_validate({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False,
-                                                 "connect_timeout_s": 30}))
+    a = bench_args(__doc__)
+    start_ray()
     print(f"model.dtype={a.dtype} (served as {precision.serving_dtype(a.dtype, on_gpu=False)}); {a.n} requests x "
           f"{a.max_tokens} tokens through the generator adapter (2 loaded), {a.repeat} rounds, medians")
     print(f"{'model':<10} {'adapters tok/s':>15} {'merged tok/s':>13} {'merged/adapters':>16} "
           f"{'start s (adapters/merged)':>26}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in [m.strip() for m in a.models.split(",") if m.strip()]:
-            model = model_folder(name)
-            adapters = lora_adapters(model, Path(tmp) / name)
-            per = alternating_rounds(LAYOUTS, a.repeat, lambda layout: measure(model, adapters, layout, a))
-            speed = {x: [tps for tps, _ in per[x]] for x in LAYOUTS}
-            start = {x: [ready for _, ready in per[x]] for x in LAYOUTS}
-            lora, merged = (statistics.median(speed[x]) for x in LAYOUTS)
-            starts = "/".join(f"{statistics.median(start[x]):.0f}" for x in LAYOUTS)
-            print(f"{name:<10} {lora:>15.0f} {merged:>13.0f} {merged / lora:>15.2f}x {starts:>26}", flush=True)
+    for name, per in rounds_per_model(a.models, LAYOUTS, a.repeat,
+                                      lambda model, adapters, layout: measure(model, adapters, layout, a)):
+        speed = {x: [tps for tps, _ in per[x]] for x in LAYOUTS}
+        start = {x: [ready for _, ready in per[x]] for x in LAYOUTS}
+        lora, merged = (statistics.median(speed[x]) for x in LAYOUTS)
+        starts = "/".join(f"{statistics.median(start[x]):.0f}" for x in LAYOUTS)
+        print(f"{name:<10} {lora:>15.0f} {merged:>13.0f} {merged / lora:>15.2f}x {starts:>26}", flush=True)
 
 
 if __name__ == "__main__":

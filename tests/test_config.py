@@ -93,6 +93,13 @@ def test_adapters_are_served_merged_on_cpus_and_as_lora_on_gpus_unless_told():
     assert engine.lora_serving == "auto" and engine.merges_adapters(on_gpu=False) and not engine.merges_adapters(True)
     assert not typed(compose_cfg("engine.lora_serving=adapters")).engine.merges_adapters(on_gpu=False)
     assert typed(compose_cfg("engine.lora_serving=merged")).engine.merges_adapters(on_gpu=True)
+    # merged serving's swaps: reload only for a model whose reload was checked, unless asked
+    tiny = typed(compose_cfg())
+    assert tiny.engine.merged_swap == "auto" and tiny.engine.reloads_weights(tiny.model)
+    smol = typed(compose_cfg("model=smollm2-135m"))
+    assert not smol.model.reloads_in_place and not smol.engine.reloads_weights(smol.model)
+    assert typed(compose_cfg("model=smollm2-135m", "engine.merged_swap=reload")).engine.reloads_weights(smol.model)
+    assert not typed(compose_cfg("engine.merged_swap=restart")).engine.reloads_weights(tiny.model)
     found = preflight.problems(compose_cfg("engine.lora_serving=fused"))
     assert len(found) == 1 and "engine.lora_serving" in found[0], found
 

@@ -125,6 +125,83 @@ def test_a_swap_runs_on_a_daemon_thread_and_its_failure_reaches_the_request(tmp_
     assert starts == ["merged-generator"]  # tried once, not once per request
 
 
+class ReloadingPools(Pools):
+    """Pools whose engines swap their weights in place (`reload`, as EnginePool), answering
+    with the folder loaded last; `fail_at` makes the n-th reload raise, `cannot` return False."""
+
+    def __init__(self, fail_at: int | None = None, cannot: bool = False):
+        super().__init__()
+        self.reloads: list[str] = []
+        self.fail_at, self.cannot = fail_at, cannot
+
+    def open(self, folder: str):
+        loaded = [folder]
+        engine = super().open(folder)
+        engine.respond = lambda request, sampling: f"{loaded[0]} " * 3
+
+        def reload(to: str) -> bool:
+            if self.cannot:
+                return False
+            self.reloads.append(to)
+            if len(self.reloads) == self.fail_at:
+                raise RuntimeError("reload_weights failed\nKeyError: 'lm_head.weight'")
+            loaded[0] = to
+            return True
+
+        engine.reload = reload
+        return engine
+
+
+def _stages(pool) -> list[str]:
+    """An iteration's stages in turn (eval, augment, generate, extend), 4 requests each: the
+    models that answered, in order."""
+    async def go():
+        seen = []
+        for role in ("generator", None, "generator", "extender"):
+            done = await complete_all(pool, [Request([{"role": "user", "content": "x"}], adapter=role)] * 4, Sampling())
+            seen += [d.text.split()[0] for d in done]
+        return seen
+
+    try:
+        return asyncio.run(go())
+    finally:
+        pool.shutdown()
+
+
+def test_swaps_reload_the_live_engine_in_place_and_usage_stays_per_role(tmp_path):
+    pools = ReloadingPools()
+    pool = MergedPool("base-model", _adapters(tmp_path), pools.open, lambda role, out: {"path": f"merged-{role}"})
+    seen = _stages(pool)
+    assert seen == ["merged-generator"] * 4 + ["base-model"] * 4 + ["merged-generator"] * 4 + ["merged-extender"] * 4
+    assert pools.opened == ["merged-generator"]  # one engine start in all
+    assert pools.reloads == ["base-model", "merged-generator", "merged-extender"]
+    assert pools.live == 0  # and it was shut down at the end
+    usage = pool.usage()
+    assert {name: u["requests"] for name, u in usage.items()} == {"generator": 8, "extender": 4, "base": 4}
+    assert {name: u.get("starts", 0) for name, u in usage.items()} == {"generator": 1, "extender": 0, "base": 0}
+    assert {name: u.get("reloads", 0) for name, u in usage.items()} == {"generator": 1, "extender": 1, "base": 1}
+    assert usage["extender"]["path"] == str(tmp_path / "extender")
+
+
+@pytest.mark.parametrize("how", ["fails", "cannot", "restart"])
+def test_a_pool_that_cannot_reload_is_restarted_at_each_swap(tmp_path, how, caplog):
+    """A reload that raises (named once in the log), an engine kind without one, and
+    engine.merged_swap=restart: each model then gets an engine of its own, as before."""
+    pools = ReloadingPools(fail_at=1 if how == "fails" else None, cannot=how == "cannot")
+    pool = MergedPool("base-model", _adapters(tmp_path), pools.open, lambda role, out: {"path": f"merged-{role}"},
+                      reload_in_place=how != "restart")
+    with caplog.at_level("WARNING", logger="selflengthen"):
+        seen = _stages(pool)
+    assert seen == ["merged-generator"] * 4 + ["base-model"] * 4 + ["merged-generator"] * 4 + ["merged-extender"] * 4
+    assert pools.opened == ["merged-generator", "base-model", "merged-generator", "merged-extender"]
+    assert pools.reloads == (["base-model"] if how == "fails" else [])  # tried once, never again
+    assert pools.most_live == 1 and pools.live == 0
+    warned = [r.getMessage() for r in caplog.records if "in place" in r.getMessage()]
+    assert warned == (["could not reload the engine's weights in place (KeyError: 'lm_head.weight'); restarting it "
+                       "at each swap instead (engine.merged_swap=restart does so from the start)"] if how == "fails" else [])
+    assert {name: u["requests"] for name, u in pool.usage().items()} == {"generator": 8, "extender": 4, "base": 4}
+
+
 def test_an_unknown_adapter_is_named(tmp_path):
     pool, _, _ = _merged(tmp_path)
     with pytest.raises(KeyError, match="'critic' is not loaded"):
@@ -179,4 +256,6 @@ def test_a_merged_adapter_writes_what_the_adapter_writes_on_vllm(tiny_model, tmp
     assert sum(a == b for a, b in zip(alone, merged[n:])) >= n - 1, (alone, merged[n:])
     assert merged_usage["generator"]["requests"] == merged_usage["base"]["requests"] == n
     assert merged_usage["generator"]["path"] == adapters["generator"] and merged_usage["generator"]["starts"] == 1
+    # one engine: the base model's weights were reloaded into it in place, not started anew
+    assert merged_usage["base"]["reloads"] == 1 and "starts" not in merged_usage["base"]
     assert "starts" not in lora_usage.get("generator", {})

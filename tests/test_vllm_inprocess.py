@@ -127,6 +127,43 @@ def test_a_cancelled_caller_frees_its_slot_and_a_bad_request_fails_alone(stand_i
     assert fake.aborted == ["bad-1", "slow-1"] and not fake.left  # a failed add is aborted too, in case vLLM kept it
 
 
+def test_a_call_runs_on_the_stepping_thread_only_while_nothing_is_in_flight(stand_in):
+    """How merged serving swaps weights: `call(fn)` runs fn(engine) on the thread vLLM lives on,
+    and refuses while a request is unfinished (its tokens would mix two models' weights)."""
+    fake = stand_in(steps={"slow": float("inf"), "ok": 1})
+    engine = InprocessEngine(engine_args=None, threads=1)
+
+    async def main():
+        assert await asyncio.wait_for(engine.call(lambda e: (e is fake, threading.current_thread().name)), 30) == (
+            True, "vllm-steps")
+        slow = asyncio.create_task(engine.generate("slow", None, "slow-1"))
+        for _ in range(200):
+            if fake.left:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(RuntimeError, match="requests in flight"):
+            await asyncio.wait_for(engine.call(lambda e: None), 30)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        for _ in range(200):
+            if not fake.left:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(KeyError, match="boom"):  # fn's own error reaches the caller
+            await asyncio.wait_for(engine.call(lambda e: {}["boom"]), 30)
+        return (await asyncio.wait_for(engine.generate("ok", None, "ok-1"), 30)).text  # still serving
+
+    assert asyncio.run(main()) == "ok"
+    engine.shutdown()
+
+    async def after():
+        with pytest.raises(RuntimeError, match="the vLLM engine stopped"):
+            await asyncio.wait_for(engine.call(lambda e: None), 10)
+
+    asyncio.run(after())
+
+
 def test_an_engine_that_dies_fails_every_waiting_caller_and_later_ones(stand_in):
     stand_in(steps={"a": 50, "b": 50}, die_at_step=3)
     engine = InprocessEngine(engine_args=None, threads=1)

@@ -226,12 +226,19 @@ class VllmEngine(Group):
     cpu_single_process: bool = eg("true", True)
     # a run saved before lora_serving existed served its adapters as LoRA
     lora_serving: Literal["auto", "adapters", "merged"] = eg("auto", "adapters")
+    # a run saved before merged_swap existed restarted its engines at each swap
+    merged_swap: Literal["auto", "reload", "restart"] = eg("restart", "restart")
     seed: int
 
     def merges_adapters(self, on_gpu: bool) -> bool:
         """Whether adapters are served merged into the base weights (engines/merged.py):
         `merged`, or `auto` without GPUs."""
         return self.lora_serving == "merged" or (self.lora_serving == "auto" and not on_gpu)
+
+    def reloads_weights(self, model: "Model") -> bool:
+        """Whether merged serving swaps models by reloading the weights into the live engine:
+        `reload`, or `auto` for a model whose reload was checked (`model.reloads_in_place`)."""
+        return self.merged_swap == "reload" or (self.merged_swap == "auto" and model.reloads_in_place)
 
 
 class TransformersEngine(VllmEngine):
@@ -274,6 +281,9 @@ class Model(Group):
     max_model_len: int = eg("8192", ge=16)
     dtype: Dtype = eg("bfloat16")
     trust_remote_code: bool = eg("false", False)
+    # checked with scripts/bench_merged_swap.py: vLLM's in-place reload of this model's weights
+    # writes what a fresh engine writes (engine.merged_swap=auto reloads only then)
+    reloads_in_place: bool = eg("false", False)
     build: Optional[TinyBuild] = None
 
 

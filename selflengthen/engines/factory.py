@@ -42,7 +42,8 @@ async def replica_pool(model_path: str, adapters: dict[str, str], model: schema.
         dtype = precision.serving_dtype(model.dtype, on_gpu)
         pool = MergedPool(model_path, adapters, lambda folder: open_pool(folder, {}, model, engine),
                           lambda role, out: merge_adapter(model_path, adapters[role], out, dtype,
-                                                          model.trust_remote_code))  # in this process
+                                                          model.trust_remote_code),  # in this process
+                          reload_in_place=engine.reloads_weights(model))
     else:
         pool = open_pool(model_path, adapters, model, engine)
     try:

@@ -8,15 +8,18 @@ adapter is merged into a copy of the base weights (PEFT's `merge_and_unload`) an
 a plain model: the base model for requests without an adapter, one merged model per role.
 
 One model is live at a time. A request for another model waits until the live model's
-requests have finished, then the live replicas are shut down and the other model's start
-(the loop's stages each use one role, so that happens at stage boundaries: a few engine
-starts an iteration). The requests that waited for a model, or came while it started, go
+requests have finished, then the live replicas are shut down and restarted on the other
+model (`engine.merged_swap=restart`, the default), or its weights are loaded into them in
+place (`reload`: vLLM's `reload_weights`, under a second where a start takes 10-30 s on a
+CPU; a replica that cannot reload is restarted instead). The loop's stages each use one
+role, so that happens at stage boundaries, a few times an iteration. The requests that waited for a model, or came while it started, go
 in together; the model with the most waiting requests goes next, so chains that alternate
 between roles make progress, slowly. The merged copies live in a temporary folder removed
 when serving ends.
 
 Usage is reported per role, as with adapters, with the adapter's path and how many times
-that model's engine was started (`starts`, which only merged serving reports).
+that model's engine was started (`starts`) and its weights reloaded into a live engine
+(`reloads`); only merged serving reports them.
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from selflengthen.engines.base import Completion, Engine, Request, Sampling, check_adapter_folders, merge_usage
+from selflengthen.engines.base import (Completion, Engine, Request, Sampling, check_adapter_folders, merge_usage,
+                                       usage_delta)
 
 log = logging.getLogger("selflengthen")
 BASE = "base"  # the usage name of requests without an adapter
@@ -94,10 +98,12 @@ class MergedPool:
     """The engine contract over one engine pool at a time, each serving one model: the base
     model (requests without an adapter) or an adapter merged into it. `open_pool(folder)`
     starts a pool (engines/replicas.py's EnginePool) on a model folder; `merge(role, out)`
-    writes that role's merged model into `out` (merge_adapter: a dict with its "path")."""
+    writes that role's merged model into `out` (merge_adapter: a dict with its "path").
+    `reload_in_place`: swap models by the live pool's `reload(folder)` where it has one and
+    it succeeds, else by a restart."""
 
     def __init__(self, base_path: str, adapters: dict[str, str], open_pool: Callable[[str], Engine],
-                 merge: Callable[[str, Path], dict]):
+                 merge: Callable[[str, Path], dict], reload_in_place: bool = True):
         check_adapter_folders(adapters)
         self.base_path, self.adapters = base_path, dict(adapters)
         self._open_pool, self._merge = open_pool, merge
@@ -105,6 +111,8 @@ class MergedPool:
         self._merged: dict[str, str] = {}
         self._live: str | None = None  # the usage name of the model served now
         self._pool = None
+        self._reload = reload_in_place
+        self._served_before: dict[str, dict] = {}  # the live pool's usage when its model went live
         self._in_flight = 0
         self._waiting: Counter = Counter()
         self._admitted = 0  # requests for the live model let in although another model waits
@@ -113,6 +121,7 @@ class MergedPool:
         self._closed_usage: list[dict[str, dict]] = []
         self._state = threading.Lock()  # the live pool and the closed pools' usage: swapped on a worker thread
         self.starts: Counter = Counter()
+        self.reloads: Counter = Counter()
         self._failed: dict[str, BaseException] = {}  # a model that could not start fails its later requests at once
 
     async def complete(self, request: Request, sampling: Sampling) -> Completion:
@@ -169,16 +178,43 @@ class MergedPool:
         return max(waiting, key=lambda n: (self._waiting[n], n == self._live, n), default=self._live or BASE)
 
     def _switch(self, name: str) -> None:
-        """Shut the live model's replicas down (keeping their usage), start `name`'s."""
-        self._close_pool()
+        """Make `name` the live model: its weights reloaded into the live pool, or the live
+        pool shut down (keeping its usage) and `name`'s started."""
         folder = self.base_path if name == BASE else self._merged_folder(name)
+        what = "the base model" if name == BASE else f"{name} as merged weights"
         t0 = time.time()
+        if self._reload_live(name, folder):
+            self.reloads[name] += 1
+            log.info("serving %s (%s): weights reloaded in place in %.1f s", what, folder, time.time() - t0)
+            return
+        self._close_pool()
         pool = self._open_pool(folder)
         with self._state:
-            self._pool, self._live = pool, name
+            self._pool, self._live, self._served_before = pool, name, {}
         self.starts[name] += 1
-        what = "the base model" if name == BASE else f"{name} as merged weights"
         log.info("serving %s (%s): engine started in %.0f s", what, folder, time.time() - t0)
+
+    def _reload_live(self, name: str, folder: str) -> bool:
+        """Whether the live pool now serves `folder`, reloaded in place. A pool that cannot, or
+        fails to, is restarted instead, here and at every later swap."""
+        reload = getattr(self._pool, "reload", None)
+        if not self._reload or reload is None:
+            return False
+        try:
+            served = self._pool.usage()
+            if not reload(folder):
+                self._reload = False
+                return False
+        except Exception as err:  # noqa: BLE001 - a restart loads the model from scratch instead
+            self._reload = False
+            reason = (str(err).strip().splitlines() or [repr(err)])[-1][:200]
+            log.warning("could not reload the engine's weights in place (%s); restarting it at each swap instead "
+                        "(engine.merged_swap=restart does so from the start)", reason)
+            return False
+        with self._state:
+            self._closed_usage.append(self._named_usage(self._live, usage_delta(self._served_before, served)))
+            self._served_before, self._live = served, name
+        return True
 
     def _merged_folder(self, role: str) -> str:
         if role not in self._merged:
@@ -192,7 +228,12 @@ class MergedPool:
         with self._state:  # usage() never sees this pool's requests both closed and live
             pool, self._pool = self._pool, None
             if pool is not None:
-                self._closed_usage.append(self._named_usage(self._live, pool.usage()))
+                try:
+                    served = pool.usage()
+                except Exception as err:  # noqa: BLE001 - a pool that failed a reload: shut it down anyway
+                    log.warning("the usage of %s's engine was lost: %s", self._live, err)
+                    served = self._served_before
+                self._closed_usage.append(self._named_usage(self._live, usage_delta(self._served_before, served)))
             self._live = None
         if pool is not None:
             pool.shutdown()
@@ -207,10 +248,11 @@ class MergedPool:
         with self._state:
             parts = list(self._closed_usage)
             if self._pool is not None:
-                parts.append(self._named_usage(self._live, self._pool.usage()))
+                parts.append(self._named_usage(self._live, usage_delta(self._served_before, self._pool.usage())))
         total = merge_usage(parts)
-        for name, count in self.starts.items():
-            total.setdefault(name, {"path": self.adapters.get(name)})["starts"] = count
+        for key, counts in (("starts", self.starts), ("reloads", self.reloads)):
+            for name, count in counts.items():
+                total.setdefault(name, {"path": self.adapters.get(name)})[key] = count
         return total
 
     def shutdown(self) -> None:

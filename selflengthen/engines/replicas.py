@@ -52,6 +52,13 @@ class EngineWorker:
     async def usage(self) -> dict[str, dict]:
         return self.engine.usage()
 
+    async def reload(self, model_path: str) -> bool:
+        """Another model's weights into this engine in place; False where the engine cannot."""
+        if not hasattr(self.engine, "reload"):
+            return False
+        await self.engine.reload(model_path)
+        return True
+
     async def shutdown(self) -> None:
         if hasattr(self.engine, "shutdown"):
             self.engine.shutdown()
@@ -173,6 +180,11 @@ class EnginePool:
 
     def replica_usage(self) -> list[dict[str, dict]]:
         return ray.get([w.usage.remote() for w in self.workers])
+
+    def reload(self, model_path: str) -> bool:
+        """Every replica's weights replaced by `model_path`'s in place (same architecture), with
+        no request in flight; False where the engine kind cannot (nothing changed then)."""
+        return all(ray.get([w.reload.remote(model_path) for w in self.workers]))
 
     def shutdown(self) -> None:
         """Stop the engines and kill the actors: frees the accelerator memory for training.

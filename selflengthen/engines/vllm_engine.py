@@ -232,6 +232,24 @@ class VllmEngine:
         self.meter.record(request.adapter, done, prompt=lambda: self.tokenizer.decode(ids))
         return done
 
+    async def reload(self, model_path: str) -> None:
+        """Load another model's weights into this engine in place (vLLM's `reload_weights`, a
+        checkpoint of the same architecture: merged serving's base and merged models), then
+        drop the prefix cache computed with the old ones. Only with no request in flight."""
+        if self.lora:
+            raise RuntimeError("an engine serving LoRA adapters cannot swap its base weights")
+        path = str(model_path)
+        if isinstance(self.llm, InprocessEngine):
+            def swap(engine) -> None:
+                engine.collective_rpc("reload_weights", kwargs={"weights_path": path})
+                if not engine.reset_prefix_cache():
+                    raise RuntimeError("vLLM kept its prefix cache after the weights were reloaded")
+            await self.llm.call(swap)
+        else:
+            await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
+            if not await self.llm.reset_prefix_cache():
+                raise RuntimeError("vLLM kept its prefix cache after the weights were reloaded")
+
     async def _final_output(self, prompt, params, lora):
         """One request's final output, from whichever of vLLM's engines runs here."""
         rid = f"r{next(self._ids)}"

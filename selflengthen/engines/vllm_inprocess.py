@@ -10,7 +10,8 @@ the caller it is the same per-request coroutine as `AsyncLLM.generate`: continuo
 batching over whatever is in flight, so chains of dependent calls keep the batch full.
 
 All of vLLM's calls happen on that one thread (vLLM's engine is not thread-safe); the
-event loop only puts work in a queue and awaits futures.
+event loop only puts work in a queue and awaits futures. `call` runs a function of the
+engine there while nothing is in flight (merged serving swaps the weights in place so).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import threading
 
 _STOP = object()
 _ABORT = object()
+_CALL = object()
 
 
 class InprocessEngine:
@@ -51,6 +53,17 @@ class InprocessEngine:
         except asyncio.CancelledError:
             self._inbox.put((_ABORT, request_id))  # the caller gave up: free its batch slot
             raise
+
+    async def call(self, fn):
+        """`fn(llm_engine)` on the stepping thread, between steps, with no request in flight
+        (it fails otherwise): how the engine's weights are swapped in place."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        with self._lock:
+            if self._closed is not None:
+                raise RuntimeError(f"the vLLM engine stopped: {self._closed}")
+            self._inbox.put((_CALL, fn, loop, done))
+        return await done
 
     def shutdown(self, timeout: float = 30.0) -> None:
         if self._thread.is_alive():
@@ -95,6 +108,8 @@ class InprocessEngine:
             while (item := self._next()) is not None:
                 if isinstance(item, tuple) and len(item) == 6:
                     _hand_over(item[4], item[5], None, reason)
+                elif isinstance(item, tuple) and item[0] is _CALL:
+                    _hand_over(item[2], item[3], None, reason)
             try:
                 self.engine.engine_core.shutdown()
             except Exception:  # noqa: BLE001 - the process is ending the engine either way
@@ -110,6 +125,16 @@ class InprocessEngine:
         if item[0] is _ABORT:
             if waiting.pop(item[1], None) is not None:
                 self.engine.abort_request([item[1]])
+            return
+        if item[0] is _CALL:
+            _, fn, loop, future = item
+            try:
+                if waiting or self.engine.has_unfinished_requests():
+                    raise RuntimeError("the engine has requests in flight")
+                result, error = fn(self.engine), None
+            except Exception as err:  # noqa: BLE001 - raised again on the caller's loop
+                result, error = None, err
+            _hand_over(loop, future, result, error)
             return
         request_id, prompt, params, lora_request, loop, future = item
         try:
