@@ -112,6 +112,16 @@ def settings(model: str, dtype: str):
     return cfg
 
 
+def serving_settings(model: str, dtype: str, **engine) -> tuple:
+    """(model, engine, ray) typed settings for factory.serving on `model`, with `engine` keys
+    set (lora_serving=..., merged_swap=...)."""
+    cfg = settings(model, dtype)
+    cfg.model.update({"name": Path(model).name, "languages": ["en"]})
+    cfg.engine.update(engine)
+    return (schema.from_node(schema.Model, cfg.model), schema.from_node(schema.Engine, cfg.engine),
+            schema.from_node(schema.Ray, cfg.ray))
+
+
 def prompts(n: int) -> list[Request]:
     rows = [json.loads(line) for line in
             files("selflengthen.seeds").joinpath("en.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -24,9 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_dtype import bench_args, prompts, rounds_per_model, settings, start_ray  # noqa: E402
+from bench_dtype import bench_args, prompts, rounds_per_model, serving_settings, start_ray  # noqa: E402
 
-from selflengthen.config import schema  # noqa: E402
 from selflengthen.core import precision  # noqa: E402
 from selflengthen.engines import Sampling, complete_all  # noqa: E402
 from selflengthen.engines.factory import serving  # noqa: E402
@@ -36,11 +35,7 @@ LAYOUTS = ("adapters", "merged")
 
 def measure(model: str, adapters: dict[str, str], layout: str, a) -> tuple[float, float]:
     """(generated tokens/s, seconds from opening to the first answer) for one fresh engine."""
-    cfg = settings(model, a.dtype)
-    cfg.model.update({"name": Path(model).name, "languages": ["en"]})
-    cfg.engine.lora_serving = layout
-    engine_cfg, model_cfg = schema.from_node(schema.Engine, cfg.engine), schema.from_node(schema.Model, cfg.model)
-    ray_cfg = schema.from_node(schema.Ray, cfg.ray)
+    model_cfg, engine_cfg, ray_cfg = serving_settings(model, a.dtype, lora_serving=layout)
     samp = Sampling(max_tokens=a.max_tokens, stop=("---",))
 
     async def go():

@@ -25,9 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_dtype import bench_args, prompts, rounds_per_model, settings, start_ray  # noqa: E402
+from bench_dtype import bench_args, prompts, rounds_per_model, serving_settings, start_ray  # noqa: E402
 
-from selflengthen.config import schema  # noqa: E402
 from selflengthen.engines import Sampling, complete_all  # noqa: E402
 from selflengthen.engines.factory import serving  # noqa: E402
 
@@ -37,12 +36,7 @@ STAGES = ("generator", None, "generator", "extender")  # eval, augment, generate
 
 def measure(model: str, adapters: dict[str, str], side: str, a) -> tuple[float, list[str]]:
     """(seconds from opening the pool to the last stage's last answer, the texts written)."""
-    cfg = settings(model, a.dtype)
-    cfg.model.update({"name": Path(model).name, "languages": ["en"]})
-    cfg.engine.lora_serving = "merged"
-    cfg.engine.merged_swap = side
-    engine_cfg, model_cfg = schema.from_node(schema.Engine, cfg.engine), schema.from_node(schema.Model, cfg.model)
-    ray_cfg = schema.from_node(schema.Ray, cfg.ray)
+    model_cfg, engine_cfg, ray_cfg = serving_settings(model, a.dtype, lora_serving="merged", merged_swap=side)
     sampling = Sampling(max_tokens=a.max_tokens, stop=("---",))
     asked = [replace(r, seed=i) for i, r in enumerate(prompts(a.n))]
 

@@ -238,17 +238,17 @@ class VllmEngine:
         drop the prefix cache computed with the old ones. Only with no request in flight."""
         if self.lora:
             raise RuntimeError("an engine serving LoRA adapters cannot swap its base weights")
-        path = str(model_path)
+        weights = {"weights_path": str(model_path)}
         if isinstance(self.llm, InprocessEngine):
-            def swap(engine) -> None:
-                engine.collective_rpc("reload_weights", kwargs={"weights_path": path})
-                if not engine.reset_prefix_cache():
-                    raise RuntimeError("vLLM kept its prefix cache after the weights were reloaded")
-            await self.llm.call(swap)
+            def swap(engine) -> bool:
+                engine.collective_rpc("reload_weights", kwargs=weights)
+                return engine.reset_prefix_cache()
+            dropped = await self.llm.call(swap)
         else:
-            await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
-            if not await self.llm.reset_prefix_cache():
-                raise RuntimeError("vLLM kept its prefix cache after the weights were reloaded")
+            await self.llm.collective_rpc("reload_weights", kwargs=weights)
+            dropped = await self.llm.reset_prefix_cache()
+        if not dropped:
+            raise RuntimeError("vLLM kept its prefix cache after the weights were reloaded")
 
     async def _final_output(self, prompt, params, lora):
         """One request's final output, from whichever of vLLM's engines runs here."""

@@ -129,7 +129,7 @@ class InprocessEngine:
         if item[0] is _CALL:
             _, fn, loop, future = item
             try:
-                if waiting or self.engine.has_unfinished_requests():
+                if self.engine.has_unfinished_requests():
                     raise RuntimeError("the engine has requests in flight")
                 result, error = fn(self.engine), None
             except Exception as err:  # noqa: BLE001 - raised again on the caller's loop
