@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selflengthen import preflight
 from selflengthen.config import files
 from selflengthen.config import schema
 from selflengthen.estimate import arch as archs, measured, memory, settings as inputs, tokens
@@ -106,7 +107,7 @@ def memory_needs(settings: schema.EstimateConfig, a: archs.Arch, place: dict, lo
     request, fit) and training at train.max_length under train.strategy. An openai engine's
     server owns its GPUs: its serving is sized as one vLLM replica would be."""
     est, engine, train, model = settings.estimate, settings.engine, settings.train, settings.model
-    replica = engine if engine.kind != "openai" else schema.VllmEngine(seed=settings.seed, max_lora_rank=train.rank)
+    replica = engine if engine.serves_local_weights else schema.VllmEngine(seed=settings.seed, max_lora_rank=train.rank)
     dtype = archs.DTYPE_BYTES.get(model.dtype, 2)
     tp = replica.tensor_parallel_size
     serving = memory.serving_gib(a, dtype_bytes=dtype, tensor_parallel=tp, seq_len=model.max_model_len,
@@ -253,7 +254,7 @@ def assumption_lines(est: dict) -> list[str]:
 
 
 def run_estimate(overrides: list[str]) -> tuple[dict, str]:
-    settings = inputs.validate(compose(overrides))  # the verb's typed settings, every problem at once
+    settings = preflight.settings(compose(overrides), "estimate", inputs.CONFIG_CHECK, here=False)  # every problem at once
     result = compute(settings)
     text = render(result)
     out = settings.estimate.out
