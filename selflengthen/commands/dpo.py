@@ -285,3 +285,8 @@ def report(result: dict, paths: DpoPaths) -> str:
         f"adapter: {paths.adapter}",
     ])
 
+
+def main(cfg: DictConfig) -> None:
+    """The verb's entry (config/verbs.py): the three steps, then their summary."""
+    result, paths = run_dpo(cfg)
+    print(report(result, paths))

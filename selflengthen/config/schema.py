@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUndefined
 
+from selflengthen.config import verbs
 from selflengthen.core.prompting import LANGUAGES  # the languages with prompt templates (selflengthen/prompts/)
 from selflengthen.core.text import CUT_MODES, META_LINES, META_MATCHES, UNIT_MODES, QualityRules
 
@@ -681,8 +682,8 @@ class EstimateConfig(Config):
     estimate: Estimate = Estimate()
 
 
-VERBS: dict[str, type[Config]] = {"run": Config, "eval": EvalConfig, "dpo": DpoConfig, "agentwrite": AgentWriteConfig,
-                                  "finalize": FinalizeConfig, "estimate": EstimateConfig}
+# each verb's typed root, named by its row of the verb table (config/verbs.py)
+VERBS: dict[str, type[Config]] = {v.name: globals()[v.settings] for v in verbs.VERBS if v.settings}
 
 
 _KINDS = {
