@@ -26,7 +26,8 @@ class Verb:
     entry: str = "main"
     # conf/<config>.yaml, composed (and checked once, up front) with the command line's overrides
     config: str | None = None
-    # the verb's typed root: a class name of selflengthen.config.schema, defined in or imported by config/roots.py (schema.VERBS)
+    # the verb's typed root: a class name of selflengthen.config.schema, defined in or imported by
+    # config/roots.py, which builds schema.VERBS from these rows
     settings: str | None = None
     # takes Hydra overrides and runs as a Hydra job (entry(cfg)); else entry(argv)
     hydra: bool = True
