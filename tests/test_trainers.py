@@ -10,6 +10,7 @@ import inspect
 import sys
 
 import pytest
+import ray.train  # imported before a test stands in for ray.remote: its import uses it
 from hydra import compose, initialize_config_dir
 
 from selflengthen.commands import dpo as command
@@ -92,7 +93,6 @@ def test_a_made_up_trainer_is_one_registry_line_on_both_paths(monkeypatch):
         def get_world_rank(self):
             return 0
 
-    import ray.train
     monkeypatch.setattr(ray.train, "get_context", lambda: Context())
     ray_train._worker({"args": ("model", "data.jsonl", "out/adapter", None, tcfg(workers=2), 0),
                        "trainer": "made_up", "attempt": "abc"})
