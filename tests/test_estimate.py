@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from selflengthen.commands import estimate as command
 from selflengthen.config import schema
 from selflengthen.estimate import memory, settings, tokens
+from selflengthen.pipeline import stages as loop_stages
 from tests.conftest import REPO, run_cli
 from tests.test_estimate_units import fake_run
 
@@ -18,7 +19,8 @@ from tests.test_estimate_units import fake_run
 def expected(*overrides: str) -> tuple[dict, list[tokens.Iteration]]:
     c = OmegaConf.to_container(command.compose(list(overrides)), resolve=True)
     typed = settings.validate(command.compose(list(overrides)))
-    return c, tokens.iterations(settings.shape(typed), settings.assumptions(typed.estimate))
+    return c, tokens.iterations(settings.shape(typed), settings.assumptions(typed.estimate),
+                              loop_stages.engine_names())
 
 
 @pytest.mark.parametrize("preset", ["paper-qwen2-7b", "paper-llama3.1-8b"])
