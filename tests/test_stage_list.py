@@ -16,9 +16,10 @@ import pytest
 
 from selflengthen.commands import estimate as estimate_command
 from selflengthen.estimate import measured
-from selflengthen.pipeline import loop, metrics, stages
+from selflengthen.pipeline import loop, metrics, observe, stages
 from selflengthen.pipeline.stage import Output, Stage
 from selflengthen.store import artifacts
+from selflengthen.tracking import Tracker
 from tests.fakes import typed
 
 
@@ -104,7 +105,10 @@ def test_a_made_up_stage_added_by_one_line_runs_in_the_loop_and_appears_everywhe
     monkeypatch.setattr(loop, "instruction_pool", lambda seeds, paths, k: {})
     settings = typed(compose_config("model=tiny", "eval.every_iteration=false"))
     paths = artifacts.RunPaths(tmp_path / "run")
-    result = loop.run_iteration(settings, paths, 1, "model", {})
+    logged: list[str] = []  # what the trackers are handed (observe: a stage complete under its contract)
+    monkeypatch.setattr(Tracker, "log_stage", lambda self, it, name: logged.append(name))
+    with observe.watching(settings, paths.root):
+        result = loop.run_iteration(settings, paths, 1, "model", {})
     # the loop: in the list's order, the engine opened for each run of engine stages (the new stage's own)
     assert [name for name, _ in one_line_more] == [*stages.names()]
     assert len(opened) == 2 and [engine for name, engine in one_line_more if name == "made_up"] == [opened[1]]
@@ -114,6 +118,7 @@ def test_a_made_up_stage_added_by_one_line_runs_in_the_loop_and_appears_everywhe
     assert it.stage_done("made_up") and artifacts.read_json(it.stage_manifest("made_up"))["counts"] == {"trained": 1}
     usage = artifacts.read_json(it.stage_manifest("engine_usage"))
     assert usage["made_up"]["completion_tokens"] == 20
+    assert logged == stages.names()  # the trackers: every stage of the list, the new one too
     # the metrics: its seconds (and the tokens it cost the engine), as every stage's
     assert "made_up" in result["seconds"] and result["tokens"]["stages"]["made_up"]["requests"] == 2
     assert result == {**metrics.iteration_metrics(it, stages.names()), "seconds": result["seconds"]}
