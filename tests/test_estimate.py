@@ -12,6 +12,7 @@ from selflengthen import preflight
 from selflengthen.commands import estimate as command
 from selflengthen.config import schema
 from selflengthen.estimate import memory, settings, tokens
+from selflengthen.pipeline import stages as loop_stages
 from tests.conftest import REPO, run_cli
 from tests.test_estimate_units import fake_run
 
@@ -19,7 +20,8 @@ from tests.test_estimate_units import fake_run
 def expected(*overrides: str) -> tuple[dict, list[tokens.Iteration]]:
     c = OmegaConf.to_container(command.compose(list(overrides)), resolve=True)
     typed = preflight.settings(command.compose(list(overrides)), "estimate", settings.CONFIG_CHECK, here=False)
-    return c, tokens.iterations(settings.shape(typed), settings.assumptions(typed.estimate))
+    return c, tokens.iterations(settings.shape(typed), settings.assumptions(typed.estimate),
+                                loop_stages.engine_names())
 
 
 @pytest.mark.parametrize("preset", ["paper-qwen2-7b", "paper-llama3.1-8b"])

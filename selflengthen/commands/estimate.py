@@ -18,9 +18,8 @@ from selflengthen.config import files
 from selflengthen.config import schema
 from selflengthen.estimate import arch as archs, measured, memory, settings as inputs, tokens
 from selflengthen.models import model_check
+from selflengthen.pipeline import stages as loop_stages
 from selflengthen.store import artifacts
-
-STAGES = ("augment", "generate", "extend")
 
 
 def compose(overrides: list[str]):
@@ -42,12 +41,12 @@ def generation_rates(est: schema.Estimate, iterations_dir: str) -> dict | None:
     """Generated tokens/s per GPU per stage: measured by estimate.from_run, else
     estimate.tokens_per_s_per_gpu, else None (no GPU-hours)."""
     if est.from_run:
-        found = measured.throughput(measured.run_folder(est.from_run, iterations_dir))
-        rates = {s: found["per_stage"].get(s, found["all"]) for s in STAGES}
+        found = measured.throughput(measured.run_folder(est.from_run, iterations_dir), loop_stages.engine_names())
+        rates = {s: found["per_stage"].get(s, found["all"]) for s in loop_stages.engine_names()}
         return {"per_stage": rates, "source": "from_run", "measured": found}
     if est.tokens_per_s_per_gpu:
         rate = est.tokens_per_s_per_gpu
-        return {"per_stage": {s: rate for s in STAGES}, "source": "tokens_per_s_per_gpu"}
+        return {"per_stage": {s: rate for s in loop_stages.engine_names()}, "source": "tokens_per_s_per_gpu"}
     return None
 
 
@@ -60,7 +59,7 @@ def compute(settings: schema.EstimateConfig) -> dict:
     rates = generation_rates(est, settings.paths.iterations_dir)
     epochs = settings.train.epochs
     iterations = []
-    for it in tokens.iterations(shape, assume):
+    for it in tokens.iterations(shape, assume, loop_stages.engine_names()):
         row = it.as_dict(epochs)
         for name, st in row["stages"].items():
             st["gpu_hours"] = st["generated_tokens"] / rates["per_stage"][name] / 3600 if rates else None
