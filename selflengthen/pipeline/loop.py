@@ -45,7 +45,7 @@ def start_run(settings: schema.Config) -> artifacts.RunPaths:
     or check that an existing one was made with the same method."""
     paths = artifacts.RunPaths(Path(settings.paths.iterations_dir) / settings.run.name)
     if paths.config.exists():
-        before = OmegaConf.to_container(OmegaConf.load(paths.config), resolve=True)
+        before = config.saved_config(paths.config)
         changed = config.saved_method(before, str(paths.config)).changes(settings.method)
         if changed:
             raise UserError(
