@@ -4,8 +4,9 @@
 
 Iteration k generates with the adapters trained in iteration k-1 and trains new adapters
 that continue from them. Every stage keeps one contract (pipeline/stage.py): it writes its
-data, then its manifest with its settings' hash; a stage whose manifest exists is skipped
-(other settings are refused), so re-running the same command resumes where it stopped.
+data, then its manifest with the settings it was made with; a stage whose manifest records
+what is asked now is skipped (other settings are refused in one line naming the changed keys,
+or redone with redo=<stage>), so re-running the same command resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from selflengthen.evaluation import in_run
 from selflengthen.models.resolve import resolve_model
 from selflengthen.pipeline import metrics, observe, stage
 from selflengthen.pipeline.stages import augment, curate, generate, guard, synth, train
-from selflengthen.store import artifacts
+from selflengthen.store import artifacts, steps
 from selflengthen.store.runlock import RunLock
 from selflengthen.store.runs import instruction_pool, previous_adapters
 from selflengthen.store.seeds import load_seeds
@@ -62,9 +63,11 @@ def run_iteration(settings: schema.Config, paths: artifacts.RunPaths, k: int, mo
                   seeds: dict[str, list[str]]) -> dict:
     """Iteration k: the engine's stages, then curate and train; its metrics and manifest."""
     it = paths.iteration(k)
-    inputs = stage.Inputs(it, settings.seed, tuple(settings.model.languages), model_path, previous_adapters(paths, k))
+    inputs = stage.Inputs(it, settings.seed, tuple(settings.model.languages), model_path, previous_adapters(paths, k),
+                          sampling=sampling_from(settings.loop.sampling), rules=settings.loop.quality_rules(),
+                          owner=stage.Owner(redo=redo_stages(settings)))
     timings: dict[str, float] = {}
-    if not all(it.stage_done(s.name) for s in ENGINE_STAGES):
+    if not all(stage.is_done(s, settings, inputs) for s in ENGINE_STAGES):  # no engine when none is left to run
         timings = run_async(engine_stages(settings, paths, inputs, seeds))
     run_async(run_stages(AFTER_ENGINE, settings, inputs))
     result = metrics.iteration_metrics(it)
@@ -92,11 +95,15 @@ async def engine_stages(settings: schema.Config, paths: artifacts.RunPaths, inpu
             with observe.stage(it.k - 1, "eval", engine, unit="item"):
                 await in_run.evaluate_generator(in_run.EvalSetup.of(settings), paths, it.k - 1, engine, "generator" if adapters else None)
         pool = {} if it.stage_done("augment") else instruction_pool(seeds, paths, it.k)  # read only for augment
-        served = replace(inputs, engine=engine, sampling=sampling_from(settings.loop.sampling),
-                         rules=settings.loop.quality_rules(), pool=pool)
+        served = replace(inputs, engine=engine, pool=pool)
         await run_stages(ENGINE_STAGES, settings, served)
     log.info("iteration %d: engine shut down", it.k)
     return timings
+
+
+def redo_stages(settings: schema.Config) -> frozenset:
+    """The stages `redo=<stage>` lets the iteration still to finish redo (store/steps.py)."""
+    return frozenset(steps.redo_set("run", [s.name for s in (*ENGINE_STAGES, *AFTER_ENGINE)], settings.redo))
 
 
 async def run_stages(stages: tuple[stage.Stage, ...], settings: schema.Config, inputs: stage.Inputs) -> None:
@@ -123,6 +130,7 @@ def run(settings: schema.Config) -> artifacts.RunPaths:
 
 def _run_locked(settings: schema.Config, seeds: dict[str, list[str]]) -> artifacts.RunPaths:
     paths = start_run(settings)
+    redo_stages(settings)  # a redo= naming no stage is refused before any work
     started = time.time()
     model_path = None
     history = []
