@@ -9,6 +9,7 @@ lives in scoring.py and judge.py; this module only orchestrates and writes files
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -204,6 +205,13 @@ async def run_judge(judge_engine: Engine, bench: Benchmark, rows: list[dict], pa
     if prices.get("prompt") is not None and prices.get("completion") is not None:
         info["cost"] = round(prompt_tokens / 1e6 * prices["prompt"] + completion_tokens / 1e6 * prices["completion"], 6)
     return rows, info
+
+
+def discard(paths: EvalPaths) -> None:
+    """Remove an evaluation's answers, judgements and summary (a step redone with redo=)."""
+    for path in (paths.predictions, paths.summary, paths.plot):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(paths.partial("predictions").parent, ignore_errors=True)
 
 
 def finish(paths: EvalPaths, bench: Benchmark, rows: list[dict], meta: dict) -> dict:

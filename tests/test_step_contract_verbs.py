@@ -1,0 +1,106 @@
+"""The step contract (store/steps.py) on every verb: a rerun with a changed setting is
+refused in one line naming the changed key (and the redo= that redoes it), or with redo=
+redone with a log line; never silently kept. Cheap steps only: finalize's data steps
+without a model (through the real CLI, with an empty model cache: nothing is built), eval
+of a predictions file, agentwrite's and dpo's settings records on the real tiny model's
+folder, and the comparison itself."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from selflengthen.core.errors import UserError
+from selflengthen.store import artifacts, steps
+from tests.conftest import REPO, run_cli
+from tests.test_finalize_cli import fake_run, one_line_error
+
+
+# --- the comparison ------------------------------------------------------------------------
+
+def step_at(tmp_path, made_with, legacy=None):
+    return steps.Step("verb", "make", tmp_path, tmp_path / "manifests" / "make.json", made_with, "name=NEW",
+                      legacy=legacy or {})
+
+
+def test_changed_keys_are_dotted_and_sorted():
+    before = {"a": {"b": 1, "c": [1, 2]}, "d": None, "e": 1}
+    now = {"a": {"b": 2, "c": [1, 2]}, "d": {"x": 1}, "f": 1}
+    assert steps.changed_keys(before, now) == ["a.b", "d", "e", "f"]
+    assert steps.changed_keys(before, before) == []
+
+
+def test_a_record_is_reused_refused_or_redone(tmp_path):
+    first = step_at(tmp_path, {"seed": 0, "rules": {"min": 3}})
+    assert steps.changes(first) is None and not steps.reusable(first)  # no record: to be made
+    artifacts.write_json(first.record, {"counts": {}, **first.fields()})
+    assert steps.reusable(first)
+    assert artifacts.read_json(first.record)["made_with"] == {"seed": 0, "rules": {"min": 3}}
+    other = step_at(tmp_path, {"seed": 1, "rules": {"min": 4}})
+    with pytest.raises(UserError) as err:
+        steps.reusable(other)
+    assert str(err.value) == (f"verb's make step in {tmp_path} was made with other settings (changed: rules.min, "
+                              "seed); rerun with the settings it was made with, write elsewhere with name=NEW, or "
+                              "pass redo=make to redo it and the steps after it")
+    assert first.record.exists()  # a refusal loses nothing
+    assert not steps.reusable(other, redo=True) and not first.record.exists()  # redone: the old record goes
+
+
+def test_a_record_from_before_made_with_keeps_the_older_rule(tmp_path):
+    legacy = step_at(tmp_path, {"seed": 1}, legacy={"config_hash": "abc"})
+    artifacts.write_json(legacy.record, {"counts": {}})  # no digest at all: done
+    assert steps.reusable(legacy)
+    artifacts.write_json(legacy.record, {"config_hash": "abc"})  # the digest computed the old way matches
+    assert steps.reusable(legacy)
+    artifacts.write_json(legacy.record, {"config_hash": "def"})
+    with pytest.raises(UserError, match=r"changed: \(unnamed: its manifest recorded only a digest"):
+        steps.reusable(legacy)
+
+
+def test_redo_names_a_step_of_the_verb():
+    assert steps.redo_set("finalize", ("collect", "constrain", "export"), "constrain") == {"constrain", "export"}
+    assert steps.redo_set("finalize", ("collect",), None) == set()
+    with pytest.raises(UserError, match="redo=nope is not a step of finalize; choose one of collect"):
+        steps.redo_set("finalize", ("collect",), "nope")
+
+
+def test_plain_and_file_digest(tmp_path):
+    from selflengthen.engines import Sampling
+
+    assert steps.plain({"s": Sampling(stop=("x",)), "p": tmp_path})["s"]["stop"] == ["x"]
+    (tmp_path / "a").write_text("one")
+    assert steps.file_digest(tmp_path / "a") != steps.file_digest(tmp_path / "b") is None
+
+
+# --- finalize: the real CLI, no model anywhere ----------------------------------------------
+
+def test_finalize_without_the_model_builds_nothing_and_refuses_a_changed_setting(tmp_path):
+    """collect, constrain, export with finalize.rewrite.use_model=false on a hand-made run,
+    the model cache an empty folder: nothing is built there, no engine, no Ray; a rerun with
+    another constraint setting is refused in one line naming it; redo=constrain redoes
+    constrain (a word in the log), export when its input changed, and keeps collect."""
+    root = fake_run(tmp_path / "r", {1: [300, 400, 500]})
+    cache = tmp_path / "empty-cache"
+    cache.mkdir()
+    args = ("finalize", str(root), f"paths.cache_dir={cache}", "finalize.rewrite.use_model=false")
+    proc = run_cli(*args, cwd=REPO, env={"SELFLENGTHEN_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(cache.iterdir()) == [] and "engine" not in proc.stderr and "Ray" not in proc.stderr
+    manifests = root / "final" / "manifests"
+    constrain = artifacts.read_json(manifests / "constrain.json")
+    assert constrain["made_with"]["constraints"]["min_words"] == 200 and constrain["made_with"]["model"] is None
+    collected = (manifests / "collect.json").stat().st_mtime_ns
+
+    line = one_line_error(run_cli(*args, "finalize.constraints.min_words=250", cwd=REPO))
+    assert f"finalize's constrain step in {root / 'final'} was made with other settings " \
+           "(changed: constraints.min_words)" in line
+    assert "finalize.output_dir=NEW" in line and "redo=constrain" in line
+
+    proc = run_cli(*args, "finalize.constraints.min_words=250", "redo=constrain", cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "redoing the constrain step" in proc.stderr
+    export = artifacts.read_json(manifests / "export.json")["made_with"]  # redone only when its input changed
+    assert export["constrained"] == steps.file_digest(root / "final" / "constrained.jsonl")
+    assert artifacts.read_json(manifests / "constrain.json")["made_with"]["constraints"]["min_words"] == 250
+    assert (manifests / "collect.json").stat().st_mtime_ns == collected  # made with the same: kept
+    assert list(cache.iterdir()) == []
