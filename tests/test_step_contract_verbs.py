@@ -104,3 +104,36 @@ def test_finalize_without_the_model_builds_nothing_and_refuses_a_changed_setting
     assert artifacts.read_json(manifests / "constrain.json")["made_with"]["constraints"]["min_words"] == 250
     assert (manifests / "collect.json").stat().st_mtime_ns == collected  # made with the same: kept
     assert list(cache.iterdir()) == []
+
+
+# --- dpo: its steps' records (the scripted engine of test_dpo_samples: the contract is the logic) ----
+
+def test_dpo_refuses_changed_samples_and_pairs_settings_and_redoes_them_on_request(tmp_path, monkeypatch):
+    from selflengthen.commands import dpo as command
+    from selflengthen.evaluation.benchmarks import get_benchmark, load_items
+    from tests.fakes import ScriptedEngine
+    from tests.test_dpo_samples import _cfg, _patch, serve, writer
+
+    bench, items = get_benchmark("heldout_tiny"), load_items("heldout_tiny", limit=2)
+    paths = command.DpoPaths(tmp_path / "job")
+    cfg = _cfg()
+    _patch(monkeypatch, ScriptedEngine(writer), None)
+    samples, info = command.make_samples(cfg, paths, bench, items, serve(cfg, {}))
+    assert artifacts.read_json(paths.manifest("samples"))["made_with"]["seed"] == cfg.seed
+    pairs, pairs_info = command.make_pairs(cfg.dpo, paths, samples, info)
+    _patch(monkeypatch, None, None)  # nothing may be generated below but on redo
+    other = _cfg("seed=3")
+    with pytest.raises(UserError, match=r"dpo's samples step in .* \(changed: seed\); .* name=NEW, or pass "
+                                        r"redo=samples"):
+        command.make_samples(other, paths, bench, items, serve(other, {}))
+    strict = _cfg("dpo.min_margin=7")
+    with pytest.raises(UserError, match=r"dpo's pairs step .* \(changed: min_margin\)"):
+        command.make_pairs(strict.dpo, paths, samples, info)
+    assert artifacts.read_jsonl(paths.pairs) == pairs  # kept
+    again, again_info = command.make_pairs(strict.dpo, paths, samples, info, redo={"pairs", "train"})
+    assert again_info["made_with"]["min_margin"] == 7 and again_info["settings_hash"] != pairs_info["settings_hash"]
+    assert command.make_pairs(strict.dpo, paths, samples, info)[1] == again_info  # made with these now: reused
+    gen = ScriptedEngine(writer)
+    _patch(monkeypatch, gen, None)
+    command.make_samples(other, paths, bench, items, serve(other, {}), redo={"samples", "pairs", "train"})
+    assert len(gen.calls) == len(samples)  # every sample made again with the new seed
