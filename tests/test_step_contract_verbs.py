@@ -137,3 +137,39 @@ def test_dpo_refuses_changed_samples_and_pairs_settings_and_redoes_them_on_reque
     _patch(monkeypatch, gen, None)
     command.make_samples(other, paths, bench, items, serve(other, {}), redo={"samples", "pairs", "train"})
     assert len(gen.calls) == len(samples)  # every sample made again with the new seed
+
+
+# --- agentwrite: the write step's record ----------------------------------------------------
+
+def test_agentwrite_refuses_other_settings_through_the_cli_before_any_engine(tmp_path, model_cache, tiny_model):
+    """A folder whose record (here one from an earlier version: the settings alone) names
+    another seed: the real CLI refuses in one line naming it, before any engine starts."""
+    src = tmp_path / "instructions.jsonl"
+    src.write_text(json.dumps({"instruction": "Write about rivers.", "language": "en"}) + "\n")
+    out = tmp_path / "aw" / "mine"
+    artifacts.write_json(out / "settings.json", {"seed": 99})
+    artifacts.write_jsonl(out / "checkpoint.jsonl", [])
+    proc = run_cli("agentwrite", f"input={src}", f"out_dir={tmp_path / 'aw'}", "name=mine",
+                   f"paths.cache_dir={model_cache}", cwd=REPO)
+    line = one_line_error(proc)
+    assert f"agentwrite's write step in {out} was made with other settings (changed: seed)" in line
+    assert "name=NEW" in line and "redo=write" in line and "engine" not in proc.stderr
+    assert (out / "checkpoint.jsonl").exists()
+
+
+def test_agentwrite_write_step_records_reuses_and_redoes(tmp_path):
+    from selflengthen.commands.agentwrite import write_step
+
+    out = tmp_path / "aw"
+    made = {"model": "m", "adapter": None, "seed": 0, "sampling": {"temperature": 0.7}, "agentwrite": {},
+            "input": "abc"}
+    write_step(out, made, None)
+    assert artifacts.read_json(out / "settings.json")["made_with"] == made
+    artifacts.write_jsonl(out / "checkpoint.jsonl", [{"id": "a", "kind": "plan"}])
+    write_step(out, made, None)  # the same: resumed
+    assert (out / "checkpoint.jsonl").exists()
+    with pytest.raises(UserError, match=r"\(changed: input, sampling.temperature\)"):
+        write_step(out, {**made, "input": "def", "sampling": {"temperature": 0.9}}, None)
+    write_step(out, {**made, "input": "def"}, "write")  # redone: the earlier texts are not resumed
+    assert not (out / "checkpoint.jsonl").exists()
+    assert artifacts.read_json(out / "settings.json")["made_with"]["input"] == "def"
