@@ -173,3 +173,35 @@ def test_agentwrite_write_step_records_reuses_and_redoes(tmp_path):
     write_step(out, {**made, "input": "def"}, "write")  # redone: the earlier texts are not resumed
     assert not (out / "checkpoint.jsonl").exists()
     assert artifacts.read_json(out / "settings.json")["made_with"]["input"] == "def"
+
+
+# --- eval: a predictions file (no model) ----------------------------------------------------
+
+def test_eval_of_a_changed_predictions_file_is_refused_then_redone(tmp_path, compose_config):
+    from selflengthen.commands.eval import run_eval
+    from selflengthen.evaluation.benchmarks import load_items
+
+    pred = tmp_path / "preds.jsonl"
+
+    def write(words: int) -> None:
+        rows = [{**item, "response": "word " * words} for item in load_items("heldout_tiny", limit=2)]
+        pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def evaluate(*extra):
+        return run_eval(compose_config("benchmark=heldout_tiny", f"predictions={pred}", f"out_dir={tmp_path / 'eval'}",
+                                       "name=mine", *extra, verb="eval"))
+
+    write(10)
+    [(summary, out)] = evaluate()
+    record = artifacts.read_json(out / "steps" / "predict.json")
+    assert record["made_with"] == {"predictions": steps.file_digest(pred)}
+    assert evaluate()[0][0]["mean_words"] == summary["mean_words"] == 10  # the same: resumed
+    write(30)
+    with pytest.raises(UserError) as err:
+        evaluate()
+    assert str(err.value).startswith(f"eval's predict step in {out} was made with other settings "
+                                     "(changed: predictions)") and "redo=predict" in str(err.value)
+    assert artifacts.read_json(out / "summary.json")["mean_words"] == 10  # nothing lost
+    assert evaluate("redo=predict")[0][0]["mean_words"] == 30  # redone
+    with pytest.raises(UserError, match="redo=train is not a step of eval; choose one of predict, judge"):
+        evaluate("redo=train")
