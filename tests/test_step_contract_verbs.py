@@ -205,3 +205,35 @@ def test_eval_of_a_changed_predictions_file_is_refused_then_redone(tmp_path, com
     assert evaluate("redo=predict")[0][0]["mean_words"] == 30  # redone
     with pytest.raises(UserError, match="redo=train is not a step of eval; choose one of predict, judge"):
         evaluate("redo=train")
+
+
+# --- the loop: a real stage (curate: no engine) with the loop's own redo rule ---------------
+
+def test_a_loop_stage_made_otherwise_is_refused_and_redo_of_an_earlier_stage_redoes_it(tmp_path, compose_config):
+    import asyncio
+    from dataclasses import replace
+
+    from selflengthen.pipeline import loop, stage
+    from selflengthen.pipeline.stages import curate
+    from tests.fakes import stage_inputs, typed
+
+    it = artifacts.RunPaths(tmp_path / "run").iteration(1)
+    artifacts.write_jsonl(it.extended, [{"id": f"r{i}", "instruction": f"Write about {i}.", "language": "en",
+                                         "response": "word " * 50, "initial": "\n".join(f"Line {j} of {i}." for j in range(20))}
+                                        for i in range(4)])
+    settings = typed(compose_config())
+    assert asyncio.run(stage.run_stage(curate.STAGE, settings, stage_inputs(settings, it)))["generator"] == 4
+    first = steps.file_digest(it.sft("extender"))
+    other = typed(compose_config("loop.curate.line_keep_prob=0.5"))
+    with pytest.raises(UserError) as err:
+        asyncio.run(stage.run_stage(curate.STAGE, other, stage_inputs(other, it)))
+    assert str(err.value).startswith(f"run's curate step in {it.root} was made with other settings "
+                                     "(changed: settings.line_keep_prob)")
+    assert "run.name=NEW" in str(err.value) and steps.file_digest(it.sft("extender")) == first  # nothing lost
+    redo = typed(compose_config("loop.curate.line_keep_prob=0.5", "redo=generate"))
+    inputs = replace(stage_inputs(redo, it), owner=stage.Owner(redo=loop.redo_stages(redo)))
+    assert asyncio.run(stage.run_stage(curate.STAGE, redo, inputs)) is not None  # after generate: redone
+    assert artifacts.read_json(it.stage_manifest("curate"))["made_with"]["settings"]["line_keep_prob"] == 0.5
+    assert steps.file_digest(it.sft("extender")) != first
+    with pytest.raises(UserError, match="redo=nope is not a step of run; choose one of augment, generate, extend"):
+        loop.redo_stages(typed(compose_config("redo=nope")))
