@@ -97,12 +97,6 @@ def step_of(paths: DpoPaths, name: str, made_with: dict, older_digest: str, reco
                       legacy={"config_hash": older_digest})
 
 
-def _done(step: steps.Step, redo: set[str]) -> dict | None:
-    """The step's manifest when it was made with what is asked now (other settings: refused,
-    or with redo= naming it or an earlier step, redone)."""
-    return artifacts.read_json(step.record) if steps.reusable(step, redo=step.name in redo) else None
-
-
 def _write_manifest(step: steps.Step, started: float, info: dict) -> dict:
     made = step.fields()
     info = {"step": step.name, "seconds": round(time.time() - started, 2),
@@ -156,7 +150,7 @@ def make_samples(settings: DpoConfig, paths: DpoPaths, bench: Benchmark, items: 
                  "judge": settings.judge.model_dump(exclude_unset=True) if judged else None}  # as the YAML held it
     older = artifacts.config_hash(made_with)  # what a manifest from before made_with was recorded holds
     step = step_of(paths, "samples", made_with, older)
-    if (info := _done(step, redo)) is not None:
+    if (info := steps.reused(step, redo)) is not None:
         return artifacts.read_jsonl(paths.samples), info
     started = time.time()
     marker = paths.root / "partial" / "settings.json"  # the unfinished samples' settings, under the same contract
@@ -216,7 +210,7 @@ def make_pairs(dpo: schema.Dpo, paths: DpoPaths, samples: list[dict], samples_in
     how, margin = dpo.pairing, dpo.min_margin
     made_with = {"samples": samples_info["config_hash"], "pairing": how, "min_margin": margin}
     step = step_of(paths, "pairs", made_with, artifacts.config_hash(made_with))
-    if (info := _done(step, redo)) is not None:
+    if (info := steps.reused(step, redo)) is not None:
         return artifacts.read_jsonl(paths.pairs), info
     started = time.time()
     pairs = pairing.build_pairs(samples, margin, how)
@@ -247,7 +241,7 @@ def train(settings: DpoConfig, paths: DpoPaths, model_path: str, adapters: dict[
     older = artifacts.config_hash({**made_with, "train": tcfg})  # with this machine's threads, as it was
     step = step_of(paths, "train", made_with, older)
     made_before = step.record.exists()
-    if (info := _done(step, redo)) is not None and (paths.adapter / "adapter_config.json").exists():
+    if (info := steps.reused(step, redo)) is not None and (paths.adapter / "adapter_config.json").exists():
         return info
     if made_before and not step.record.exists():  # redo=: the earlier adapter and its checkpoints are not resumed
         shutil.rmtree(paths.adapter, ignore_errors=True)

@@ -127,6 +127,11 @@ def reusable(step: Step, redo: bool = False) -> bool:
     raise UserError(refusal(step, changed))
 
 
+def reused(step: Step, redo: set[str] | frozenset = frozenset()) -> dict | None:
+    """The step's record when it is reusable (`reusable`, redone when `redo` holds its name), else None."""
+    return artifacts.read_json(step.record) if reusable(step, redo=step.name in redo) else None
+
+
 def refusal(step: Step, changed: list[str]) -> str:
     """The one line every verb refuses a step made with other settings with."""
     shown = ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")
