@@ -92,7 +92,8 @@ class Stage:
 
 
 def settings_hash(chosen: Any) -> str:
-    """A stable digest of a stage's settings slice (typed groups, dicts of them, or plain values)."""
+    """A stable digest of a stage's settings slice (typed groups, dicts of them, or plain values):
+    what a manifest written before made_with was recorded holds, compared for it."""
     def plain(value):
         if isinstance(value, BaseModel):
             return value.model_dump()
