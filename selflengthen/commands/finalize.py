@@ -24,6 +24,7 @@ over them, and `engine`, `ray`, `judge` and `paths` come from the command line.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import shutil
@@ -368,8 +369,10 @@ def train_step(c: Contract) -> dict:
     out = fp.model / ("full" if full else "adapter")
     made_before = fp.finished("train")
     if not c.done("train"):
-        if made_before:  # redo=: the earlier model (and its checkpoints) must not be resumed
-            shutil.rmtree(fp.model, ignore_errors=True)
+        begun = dataclasses.replace(c.step("train"), record=fp.model / "made_with.json")  # a killed training's
+        if made_before or (begun.record.exists() and not steps.reusable(begun, redo="train" in c.redo)):
+            shutil.rmtree(fp.model, ignore_errors=True)  # redo=: the earlier model and checkpoints are not resumed
+        begun.mark()
         started = time.time()
         workers.init_ray(settings.ray)
         gpus, _ = ray_train.placement([tcfg])  # one line when the cluster cannot hold it
