@@ -237,3 +237,28 @@ def test_a_loop_stage_made_otherwise_is_refused_and_redo_of_an_earlier_stage_red
     assert steps.file_digest(it.sft("extender")) != first
     with pytest.raises(UserError, match="redo=nope is not a step of run; choose one of augment, generate, extend"):
         loop.redo_stages(typed(compose_config("redo=nope")))
+
+
+def test_eval_needs_no_judge_engine_once_every_answer_is_judged_and_redo_judge_forgets_them(tmp_path):
+    """The judge step's reuse: answers judged by an earlier invocation need no engine
+    (run_judge without one); forget_judgements (redo=judge) keeps the answers only."""
+    import asyncio
+
+    from selflengthen.evaluation import benchmarks, runner, scoring
+    from tests.fakes import ScriptedEngine
+    from tests.test_segment_judge import judge_answer
+
+    bench = benchmarks.get_benchmark("heldout_tiny")
+    items = benchmarks.load_items("heldout_tiny", limit=2)
+    rows = [scoring.prediction_row(bench, items[0], "Some text here."), scoring.prediction_row(bench, items[1], "")]
+    paths = runner.EvalPaths(tmp_path / "mine")
+    assert not runner.all_judged(paths, rows)
+    engine = ScriptedEngine(judge_answer)
+    judged, _ = asyncio.run(runner.run_judge(engine, bench, rows, paths, runner.Sampling(), 2, {"segments": 0}))
+    runner.finish(paths, bench, judged, {})
+    assert runner.all_judged(paths, rows)  # the empty answer needs no judge
+    again, info = asyncio.run(runner.run_judge(None, bench, rows, paths, runner.Sampling(), 2, {"segments": 0}))
+    assert again == judged and info["prompt_tokens"] == 0 and len(engine.requests) == 1
+    runner.forget_judgements(paths)
+    assert not runner.all_judged(paths, rows)
+    assert [r["response"] for r in artifacts.read_jsonl(paths.predictions)] == [r["response"] for r in rows]
