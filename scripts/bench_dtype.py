@@ -43,6 +43,7 @@ DTYPES = ("float32", "bfloat16")
 
 # --smoke: the smallest measurement, to check that a serving benchmark runs (the suite runs it)
 SMOKE = {"models": "tiny", "n": 2, "max_tokens": 8, "repeat": 1}
+SMOKE_OVERRIDES = ["engine.cpu_memory_utilization=0.05"]  # a small KV cache: a test worker beside it
 
 
 def bench_args(doc: str, n: int = 32, max_tokens: int = 256, dtype: bool = True) -> argparse.Namespace:
@@ -56,12 +57,12 @@ def bench_args(doc: str, n: int = 32, max_tokens: int = 256, dtype: bool = True)
     p.add_argument("--max-tokens", type=int, default=max_tokens)
     p.add_argument("--repeat", type=int, default=2, help="rounds; each measures both sides")
     p.add_argument("--smoke", action="store_true", help="the smallest measurement, to check that the script runs: "
-                   + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE.items()))
+                   + " ".join([*(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE.items()), *SMOKE_OVERRIDES]))
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the run's config (KEY=VALUE)")
     a = p.parse_args()
     if a.smoke:
         vars(a).update(SMOKE)
-    OVERRIDES[:] = a.overrides
+    OVERRIDES[:] = [*SMOKE_OVERRIDES, *a.overrides] if a.smoke else a.overrides
     return a
 
 

@@ -69,8 +69,10 @@ from selflengthen.pipeline.stages.generate import GenerateChain, sample_response
 from selflengthen.store.samples import SampleLog
 
 REPO = Path(__file__).resolve().parent.parent
-# --smoke: a handful of short requests, (a), (b) and (d) on one engine start of ours
-SMOKE = {"--n": 4, "--samples": 1, "--max-tokens": 64, "--max-model-len": 1024, "--only": ["a", "b", "d"]}
+# --smoke: a handful of short requests; (b) and (d): one engine start of ours and one raw
+# process, the code paths of every other row but the servers of (c) and (e)
+SMOKE = {"--n": 8, "--samples": 1, "--max-tokens": 96, "--max-model-len": 1024, "--only": ["b", "d"]}
+SMOKE_OVERRIDES = ["engine.cpu_memory_utilization=0.05"]  # a small KV cache: a test worker beside it
 
 
 def args_():
@@ -102,6 +104,7 @@ def args_():
         for flag, value in SMOKE.items():
             if flag not in given:
                 setattr(a, flag[2:].replace("-", "_"), value)
+        a.overrides = [*SMOKE_OVERRIDES, *a.overrides]
     return a
 
 
@@ -129,6 +132,7 @@ def raw_llm(model, cfg, prompts_ids, samp: Sampling, ignore_eos=False, max_token
     layout our engine uses on a CPU (engine.cpu_single_process); False: vLLM's default
     (a frontend, an engine core and a model worker, one process each)."""
     job = {"model": model, "max_model_len": int(cfg.model.max_model_len), "prompts": prompts_ids,
+           "memory": cfg.engine.cpu_memory_utilization,
            "sampling": {"temperature": samp.temperature, "top_p": samp.top_p, "top_k": samp.top_k,
                         "repetition_penalty": samp.repetition_penalty,
                         "stop": [] if ignore_eos else list(samp.stop)},  # ignore_eos: exactly max_tokens each
@@ -164,7 +168,7 @@ def raw_job(path: Path) -> None:
     job = json.loads(path.read_text())
     layout = {"distributed_executor_backend": "uni"} if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" else {}
     llm = LLM(model=job["model"], max_model_len=job["max_model_len"], dtype="float32", enforce_eager=True,
-              gpu_memory_utilization=0.2, seed=0, **layout)
+              gpu_memory_utilization=job["memory"], seed=0, **layout)
     eos = token_ids(llm.get_tokenizer(), job["end_of_turn"])
     params = [SamplingParams(**job["sampling"], max_tokens=mt, stop_token_ids=[] if job["ignore_eos"] else eos,
                              ignore_eos=job["ignore_eos"]) for mt in job["max_tokens"]]
@@ -226,7 +230,8 @@ def start_server(model: str, cfg, log: Path, single_process: bool):
     port = free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", "base",
            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-           "--max-model-len", str(cfg.model.max_model_len), "--gpu-memory-utilization", "0.2", "--seed", "0"]
+           "--max-model-len", str(cfg.model.max_model_len), "--gpu-memory-utilization",
+           str(cfg.engine.cpu_memory_utilization), "--seed", "0"]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
                             env=layout_env(single_process))
     for _ in range(240):  # bounded: 240 tries, one per second
