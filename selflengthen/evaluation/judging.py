@@ -1,5 +1,6 @@
 """The judge's engine and sampling, from the `judge` group: the eval and dpo verbs and the
-loop's in-run evaluation open the judge through here."""
+loop's in-run evaluation open the judge through here (what the judge is asked and how its
+answer is read: rubrics.py)."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
