@@ -17,7 +17,7 @@ from tests.conftest import REPO, run_watched
 SCRIPTS = REPO / "scripts"
 # each benchmark's smoke mode: the rows its table must print (its own check that it measured)
 SMOKES = {
-    "bench_drop_short.py": (["--sizes", "200", "--big", "0"], ["speed-up", "200"]),
+    "bench_drop_short.py": (["--smoke"], ["speed-up", "200"]),
     "bench_throughput.py": (["--smoke"], ["(b)  extend stage", "(d)  chains"]),
     "bench_dtype.py": (["--smoke"], ["tiny"]),
     "bench_lora_serving.py": (["--smoke"], ["tiny"]),
@@ -49,10 +49,12 @@ def test_no_script_composes_the_config_files_by_hand(name):
         f"{name} composes conf/ by hand; use selflengthen.preflight.composed(verb, overrides), as the verbs compose"
 
 
-@pytest.mark.parametrize("name", [n for n in python_scripts() if n not in SMOKES])
-def test_every_other_script_answers_help(name):
+@pytest.mark.parametrize("name", python_scripts())
+def test_every_script_answers_help_and_each_benchmark_offers_a_smoke_mode(name):
+    """Imports and the command line, without an engine: the benchmarks' smoke runs are slow."""
     proc = run_watched([sys.executable, str(SCRIPTS / name), "--help"], cwd=REPO)
     assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-3000:]
+    assert name not in SMOKES or "--smoke" in proc.stdout
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in SCRIPTS.glob("*.sh")))
