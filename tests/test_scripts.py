@@ -19,16 +19,24 @@ SCRIPTS = REPO / "scripts"
 SMOKES = {
     "bench_drop_short.py": (["--smoke"], ["speed-up", "200"]),
     "bench_throughput.py": (["--smoke"], ["(b)  extend stage", "(d)  chains"]),
-    "bench_dtype.py": (["--smoke"], ["tiny"]),
-    "bench_lora_serving.py": (["--smoke"], ["tiny"]),
-    "bench_merged_swap.py": (["--smoke"], ["tiny"]),
+    "bench_dtype.py": (["--smoke"], ["bf16/fp32", "\ntiny "]),
+    "bench_lora_serving.py": (["--smoke"], ["merged/adapters", "\ntiny "]),
+    "bench_merged_swap.py": (["--smoke"], ["restart/reload", "\ntiny "]),
     "bench_agentwrite.py": (["--smoke"], ["all in flight", "one at a time", "plan vs actual"]),
     "bench_train_workers.py": (["--smoke"], ["wall vs first"]),
 }
-# the minutes each smoke took on a 2-core machine (its engine starts, mostly), with room for a
+# the serving benchmarks share bench_dtype's helpers: their smoke runs go in one process (one
+# import of vLLM, one Ray start; each still starts its own engines)
+SERVING = ("bench_dtype.py", "bench_lora_serving.py", "bench_merged_swap.py")
+IN_ONE = ("import runpy, sys\n"
+          "for path in sys.argv[1:]:\n"
+          "    print('=== ' + path, flush=True)\n"
+          "    sys.argv = [path, '--smoke']\n"
+          "    runpy.run_path(path, run_name='__main__')\n")
+# the minutes each smoke takes on a 2-core machine (its engine starts, mostly), with room for a
 # slower CPU; the suite's scheduler reads them (tests/conftest.py)
-MINUTES = {"bench_drop_short.py": 0.1, "bench_throughput.py": 1.5, "bench_dtype.py": 1, "bench_lora_serving.py": 1,
-           "bench_merged_swap.py": 1.5, "bench_agentwrite.py": 0.7, "bench_train_workers.py": 0.7}
+MINUTES = {"bench_drop_short.py": 0.05, "bench_throughput.py": 1.5, "serving": 3, "bench_agentwrite.py": 1,
+           "bench_train_workers.py": 1}
 HAND_COMPOSED = re.compile(r"OmegaConf\.load\([^)]*conf\b|initialize_config_dir|hydra import compose")
 
 
@@ -39,7 +47,7 @@ def python_scripts() -> list[str]:
 def test_every_benchmark_has_a_smoke_run_and_every_script_is_covered():
     benchmarks = {name for name in python_scripts() if name.startswith("bench_")}
     assert benchmarks == set(SMOKES), "a benchmark without a smoke run here (or one that is gone): add it to SMOKES"
-    assert set(MINUTES) == set(SMOKES)
+    assert set(MINUTES) == set(SMOKES) - set(SERVING) | {"serving"} and set(SERVING) <= set(SMOKES)
 
 
 @pytest.mark.parametrize("name", python_scripts())
@@ -71,10 +79,22 @@ def test_a_bad_override_is_one_line_and_exit_2():
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow(minutes=MINUTES[n])) for n in SMOKES])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow(minutes=MINUTES[n]) if MINUTES[n] > 0.1 else ())
+                                  for n in SMOKES if n not in SERVING])
 def test_each_benchmark_runs_its_smoke_mode(name, tiny_model):
     args, expected = SMOKES[name]
     proc = run_watched([sys.executable, str(SCRIPTS / name), *args], cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     for text in expected:
         assert text in proc.stdout, f"{name}: no {text!r} in its table:\n{proc.stdout[-3000:]}"
+
+
+@pytest.mark.slow(minutes=MINUTES["serving"])
+def test_the_serving_benchmarks_run_their_smoke_modes(tiny_model):
+    proc = run_watched([sys.executable, "-c", IN_ONE, *(str(SCRIPTS / n) for n in SERVING)], cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    tables = dict(part.split("\n", 1) for part in proc.stdout.split("=== ")[1:])
+    for name in SERVING:
+        table = tables[str(SCRIPTS / name)]
+        for text in SMOKES[name][1]:
+            assert text in table, f"{name}: no {text!r} in its table:\n{table[-3000:]}"
