@@ -86,14 +86,14 @@ def test_bad_input_is_one_line_through_the_cli(tmp_path, make, expected):
 
 # --- on the tiny model ---------------------------------------------------------------------
 
-def kill_after_first_step(args, checkpoint, timeout=1500) -> None:
+def kill_after_first_step(args, checkpoint) -> None:
     """Start the CLI in a session of its own; SIGKILL the whole session (driver, Ray and
     engine processes) as soon as the checkpoint holds a written paragraph."""
     log = checkpoint.parent.parent / "killed_run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     kill_session_when([sys.executable, "-m", "selflengthen", *args],
                       lambda: checkpoint.exists() and '"kind": "step"' in checkpoint.read_text(encoding="utf-8"),
-                      log, timeout, "the run")
+                      log, "the run", watch=(checkpoint.parent.parent,))
 
 
 @pytest.mark.slow

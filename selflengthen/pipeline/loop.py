@@ -133,9 +133,9 @@ async def run_stages(run: tuple[stage.Stage, ...], settings: schema.Config, inpu
 
 
 def served_dtype(model: schema.Model) -> dict:
-    """model.dtype as asked and as served here (auto: bf16 on a CPU that has it, see precision)."""
+    """model.dtype as asked, as served here and why (auto: bf16 on a CPU that has it, see precision)."""
     on_gpu = int(ray.cluster_resources().get("GPU", 0)) > 0
-    return {"requested": model.dtype, "served": precision.serving_dtype(model.dtype, on_gpu)}
+    return precision.choice(model.dtype, on_gpu)
 
 
 def run(settings: schema.Config) -> artifacts.RunPaths:
