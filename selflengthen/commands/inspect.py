@@ -291,8 +291,9 @@ def worst_answers(paths: artifacts.RunPaths, evals: dict[int, dict], n: int = WO
         for row in artifacts.read_jsonl(predictions):
             if not str(row.get("response") or "").strip():
                 continue
-            missing = any(key not in row for key in ("ending", *scoring.ROW_SIGNALS))
-            found.append({**row, **(scoring.answer_signals(row) if missing else {}), "benchmark": bench, "iteration": k})
+            if any(key not in row for key in ("ending", *scoring.ROW_SIGNALS)):  # written before rows had them
+                row = {**row, **scoring.answer_signals(row)}
+            found.append({**row, "benchmark": bench, "iteration": k})
 
     def badness(row: dict) -> tuple[float, float]:
         zipped = row.get("compression_ratio")
