@@ -168,4 +168,4 @@ def test_agentwrite_killed_mid_way_resumes_without_losing_or_repeating_a_step(tm
 
     # other settings on the same folder are refused, naming what changed
     line = one_error_line(run_cli(*common, "seed=5", cwd=REPO))
-    assert "other settings (seed)" in line and "name=NEW" in line
+    assert "other settings (changed: seed)" in line and "name=NEW" in line and "redo=write" in line
