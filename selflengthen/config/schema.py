@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUndefined
 
+from selflengthen.config.names import SafeName  # every name that becomes a folder (config/names.py)
 from selflengthen.core.prompting import LANGUAGES  # the languages with prompt templates (selflengthen/prompts/)
 from selflengthen.core.text import CUT_MODES, META_LINES, META_MATCHES, UNIT_MODES, QualityRules
 
@@ -352,7 +353,7 @@ class Ray(Group):
 
 
 class Run(Group):
-    name: str = eg("mine", min_length=1)
+    name: SafeName = eg("mine", min_length=1)
 
 
 class Paths(Group):
@@ -435,7 +436,7 @@ class Rewrite(Group):
 
 
 class Finalize(Group):
-    output_dir: str = eg("final", "final", min_length=1)
+    output_dir: SafeName = eg("final", "final", min_length=1)
     dataset_name: str = eg("selflengthen_final", "selflengthen_final", min_length=1)
     allow_unfinished: bool = eg("false", False)
     extra_per_language: int = eg("0 (only what the loop made)", 0, ge=0)
@@ -582,7 +583,7 @@ class Config(Group):
     progress: bool = eg("true", True)
     status: Status = Status()
     debug: bool = eg("false", False)
-    sweep_name: Optional[str] = None
+    sweep_name: Optional[SafeName] = eg("my-sweep", None)
     finalize: Finalize = Finalize()
     judge: Judge = NoJudge()
     tracking: Tracking = Tracking()
@@ -630,7 +631,7 @@ class EvalConfig(Config):
     languages: Optional[list[Language]] = eg("[en]", None)
     max_tokens: Optional[int] = eg("null (the benchmark's own)", None, ge=1)
     samples: int = eg("4", 1, ge=1)
-    name: Optional[str] = None
+    name: Optional[SafeName] = eg("my-eval", None)
     out_dir: str = eg("eval", min_length=1)
 
     @field_validator("benchmark")
@@ -657,7 +658,7 @@ class DpoConfig(Config):
     limit: Optional[int] = eg("6 (or null: all)", None, ge=1)
     languages: Optional[list[Language]] = eg("[en]", None)
     max_tokens: Optional[int] = eg("null (the benchmark's own)", None, ge=1)
-    name: Optional[str] = None
+    name: Optional[SafeName] = eg("my-dpo", None)
     out_dir: str = eg("dpo", min_length=1)
     dpo: Dpo
 
@@ -667,7 +668,7 @@ class AgentWriteConfig(Config):
     input: Optional[str] = None
     adapter: Optional[str] = None
     limit: Optional[int] = eg("6 (or null: all)", None, ge=1)
-    name: Optional[str] = None
+    name: Optional[SafeName] = eg("my-set", None)
     out_dir: str = eg("agentwrite", min_length=1)
 
 

@@ -142,8 +142,8 @@ class EnginePool:
         self._slots: list[asyncio.Semaphore] | None = None
         try:
             ray.get([w.ready.remote() for w in self.workers])
-        except Exception:
-            self.shutdown()
+        except BaseException:  # a start that failed, or a stop (Ctrl-C, SIGTERM) during it: abandoned
+            self.shutdown(graceful=False)
             raise
 
     @property
@@ -186,19 +186,25 @@ class EnginePool:
         no request in flight; False where the engine kind cannot (nothing changed then)."""
         return all(ray.get([w.reload.remote(model_path) for w in self.workers]))
 
-    def shutdown(self) -> None:
+    def shutdown(self, graceful: bool = True) -> None:
         """Stop the engines and kill the actors: frees the accelerator memory for training.
-        When Ray is down already (a run stopping on SIGTERM), the actors went with it, and a
-        call to one would start a new Ray instance (and hang in an exiting interpreter)."""
+        `graceful=False` (engines still starting) kills them at once: an actor answers the
+        shutdown call only once its engine is up. When Ray is down already (a run stopping on
+        SIGTERM), the actors went with it, and a call to one would start a new Ray instance
+        (and hang in an exiting interpreter)."""
         if not ray.is_initialized():
             self.workers, self.groups = [], []
             return
         try:
-            ray.get([w.shutdown.remote() for w in self.workers], timeout=30)
+            if graceful:
+                ray.get([w.shutdown.remote() for w in self.workers], timeout=30)
         except Exception:  # noqa: BLE001 - the actors are killed next either way
             pass
         for w in self.workers:
-            ray.kill(w, no_restart=True)
+            try:
+                ray.kill(w, no_restart=True)
+            except Exception:  # noqa: BLE001 - gone already
+                pass
         self.workers = []
         for group in getattr(self, "groups", []):
             remove_placement_group(group)

@@ -1,0 +1,127 @@
+"""Stopping on Ctrl-C (SIGINT) and SIGTERM at any moment, the same way: the command stops,
+its engines and local Ray instance are shut down, and the CLI prints one line (exit 130
+or 143). SIGTERM raises `Terminated`, a KeyboardInterrupt.
+
+Inside an event loop (`run_async`) a stop does not raise where it lands (in some chain's
+task, half-way through a write): it cancels the loop's main task, as asyncio does for
+Ctrl-C, so every `finally` and `async with` unwinds in its own task and context; the
+exception is raised once the loop has stopped. The loop may, however, be blocked in a
+synchronous call (waiting for an engine to start or a training task to end with
+`ray.get`, merging weights): then the cancellation would only land when that call
+returns, minutes later for an engine start. So a watchdog thread checks that the loop
+took the cancellation within GRACE_S; where it did not, the signal is delivered to the
+main thread again and raises inside the blocking call (ray.get, sleeps and lock waits
+check for signals), abandoning it. A second Ctrl-C or SIGTERM raises at once.
+
+Ray turns any exception raised by a signal handler inside `ray.get` into a plain
+KeyboardInterrupt; `stopped_by_sigterm` tells the CLI which signal it was."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from typing import Any, Coroutine, TypeVar
+
+T = TypeVar("T")
+GRACE_S = 2.0  # how long an event loop may take to notice a stop before the signal is delivered again
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, `timeout`, a scheduler's notice before it kills): stops like Ctrl-C."""
+
+
+class _MainTask:
+    """The main task of the `run_async` call in progress, and the stop signal that cancelled it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.task = loop, None
+        self.stop: int | None = None  # the signal that asked this loop to stop
+        self.noticed = threading.Event()  # the loop ran the cancellation
+
+    @property
+    def terminated(self) -> bool:
+        return self.stop == signal.SIGTERM
+
+
+_running: _MainTask | None = None  # one at most: a loop cannot start inside a running one on this thread
+_last_stop: int | None = None  # the last stop signal this process received
+
+
+def _exception(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _on_stop(signum, frame) -> None:
+    global _last_stop
+    _last_stop = signum
+    main = _running
+    if main is not None and main.task is not None and main.stop is None:
+        main.stop = signum  # a second signal raises at once, like a second Ctrl-C
+        main.loop.call_soon_threadsafe(_cancel, main)
+        threading.Thread(target=_watch, args=(main, signum), name="selflengthen-stop-watch", daemon=True).start()
+        return
+    raise _exception(signum)
+
+
+def _cancel(main: _MainTask) -> None:
+    main.noticed.set()
+    main.task.cancel()
+
+
+def _watch(main: _MainTask, signum: int) -> None:
+    """The loop did not take the cancellation within GRACE_S (it is blocked in a call):
+    deliver the signal again, which raises in the main thread wherever it waits."""
+    if not main.noticed.wait(GRACE_S) and _running is main:
+        signal.pthread_kill(threading.main_thread().ident, signum)
+
+
+def stopped_by_sigterm(err: BaseException) -> bool:
+    """Whether a KeyboardInterrupt that reached the CLI came from SIGTERM (Ray re-raises a
+    handler's Terminated inside ray.get as a plain KeyboardInterrupt)."""
+    return isinstance(err, Terminated) or (type(err) is KeyboardInterrupt and _last_stop == signal.SIGTERM)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run`, with a stop cancelling the main task (then raising `Terminated` or
+    KeyboardInterrupt) instead of raising inside whichever task it interrupts; a loop blocked
+    in a call is interrupted there (module docstring). Every command's event loop runs here."""
+    global _running
+    if threading.current_thread() is not threading.main_thread():
+        return asyncio.run(coro)
+    main: _MainTask | None = None
+    try:
+        with asyncio.Runner() as runner:
+            main = _MainTask(runner.get_loop())
+
+            async def watched() -> T:
+                main.task = asyncio.current_task()
+                return await coro
+
+            _running = main
+            try:
+                result = runner.run(watched())
+            finally:
+                _running = None
+    except (asyncio.CancelledError, KeyboardInterrupt) as err:
+        if main is not None and main.stop is not None:
+            raise _exception(main.stop) from None
+        if isinstance(err, KeyboardInterrupt) and _last_stop == signal.SIGTERM:
+            raise Terminated() from None
+        raise
+    if main.stop is not None:  # the signal came as the main task was ending: stop all the same
+        raise _exception(main.stop)
+    return result
+
+
+def stops_at_any_moment() -> None:
+    """Ctrl-C and SIGTERM stop the command as this module describes (in the main thread
+    only). Set at start and again after ray.init, whose core worker installs a SIGTERM
+    handler of its own (it prints a stack dump and aborts, leaving Ray's agents running).
+    An ignored SIGINT (a job started in the background) stays ignored."""
+    global _last_stop
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _last_stop = None
+    signal.signal(signal.SIGTERM, _on_stop)
+    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _on_stop):
+        signal.signal(signal.SIGINT, _on_stop)
