@@ -1,0 +1,222 @@
+"""A stop answers at any moment, and nothing is left behind (core/stopping.py,
+engines/cleanup.py, core/scratch.py).
+
+Fast: an event loop blocked in a synchronous call (as the loop is in `ray.get` while an
+engine starts or an adapter trains) is stopped inside that call by SIGTERM and by Ctrl-C;
+Ray's conversion of the handler's exception into a plain KeyboardInterrupt still reads as
+SIGTERM; a second signal raises at once; the processes carrying a command's token are
+killed; the scratch folder goes.
+
+Slow (the real CLI on the tiny model): SIGTERM and Ctrl-C right after "starting the vllm
+engine" stop the run before the engine reports ready (no stage starts: a log ordering, not a
+time), with the one line and 130/143, and leave no process, scratch folder or lock; the same
+command then resumes and runs to its end, again leaving nothing. SIGTERM during training
+likewise keeps every finished stage."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from selflengthen.core import scratch, stopping
+from selflengthen.core.errors import Terminated, run_async
+from selflengthen.engines import cleanup
+from tests.conftest import processes_of
+
+EXPECTED = {signal.SIGTERM: Terminated, signal.SIGINT: KeyboardInterrupt}
+
+
+@pytest.fixture
+def stop_handlers():
+    """Our handlers for the test, the previous ones back after it."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stopping.stops_at_any_moment()
+    yield
+    for s, handler in before.items():
+        signal.signal(s, handler)
+
+
+def _signal_soon(signum: int, after_s: float = 0.2) -> None:
+    threading.Timer(after_s, lambda: os.kill(os.getpid(), signum)).start()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_loop_blocked_in_a_call_is_stopped_inside_the_call(stop_handlers, signum):
+    """The loop cannot take the cancellation while a call blocks it: the signal is delivered
+    again and raises inside the call, which is abandoned (the code after it never runs)."""
+    reached: list[str] = []
+
+    async def engine_start() -> None:
+        _signal_soon(signum)
+        time.sleep(120)  # what ray.get on a starting engine is to the loop
+        reached.append("ready")
+
+    with pytest.raises(EXPECTED[signum]) as raised:
+        run_async(engine_start())
+    assert reached == []
+    assert (type(raised.value) is Terminated) == (signum == signal.SIGTERM)
+
+
+def test_sigterm_re_raised_by_ray_as_keyboardinterrupt_is_still_sigterm(stop_handlers, capsys):
+    """Ray turns an exception raised by a signal handler inside ray.get into a plain
+    KeyboardInterrupt: the CLI still says "terminated (SIGTERM)" and exits 143."""
+    from selflengthen.cli import user_errors
+
+    async def like_ray_get() -> None:
+        _signal_soon(signal.SIGTERM)
+        try:
+            time.sleep(120)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt() from None  # as Ray's check_signals does
+
+    with pytest.raises(SystemExit) as exit_:
+        with user_errors(False, "finished stages are kept"):
+            run_async(like_ray_get())
+    assert exit_.value.code == 143
+    assert capsys.readouterr().err.splitlines() == [
+        "selflengthen: terminated (SIGTERM); finished stages are kept, run the same command to resume"]
+
+
+def test_a_second_signal_raises_at_once_in_a_stuck_cleanup(stop_handlers):
+    """The first SIGTERM cancels the loop's task; its cleanup then blocks; a second SIGTERM
+    raises there at once instead of waiting for it."""
+    import asyncio
+
+    reached: list[str] = []
+
+    async def stage() -> None:
+        _signal_soon(signal.SIGTERM)
+        try:
+            await asyncio.sleep(120)
+        finally:
+            _signal_soon(signal.SIGTERM)
+            time.sleep(120)  # a cleanup stuck in a call
+            reached.append("cleaned up")
+
+    with pytest.raises(Terminated):
+        run_async(stage())
+    assert reached == []
+
+
+def test_the_processes_carrying_a_commands_token_are_killed_and_no_other():
+    token = uuid.uuid4().hex
+    sleep = [sys.executable, "-c", "import time; time.sleep(120)"]
+    ours = subprocess.Popen(sleep, env={**os.environ, cleanup.OWNER_ENV: token})
+    other = subprocess.Popen(sleep, env={**os.environ, cleanup.OWNER_ENV: token + "x"})
+    try:
+        deadline = time.monotonic() + 60
+        while ours.pid not in cleanup.marked(token) and time.monotonic() < deadline:
+            time.sleep(0.05)  # its environment is readable once it has started
+        assert cleanup.marked(token) == [ours.pid]
+        assert cleanup.kill_marked(token) == []
+        assert ours.wait() == -signal.SIGKILL and other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_the_scratch_folder_holds_the_engines_temporary_files_and_goes(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(scratch.ENV, raising=False)
+    monkeypatch.setattr(scratch, "_claimed", None)
+    root = scratch.claim()
+    assert root.parent == tmp_path and os.environ[scratch.ENV] == str(root)
+    merged = scratch.folder("selflengthen-merged-")
+    assert merged.parent == root
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    scratch.engine_tempdir()  # in an engine's process: vLLM's files go inside
+    assert Path(tempfile.gettempdir()).parent == root
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path / "torchinductor_"))  # its cache stays
+    scratch.release()
+    assert not root.exists() and scratch.ENV not in os.environ
+
+
+# --- the real CLI on the tiny model -------------------------------------------------------------
+
+SIZES = ["iterations=1", "loop.augment.new_per_language=4", "eval.every_iteration=false",
+         "loop.sampling.max_tokens=256", "loop.extend.min_growth=1.05", "loop.extend.drop_short=false",
+         "train.epochs=1"]
+ENGINE_STARTING = "starting the vllm engine"
+ENGINE_READY = "iteration 1: augment"  # the first thing the loop does with a started engine
+
+
+def _left_behind(run, pid: int) -> list[str]:
+    """Processes of the run (its session, or its mark: Ray's workers leave the session) and
+    its scratch folders (named after the driver's pid), right after it ended: no waiting."""
+    leftovers = processes_of(pid, run.mark)
+    leftovers += [str(p) for p in Path(tempfile.gettempdir()).glob(f"selflengthen-{pid}-*")]
+    return leftovers
+
+
+def _ours(log: str) -> list[str]:
+    return [line for line in log.splitlines() if line.startswith("selflengthen:")]
+
+
+def _stop(run, signum: int) -> None:
+    if signum == signal.SIGINT:
+        os.killpg(run.proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
+    else:
+        os.kill(run.proc.pid, signal.SIGTERM)  # `kill PID`, `timeout`: the driver alone
+
+
+@pytest.mark.slow(minutes=6)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_stop_during_the_engines_start_abandons_it_and_the_run_resumes(signum, tmp_path, model_cache, tiny_model):
+    from tests.test_crash_points import Run
+
+    args = ["run", *SIZES, f"paths.iterations_dir={tmp_path}", f"paths.cache_dir={model_cache}", "run.name=s"]
+    run = Run(args, tmp_path / "stopped.log")
+    run.wait_until(lambda: ENGINE_STARTING in run.log.read_text(errors="replace"), "starting the engine")
+    signalled = time.monotonic()
+    _stop(run, signum)
+    rc = run.wait()
+    print(f"{signal.Signals(signum).name} during the engine's start: exit after {time.monotonic() - signalled:.1f} s")
+    out = run.log.read_text(errors="replace")
+    what, code = ("terminated (SIGTERM)", 143) if signum == signal.SIGTERM else ("interrupted", 130)
+    assert _ours(out) == [f"selflengthen: {what}; finished stages are kept, run the same command to resume"], out[-4000:]
+    assert out.rstrip().endswith(_ours(out)[-1]), out[-2000:]  # nothing printed after it
+    assert rc == code and "Traceback" not in out
+    assert ENGINE_READY not in out  # stopped before the engine reported ready: its start was abandoned
+    assert _left_behind(run, run.proc.pid) == []
+    assert not (tmp_path / "s" / ".lock.json").exists()
+    assert json.loads((tmp_path / "s" / "status.json").read_text())["state"] == "failed"
+    if signum == signal.SIGINT:
+        return  # resuming once (below, after SIGTERM) is enough
+    again = Run(args, tmp_path / "resumed.log")  # the same command: resumes, runs to its end
+    assert again.wait() == 0, again.tail()
+    out = again.log.read_text(errors="replace")
+    assert ENGINE_READY in out and json.loads((tmp_path / "s" / "manifest.json").read_text())["iterations_completed"] == 1
+    assert _left_behind(again, again.proc.pid) == []
+
+
+@pytest.mark.slow(minutes=5)
+def test_sigterm_during_training_stops_it_and_keeps_the_finished_stages(tmp_path, model_cache, tiny_model):
+    from tests.test_crash_points import Run
+
+    args = ["run", *SIZES, f"paths.iterations_dir={tmp_path}", f"paths.cache_dir={model_cache}", "run.name=t"]
+    run = Run(args, tmp_path / "stopped.log")
+    it = tmp_path / "t" / "iter_1"
+    run.wait_until(lambda: "iteration 1: train" in run.log.read_text(errors="replace"), "training")
+    signalled = time.monotonic()
+    _stop(run, signal.SIGTERM)
+    rc = run.wait()
+    print(f"SIGTERM during training: exit after {time.monotonic() - signalled:.1f} s")
+    out = run.log.read_text(errors="replace")
+    assert _ours(out) == ["selflengthen: terminated (SIGTERM); finished stages are kept, run the same command to "
+                          "resume"], out[-4000:]
+    assert rc == 143 and out.rstrip().endswith(_ours(out)[-1])
+    assert not (it / "manifests" / "train.json").exists()  # stopped in it, not after it
+    for stage in ("augment", "generate", "extend", "curate"):
+        assert (it / "manifests" / f"{stage}.json").exists(), stage
+    assert _left_behind(run, run.proc.pid) == []
+    assert not (tmp_path / "t" / ".lock.json").exists()
