@@ -133,10 +133,12 @@ def test_the_scratch_folder_holds_the_engines_temporary_files_and_goes(monkeypat
     assert root.parent == tmp_path and os.environ[scratch.ENV] == str(root)
     merged = scratch.folder("selflengthen-merged-")
     assert merged.parent == root
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    scratch.engine_tempdir()  # in an engine's process: vLLM's files go inside
-    assert Path(tempfile.gettempdir()).parent == root
-    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path / "torchinductor_"))  # its cache stays
+    for key in ("TMPDIR", "RAY_TMPDIR", "TORCHINDUCTOR_CACHE_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    cleanup._workers_temp_in_scratch()  # what Ray's processes inherit: their temporary files go inside ...
+    assert os.environ["TMPDIR"] == str(root)
+    assert os.environ["RAY_TMPDIR"] == str(tmp_path)  # ... Ray's session folder and torch's cache do not
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path / "torchinductor_"))
     scratch.release()
     assert not root.exists() and scratch.ENV not in os.environ
 
@@ -220,3 +222,36 @@ def test_sigterm_during_training_stops_it_and_keeps_the_finished_stages(tmp_path
         assert (it / "manifests" / f"{stage}.json").exists(), stage
     assert _left_behind(run, run.proc.pid) == []
     assert not (tmp_path / "t" / ".lock.json").exists()
+
+
+@pytest.mark.slow(minutes=1)
+def test_an_error_after_rays_start_leaves_nothing(tmp_path, model_cache, tiny_model):
+    """A user error once the local Ray instance is up (training asks for more CPUs than it
+    has): one line, exit 2, no Ray process or scratch folder left."""
+    from tests.test_crash_points import Run
+
+    run = Run(["run", *SIZES, f"paths.iterations_dir={tmp_path}", f"paths.cache_dir={model_cache}", "run.name=e",
+               "train.num_cpus=64"], tmp_path / "error.log")
+    rc = run.wait()
+    out = run.log.read_text(errors="replace")
+    assert rc == 2 and len(_ours(out)) == 1 and "train.num_cpus=64" in _ours(out)[0], out[-3000:]
+    assert out.rstrip().endswith(_ours(out)[-1])
+    assert _left_behind(run, run.proc.pid) == []
+
+
+@pytest.mark.slow(minutes=1)
+def test_sigterm_during_rays_start_stops_in_one_line_and_leaves_nothing(tmp_path, model_cache, tiny_model):
+    """SIGTERM once Ray's GCS is running, while ray.init still starts the rest (Ray's own
+    handler is in place then, and exits with code 15): the one line, 143, nothing left."""
+    from tests.test_crash_points import Run
+
+    run = Run(["run", *SIZES, f"paths.iterations_dir={tmp_path}", f"paths.cache_dir={model_cache}", "run.name=r"],
+              tmp_path / "ray.log")
+    run.wait_until(lambda: any("gcs_server" in p for p in processes_of(run.proc.pid, run.mark)), "starting Ray")
+    _stop(run, signal.SIGTERM)
+    rc = run.wait()
+    out = run.log.read_text(errors="replace")
+    assert _ours(out) == ["selflengthen: terminated (SIGTERM); finished stages are kept, run the same command to "
+                          "resume"], out[-3000:]
+    assert rc == 143 and ENGINE_STARTING not in out
+    assert _left_behind(run, run.proc.pid) == []

@@ -42,17 +42,3 @@ def release() -> None:
             del os.environ[ENV]
         _claimed = None
 
-
-def engine_tempdir() -> None:
-    """In an engine's process: Python's temporary folder moved inside the command's scratch
-    folder (vLLM leaves files such as vllm_dist_<id> there when its process is killed),
-    torch's compile cache kept where it was (it is meant to outlive the command). Nothing
-    changes where no command claimed a scratch folder."""
-    root = os.environ.get(ENV, "")
-    if not root or not os.path.isdir(root):
-        return
-    import getpass
-
-    usual = tempfile.gettempdir()
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(usual, f"torchinductor_{getpass.getuser()}"))
-    tempfile.tempdir = str(folder("selflengthen-engine-"))

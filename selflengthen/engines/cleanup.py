@@ -38,6 +38,22 @@ def mark_local_ray() -> None:
         _token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         atexit.register(release)
     os.environ[OWNER_ENV] = _token
+    _workers_temp_in_scratch()
+
+
+def _workers_temp_in_scratch() -> None:
+    """Ray's processes get the scratch folder as their TMPDIR: what vLLM, torch.distributed,
+    wandb and the trainers leave in a temporary folder (vllm_dist_<id>, wandb-media, ...)
+    goes with it, also from a worker that is killed. Ray's session folder and torch's compile
+    cache stay where they always were (RAY_TMPDIR, TORCHINDUCTOR_CACHE_DIR); this process's
+    own temporary folder is fixed already (scratch.claim asked for it)."""
+    import getpass
+    import tempfile
+
+    usual = tempfile.gettempdir()
+    os.environ.setdefault("RAY_TMPDIR", usual)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(usual, f"torchinductor_{getpass.getuser()}"))
+    os.environ["TMPDIR"] = str(scratch.claim())
 
 
 def release_first() -> None:

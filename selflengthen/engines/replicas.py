@@ -24,7 +24,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from selflengthen.config import schema
-from selflengthen.core import precision, scratch, suggested
+from selflengthen.core import precision, suggested
 from selflengthen.core.errors import UserError
 from selflengthen.engines import registry, workers
 from selflengthen.engines.base import Completion, Request, Sampling, merge_usage
@@ -40,7 +40,6 @@ class EngineWorker:
 
     def __init__(self, kind: str, model_path: str, adapters: dict[str, str], options: dict, end_of_turn: list[str],
                  per_request_seeds: bool):
-        scratch.engine_tempdir()  # vLLM's temporary files in the command's scratch folder: removed however it ends
         engine_class = registry.load(registry.KINDS[kind].replica)  # its vLLM or torch: in the actor only
         self.engine = engine_class(model_path, adapters, options, end_of_turn, per_request_seeds)
 
