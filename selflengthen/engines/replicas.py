@@ -32,6 +32,7 @@ from selflengthen.engines.base import Completion, Request, Sampling, merge_usage
 log = logging.getLogger("selflengthen")
 STICKY_KEYS = 100_000  # remembered sample -> replica routes (oldest forgotten first)
 PLACEMENT_WAIT_S = 600  # how long the replicas' placement groups may wait for busy GPUs
+USAGE_WAIT_S = 60  # a replica's usage counters are in memory: an actor that does not answer is gone
 
 
 @ray.remote
@@ -179,7 +180,7 @@ class EnginePool:
         return merge_usage(self.replica_usage())
 
     def replica_usage(self) -> list[dict[str, dict]]:
-        return ray.get([w.usage.remote() for w in self.workers])
+        return ray.get([w.usage.remote() for w in self.workers], timeout=USAGE_WAIT_S)
 
     def reload(self, model_path: str) -> bool:
         """Every replica's weights replaced by `model_path`'s in place (same architecture), with
@@ -192,7 +193,10 @@ class EnginePool:
         shutdown call only once its engine is up. When Ray is down already (a run stopping on
         SIGTERM), the actors went with it, and a call to one would start a new Ray instance
         (and hang in an exiting interpreter)."""
-        if not ray.is_initialized():
+        if not ray.is_initialized() or not workers.gcs_reachable():
+            # a stop that reached Ray's own processes too (`timeout` signals the whole process group):
+            # a placement group's removal would wait 60 s for the GCS, then abort. The actors and
+            # groups end with the driver's job; engines/cleanup.py kills what is left at exit.
             self.workers, self.groups = [], []
             return
         try:

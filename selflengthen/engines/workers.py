@@ -94,6 +94,17 @@ def check_reachable(address: str, timeout_s: float) -> str:
     return address
 
 
+def gcs_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the connected Ray cluster's GCS accepts a connection: calls that go through it
+    (removing a placement group) wait 60 s for a GCS that is gone, then abort the process."""
+    try:
+        host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except Exception:  # noqa: BLE001 - not connected, no address, refused, timed out
+        return False
+    return True
+
+
 def init_ray(ray_cfg: schema.Ray) -> None:
     """Connect to `ray.address`, or start a local instance sized by `ray.num_cpus` (its
     dashboard off unless `ray.dashboard`, and then bound to 127.0.0.1)."""
