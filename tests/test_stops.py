@@ -87,6 +87,18 @@ def test_sigterm_re_raised_by_ray_as_keyboardinterrupt_is_still_sigterm(stop_han
         "selflengthen: terminated (SIGTERM); finished stages are kept, run the same command to resume"]
 
 
+def test_what_a_stop_makes_fail_reads_as_the_stop(stop_handlers):
+    """`timeout` signals the whole process group: Ray's raylet dies with the driver's SIGTERM,
+    and the call waiting on it fails (LocalRayletDiedError) before the loop takes the
+    cancellation. That failure is the stop: Terminated, not a traceback."""
+    async def training() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here: the stop is recorded, the cancel scheduled
+        raise RuntimeError("The task's local raylet died")  # ... and the call fails first
+
+    with pytest.raises(Terminated):
+        run_async(training())
+
+
 def test_a_second_signal_raises_at_once_in_a_stuck_cleanup(stop_handlers):
     """The first SIGTERM cancels the loop's task; its cleanup then blocks; a second SIGTERM
     raises there at once instead of waiting for it."""

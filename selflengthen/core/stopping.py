@@ -102,9 +102,11 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
                 result = runner.run(watched())
             finally:
                 _running = None
-    except (asyncio.CancelledError, KeyboardInterrupt) as err:
-        if main is not None and main.stop is not None:
-            raise _exception(main.stop) from None
+    except BaseException as err:
+        if main is not None and main.stop is not None:  # whatever the stop made fail (`timeout` signals
+            raise _exception(main.stop) from None  # Ray's processes too: a call into them fails first)
+        if not isinstance(err, (asyncio.CancelledError, KeyboardInterrupt)):
+            raise
         if isinstance(err, KeyboardInterrupt) and _last_stop == signal.SIGTERM:
             raise Terminated() from None
         raise
