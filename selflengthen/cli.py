@@ -19,6 +19,7 @@ from selflengthen.config.files import compose, conf_dir, missing_values
 from selflengthen.config.names import name_problems, safe_name
 from selflengthen.config.schema import VERBS as VERB_CONFIGS, unknown_key
 from selflengthen.core.errors import UserError, sigterm_stops_like_ctrl_c, stopped_by_sigterm
+from selflengthen.core.stopping import set_kept
 from selflengthen.store.artifacts import DISK_FULL, disk_error
 
 # A verb's module (selflengthen/commands/) is imported only when the verb runs, on purpose:
@@ -82,6 +83,7 @@ def name_sweep_job(cfg) -> None:
 def user_errors(debug: bool, kept: str):
     """A user error is one line and exit 2 (the traceback only with debug); Ctrl-C says
     what is kept and how to resume."""
+    set_kept(kept)  # for the line of a stop whose handler cannot run (core/stopping.py)
     try:
         yield
     except UserError as err:

@@ -122,6 +122,35 @@ def test_a_second_signal_raises_at_once_in_a_stuck_cleanup(stop_handlers):
     assert reached == []
 
 
+def test_a_stop_whose_handler_cannot_run_still_exits_in_one_line(tmp_path):
+    """The main thread stuck where no signal handler can run (as in a synchronous call to a
+    Ray GCS that `timeout` killed: Ray retries it 60 s, then aborts): the guard thread runs
+    the forced-exit cleanups, prints the one line and exits 143; the stuck call never returns."""
+    released = tmp_path / "released"
+    code = (
+        "import pathlib, signal, sys, time\n"
+        "from selflengthen.core import stopping\n"
+        "stopping.stops_at_any_moment()\n"
+        "stopping.FORCE_AFTER_S = 0.5\n"
+        "stopping.set_kept('finished stages are kept')\n"
+        "stopping.on_forced_exit(lambda: pathlib.Path(sys.argv[1]).write_text('released'))\n"
+        # SIGTERM blocked in the main thread alone: only the guard thread receives it, and the
+        # handler, which runs in the main thread, cannot run while it sleeps
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(300)\n"
+        "print('returned', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(released)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "returned" not in out
+    assert err.splitlines() == ["selflengthen: terminated (SIGTERM); finished stages are kept, run the same command "
+                                "to resume"]
+    assert released.read_text() == "released"
+
+
 def test_the_processes_carrying_a_commands_token_are_killed_and_no_other():
     token = uuid.uuid4().hex
     sleep = [sys.executable, "-c", "import time; time.sleep(120)"]

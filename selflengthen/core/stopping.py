@@ -14,16 +14,26 @@ main thread again and raises inside the blocking call (ray.get, sleeps and lock 
 check for signals), abandoning it. A second Ctrl-C or SIGTERM raises at once.
 
 Ray turns any exception raised by a signal handler inside `ray.get` into a plain
-KeyboardInterrupt; `stopped_by_sigterm` tells the CLI which signal it was."""
+KeyboardInterrupt; `stopped_by_sigterm` tells the CLI which signal it was.
+
+Last resort: a call that never checks for signals (a synchronous call to Ray's GCS, which
+`timeout` kills along with the driver: Ray retries it for 60 s, then aborts the process)
+keeps even the handler from running. A thread of ours learns of every signal at once
+(signal.set_wakeup_fd); when the handler has not run FORCE_AFTER_S after a stop signal, it
+runs what `on_forced_exit` registered (killing the command's Ray processes, removing its
+scratch folder), prints the one line and exits (130/143)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
-from typing import Any, Coroutine, TypeVar
+import time
+from typing import Any, Callable, Coroutine, TypeVar
 
 T = TypeVar("T")
 GRACE_S = 2.0  # how long an event loop may take to notice a stop before the signal is delivered again
+FORCE_AFTER_S = 15.0  # how long a stop signal may wait for its handler before the process exits without it
 
 
 class Terminated(KeyboardInterrupt):
@@ -45,6 +55,10 @@ class _MainTask:
 
 _running: _MainTask | None = None  # one at most: a loop cannot start inside a running one on this thread
 _last_stop: int | None = None  # the last stop signal this process received
+_handled = 0  # how many stop signals a handler has taken
+_kept = "finished work is kept"  # what the running command keeps when stopped (set_kept)
+_forced_exit: list[Callable[[], None]] = []
+_guard: threading.Thread | None = None
 
 
 def _exception(signum: int) -> KeyboardInterrupt:
@@ -53,6 +67,7 @@ def _exception(signum: int) -> KeyboardInterrupt:
 
 def _on_stop(signum, frame) -> None:
     global _last_stop
+    noticed()
     _last_stop = signum
     main = _running
     if main is not None and main.task is not None and main.stop is None:
@@ -73,6 +88,57 @@ def _watch(main: _MainTask, signum: int) -> None:
     deliver the signal again, which raises in the main thread wherever it waits."""
     if not main.noticed.wait(GRACE_S) and _running is main:
         signal.pthread_kill(threading.main_thread().ident, signum)
+
+
+def noticed() -> None:
+    """A handler took a stop signal (ours, or ray.init's while it runs)."""
+    global _handled
+    _handled += 1
+
+
+def set_kept(kept: str) -> None:
+    """What the running command keeps when stopped, for the line of a forced exit."""
+    global _kept
+    _kept = kept
+
+
+def on_forced_exit(fn: Callable[[], None]) -> None:
+    """`fn()` runs before a forced exit (module docstring)."""
+    _forced_exit.append(fn)
+
+
+def _guard_stuck_handlers(read_fd: int) -> None:
+    while True:
+        signum = os.read(read_fd, 1)[0]
+        if signum not in (signal.SIGINT, signal.SIGTERM):
+            continue
+        if signal.getsignal(signum) is not _on_stop:  # not ours to guard (a test's, ray.init's)
+            continue
+        seen = _handled
+        time.sleep(FORCE_AFTER_S)
+        if _handled != seen:  # the handler ran: the stop is on its way (a second Ctrl-C forces it)
+            continue
+        for fn in _forced_exit:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - exiting either way
+                pass
+        what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+        os.write(2, f"selflengthen: {what}; {_kept}, run the same command to resume\n".encode())
+        os._exit(128 + signum)
+
+
+def _arm_guard() -> None:
+    """The thread that exits a process whose stop handler cannot run (main thread only)."""
+    global _guard
+    if _guard is None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        _guard = threading.Thread(target=_guard_stuck_handlers, args=(read_fd,), name="selflengthen-stop-guard",
+                                  daemon=True)
+        _guard.start()
+        _guard.write_fd = write_fd
+    signal.set_wakeup_fd(_guard.write_fd, warn_on_full_buffer=False)
 
 
 def stopped_by_sigterm(err: BaseException) -> bool:
@@ -124,6 +190,7 @@ def stops_at_any_moment() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     _last_stop = None
+    _arm_guard()
     signal.signal(signal.SIGTERM, _on_stop)
     if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _on_stop):
         signal.signal(signal.SIGINT, _on_stop)

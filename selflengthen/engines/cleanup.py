@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
-from selflengthen.core import scratch
+from selflengthen.core import scratch, stopping
 
 OWNER_ENV = "SELFLENGTHEN_RAY_OWNER"
 WAIT_S = 10.0  # how long killed processes get to disappear (SIGKILL: normally at once)
@@ -37,6 +37,7 @@ def mark_local_ray() -> None:
     if _token is None:
         _token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         atexit.register(release)
+        stopping.on_forced_exit(lambda: kill_marked(_token, wait_s=5.0))  # the main thread is stuck in Ray
     os.environ[OWNER_ENV] = _token
     _workers_temp_in_scratch()
 
@@ -68,6 +69,7 @@ def claim_scratch() -> None:
     """The command's scratch folder, made before Ray starts (its workers inherit the path)."""
     if scratch._claimed is None:
         atexit.register(scratch.release)
+        stopping.on_forced_exit(scratch.release)
     scratch.claim()
 
 
