@@ -3,7 +3,10 @@ preset / `model.path=`): every instruction in flight together (each one's steps 
 vs one instruction at a time (`agentwrite.max_items_in_flight=1`), same instructions,
 same seeds, printed as paragraphs per second with their ratio, and plan vs actual words.
 
-    .venv/bin/python scripts/bench_agentwrite.py [--n 16] [KEY=VALUE ...]   (Hydra overrides)
+    .venv/bin/python scripts/bench_agentwrite.py [--n 16] [--smoke] [KEY=VALUE ...]   (Hydra overrides)
+
+The settings are the agentwrite verb's, composed and checked as `python -m selflengthen
+agentwrite` does (the same overrides work here).
 """
 from __future__ import annotations
 
@@ -12,37 +15,41 @@ import asyncio
 import json
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from selflengthen.config import schema
+from selflengthen import preflight
 from selflengthen.agentwrite.write import agentwrite_all, plan_vs_actual
+from selflengthen.cli import user_errors
 from selflengthen.engines import Request
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.models.resolve import resolve_model
 
 REPO = Path(__file__).resolve().parent.parent
+# --smoke: the smallest measurement, to check that the script runs (the suite runs it)
+SMOKE = ["agentwrite.plan.max_tokens=24", "agentwrite.write.max_tokens=8", "model.max_model_len=1024",
+         "loop.sampling.max_tokens=256", "engine.cpu_memory_utilization=0.05"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=16, help="instructions (the shipped English seeds)")
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("--smoke", action="store_true",
+                   help="the smallest measurement, to check that the script runs: --n 2 " + " ".join(SMOKE))
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the agentwrite verb's config (KEY=VALUE)")
     a = p.parse_args()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="agentwrite", overrides=a.overrides)
+    if a.smoke:
+        a.n, a.overrides = 2, [*SMOKE, *a.overrides]
+    cfg = preflight.composed("agentwrite", a.overrides)
     seeds = [json.loads(line) for line in (REPO / "selflengthen" / "seeds" / "en.jsonl").read_text().splitlines()
              if line.strip()][: a.n]
     items = [{"id": f"b{i}", "instruction": s["instruction"], "language": "en"} for i, s in enumerate(seeds)]
-    model = resolve_model(schema.from_node(schema.Model, cfg.model), str(cfg.paths.cache_dir))
-    sampling = sampling_from(schema.from_node(schema.Sampling, cfg.loop.sampling))
+    model = resolve_model(cfg.model, cfg.paths.cache_dir)
+    sampling = sampling_from(cfg.loop.sampling)
 
     async def both():
         out = {}
-        async with serving(model, {}, schema.from_node(schema.Model, cfg.model), schema.from_node(schema.Engine, cfg.engine),
-                           schema.from_node(schema.Ray, cfg.ray)) as engine:
+        async with serving(model, {}, cfg.model, cfg.engine, cfg.ray) as engine:
             await engine.complete(Request([{"role": "user", "content": "warm up"}]), sampling.with_max_tokens(4))
             for label, bound in (("all in flight", None), ("one at a time", 1)):
-                acfg = schema.from_node(schema.AgentWrite, cfg.agentwrite).model_copy(update={"max_items_in_flight": bound})
+                acfg = cfg.agentwrite.model_copy(update={"max_items_in_flight": bound})
                 out[label] = await agentwrite_all(engine, items, acfg, seed=0, sampling=sampling)
         return out
 
@@ -62,4 +69,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors(False, "nothing was written"):  # a bad override: one line, exit 2
+        main()

@@ -32,7 +32,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 30_000])
     parser.add_argument("--big", type=int, default=1_000_000, help="ours alone at this size (0 to skip)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the smallest measurement, to check that the script runs: --sizes 200 --big 0")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.big = [200], 0
     print(f"{'n':>10}  {'baseline s':>11}  {'ours s':>9}  {'speed-up':>9}")
     for n in args.sizes:
         lengths = np.random.default_rng(0).integers(100, 20_000, n).tolist()

@@ -26,23 +26,29 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from selflengthen.config import schema
+from selflengthen import preflight  # noqa: E402
+from selflengthen.cli import user_errors  # noqa: E402
+from selflengthen.config import schema  # noqa: E402
 from selflengthen.core import precision  # noqa: E402
 from selflengthen.engines import workers  # noqa: E402
 from selflengthen.engines import Request, Sampling, complete_all  # noqa: E402
 from selflengthen.engines.replicas import EnginePool  # noqa: E402
+from selflengthen.models.resolve import resolve_model  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")
 
 
+# --smoke: the smallest measurement, to check that a serving benchmark runs (the suite runs it)
+SMOKE = {"models": "tiny", "n": 2, "max_tokens": 8, "repeat": 1}
+SMOKE_OVERRIDES = ["engine.cpu_memory_utilization=0.05"]  # a small KV cache: a test worker beside it
+
+
 def bench_args(doc: str, n: int = 32, max_tokens: int = 256, dtype: bool = True) -> argparse.Namespace:
     """The serving benchmarks' command line: --models, --dtype (unless the sides are dtypes),
-    --n, --max-tokens, --repeat."""
+    --n, --max-tokens, --repeat, --smoke, and Hydra overrides of the run's config."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2, or model folders")
     if dtype:
@@ -50,13 +56,19 @@ def bench_args(doc: str, n: int = 32, max_tokens: int = 256, dtype: bool = True)
     p.add_argument("--n", type=int, default=n, help="requests per measurement")
     p.add_argument("--max-tokens", type=int, default=max_tokens)
     p.add_argument("--repeat", type=int, default=2, help="rounds; each measures both sides")
-    return p.parse_args()
+    p.add_argument("--smoke", action="store_true", help="the smallest measurement, to check that the script runs: "
+                   + " ".join([*(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE.items()), *SMOKE_OVERRIDES]))
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the run's config (KEY=VALUE)")
+    a = p.parse_args()
+    if a.smoke:
+        vars(a).update(SMOKE)
+    OVERRIDES[:] = [*SMOKE_OVERRIDES, *a.overrides] if a.smoke else a.overrides
+    return a
 
 
 def start_ray() -> None:
-    """A local Ray instance on all of this machine's cores."""
-    workers.init_ray(schema.Ray.model_validate({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False,
-                                                 "connect_timeout_s": 30}))
+    """Ray as the run's config asks (by default a local instance on all of this machine's cores)."""
+    workers.init_ray(preflight.composed("run", []).ray)
 
 
 def rounds_per_model(models: str, sides: tuple[str, ...], repeat: int, measure_one):
@@ -65,22 +77,25 @@ def rounds_per_model(models: str, sides: tuple[str, ...], repeat: int, measure_o
     with tempfile.TemporaryDirectory() as tmp:
         for name in [m.strip() for m in models.split(",") if m.strip()]:
             model = model_folder(name)
+            SERVED[model] = name
             adapters = lora_adapters(model, Path(tmp) / name)
             yield name, alternating_rounds(sides, repeat, lambda side: measure_one(model, adapters, side))
 
 
+PRESETS = {"tiny": "model=tiny", "smollm2": "model=smollm2-135m"}  # --models names: conf/model/ presets
+SERVED: dict[str, str] = {}  # model folder -> its --models name
+OVERRIDES: list[str] = []  # the command line's KEY=VALUE (bench_args)
+
+
+def model_override(name: str) -> str:
+    """The Hydra override that selects `name` of --models: a preset, or a model folder."""
+    return PRESETS.get(name, f"model.path={name}")
+
+
 def model_folder(name: str) -> str:
-    cache = Path(OmegaConf.load(REPO / "conf" / "config.yaml").paths.cache_dir)  # where `make run` keeps it
-    if name == "tiny":
-        from selflengthen.models.tiny_model import TinyRecipe, ensure_tiny_model
-
-        build = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "tiny.yaml").model.build)
-        return str(ensure_tiny_model(cache, TinyRecipe(**build)))
-    if name == "smollm2":
-        from selflengthen.models.smollm2_model import ensure_smollm2_model
-
-        return str(ensure_smollm2_model(cache))
-    return name
+    """The folder vLLM loads for `name` (the embedded ones built into paths.cache_dir once)."""
+    cfg = preflight.composed("run", [model_override(name)])
+    return resolve_model(cfg.model, cfg.paths.cache_dir)
 
 
 def lora_adapters(model: str, out: Path) -> dict[str, str]:
@@ -101,25 +116,22 @@ def lora_adapters(model: str, out: Path) -> dict[str, str]:
     return adapters
 
 
-def settings(model: str, dtype: str):
-    cfg = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "config.yaml"),
-                          {"engine": OmegaConf.load(REPO / "conf" / "engine" / "vllm.yaml")})
-    cfg.engine.num_cpus_per_replica = os.cpu_count()
-    cfg.engine.cpu_memory_utilization = 0.4
-    cfg.engine.max_lora_rank = 16
-    cfg.model = {"path": model, "max_model_len": 2048, "dtype": dtype, "trust_remote_code": False,
-                 "end_of_turn": ["<|im_end|>"]}
-    return cfg
+def settings(model: str, dtype: str, *overrides: str) -> schema.Config:
+    """The run's typed settings, composed as `python -m selflengthen run` composes them, for
+    `model` (a folder model_folder made) in `dtype`, with this benchmark's engine sizes and
+    the command line's Hydra overrides on top."""
+    return preflight.composed("run", [model_override(SERVED.get(model, model)), "model.max_model_len=2048",
+                                      f"model.dtype={dtype}", "loop.sampling.max_tokens=1024",
+                                      f"engine.num_cpus_per_replica={os.cpu_count()}",
+                                      "engine.cpu_memory_utilization=0.4", "engine.max_lora_rank=16",
+                                      *OVERRIDES, *overrides])
 
 
 def serving_settings(model: str, dtype: str, **engine) -> tuple:
     """(model, engine, ray) typed settings for factory.serving on `model`, with `engine` keys
     set (lora_serving=..., merged_swap=...)."""
-    cfg = settings(model, dtype)
-    cfg.model.update({"name": Path(model).name, "languages": ["en"]})
-    cfg.engine.update(engine)
-    return (schema.from_node(schema.Model, cfg.model), schema.from_node(schema.Engine, cfg.engine),
-            schema.from_node(schema.Ray, cfg.ray))
+    cfg = settings(model, dtype, *(f"engine.{key}={value}" for key, value in engine.items()))
+    return cfg.model, cfg.engine, cfg.ray
 
 
 def prompts(n: int) -> list[Request]:
@@ -132,7 +144,7 @@ def prompts(n: int) -> list[Request]:
 def measure(model: str, adapters: dict[str, str], dtype: str, a) -> tuple[float, float]:
     """(tokens/s, share of requests that ran to max_tokens) for one fresh engine."""
     cfg = settings(model, dtype)
-    pool = EnginePool(model, adapters, schema.from_node(schema.Engine, cfg.engine), schema.from_node(schema.Model, cfg.model))
+    pool = EnginePool(model, adapters, cfg.engine, cfg.model)
     samp = Sampling(max_tokens=a.max_tokens, stop=("---",))
     try:
         async def go():
@@ -175,4 +187,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors(False, "nothing was written"):  # a bad override: one line, exit 2
+        main()

@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from bench_dtype import bench_args, prompts, rounds_per_model, serving_settings, start_ray  # noqa: E402
 
 from selflengthen.core import precision  # noqa: E402
+from selflengthen.cli import user_errors  # noqa: E402
 from selflengthen.engines import Sampling, complete_all  # noqa: E402
 from selflengthen.engines.factory import serving  # noqa: E402
 
@@ -68,4 +69,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors(False, "nothing was written"):  # a bad override: one line, exit 2
+        main()

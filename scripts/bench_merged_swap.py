@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_dtype import bench_args, prompts, rounds_per_model, serving_settings, start_ray  # noqa: E402
 
+from selflengthen.cli import user_errors  # noqa: E402
 from selflengthen.engines import Sampling, complete_all  # noqa: E402
 from selflengthen.engines.factory import serving  # noqa: E402
 
@@ -43,7 +44,7 @@ def measure(model: str, adapters: dict[str, str], side: str, a) -> tuple[float, 
     async def go():
         started, texts = time.perf_counter(), []
         async with serving(model, adapters, model_cfg, engine_cfg, ray_cfg) as engine:
-            for role in STAGES:
+            for role in (STAGES[:2] if a.smoke else STAGES):  # --smoke: one swap
                 done = await complete_all(engine, [replace(r, adapter=role) for r in asked], sampling)
                 texts += [c.text for c in done]
         return time.perf_counter() - started, texts
@@ -54,7 +55,9 @@ def measure(model: str, adapters: dict[str, str], side: str, a) -> tuple[float, 
 def main() -> None:
     a = bench_args(__doc__, n=8, max_tokens=32)
     start_ray()
-    print(f"model.dtype={a.dtype}; an iteration's stages (eval, augment, generate, extend: 3 swaps), {a.n} requests x "
+    stages = "the first two of an iteration's stages (eval, augment: 1 swap)" if a.smoke else \
+        "an iteration's stages (eval, augment, generate, extend: 3 swaps)"
+    print(f"model.dtype={a.dtype}; {stages}, {a.n} requests x "
           f"{a.max_tokens} tokens each, {a.repeat} rounds, medians")
     print(f"{'model':<10} {'restart s':>10} {'reload s':>9} {'restart/reload':>15} {'same texts':>11}")
     for name, per in rounds_per_model(a.models, SIDES, a.repeat,
@@ -66,4 +69,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors(False, "nothing was written"):  # a bad override: one line, exit 2
+        main()

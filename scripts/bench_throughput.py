@@ -19,7 +19,11 @@
       the same held-out items
 
     .venv/bin/python scripts/bench_throughput.py [--n 32] [--samples 2] [--max-tokens 256] [--model PATH]
-        [--repeat 3] [--only a,b,c]
+        [--repeat 3] [--only a,b,c] [--smoke] [KEY=VALUE ...]
+
+The settings are the run's, composed as `python -m selflengthen run` composes them (the tiny
+preset's sampling and quality rules; KEY=VALUE overrides them as on the run's command line),
+with float32, the model window of --max-model-len and the engine on every core.
 
 vLLM's speed on a CPU varies between processes by up to ~40% (thread placement), more than
 the differences measured here, so one measurement of each side carries that noise.
@@ -49,8 +53,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
+from selflengthen import preflight
+from selflengthen.cli import user_errors
 from selflengthen.config import schema
 from selflengthen.core import prompting
 from selflengthen.core.quality import QualityCheck
@@ -59,11 +63,16 @@ from selflengthen.engines import Request, Sampling, complete_all, workers
 from selflengthen.engines.base import render_ids, token_ids
 from selflengthen.engines.replicas import EnginePool
 from selflengthen.engines.vllm_engine import cpu_threads, single_process_env
+from selflengthen.models.resolve import resolve_model
 from selflengthen.pipeline.stages.extend import ExtendChain, extend_responses
 from selflengthen.pipeline.stages.generate import GenerateChain, sample_responses
 from selflengthen.store.samples import SampleLog
 
 REPO = Path(__file__).resolve().parent.parent
+# --smoke: a handful of short requests; (b) and (d): one engine start of ours and one raw
+# process, the code paths of every other row but the servers of (c) and (e)
+SMOKE = {"--n": 8, "--samples": 1, "--max-tokens": 96, "--max-model-len": 1024, "--only": ["b", "d"]}
+SMOKE_OVERRIDES = ["engine.cpu_memory_utilization=0.05"]  # a small KV cache: a test worker beside it
 
 
 def args_():
@@ -83,31 +92,34 @@ def args_():
     p.add_argument("--only", type=lambda v: [k.strip() for k in v.split(",") if k.strip()],
                    default=list(NAMES),
                    help="comma-separated comparisons to measure, e.g. a,b,c (default: all)")
+    p.add_argument("--smoke", action="store_true",
+                   help="the smallest measurement, to check that the script runs (the suite runs it): "
+                        + " ".join(f"{k} {','.join(v) if isinstance(v, list) else v}" for k, v in SMOKE.items())
+                        + " unless given")
     p.add_argument("--raw-job", type=Path, default=None, help=argparse.SUPPRESS)
-    return p.parse_args()
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the run's config (KEY=VALUE)")
+    a = p.parse_args()
+    if a.smoke:  # the smoke sizes replace the defaults, not what the command line gives
+        given = {arg.split("=")[0] for arg in sys.argv[1:] if arg.startswith("--")}
+        for flag, value in SMOKE.items():
+            if flag not in given:
+                setattr(a, flag[2:].replace("-", "_"), value)
+        a.overrides = [*SMOKE_OVERRIDES, *a.overrides]
+    return a
 
 
-def tiny_model() -> str:
-    from selflengthen.models.tiny_model import TinyRecipe, ensure_tiny_model
-
-    build = OmegaConf.load(REPO / "conf" / "model" / "tiny.yaml").model.build
-    cache = OmegaConf.load(REPO / "conf" / "config.yaml").paths.cache_dir  # where `make run` keeps it
-    return str(ensure_tiny_model(Path(cache), TinyRecipe(**build)))
-
-
-def settings(model: str, a) -> OmegaConf:
-    cfg = OmegaConf.load(REPO / "conf" / "config.yaml")
-    cfg = OmegaConf.merge(cfg, {"engine": OmegaConf.load(REPO / "conf" / "engine" / "vllm.yaml"),
-                                "loop": OmegaConf.load(REPO / "conf" / "loop" / "selflengthen.yaml"),
-                                "train": {"rank": 16}})
-    cfg.engine.num_cpus_per_replica = os.cpu_count()
-    cfg.engine.cpu_memory_utilization = 0.2
-    cfg.model = {"path": model, "max_model_len": a.max_model_len, "dtype": "float32", "trust_remote_code": False,
-                 "end_of_turn": ["<|im_end|>", "<|eot_id|>", "<|endoftext|>"]}
-    return cfg
+def settings(a) -> schema.Config:
+    """The run's typed settings, composed as `python -m selflengthen run` composes them (the
+    tiny preset unless `--model`), with this benchmark's engine and model sizes and the
+    command line's Hydra overrides on top."""
+    model = [f"model.path={a.model}", "model.end_of_turn=[<|im_end|>,<|eot_id|>,<|endoftext|>]"] if a.model else []
+    return preflight.composed("run", [*model, f"model.max_model_len={a.max_model_len}", "model.dtype=float32",
+                                      f"loop.sampling.max_tokens={a.max_tokens}",
+                                      f"engine.num_cpus_per_replica={os.cpu_count()}",
+                                      "engine.cpu_memory_utilization=0.2", *a.overrides])
 
 
-def sampling(cfg, max_tokens) -> Sampling:
+def sampling(cfg: schema.Config, max_tokens: int) -> Sampling:
     s = cfg.loop.sampling
     return Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, repetition_penalty=s.repetition_penalty,
                     max_tokens=max_tokens, stop=tuple(s.stop))
@@ -120,6 +132,7 @@ def raw_llm(model, cfg, prompts_ids, samp: Sampling, ignore_eos=False, max_token
     layout our engine uses on a CPU (engine.cpu_single_process); False: vLLM's default
     (a frontend, an engine core and a model worker, one process each)."""
     job = {"model": model, "max_model_len": int(cfg.model.max_model_len), "prompts": prompts_ids,
+           "memory": cfg.engine.cpu_memory_utilization,
            "sampling": {"temperature": samp.temperature, "top_p": samp.top_p, "top_k": samp.top_k,
                         "repetition_penalty": samp.repetition_penalty,
                         "stop": [] if ignore_eos else list(samp.stop)},  # ignore_eos: exactly max_tokens each
@@ -155,7 +168,7 @@ def raw_job(path: Path) -> None:
     job = json.loads(path.read_text())
     layout = {"distributed_executor_backend": "uni"} if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" else {}
     llm = LLM(model=job["model"], max_model_len=job["max_model_len"], dtype="float32", enforce_eager=True,
-              gpu_memory_utilization=0.2, seed=0, **layout)
+              gpu_memory_utilization=job["memory"], seed=0, **layout)
     eos = token_ids(llm.get_tokenizer(), job["end_of_turn"])
     params = [SamplingParams(**job["sampling"], max_tokens=mt, stop_token_ids=[] if job["ignore_eos"] else eos,
                              ignore_eos=job["ignore_eos"]) for mt in job["max_tokens"]]
@@ -217,7 +230,8 @@ def start_server(model: str, cfg, log: Path, single_process: bool):
     port = free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", "base",
            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-           "--max-model-len", str(cfg.model.max_model_len), "--gpu-memory-utilization", "0.2", "--seed", "0"]
+           "--max-model-len", str(cfg.model.max_model_len), "--gpu-memory-utilization",
+           str(cfg.engine.cpu_memory_utilization), "--seed", "0"]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
                             env=layout_env(single_process))
     for _ in range(240):  # bounded: 240 tries, one per second
@@ -296,7 +310,7 @@ def one_round(a, model, cfg, samp, check, instructions, gen_ids, tok, ours_first
     if not ours_first:
         raw_generation()
     attempts = a.attempts or int(cfg.loop.extend.attempts)
-    pool = EnginePool(model, {}, schema.from_node(schema.Engine, cfg.engine), schema.from_node(schema.Model, cfg.model))
+    pool = EnginePool(model, {}, cfg.engine, cfg.model)
     recorder = Recorder(pool)
 
     async def ours():
@@ -361,10 +375,10 @@ def main() -> None:
     unknown = set(a.only) - set(NAMES)
     if unknown:
         raise SystemExit(f"--only: unknown comparison(s) {sorted(unknown)}; choose from {','.join(NAMES)}")
-    model = a.model or tiny_model()
-    cfg = settings(model, a)
+    cfg = settings(a)
+    model = resolve_model(cfg.model, cfg.paths.cache_dir)
     samp = sampling(cfg, a.max_tokens)
-    check = QualityCheck(schema.from_node(schema.Loop, cfg.loop).quality_rules())
+    check = QualityCheck(cfg.loop.quality_rules())
     seeds = [l for l in (REPO / "selflengthen" / "seeds" / "en.jsonl").read_text().splitlines() if l.strip()]
     instructions = [{"id": f"b{i}", "language": "en", "instruction": json.loads(l)["instruction"]}
                     for i, l in enumerate(seeds[: a.n])]
@@ -373,7 +387,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(model)
     gen_ids = [render_ids(tok, Request(prompting.generator_request(r["instruction"])))
                for r in instructions for _ in range(a.samples)]  # the same prompts every round
-    workers.init_ray(schema.Ray.model_validate({"address": None, "num_cpus": os.cpu_count(), "log_to_driver": False}))
+    workers.init_ray(cfg.ray)
     rounds = []
     for r in range(a.repeat):
         rows, workload = one_round(a, model, cfg, samp, check, instructions, gen_ids, tok, ours_first=r % 2 == 1)
@@ -430,7 +444,7 @@ def eval_through_openai(model, cfg, port) -> float:
 
 
 def eval_in_process(model, cfg) -> float:
-    pool = EnginePool(model, {}, schema.from_node(schema.Engine, cfg.engine), schema.from_node(schema.Model, cfg.model))
+    pool = EnginePool(model, {}, cfg.engine, cfg.model)
     try:
         return _eval_tps(pool, cfg)
     finally:
@@ -441,4 +455,5 @@ if __name__ == "__main__":
     if "--raw-job" in sys.argv:
         raw_job(Path(sys.argv[sys.argv.index("--raw-job") + 1]))
     else:
-        main()
+        with user_errors(False, "nothing was written"):  # a bad override: one line, exit 2
+            main()

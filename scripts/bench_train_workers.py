@@ -5,7 +5,10 @@ time inside the trainer (model load, tokenization, steps, save: rank 0's `second
 rest (process start, imports, Ray Train's worker group), the optimizer steps, and the
 wall-time ratio against the first.
 
-    .venv/bin/python scripts/bench_train_workers.py [--examples 64] [KEY=VALUE ...]   (Hydra overrides)
+    .venv/bin/python scripts/bench_train_workers.py [--examples 64] [--smoke] [KEY=VALUE ...]   (Hydra overrides)
+
+The settings are the run's, composed and checked as `python -m selflengthen run` does (the
+same overrides work here), with one epoch and no checkpoints.
 """
 from __future__ import annotations
 
@@ -16,10 +19,9 @@ import time
 from pathlib import Path
 
 import ray
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from selflengthen.config import schema
+from selflengthen import preflight
+from selflengthen.cli import user_errors
 from selflengthen.engines import workers
 from selflengthen.models.resolve import resolve_model
 from selflengthen.training import ray_train
@@ -39,18 +41,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--examples", type=int, default=64, help="SFT examples (~200-300 tokens each)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("--smoke", action="store_true",
+                   help="the smallest measurement, to check that the script runs: --examples 4 --workers 1 "
+                        "train.max_steps=1")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the run's config (KEY=VALUE)")
     a = p.parse_args()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["train.epochs=1", "train.save_every_steps=0", *a.overrides])
-    model = resolve_model(schema.from_node(schema.Model, cfg.model), str(cfg.paths.cache_dir))
-    ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if a.smoke:
+        a.examples, a.workers, a.overrides = 4, [1], ["train.max_steps=1", *a.overrides]
+    cfg = preflight.composed("run", ["train.epochs=1", "train.save_every_steps=0", *a.overrides])
+    model = resolve_model(cfg.model, cfg.paths.cache_dir)
+    workers.init_ray(cfg.ray)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "sft.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in sft_rows(a.examples)), encoding="utf-8")
         for count in a.workers:  # (`workers` is the module)
-            tcfg = workers.with_cpu_threads({**OmegaConf.to_container(cfg.train, resolve=True), "workers": count})
+            tcfg = workers.with_cpu_threads({**cfg.train.model_dump(), "model_dtype": cfg.model.dtype, "workers": count})
             gpus, _ = ray_train.placement([tcfg])
             started = time.time()
             info = ray.get(ray_train.launch(model, str(data), str(Path(tmp) / f"adapter-{count}"), None, tcfg,
@@ -65,4 +71,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors(False, "nothing was written"):  # a bad override: one line, exit 2
+        main()

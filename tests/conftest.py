@@ -27,11 +27,124 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 1500) -> subprocess.CompletedProcess:
-    """The real command line, as a user runs it."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "selflengthen", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+# A test's subprocess is stopped by a watchdog on its progress, not by a wall-clock limit that
+# a slower CPU or a busy machine can reach: its whole session is killed once neither its output
+# nor a status.json under its output folders (a run's heartbeat, every status.interval_s) has
+# changed for QUIET_S. A live run prints a line per stage's 10% or minute, and its longest
+# silent steps (an engine start, an adapter's training, building the tiny model: 198-250 s on
+# the machines in docs/testing.md) stay well under 600 s. CAP_S bounds one that keeps writing
+# without end: 3x+ the slowest test subprocess measured anywhere, the SmolLM2 run's 912 s on
+# the AVX2-only EPYC (docs/testing.md).
+QUIET_S = float(os.environ.get("SELFLENGTHEN_TEST_QUIET_S", 600))
+CAP_S = float(os.environ.get("SELFLENGTHEN_TEST_CAP_S", 3600))
+
+
+class Watchdog:
+    """Whether a test's subprocess still makes progress: new output (`progressed()`, or a log
+    file that grows), or a changed status.json under the watched folders (a run's heartbeat)."""
+
+    def __init__(self, watch: tuple[Path, ...] = (), log: Path | None = None, quiet_s: float = QUIET_S,
+                 cap_s: float = CAP_S):
+        import time
+
+        self.watch, self.log, self.quiet_s, self.cap_s = tuple(watch), log, quiet_s, cap_s
+        self.started = self.last = time.monotonic()
+        self.seen = self.now_seen()
+
+    def now_seen(self) -> tuple:
+        size = self.log.stat().st_size if self.log is not None and self.log.exists() else 0
+        return size, status_beats(self.watch)
+
+    def progressed(self) -> None:
+        import time
+
+        self.last = time.monotonic()
+
+    def expired(self) -> str | None:
+        """Why the subprocess should be stopped now, or None while it makes progress."""
+        import time
+
+        seen = self.now_seen()
+        if seen != self.seen:
+            self.seen = seen
+            self.progressed()
+        now = time.monotonic()
+        if now - self.last > self.quiet_s:
+            return f"no new output and no status.json change for {self.quiet_s:.0f} s (the watchdog, tests/conftest.py)"
+        if now - self.started > self.cap_s:
+            return f"still running after {self.cap_s:.0f} s (CAP_S, tests/conftest.py)"
+        return None
+
+
+def run_watched(cmd: list[str], *, cwd: Path, env: dict | None = None, watch: tuple[Path, ...] = (),
+                input: str | None = None, quiet_s: float = QUIET_S, cap_s: float = CAP_S) -> subprocess.CompletedProcess:
+    """`cmd` run to its end (in `env`, the whole environment; None: this one's), its stdout
+    and stderr streamed and given back as text, as
+    subprocess.run(capture_output=True, text=True) gives them; when it stops making progress
+    (Watchdog: no output line, no status.json change under `watch`, for `quiet_s`) or runs
+    past `cap_s`, its whole session (Ray's workers too) is killed and the test fails."""
+    import threading
+    import time
+    import uuid
+
+    mark = uuid.uuid4().hex  # on its processes, Ray's workers too: the watchdog kills them all
+    full_env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1", MARK: mark}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, text=True, errors="replace", start_new_session=True,
+                            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    dog = Watchdog(watch, quiet_s=quiet_s, cap_s=cap_s)
+    out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+
+    def read(name: str, stream) -> None:
+        for line in stream:
+            out[name].append(line)
+            dog.progressed()
+
+    readers = [threading.Thread(target=read, args=(n, getattr(proc, n)), daemon=True) for n in out]
+    for t in readers:
+        t.start()
+    if input is not None:
+        proc.stdin.write(input)
+        proc.stdin.close()
+    why = None
+    while proc.poll() is None and why is None:
+        time.sleep(0.2)
+        why = dog.expired()
+    if why:
+        kill_all(proc.pid, mark)
+    proc.wait()
+    for t in readers:
+        t.join(timeout=30)
+    stdout, stderr = "".join(out["stdout"]), "".join(out["stderr"])
+    if why:
+        pytest.fail(f"{' '.join(map(str, cmd))[:300]}: {why}; killed. The end of its output:\n{stdout[-2000:]}\n"
+                    f"{stderr[-3000:]}", pytrace=False)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def status_beats(folders: tuple[Path, ...]) -> tuple:
+    """The (path, mtime, size) of every status.json under the folders: a run's heartbeat."""
+    found = []
+    for folder in folders:
+        if Path(folder).is_dir():
+            for path in Path(folder).rglob("status.json"):
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                found.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(sorted(found))
+
+
+OUTPUT_KEYS = ("paths.iterations_dir=", "out_dir=", "finalize.output_dir=")  # where a verb writes (status.json)
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, **watched) -> subprocess.CompletedProcess:
+    """The real command line, as a user runs it, under the progress watchdog (run_watched),
+    which watches the status.json of the folders its arguments name for output."""
+    folders = tuple(Path(a.split("=", 1)[1]) for a in args if a.startswith(OUTPUT_KEYS))
+    return run_watched([sys.executable, "-m", "selflengthen", *args], cwd=cwd, env={**os.environ, **(env or {})},
+                       watch=folders, **watched)
 
 
 @pytest.fixture(scope="session")
@@ -171,9 +284,10 @@ def kill_all(session: int, mark: str) -> None:
     kill_listed(processes_of(session, mark))
 
 
-def kill_session_when(cmd: list[str], ready, log: Path, timeout: float, what: str) -> None:
+def kill_session_when(cmd: list[str], ready, log: Path, what: str, watch: tuple[Path, ...] = ()) -> None:
     """Run `cmd` in a session of its own; once `ready()` holds, SIGKILL every process of it
-    (driver, Ray, vLLM, trainers: kill_all)."""
+    (driver, Ray, vLLM, trainers: kill_all). The test fails when `cmd` ends first, or stops
+    making progress before (Watchdog: its log and the status.json under `watch`)."""
     import time
     import uuid
 
@@ -181,12 +295,15 @@ def kill_session_when(cmd: list[str], ready, log: Path, timeout: float, what: st
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=sink, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", MARK: mark})
-    deadline = time.time() + timeout
+    dog = Watchdog(watch, log=log)
+    why = None
     try:
-        while time.time() < deadline and proc.poll() is None:
-            if ready():
+        while proc.poll() is None and not ready():
+            why = dog.expired()
+            if why:
                 break
             time.sleep(0.05)
+        assert why is None, f"{what}: {why}; killed: " + log.read_text()[-3000:]
         assert proc.poll() is None, f"{what} ended (rc {proc.returncode}) before it could be killed: " + \
             log.read_text()[-3000:]
     finally:

@@ -86,14 +86,14 @@ def test_bad_input_is_one_line_through_the_cli(tmp_path, make, expected):
 
 # --- on the tiny model ---------------------------------------------------------------------
 
-def kill_after_first_step(args, checkpoint, timeout=1500) -> None:
+def kill_after_first_step(args, checkpoint) -> None:
     """Start the CLI in a session of its own; SIGKILL the whole session (driver, Ray and
     engine processes) as soon as the checkpoint holds a written paragraph."""
     log = checkpoint.parent.parent / "killed_run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     kill_session_when([sys.executable, "-m", "selflengthen", *args],
                       lambda: checkpoint.exists() and '"kind": "step"' in checkpoint.read_text(encoding="utf-8"),
-                      log, timeout, "the run")
+                      log, "the run", watch=(checkpoint.parent.parent,))
 
 
 @pytest.mark.slow
@@ -168,4 +168,4 @@ def test_agentwrite_killed_mid_way_resumes_without_losing_or_repeating_a_step(tm
 
     # other settings on the same folder are refused, naming what changed
     line = one_error_line(run_cli(*common, "seed=5", cwd=REPO))
-    assert "other settings (seed)" in line and "name=NEW" in line
+    assert "other settings (changed: seed)" in line and "name=NEW" in line and "redo=write" in line

@@ -378,7 +378,7 @@ def test_unreachable_ray_address_fails_fast_naming_it(earlier_run):
     with closed_port() as port:
         address = f"127.0.0.1:{port}"
         proc = run_cli("run", f"ray.address={address}", "ray.connect_timeout_s=5",
-                       f"paths.iterations_dir={earlier_run.dir}", cwd=REPO, timeout=120)
+                       f"paths.iterations_dir={earlier_run.dir}", cwd=REPO)
     line = one_error_line(proc)
     # fast: our own reachability check answered (refused at once), not ray.init's minutes of retries
     assert (f"cannot reach the Ray cluster at ray.address={address} within ray.connect_timeout_s=5 s "
@@ -425,7 +425,7 @@ def test_ray_address_auto_without_a_cluster_fails_at_once_naming_it(earlier_run,
     instance) or fail with a message naming neither the key nor the fix."""
     env = {"RAY_ADDRESS": "", "RAY_TMPDIR": str(tmp_path / "no-cluster-here")}  # no `ray start` on this node
     proc = run_cli("run", "ray.address=auto", "ray.connect_timeout_s=5", f"paths.iterations_dir={earlier_run.dir}",
-                   cwd=REPO, env=env, timeout=120)
+                   cwd=REPO, env=env)
     line = one_error_line(proc)
     # at once: the message is our own check's (no address to try), not ray.init's after its retries
     assert "ray.address=auto found no running Ray cluster" in line

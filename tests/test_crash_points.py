@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MARK, REPO, kill_all, kill_listed, processes_of, run_cli, sha256
+from tests.conftest import MARK, REPO, Watchdog, kill_all, kill_listed, processes_of, run_cli, run_watched, sha256
 
 # Small, but several items per stage: 4 instructions, 8 samples, >= 4 extension attempts,
 # about ten training steps per adapter. About 5 minutes on 2 quiet cores (4 vLLM starts).
@@ -39,7 +39,6 @@ SIZES = ["iterations=1", "loop.augment.new_per_language=4", "eval.every_iteratio
          "loop.sampling.max_tokens=256", "loop.extend.min_growth=1.05", "loop.extend.drop_short=false",
          "train.epochs=2", "train.save_every_steps=1", "train.logging_steps=1",
          "status.interval_s=0.2"]
-LIMIT_S = 900  # per invocation: a busy 2-core machine starts the vLLM engine slowly
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -73,24 +72,31 @@ class Run:
                                          start_new_session=True, stdout=sink, stderr=subprocess.STDOUT, env=env,
                                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.started = time.time()
+        # stopped when it makes no progress (its log, the run's status.json), not by a time limit
+        self.dog = Watchdog(tuple(Path(a.split("=", 1)[1]) for a in args if a.startswith("paths.iterations_dir=")),
+                            log=log)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
     def wait(self) -> int:
-        try:
-            return self.proc.wait(timeout=max(1, LIMIT_S - (time.time() - self.started)))
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            pytest.fail(f"no end within {LIMIT_S} s: {self.tail()}")
+        while self.proc.poll() is None:
+            why = self.dog.expired()
+            if why:
+                kill_all(self.proc.pid, self.mark)
+                self.proc.wait()
+                pytest.fail(f"no end: {why}: {self.tail()}")
+            time.sleep(0.2)
+        return self.proc.returncode
 
     def wait_until(self, ready, what: str) -> None:
         while not ready():
             assert self.proc.poll() is None, f"ended (rc {self.proc.returncode}) before {what}: {self.tail()}"
-            if time.time() - self.started > LIMIT_S:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                pytest.fail(f"not {what} within {LIMIT_S} s: {self.tail()}")
+            why = self.dog.expired()
+            if why:
+                kill_all(self.proc.pid, self.mark)
+                self.proc.wait()
+                pytest.fail(f"not {what}: {why}: {self.tail()}")
             time.sleep(0.05)
 
 
@@ -311,7 +317,7 @@ def test_an_interrupted_run_stops_in_one_line_and_leaves_no_process(how, tmp_pat
         os.killpg(run.proc.pid, signal.SIGINT)
     else:
         os.kill(run.proc.pid, signal.SIGTERM)
-    rc = run.wait()  # bounded by LIMIT_S; that it stopped rather than went on: rc and status below
+    rc = run.wait()  # bounded by the watchdog; that it stopped rather than went on: rc and status below
     out = run.log.read_text(errors="replace")
     assert "Traceback" not in out and "SIGTERM received" not in out, out[-4000:]
     ours = [line for line in out.splitlines() if line.startswith("selflengthen:")]
@@ -362,8 +368,7 @@ def test_the_crash_hook_is_inert_unless_named_and_kills_its_whole_group(crash_at
     env = {k: v for k, v in os.environ.items() if k != "SELFLENGTHEN_CRASH_AT"}
     if crash_at:
         env["SELFLENGTHEN_CRASH_AT"] = crash_at
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                          start_new_session=True, timeout=120)
+    proc = run_watched([sys.executable, "-c", code], cwd=REPO, env=env)  # in a session of its own
     child = int(proc.stdout.split()[0])
     assert (proc.returncode, "survived" in proc.stdout) == ((0, True) if survives else (-signal.SIGKILL, False))
     deadline = time.time() + 10

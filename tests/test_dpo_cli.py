@@ -105,10 +105,13 @@ def test_dpo_resumes_and_reports_bad_input_in_one_line(first_job, model_cache, t
     assert again.returncode == 0, again.stderr[-3000:]
     assert "samples (" not in again.stdout + again.stderr  # no engine started: every step was complete
     assert {p: sha256(root / p) for p in kept} == kept
-    strict = _dpo(out, model_cache, "name=fresh", "dpo.min_margin=1000")
+    strict = _dpo(out, model_cache, "name=fresh", "dpo.min_margin=1000")  # the step contract: refused
+    assert strict.returncode == 2 and "Traceback" not in strict.stderr
+    assert "(changed: min_margin)" in strict.stderr and "redo=pairs" in strict.stderr
+    strict = _dpo(out, model_cache, "name=fresh", "dpo.min_margin=1000", "redo=pairs")
     assert strict.returncode == 2 and "Traceback" not in strict.stderr
     line = strict.stderr.strip().splitlines()[-1]
-    assert len(strict.stderr.strip().splitlines()) == 1
+    assert "redoing the pairs step" in strict.stdout + strict.stderr
     assert "dpo.min_margin=1000" in line and f"{LIMIT} instructions" in line and "samples.jsonl" in line
     assert sha256(root / "samples.jsonl") == kept["samples.jsonl"]
     for args, says in [(("data=" + str(tmp_path / "none.jsonl"),), "no such file"),

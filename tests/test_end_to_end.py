@@ -34,6 +34,8 @@ def test_every_artifact_of_every_iteration(finished_run):
         it = paths.iteration(k)
         for stage in loop_stages.names():
             assert it.stage_done(stage), (k, stage)
+        served = json.loads(it.manifest.read_text())["dtype"]  # which dtype served, and why (precision.choice)
+        assert served["requested"] == "float32" and served["served"] == "float32" and served["reason"], served
         instructions = artifacts.read_jsonl(it.instructions)
         assert all(r["language"] == "en" and r["instruction"] for r in instructions)
         initial = artifacts.read_jsonl(it.initial)

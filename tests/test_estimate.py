@@ -28,7 +28,7 @@ def expected(*overrides: str) -> tuple[dict, list[tokens.Iteration]]:
 def test_paper_preset_estimate(preset, tmp_path):
     out = tmp_path / "estimate.json"
     proc = run_cli("estimate", f"experiment={preset}", "estimate.tokens_per_s_per_gpu=3000", f"estimate.out={out}",
-                   cwd=tmp_path, timeout=120)
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
     c, its = expected(f"experiment={preset}", "estimate.tokens_per_s_per_gpu=3000")
@@ -58,7 +58,7 @@ def test_paper_preset_estimate(preset, tmp_path):
 
 
 def test_default_config_estimate_needs_no_throughput(tmp_path):
-    proc = run_cli("estimate", cwd=tmp_path, timeout=120)
+    proc = run_cli("estimate", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "generation GPU-hours: give estimate.tokens_per_s_per_gpu" in proc.stdout
     assert list(tmp_path.iterdir()) == []  # writes nothing
@@ -68,7 +68,7 @@ def test_estimate_from_a_previous_run(tmp_path):
     run = fake_run(tmp_path / "iterations" / "measured")
     out = tmp_path / "e.json"
     proc = run_cli("estimate", "experiment=paper-llama3.1-8b", f"estimate.from_run={run.root}", f"estimate.out={out}",
-                   cwd=tmp_path, timeout=120)
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rates = json.loads(out.read_text())["rates"]
     assert rates["source"] == "from_run"
@@ -78,22 +78,22 @@ def test_estimate_from_a_previous_run(tmp_path):
     assert "note: measured with model embedded:tiny" in proc.stdout
     # a run name under paths.iterations_dir works too
     proc = run_cli("estimate", "estimate.from_run=measured", f"paths.iterations_dir={tmp_path / 'iterations'}",
-                   cwd=tmp_path, timeout=120)
+                   cwd=tmp_path)
     assert proc.returncode == 0 and "measured by" in proc.stdout
 
 
 @pytest.mark.parametrize("what, message", [("missing", "no such run folder"), ("empty", "no measured stage")])
 def test_bad_from_run_is_one_line(what, message, tmp_path):
     (tmp_path / "empty" / "iter_1" / "manifests").mkdir(parents=True)
-    proc = run_cli("estimate", f"estimate.from_run={tmp_path / what}", cwd=tmp_path, timeout=120)
+    proc = run_cli("estimate", f"estimate.from_run={tmp_path / what}", cwd=tmp_path)
     assert proc.returncode == 2
     assert message in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
 def test_bad_estimate_key_is_one_line(tmp_path):
-    proc = run_cli("estimate", "estimate.mfu=3", cwd=tmp_path, timeout=120)
+    proc = run_cli("estimate", "estimate.mfu=3", cwd=tmp_path)
     assert proc.returncode == 2 and "estimate.mfu=3 must be <= 1" in proc.stderr
-    proc = run_cli("estimate", "experiment=paper-gpt", cwd=tmp_path, timeout=120)
+    proc = run_cli("estimate", "experiment=paper-gpt", cwd=tmp_path)
     assert proc.returncode == 2 and "paper-qwen2-7b" in proc.stderr and proc.stderr.count("\n") == 1
 
 

@@ -142,7 +142,8 @@ def test_a_judge_that_writes_no_json_is_recorded_never_fatal(tmp_path, model_cac
 
 def test_several_answers_per_item_are_each_asked_and_all_counted(tmp_path, model_cache, tiny_model):
     """eval samples=2: every item answered twice on its own (two requests, two rows with their
-    own ids), and the summary's means are over all the answers."""
+    own ids), and the summary's means are over all the answers; a rerun reuses them (no
+    engine), one with another seed is refused naming it (store/steps.py)."""
     proc = _eval(tmp_path, "benchmark=heldout_tiny", "limit=3", "samples=2", "max_tokens=48",
                  f"paths.cache_dir={model_cache}", "name=twice")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -154,3 +155,13 @@ def test_several_answers_per_item_are_each_asked_and_all_counted(tmp_path, model
     assert [r["prompt"] for r in rows] == [i["prompt"] for i in items for _ in range(2)]
     assert summary["items"] == 6 and summary["generation_usage"]["base"]["requests"] == 6
     assert summary["mean_words"] == pytest.approx(sum(r["words"] for r in rows) / 6)
+    # the step contract: the same command reuses every answer (no engine); another seed is refused in one line
+    args = ("benchmark=heldout_tiny", "limit=3", "samples=2", "max_tokens=48", f"paths.cache_dir={model_cache}",
+            "name=twice")
+    again = _eval(tmp_path, *args)
+    assert again.returncode == 0 and "engine up" not in again.stderr, again.stderr[-3000:]
+    assert artifacts.read_jsonl(out / "predictions.jsonl") == rows
+    other = _eval(tmp_path, *args, "seed=3")
+    assert other.returncode == 2 and "Traceback" not in other.stderr and "engine up" not in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1 and "(changed: seed)" in other.stderr
+    assert "redo=predict" in other.stderr and artifacts.read_jsonl(out / "predictions.jsonl") == rows

@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from selflengthen.core.errors import UserError
 from selflengthen.engines.base import Request, Sampling
 from selflengthen.engines.openai_engine import OpenAIEngine, adapter_fingerprint
+from tests.conftest import Watchdog
 from tests.fakes import typed
 from tests.proxy import FaultProxy
 
@@ -27,7 +28,6 @@ KEY_ENV = "SELFLENGTHEN_TEST_OPENAI_KEY"
 FAKE_KEY = "sk-selflengthen-test-9f3c1a77e2b4"  # distinctive: searched for in every file the tests wrote
 END_OF_TURN = ["<|im_end|>"]
 SHORT = Sampling(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.1, max_tokens=24)
-READY_SECONDS = 150
 CONF = Path(__file__).resolve().parent.parent / "conf"
 ERROR_TEXTS: list[str] = []  # every UserError these tests saw, checked for the key at the end
 
@@ -178,8 +178,8 @@ def server(tiny_model, adapters, tmp_path_factory):
     proc = start(port)
     tries = 1
     try:
-        deadline = time.monotonic() + READY_SECONDS
-        for _ in range(READY_SECONDS):
+        dog = Watchdog(log=log_path)  # not ready yet: fails once its log stops growing (tests/conftest.py)
+        while True:
             if proc.poll() is not None:
                 # the free port was taken by another process between free_port() and the server's
                 # bind (a suite runs on 2 workers, Ray picks ports too): another port, a few times
@@ -194,13 +194,10 @@ def server(tiny_model, adapters, tmp_path_factory):
                         break
             except OSError:
                 pass
-            if time.monotonic() > deadline:
-                break
+            why = dog.expired()
+            if why:
+                pytest.fail(f"vLLM server not ready: {why}:\n{log_path.read_text()[-3000:]}")
             time.sleep(1)
-        else:
-            pytest.fail(f"vLLM server not ready in {READY_SECONDS} s:\n{log_path.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"vLLM server not ready in {READY_SECONDS} s:\n{log_path.read_text()[-3000:]}")
         yield {"port": port, "base_url": f"http://127.0.0.1:{port}/v1", "log": log_path}
     finally:
         if proc.poll() is None:  # the server and its engine core: the session we started

@@ -219,7 +219,7 @@ def test_smollm2_preset_two_iterations_through_the_cli(tmp_path, model_cache):
     seeds.write_text("".join(json.dumps({"instruction": s, "language": "en"}) + "\n" for s in SEEDS))
     out = tmp_path / "runs"
     proc = run_cli("run", "model=smollm2-135m", "iterations=2", "run.name=smol", f"paths.iterations_dir={out}",
-                   f"paths.cache_dir={model_cache}", f"seeds.path={seeds}", *SIZES, cwd=REPO, timeout=1500)
+                   f"paths.cache_dir={model_cache}", f"seeds.path={seeds}", *SIZES, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
     paths = artifacts.RunPaths(out / "smol")
     manifest = json.loads(paths.manifest.read_text())

@@ -1,13 +1,13 @@
 """Every shell command our messages tell a user to run exists, with that subcommand, in the
 environment the project installs: `<command> --help` succeeds for each entry of
 selflengthen.core.suggested (run from the venv's own bin folder, as a user of it would)."""
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from selflengthen.core import suggested
+from tests.conftest import REPO, run_watched
 
 
 @pytest.mark.parametrize("name", sorted(suggested.ALL))
@@ -15,7 +15,7 @@ def test_suggested_command_exists_in_the_installed_versions(name):
     words = suggested.ALL[name].split()
     program = Path(sys.executable).parent / words[0]
     assert program.exists(), f"{suggested.ALL[name]!r}: {words[0]} is not installed beside {sys.executable}"
-    done = subprocess.run([str(program), *words[1:], "--help"], capture_output=True, text=True, timeout=180)
+    done = run_watched([str(program), *words[1:], "--help"], cwd=REPO)
     assert done.returncode == 0, f"{suggested.ALL[name]} --help failed: {done.stderr[-500:]}"
 
 

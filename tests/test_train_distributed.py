@@ -5,8 +5,6 @@ SIGKILLed after its first checkpoint that resumes from it (slow, real stack)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from selflengthen.preflight import checks
 from selflengthen.core.errors import UserError
 from selflengthen.engines import workers
 from selflengthen.training import checkpoints, ray_train, strategy
-from tests.conftest import REPO, run_cli, kill_session_when
+from tests.conftest import REPO, kill_session_when, run_cli, run_watched
 
 CONF = REPO / "conf"
 
@@ -70,7 +68,7 @@ def test_deepspeed_not_installed_is_one_line_naming_the_install(monkeypatch):
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("deepspeed") is not None, reason="deepspeed is installed")
 def test_deepspeed_missing_stops_the_cli_with_one_line(tmp_path):
-    proc = run_cli("run", "train.strategy=deepspeed", f"paths.iterations_dir={tmp_path}", cwd=REPO, timeout=300)
+    proc = run_cli("run", "train.strategy=deepspeed", f"paths.iterations_dir={tmp_path}", cwd=REPO)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert lines[-1] == ("selflengthen: error: config: train.strategy=deepspeed needs the deepspeed package, "
@@ -191,17 +189,16 @@ def driver_args(tmp_path: Path, model: Path, examples: int, *overrides: str) -> 
     return [sys.executable, "-c", DRIVER, json.dumps(args)], Path(args["out"])
 
 
-def run_driver(cmd: list[str], tmp_path: Path, timeout: int = 600) -> dict:
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def run_driver(cmd: list[str], tmp_path: Path) -> dict:
+    proc = run_watched(cmd, cwd=REPO)  # stopped by the progress watchdog, not by a time limit
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((tmp_path / "info.json").read_text())
 
 
-def kill_after_checkpoint(cmd: list[str], work_dir: Path, log: Path, timeout: int = 600) -> None:
+def kill_after_checkpoint(cmd: list[str], work_dir: Path, log: Path) -> None:
     """Run the driver in a session of its own; SIGKILL the whole session (driver, Ray, the
     trainers) as soon as a complete trainer checkpoint exists."""
-    kill_session_when(cmd, lambda: checkpoints.last_complete(work_dir), log, timeout, "training")
+    kill_session_when(cmd, lambda: checkpoints.last_complete(work_dir), log, "training", watch=(work_dir,))
 
 
 @pytest.mark.slow

@@ -122,3 +122,59 @@ def test_the_dpo_train_step_goes_through_the_launcher(tmp_path, monkeypatch):
     assert args[:4] == ("model", str(paths.pairs), str(paths.adapter), "start/adapter") and args[5] == 5
     assert args[4]["workers"] == 2 and args[4]["beta"] == settings.dpo.train.beta  # train.* with dpo.train.* on top
     assert info["steps"] == 3 and paths.manifest("train").exists()
+
+
+class Killed(RuntimeError):
+    """Stands in for a kill right after a complete checkpoint."""
+
+
+def kill_after_checkpoint(step: int):
+    """A TRL callback (run after the checkpoint marker's) that stops the process's training at `step`."""
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise Killed(f"killed after checkpoint {step}")
+
+    return Kill()
+
+
+@pytest.mark.slow
+def test_dpo_continuing_an_adapter_resumes_from_its_checkpoint_and_saves_only_the_trained_adapter(
+        tiny_model, tmp_path, compose_config):
+    """The DPO trainer on the tiny model (CPU, in process), with the harness every trainer
+    shares: an SFT adapter to continue, a training killed after its step-2 checkpoint, then
+    the same call resuming from that checkpoint and saving the adapter it digested."""
+    from safetensors.torch import load_file
+
+    from selflengthen.store import artifacts
+    from selflengthen.training import checkpoints
+    from tests.fakes import typed
+
+    settings = typed(compose_config("train.max_length=256", "train.save_every_steps=2", "train.rank=4",
+                                    "train.alpha=8", "dpo.train.max_length=256", "dpo.train.max_steps=4",
+                                    "dpo.train.learning_rate=1e-3", verb="dpo"), "dpo")
+    dcfg = command.train_settings(settings)
+    rows = [{"messages": [{"role": "user", "content": f"Write about topic {i}."},
+                          {"role": "assistant", "content": f"Topic {i} is a module. " * 8}]} for i in range(4)]
+    artifacts.write_jsonl(tmp_path / "sft.jsonl", rows)
+    start = tmp_path / "start"
+    sft.train_adapter(str(tiny_model), str(tmp_path / "sft.jsonl"), str(start), None,
+                      {**dcfg, "learning_rate": 1e-3, "epochs": 1, "max_steps": 2, "save_every_steps": 0}, 0)
+    pairs = [{"prompt": f"Write about topic {i}.", "chosen": f"Topic {i} is a module. " * 12, "rejected": "No."}
+             for i in range(4)]
+    artifacts.write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    out = tmp_path / "adapter"
+    args = (str(tiny_model), str(tmp_path / "pairs.jsonl"), str(out), str(start), dcfg, 0)
+    with pytest.raises(Killed):
+        dpo.train_dpo_adapter(*args, extra_callbacks=[kill_after_checkpoint(2)])
+    work_dir = out.with_name("adapter.trainer")
+    assert not out.exists() and checkpoints.last_complete(work_dir) == (work_dir / "checkpoint-2", 2)
+    info = dpo.train_dpo_adapter(*args)
+    assert info["resumed_from_step"] == 2 and info["steps"] == 4 and len(info["loss_curve"]) == 4
+    assert info["reference"] == "a frozen copy of the starting adapter"
+    saved = load_file(out / "adapter_model.safetensors")
+    assert checkpoints.tensors_digest(saved) == info["adapter_digest"]
+    assert saved.keys() == load_file(start / "adapter_model.safetensors").keys()
+    assert not (out / "ref").exists() and not work_dir.exists()  # TRL's frozen copy is not saved; the work folder goes

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_watched
 
 
 def test_every_package_is_in_the_wheel_list():
@@ -38,7 +38,7 @@ def test_the_installed_wheel_finds_its_configs_from_an_empty_folder(tmp_path):
     pip = [sys.executable, "-m", "pip"]
 
     def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-        proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        proc = run_watched(args, cwd=cwd, env=env)  # stopped by the progress watchdog, not by a time limit
         assert proc.returncode == 0, f"{' '.join(map(str, args))}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         return proc
 

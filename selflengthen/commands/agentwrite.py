@@ -6,8 +6,10 @@ iteration's generator (`adapter=RUN/iter_K`).
 Results go to `<out_dir>/<name>/`:
   checkpoint.jsonl     every finished plan and step as it finishes: a killed run resumes at
                        the next step of each instruction (nothing is asked twice)
-  settings.json        what the text depends on (model, adapter, seed, sampling, agentwrite);
-                       resuming with other settings is refused
+  settings.json        the write step's record (store/steps.py): what the text depends on
+                       (model, adapter, seed, sampling, agentwrite, the input file's digest);
+                       resuming with other settings is refused naming the changed keys, unless
+                       redo=write (the checkpoint is then discarded and every text written again)
   rows.jsonl           one row per planned instruction: plan, per-paragraph planned vs
                        written words, response, and `kept` (agentwrite.filter)
   plan_vs_actual.png   planned against written words per paragraph
@@ -17,9 +19,9 @@ Results go to `<out_dir>/<name>/`:
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -35,7 +37,7 @@ from selflengthen.core.quality import QualityCheck
 from selflengthen.core.text import detect_language
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.models.resolve import Served, served
-from selflengthen.store import artifacts, jsonl
+from selflengthen.store import artifacts, jsonl, steps
 from selflengthen.store.samples import stable_seed
 
 log = logging.getLogger("selflengthen")
@@ -88,25 +90,30 @@ def output_name(settings: AgentWriteConfig) -> str:
     return re.sub(r"[^\w.-]+", "-", stem if who == stem else f"{stem}-{who}")
 
 
+STEPS = ("write",)  # plan and write every instruction; rows, the plot and the training set follow each time
+
+
 def settings_of(settings: AgentWriteConfig, serve: Served) -> dict:
     """What the written text depends on: a resume must keep it (agentwrite.filter, mix and
     max_items_in_flight change what is kept or how fast, not the text)."""
     agentwrite = settings.agentwrite.model_dump(exclude={"filter", "mix", "max_items_in_flight"})
     return {"model": serve.path, "adapter": serve.adapters.get("generator"), "seed": settings.seed,
-            "sampling": serve.sampling.model_dump(), "agentwrite": agentwrite}
+            "sampling": serve.sampling.model_dump(), "agentwrite": agentwrite,
+            "input": steps.file_digest(Path(settings.input).expanduser())}
 
 
-def check_settings(out: Path, settings: dict) -> None:
-    path = out / "settings.json"
-    if not path.exists():
-        artifacts.write_json(path, settings)
-        return
-    before = artifacts.read_json(path)
-    changed = sorted(k for k in settings if json.dumps(before.get(k), sort_keys=True)
-                     != json.dumps(settings[k], sort_keys=True))
-    if changed:
-        raise UserError(f"{out} was written with other settings ({', '.join(changed)}); rerun with the same "
-                        f"settings to resume, or give name=NEW for a new folder")
+def write_step(out: Path, made_with: dict, redo: str | None) -> None:
+    """The write step under the step contract (store/steps.py): its record, settings.json,
+    is written before any text; a resume with other settings is refused naming the changed
+    keys, or with redo=write starts over (the checkpoint of the earlier texts is removed)."""
+    step = steps.Step("agentwrite", "write", out, out / "settings.json", made_with, "name=NEW")
+    if step.record.exists() and "made_with" not in (before := artifacts.read_json(step.record)):
+        # recorded by an earlier version (the settings alone): the keys it did not record are taken as they are now
+        artifacts.write_json(step.record, replace(step, made_with={**made_with, **before}).fields())
+    made_before = step.record.exists()
+    if not steps.reusable(step, redo=bool(steps.redo_set("agentwrite", STEPS, redo))) and made_before:
+        (out / "checkpoint.jsonl").unlink(missing_ok=True)  # redone: no earlier text is resumed
+    step.mark()
 
 
 def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
@@ -118,7 +125,7 @@ def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
     out = Path(settings.out_dir) / output_name(settings)
     serve = served(settings.adapter, settings.model, settings.loop.sampling, settings.engine, settings.paths)
     model_path, adapters = serve.path, serve.adapters
-    check_settings(out, settings_of(settings, serve))
+    write_step(out, settings_of(settings, serve), settings.redo)
     checkpoint = out / "checkpoint.jsonl"
     todo = pending(items, checkpoint)
 

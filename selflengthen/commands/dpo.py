@@ -13,14 +13,17 @@ so a rerun skips what is complete and a killed run resumes:
    Ray task, or train.workers Ray Train workers; a GPU each where the cluster has them, and
    checkpoints a killed training resumes from), continuing from `adapter=` or a fresh LoRA
    -> adapter/, train.manifest.json
-A changed setting redoes the steps it feeds (pairs and train); samples made with other
-settings are never overwritten (a new `name=` keeps both).
+Each step is under the product's step contract (store/steps.py): its manifest records the
+settings it was made with (and the digest of the step before it); a rerun with other
+settings is refused in one line naming the changed keys, unless `redo=<step>` asks to redo
+that step and the ones after it (a new `name=` keeps both).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -38,10 +41,10 @@ from selflengthen.evaluation import runner, scoring
 from selflengthen.evaluation.benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_items
 from selflengthen.evaluation.judging import judge_engine, judge_settings
 from selflengthen.models.resolve import Served, served
-from selflengthen.store import artifacts
+from selflengthen.store import artifacts, steps
 from selflengthen.store.samples import SampleLog, stable_seed
 from selflengthen.training import dpo_pairs as pairing
-from selflengthen.training import ray_train
+from selflengthen.training import harness, ray_train
 
 log = logging.getLogger("selflengthen")
 STEPS = ("samples", "pairs", "train")
@@ -89,21 +92,19 @@ def benchmark_problems(benchmark: str) -> list[str]:
 CONFIG_CHECK = config.FeatureCheck(("benchmark",), benchmark_problems)
 
 
-def _done(paths: DpoPaths, step: str, digest: str) -> dict | None:
-    """The step's manifest when it finished with these settings."""
-    manifest = paths.manifest(step)
-    if manifest.exists():
-        info = artifacts.read_json(manifest)
-        if info.get("config_hash") == digest:
-            return info
-    return None
+def step_of(paths: DpoPaths, name: str, made_with: dict, older_digest: str, record: Path | None = None) -> steps.Step:
+    """Step `name` of the job under the step contract; a manifest from before made_with was
+    recorded matches when its config_hash is `older_digest` (the digest of that time)."""
+    return steps.Step("dpo", name, paths.root, record or paths.manifest(name), made_with, "name=NEW",
+                      legacy={"config_hash": older_digest})
 
 
-def _write_manifest(paths: DpoPaths, step: str, started: float, digest: str, info: dict) -> dict:
-    info = {"step": step, "seconds": round(time.time() - started, 2),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config_hash": digest, **info,
-            "versions": artifacts.package_versions()}
-    artifacts.write_json(paths.manifest(step), info)
+def _write_manifest(step: steps.Step, started: float, info: dict) -> dict:
+    made = step.fields()
+    info = {"step": step.name, "seconds": round(time.time() - started, 2),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config_hash": made["settings_hash"], **info,
+            "versions": artifacts.package_versions(), **made}
+    artifacts.write_json(step.record, info)
     return info
 
 
@@ -141,7 +142,7 @@ def sampling_for(settings: DpoConfig, serve: Served, bench: Benchmark) -> tuple[
 
 
 def make_samples(settings: DpoConfig, paths: DpoPaths, bench: Benchmark, items: list[dict],
-                 serve: Served) -> tuple[list[dict], dict]:
+                 serve: Served, redo: set[str] = frozenset()) -> tuple[list[dict], dict]:
     k, model_path, adapters = settings.dpo.samples_per_instruction, serve.path, serve.adapters
     sampling, sampling_meta = sampling_for(settings, serve, bench)
     judged = settings.judge.kind != "none" and bench.rubric is not None
@@ -149,18 +150,17 @@ def make_samples(settings: DpoConfig, paths: DpoPaths, bench: Benchmark, items: 
                  "items": [i["id"] for i in items], "prompts_digest": artifacts.config_hash([i["prompt"] for i in items]),
                  "samples_per_instruction": k, "sampling": asdict(sampling), "seed": settings.seed,
                  "judge": settings.judge.model_dump(exclude_unset=True) if judged else None}  # as the YAML held it
-    digest = artifacts.config_hash(made_with)
-    if paths.manifest("samples").exists():
-        if (info := _done(paths, "samples", digest)) is not None:
-            return artifacts.read_jsonl(paths.samples), info
-        raise UserError(f"{paths.root} holds samples made with other settings (model, adapter, data, k, sampling, "
-                        f"seed or judge); give a new name=... to keep both, or remove {paths.samples} to resample")
+    older = artifacts.config_hash(made_with)  # what a manifest from before made_with was recorded holds
+    step = step_of(paths, "samples", made_with, older)
+    if (info := steps.reused(step, redo)) is not None:
+        return artifacts.read_jsonl(paths.samples), info
     started = time.time()
-    marker = paths.root / "partial" / "settings.json"
-    if marker.exists() and artifacts.read_json(marker).get("config_hash") != digest:
-        raise UserError(f"{paths.root / 'partial'} holds unfinished samples made with other settings; rerun with "
-                        f"the earlier settings to finish them, give a new name=..., or remove that folder")
-    artifacts.write_json(marker, {"config_hash": digest})
+    marker = paths.root / "partial" / "settings.json"  # the unfinished samples' settings, under the same contract
+    begun = step_of(paths, "samples", made_with, older, record=marker)
+    if marker.exists() and not steps.reusable(begun, redo="samples" in redo):
+        for what in ("samples", "judgements"):  # other settings made them: not resumed
+            paths.partial(what).unlink(missing_ok=True)
+    begun.mark()
     done = SampleLog(paths.partial("samples"))
     if any(sample_id(item, j) not in done for item in items for j in range(k)):
         log.info("dpo: %d samples (%d instructions x %d) on %s%s", len(items) * k, len(items), k, model_path,
@@ -196,7 +196,7 @@ def make_samples(settings: DpoConfig, paths: DpoPaths, bench: Benchmark, items: 
                 mean_length_score=sum(r["length_score"] for r in rows) / len(rows),
                 mean_words=sum(r["words"] for r in rows) / len(rows), sampling=sampling_meta,
                 signals=scoring.response_signals(rows))  # judge-free quality of the samples
-    info = _write_manifest(paths, "samples", started, digest, info)
+    info = _write_manifest(step, started, info)
     for what in ("samples", "judgements"):
         paths.partial(what).unlink(missing_ok=True)
     marker.unlink(missing_ok=True)
@@ -207,10 +207,12 @@ def make_samples(settings: DpoConfig, paths: DpoPaths, bench: Benchmark, items: 
 
 # --- step 2: pairs -------------------------------------------------------------------
 
-def make_pairs(dpo: schema.Dpo, paths: DpoPaths, samples: list[dict], samples_info: dict) -> tuple[list[dict], dict]:
+def make_pairs(dpo: schema.Dpo, paths: DpoPaths, samples: list[dict], samples_info: dict,
+               redo: set[str] = frozenset()) -> tuple[list[dict], dict]:
     how, margin = dpo.pairing, dpo.min_margin
-    digest = artifacts.config_hash({"samples": samples_info["config_hash"], "pairing": how, "min_margin": margin})
-    if (info := _done(paths, "pairs", digest)) is not None:
+    made_with = {"samples": samples_info["config_hash"], "pairing": how, "min_margin": margin}
+    step = step_of(paths, "pairs", made_with, artifacts.config_hash(made_with))
+    if (info := steps.reused(step, redo)) is not None:
         return artifacts.read_jsonl(paths.pairs), info
     started = time.time()
     pairs = pairing.build_pairs(samples, margin, how)
@@ -218,7 +220,7 @@ def make_pairs(dpo: schema.Dpo, paths: DpoPaths, samples: list[dict], samples_in
     if not pairs:
         raise UserError(f"{pairing.no_pairs_message(summary)}; the scored samples are kept in {paths.samples}")
     artifacts.write_jsonl(paths.pairs, pairs)
-    return pairs, _write_manifest(paths, "pairs", started, digest, {"score": samples_info["score"], **summary})
+    return pairs, _write_manifest(step, started, {"score": samples_info["score"], **summary})
 
 
 # --- step 3: train -------------------------------------------------------------------
@@ -232,13 +234,20 @@ def train_settings(settings: DpoConfig) -> dict:
     return workers.with_cpu_threads(tcfg)
 
 
-def train(settings: DpoConfig, paths: DpoPaths, model_path: str, adapters: dict[str, str], pairs_info: dict) -> dict:
+def train(settings: DpoConfig, paths: DpoPaths, model_path: str, adapters: dict[str, str], pairs_info: dict,
+          redo: set[str] = frozenset()) -> dict:
     tcfg = train_settings(settings)
     init = adapters.get("generator")
-    digest = artifacts.config_hash({"pairs": pairs_info["config_hash"], "model": model_path, "init": init,
-                                    "train": tcfg, "seed": settings.seed})
-    if (info := _done(paths, "train", digest)) is not None and (paths.adapter / "adapter_config.json").exists():
+    made_with = {"pairs": pairs_info["config_hash"], "model": model_path, "init": init,
+                 "train": {k: v for k, v in tcfg.items() if k != "cpu_threads"}, "seed": settings.seed}
+    older = artifacts.config_hash({**made_with, "train": tcfg})  # with this machine's threads, as it was
+    step = step_of(paths, "train", made_with, older)
+    made_before = step.record.exists()
+    if (info := steps.reused(step, redo)) is not None and (paths.adapter / "adapter_config.json").exists():
         return info
+    if made_before and not step.record.exists():  # redo=: the earlier adapter and its checkpoints are not resumed
+        for folder in (paths.adapter, harness.work_dir_of(str(paths.adapter))):
+            shutil.rmtree(folder, ignore_errors=True)
     started = time.time()
     workers.init_ray(settings.ray)
     gpus, _ = ray_train.placement([tcfg])  # one line when the cluster cannot hold it
@@ -249,8 +258,7 @@ def train(settings: DpoConfig, paths: DpoPaths, model_path: str, adapters: dict[
     except ray.exceptions.RayTaskError as err:
         raise UserError(f"DPO training failed: {str(err).strip().splitlines()[-1][:300]} -- the samples and pairs "
                         f"are kept; fix the dpo.train.* / train.* settings and rerun the same command") from err
-    return _write_manifest(paths, "train", started, digest, {"model": model_path, "adapter": str(paths.adapter),
-                                                             **info})
+    return _write_manifest(step, started, {"model": model_path, "adapter": str(paths.adapter), **info})
 
 
 def run_dpo(cfg: DictConfig) -> tuple[dict, DpoPaths]:
@@ -260,9 +268,10 @@ def run_dpo(cfg: DictConfig) -> tuple[dict, DpoPaths]:
     paths = DpoPaths(Path(settings.out_dir) / output_name(settings))
     items = load_items(bench.name, settings.data, limit=settings.limit, languages=settings.languages)
     serve = served(settings.adapter, settings.model, settings.loop.sampling, settings.engine, settings.paths)
-    samples, samples_info = make_samples(settings, paths, bench, items, serve)
-    pairs, pairs_info = make_pairs(settings.dpo, paths, samples, samples_info)
-    train_info = train(settings, paths, serve.path, serve.adapters, pairs_info)
+    redo = steps.redo_set("dpo", STEPS, settings.redo)
+    samples, samples_info = make_samples(settings, paths, bench, items, serve, redo)
+    pairs, pairs_info = make_pairs(settings.dpo, paths, samples, samples_info, redo)
+    train_info = train(settings, paths, serve.path, serve.adapters, pairs_info, redo)
     return {"samples": samples_info, "pairs": pairs_info, "train": train_info}, paths
 
 

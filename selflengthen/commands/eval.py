@@ -7,6 +7,13 @@ benchmark's items all in flight together, one benchmark after the other, so each
 token accounting is its own); the judge, when configured, runs afterwards on its own engine
 (the generation engine is shut down first, so both fit on the same accelerators). Results
 go to `<out_dir>/<name>/` per benchmark: predictions.jsonl, summary.json (last), plot.png.
+
+Each benchmark's two steps, `predict` (the answers: model, adapter, the data file's digest,
+sampling, seed, samples; or the predictions file's digest) and `judge` (the judge's model,
+sampling, retries and segments, over those answers), are under the product's step contract
+(store/steps.py): `steps/<step>.json` records what each was made with before its work
+starts; a rerun with other settings is refused in one line naming the changed keys, or with
+`redo=predict|judge` redone. A folder from before these records resumes as it did.
 """
 from __future__ import annotations
 
@@ -27,9 +34,33 @@ from selflengthen.evaluation import runner, scoring
 from selflengthen.evaluation.benchmarks import Benchmark, answers_per_item, benchmark_file, get_benchmark, load_items
 from selflengthen.evaluation.judging import judge_engine, judge_settings
 from selflengthen.models.resolve import served
+from selflengthen.store import steps
 from selflengthen.store.samples import SampleLog
 
 log = logging.getLogger("selflengthen")
+STEPS = ("predict", "judge")
+
+
+def step_of(out: Path, name: str, made_with: dict) -> steps.Step:
+    return steps.Step("eval", name, out, out / "steps" / f"{name}.json", made_with, "name=NEW")
+
+
+def begin(out: Path, name: str, made_with: dict, redo: set[str]) -> str:
+    """Step `name` of the benchmark in `out` under the step contract: made with these
+    settings (or never recorded: a folder from before the records), resumed; other settings:
+    refused, or with redo= discarded (the answers, or only the judgements) and redone. Its
+    record is written now; the settings hash it records is returned (the judge's include it)."""
+    step = step_of(out, name, made_with)
+    made_before = step.record.exists()
+    if not steps.reusable(step, redo=name in redo) and made_before:
+        paths = runner.EvalPaths(out)
+        if name == "predict":
+            runner.discard(paths)
+            step_of(out, "judge", {}).record.unlink(missing_ok=True)  # over the answers discarded
+        else:
+            runner.forget_judgements(paths)
+    step.mark()
+    return step.fields()["settings_hash"]
 
 
 def output_name(settings: EvalConfig, benchmark: str, several: bool = False) -> str:
@@ -71,20 +102,35 @@ def run_eval(cfg: DictConfig) -> list[tuple[dict, Path]]:
         if not source.is_file():
             raise UserError(f"predictions={source} is not a file; give a JSONL of the benchmark's rows plus "
                             f"a \"response\" field")
+        redo = steps.redo_set("eval", STEPS, settings.redo)
+        predicted = [begin(outs[0], "predict", {"predictions": steps.file_digest(source)}, redo)]
         results = [(read_predictions(benches[0].name, source, limit, languages), {"source": str(source), "model": None})]
     else:
-        results = generate(settings, benches, [runner.EvalPaths(o) for o in outs])
+        results, predicted = generate(settings, benches, [runner.EvalPaths(o) for o in outs])
     if settings.judge.kind != "none" and any(bench.rubric for bench in benches):
         sampling, retries, jmeta = judge_settings(settings.judge)
+        redo = steps.redo_set("eval", STEPS, settings.redo)
+        judge_made = {"kind": jmeta["kind"], "model": jmeta["model"], "segments": jmeta["segments"],
+                      "sampling": steps.plain(sampling), "retries": retries}
+        for i, bench in enumerate(benches):  # every record checked before the judge starts
+            if bench.rubric:
+                begin(outs[i], "judge", {"judge": judge_made, "predict": predicted[i]}, redo)
+        needed = any(bench.rubric and not runner.all_judged(runner.EvalPaths(out), results[i][0])
+                     for i, (bench, out) in enumerate(zip(benches, outs)))
+
+        async def judge_all(engine):
+            for i, bench in enumerate(benches):
+                if bench.rubric:
+                    rows, meta = results[i]
+                    rows, meta["judge"] = await runner.run_judge(engine, bench, rows, runner.EvalPaths(outs[i]),
+                                                                 sampling, retries, jmeta)
+                    results[i] = (rows, meta)
 
         async def judged():
+            if not needed:  # an earlier invocation judged every answer: no judge engine
+                return await judge_all(None)
             async with judge_engine(settings.judge, settings.model, settings.engine, settings.ray) as engine:
-                for i, bench in enumerate(benches):
-                    if bench.rubric:
-                        rows, meta = results[i]
-                        rows, meta["judge"] = await runner.run_judge(engine, bench, rows, runner.EvalPaths(outs[i]),
-                                                                     sampling, retries, jmeta)
-                        results[i] = (rows, meta)
+                await judge_all(engine)
 
         run_async(judged())
     return [(runner.finish(runner.EvalPaths(out), bench, rows, {"name": out.name, **meta}), out)
@@ -109,29 +155,36 @@ class Plan:
         return [self.done.done[item["id"]]["row"] for item in self.items]
 
 
-def generate(settings: EvalConfig, benches: list, paths: list[runner.EvalPaths]) -> list[tuple[list[dict], dict]]:
+def generate(settings: EvalConfig, benches: list, paths: list[runner.EvalPaths]
+             ) -> tuple[list[tuple[list[dict], dict]], list[str]]:
     """(rows, meta) per benchmark, generated on one engine start (none when an earlier run
-    predicted every item of every benchmark)."""
+    predicted every item of every benchmark), and each one's predict step's settings hash."""
     loaded = [answers_per_item(load_items(bench.name, settings.data, limit=settings.limit,
                                           languages=settings.languages), settings.samples)
               for bench in benches]  # first: a data file's problem is named before any model is prepared
     serve = served(settings.adapter, settings.model, settings.loop.sampling, settings.engine, settings.paths)
     model_path, adapters = serve.path, serve.adapters
     adapter_role = "generator" if adapters else None
-    plans = []
+    plans, predicted = [], []
+    redo = steps.redo_set("eval", STEPS, settings.redo)
     for bench, where, items in zip(benches, paths, loaded):
         sampling, sampling_meta = runner.bench_sampling(bench, sampling_from(serve.sampling), settings.max_tokens,
                                                         serve.model.max_model_len)  # the run's, for a run's iteration
-        sampling_meta = {**sampling_meta, "data_file": str(benchmark_file(bench, settings.data))}
+        data = benchmark_file(bench, settings.data)
+        sampling_meta = {**sampling_meta, "data_file": str(data)}
+        predicted.append(begin(where.root, "predict", {
+            "model": model_path, "adapter": adapters.get("generator"), "benchmark": bench.name,
+            "data": steps.file_digest(data), "samples": settings.samples, "sampling": steps.plain(sampling),
+            "seed": settings.seed}, redo))
         plans.append(Plan(bench, where, items, sampling, sampling_meta, runner.resume_log(where, "predictions")))
     meta = {"model": model_path, "adapter": adapters.get("generator")}
     todo = [plan for plan in plans if not plan.finished]
     results = {id(plan): (plan.resumed_rows(), {**meta, "sampling": plan.sampling_meta, "resumed": True})
                for plan in plans if plan.finished}
     if not todo:  # no engine needed
-        return [results[id(plan)] for plan in plans]
+        return [results[id(plan)] for plan in plans], predicted
 
-    async def predicted():
+    async def answered():
         started = time.time()
         async with serving(model_path, adapters, serve.model, serve.engine, settings.ray) as engine:
             log.info("eval: %s engine up in %.0f s for %d benchmark%s", serve.engine.kind, time.time() - started,
@@ -144,8 +197,8 @@ def generate(settings: EvalConfig, benches: list, paths: list[runner.EvalPaths])
                 results[id(plan)] = (rows, {**meta, "sampling": plan.sampling_meta, "engine": serve.engine.kind,
                                             **generation})
 
-    run_async(predicted())
-    return [results[id(plan)] for plan in plans]
+    run_async(answered())
+    return [results[id(plan)] for plan in plans], predicted
 
 
 def summary_table(summary: dict) -> str:

@@ -1,7 +1,10 @@
 """`python -m selflengthen finalize RUN`: the end of the method (algorithm.md 1.4, 4) as
 steps a user can run one by one (`step=collect|constrain|export|train|eval`) or all at
-once (`step=all`). Each step writes its manifest last and is skipped when it exists, so a
-killed finalize resumes at the first unfinished step. Everything goes under
+once (`step=all`). Each step writes its manifest last, with the settings and input digests
+it was made with, and is skipped when they are what is asked now (store/steps.py: other
+settings are refused in one line naming the changed keys, or redone with `redo=<step>`), so
+a killed finalize resumes at the first unfinished step. The base model is resolved (built,
+for an embedded model) and Ray started only for a step still to run that serves or trains. Everything goes under
 `iterations/<RUN>/<finalize.output_dir>/` (default `final/`):
 
     collected.jsonl            collect: every accepted pair of every iteration (+ extra pairs)
@@ -21,7 +24,10 @@ over them, and `engine`, `ray`, `judge` and `paths` come from the command line.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +42,14 @@ from selflengthen.core.errors import UserError, run_async
 from selflengthen.engines import workers
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.engines.merged import merge_adapter
-from selflengthen.evaluation import in_run
+from selflengthen.evaluation import in_run, runner
 from selflengthen.finalize.collect import collect
 from selflengthen.finalize.constraints import ConstraintConfig
 from selflengthen.finalize.rewrite import constrain_all
 from selflengthen.models.resolve import resolve_model
 from selflengthen.pipeline import stage
 from selflengthen.pipeline.stages import augment, generate
-from selflengthen.store import artifacts
+from selflengthen.store import artifacts, steps
 from selflengthen.store.export import export
 from selflengthen.store.runlock import RunLock
 from selflengthen.store.runs import instruction_pool
@@ -53,6 +59,8 @@ from selflengthen.training import ray_train
 log = logging.getLogger("selflengthen")
 
 STEPS = ("collect", "constrain", "export", "train", "eval")
+ORDER = ("collect", "constrain", "export", "train", "merge", "eval")  # the contract's steps, for redo=
+RENAME = "finalize.output_dir=NEW"
 FROM_RUN = ("model", "loop", "seed", "train", "seeds", "eval", "finalize")  # the run's settings
 OVERRIDABLE = ("finalize.", "eval.")  # command-line overrides that win over the run's settings
 
@@ -89,12 +97,69 @@ class FinalPaths:
     def step_manifest(self, step: str) -> Path:
         return self.root / "manifests" / f"{step}.json"
 
-    def done(self, step: str) -> bool:
+    def finished(self, step: str) -> bool:
+        """The step's manifest is there (whatever made it: `Contract.done` checks that)."""
         return self.step_manifest(step).exists()
 
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
+
+
+class Contract:
+    """finalize's steps under the product's step contract (store/steps.py): what made each
+    step, the check of its manifest, and the base model, resolved (built, for an embedded
+    model) only when a step still to run serves or trains with it."""
+
+    def __init__(self, settings: FinalizeConfig, run: artifacts.RunPaths, fp: FinalPaths):
+        self.settings, self.run, self.fp = settings, run, fp
+        self.redo = steps.redo_set("finalize", ORDER, settings.redo)
+        self.model_path = functools.cache(lambda: resolve_model(settings.model, settings.paths.cache_dir))
+
+    def step(self, name: str) -> steps.Step:
+        return steps.Step("finalize", name, self.fp.root, self.fp.step_manifest(name), self.made_with(name), RENAME)
+
+    def done(self, name: str) -> bool:
+        """The step's manifest records what is asked now (other settings: refused, or redone with redo=)."""
+        return steps.reusable(self.step(name), redo=name in self.redo)
+
+    def record(self, name: str) -> dict:
+        return self.step(name).fields()
+
+    def made_with(self, name: str) -> dict:
+        """The plain settings and input digests step `name` computes with (a later step's
+        include the earlier ones' output digests, so a redone step redoes what it feeds)."""
+        s, f, fp = self.settings, self.settings.finalize, self.fp
+        model = {"path": s.model.path, "build": steps.plain(s.model.build)}
+        if name == "collect":
+            return {"allow_unfinished": f.allow_unfinished, "extra_per_language": f.extra_per_language,
+                    "iterations": {it.root.name: steps.file_digest(it.extended) for it in self.run.iterations()}}
+        if name == "constrain":
+            return {"constraints": steps.plain(f.constraints), "rewrite": steps.plain(f.rewrite),
+                    "keep_unconstrained": f.keep_unconstrained, "seed": s.seed,
+                    "model": model if f.rewrite.use_model else None, "collected": steps.file_digest(fp.collected)}
+        if name == "export":
+            return {"dataset_name": f.dataset_name, "constrained": steps.file_digest(fp.constrained)}
+        if name == "train":
+            return {"training": training_recipe(s), "model": model, "seed": s.seed,
+                    "dataset": steps.file_digest(fp.dataset / "train.jsonl")}
+        if name == "merge":
+            return {"trained": self.recorded_hash("train")}
+        return {"eval": steps.plain(s.eval), "judge": steps.plain(s.judge),
+                "trained": self.recorded_hash("train"), "merged": self.recorded_hash("merge")}
+
+    def recorded_hash(self, name: str) -> str | None:
+        path = self.fp.step_manifest(name)
+        return artifacts.read_json(path).get("settings_hash") if path.exists() else None
+
+    def model_for_manifest(self) -> str:
+        """The base model's folder: resolved when a step used it, else as the run recorded it."""
+        if self.model_path.cache_info().currsize:
+            return self.model_path()
+        for it in reversed(self.run.iterations()):
+            if it.manifest.exists():
+                return artifacts.read_json(it.manifest).get("model") or self.settings.model.path
+        return self.settings.model.path
 
 
 # --- settings -------------------------------------------------------------------------------
@@ -149,15 +214,16 @@ def writable_root(run_root: Path, finalize: schema.Finalize) -> FinalPaths:
 
 # --- the steps ------------------------------------------------------------------------------
 
-def write_step(fp: FinalPaths, step: str, started: float, counts: dict, **extra) -> dict:
+def write_step(c: Contract, step: str, started: float, counts: dict, **extra) -> dict:
+    """The step's manifest, written last: its counts and what it was made with (store/steps.py)."""
     manifest = {"step": step, "counts": counts, "seconds": round(time.time() - started, 2),
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
-    artifacts.write_json(fp.step_manifest(step), manifest)
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra, **c.record(step)}
+    artifacts.write_json(c.fp.step_manifest(step), manifest)
     return manifest
 
 
 async def extra_pairs(settings: FinalizeConfig, run: artifacts.RunPaths, fp: FinalPaths, engine, k: int,
-                      seen: set[str]) -> tuple[list[dict], dict]:
+                      seen: set[str], redo: frozenset = frozenset()) -> tuple[list[dict], dict]:
     """finalize.extra_per_language more pairs from the final generator: new instructions by
     the augment stage (over the run's whole pool), then the generate stage with its quality
     check, as iteration k = last + 1 would make them (the extender is not used)."""
@@ -168,7 +234,8 @@ async def extra_pairs(settings: FinalizeConfig, run: artifacts.RunPaths, fp: Fin
     pool = {} if it.stage_done("augment") else instruction_pool(load_seeds(settings.seeds, settings.model.languages),
                                                                   run, k)  # read only for augment
     inputs = stage.Inputs(it, settings.seed, tuple(settings.model.languages), "", {"generator": "final"},
-                          engine=engine, sampling=sampling_from(loop.sampling), rules=loop.quality_rules(), pool=pool)
+                          engine=engine, sampling=sampling_from(loop.sampling), rules=loop.quality_rules(), pool=pool,
+                          owner=stage.Owner("finalize", RENAME, "collect", redo))  # collect's own stages
     for each in (augment.STAGE, generate.STAGE):  # as iteration k of the loop would, with the final generator
         await stage.run_stage(each, wanted, inputs)
     rows, dropped = [], 0
@@ -196,13 +263,14 @@ def in_bounds_or_fail(rows: list[dict], constraints: schema.Constraints) -> None
                     f"match your responses' lengths")
 
 
-async def data_steps(settings: FinalizeConfig, run: artifacts.RunPaths, fp: FinalPaths, model_path: str,
-                     todo: list[str]) -> None:
-    """collect and constrain: the steps that may need the engine, on one engine start."""
+async def data_steps(c: Contract, todo: list[str]) -> None:
+    """collect and constrain: the steps that may need the engine, on one engine start (only
+    when a step still to run serves with it)."""
+    settings, run, fp = c.settings, c.run, c.fp
     fcfg = settings.finalize
     last = run.iterations()[-1]
-    want_extra = fcfg.extra_per_language > 0 and "collect" in todo and not fp.done("collect")
-    want_model_rewrite = "constrain" in todo and not fp.done("constrain") and fcfg.rewrite.use_model
+    collect_now = "collect" in todo and not c.done("collect")
+    want_extra = fcfg.extra_per_language > 0 and collect_now
     adapters = {}
     if want_extra or fcfg.rewrite.adapter == "generator":
         adapters["generator"] = str(last.adapter("generator"))
@@ -214,45 +282,50 @@ async def data_steps(settings: FinalizeConfig, run: artifacts.RunPaths, fp: Fina
         async def engine_now():
             nonlocal engine
             if engine is None:
+                model_path = c.model_path()
                 log.info("finalize: starting the %s engine on %s (adapters: %s)", settings.engine.kind, model_path,
                          sorted(adapters) or "none")
                 engine = await stack.enter_async_context(serving(model_path, adapters, settings.model, settings.engine,
                                                                  settings.ray))
             return engine
 
-        if "collect" in todo and not fp.done("collect"):
+        if collect_now:
             started = time.time()
             rows, stats = collect(run.root, allow_unfinished=fcfg.allow_unfinished)
             if want_extra:
                 log.info("finalize: %d extra instructions per language for the final generator",
                          fcfg.extra_per_language)
                 more, extra_stats = await extra_pairs(settings, run, fp, await engine_now(), last.k + 1,
-                                                      {r["response"] for r in rows})
+                                                      {r["response"] for r in rows}, frozenset(c.redo))
                 rows += more
                 stats.update(extra_stats)
             stats["rows"] = len(rows)
             artifacts.write_jsonl(fp.collected, rows)
-            write_step(fp, "collect", started, stats)
+            write_step(c, "collect", started, stats)
             log.info("finalize: collected %d pairs from iterations %s (%d exact duplicates removed)", len(rows),
                      stats["iterations"], stats["duplicates_removed"])
-        if "constrain" in todo and not fp.done("constrain"):
+        if "constrain" in todo and not c.done("constrain"):
             started = time.time()
             rows = artifacts.read_jsonl(fp.collected)
             in_bounds_or_fail(rows, fcfg.constraints)
-            engine = await engine_now() if want_model_rewrite else None
+            engine = await engine_now() if fcfg.rewrite.use_model else None
             adapter = fcfg.rewrite.adapter if engine is not None else None
             rows, stats = await constrain_all(engine, rows, fcfg, settings.seed, adapter=adapter)
             artifacts.write_jsonl(fp.constrained, rows)
-            write_step(fp, "constrain", started, stats, rewriter={"model": model_path if engine else None,
-                                                                  "adapter": adapter})
+            write_step(c, "constrain", started, stats, rewriter={"model": c.model_path() if engine else None,
+                                                                 "adapter": adapter})
             log.info("finalize: %d of %d queries constrained (%d rewritten by the model, %d by the template)",
                      stats["constrained"], stats["rows"], stats["rewritten_by_model"], stats["template_fallback"])
 
 
-def export_step(settings: FinalizeConfig, run: artifacts.RunPaths, fp: FinalPaths, model_path: str) -> dict:
+def export_step(c: Contract) -> dict:
+    """The training set's files; a dataset exported before manifests/export.json was written
+    (an older finalize) counts as done."""
+    settings, run, fp = c.settings, c.run, c.fp
     manifest_path = fp.dataset / "manifest.json"
-    if manifest_path.exists():
+    if manifest_path.exists() and (not fp.finished("export") or c.done("export")):
         return artifacts.read_json(manifest_path)
+    started = time.time()
     rows = artifacts.read_jsonl(fp.constrained)
     digest = artifacts.config_hash(settings.finalize.model_dump(exclude_unset=True))  # the keys the YAML holds
     details = {"run": run.root.name, "seed": settings.seed,
@@ -260,16 +333,23 @@ def export_step(settings: FinalizeConfig, run: artifacts.RunPaths, fp: FinalPath
                "constrain": artifacts.read_json(fp.step_manifest("constrain"))["counts"]}
     manifest = export(rows, fp.dataset, card_info={"model": settings.model.path, "config_digest": digest,
                                                     "name": settings.finalize.dataset_name, **details})
+    write_step(c, "export", started, manifest["counts"])
     log.info("finalize: exported %d rows to %s", manifest["counts"]["rows"], fp.dataset)
     return manifest
 
 
-def training_config(settings: FinalizeConfig) -> dict:
-    """The run's LoRA recipe (train.*, without per-role values), with finalize.training's
-    non-null values on top, as the trainer takes it (a plain dict, shipped to a Ray task)."""
+def training_recipe(settings: FinalizeConfig) -> dict:
+    """The run's LoRA recipe (train.*, without per-role values) with finalize.training's
+    non-null values on top: what the final model is trained with (the train step's settings)."""
     tcfg = settings.train.model_dump(exclude_unset=True, exclude={"per_role"})
     tcfg.update({k: v for k, v in settings.finalize.training.model_dump().items() if v is not None})
-    return workers.with_cpu_threads(tcfg)
+    return tcfg
+
+
+def training_config(settings: FinalizeConfig) -> dict:
+    """The recipe as the trainer takes it (a plain dict, shipped to a Ray task), with this
+    machine's torch threads."""
+    return workers.with_cpu_threads(training_recipe(settings))
 
 
 def _ray_get(ref, what: str):
@@ -280,27 +360,35 @@ def _ray_get(ref, what: str):
                         f"fix the finalize.training settings and rerun the same command to resume") from err
 
 
-def train_step(settings: FinalizeConfig, fp: FinalPaths, model_path: str) -> dict:
+def train_step(c: Contract) -> dict:
     """Fine-tune the base model on the exported set (a Ray task, on a GPU when the cluster
-    has one); then merge a LoRA adapter into the base weights when finalize.merge is true."""
+    has one); then merge a LoRA adapter into the base weights when finalize.merge is true.
+    Ray is started and the model resolved only for what is still to do."""
+    settings, fp = c.settings, c.fp
     tcfg = training_config(settings)
     full = tcfg["method"] == "full"
     out = fp.model / ("full" if full else "adapter")
-    workers.init_ray(settings.ray)
-    if not fp.done("train"):
+    made_before = fp.finished("train")
+    if not c.done("train"):
+        begun = dataclasses.replace(c.step("train"), record=fp.model / "made_with.json")  # a killed training's
+        if made_before or (begun.record.exists() and not steps.reusable(begun, redo="train" in c.redo)):
+            shutil.rmtree(fp.model, ignore_errors=True)  # redo=: the earlier model and checkpoints are not resumed
+        begun.mark()
         started = time.time()
+        workers.init_ray(settings.ray)
         gpus, _ = ray_train.placement([tcfg])  # one line when the cluster cannot hold it
         log.info("finalize: training the final model (%s) on %s", tcfg["method"], fp.dataset / "train.jsonl")
-        info = _ray_get(ray_train.launch(model_path, str(fp.dataset / "train.jsonl"), str(out), None, tcfg,
+        info = _ray_get(ray_train.launch(c.model_path(), str(fp.dataset / "train.jsonl"), str(out), None, tcfg,
                                          settings.seed, gpus=gpus), "training the final model")
-        write_step(fp, "train", started, {"examples": info["examples"], "steps": info["steps"]}, training=info,
+        write_step(c, "train", started, {"examples": info["examples"], "steps": info["steps"]}, training=info,
                    output=str(out), config=tcfg)
     trained = artifacts.read_json(fp.step_manifest("train"))
-    if settings.finalize.merge and not full and not fp.done("merge"):
+    if settings.finalize.merge and not full and not c.done("merge"):
         started = time.time()
+        workers.init_ray(settings.ray)
         task = ray.remote(merge_adapter).options(num_cpus=1, num_gpus=0)
-        info = _ray_get(task.remote(model_path, str(out), str(fp.merged)), "merging the final adapter")
-        write_step(fp, "merge", started, {"parameters": info["parameters"]}, merge=info)
+        info = _ray_get(task.remote(c.model_path(), str(out), str(fp.merged)), "merging the final adapter")
+        write_step(c, "merge", started, {"parameters": info["parameters"]}, merge=info)
         log.info("finalize: merged the adapter into %s", fp.merged)
     return trained
 
@@ -308,25 +396,30 @@ def train_step(settings: FinalizeConfig, fp: FinalPaths, model_path: str) -> dic
 def final_model(fp: FinalPaths, model_path: str) -> tuple[str, dict[str, str]]:
     """(model folder, adapters) that serve the final model: the merged or fully trained
     weights alone, else the base model with the final adapter as the generator."""
-    if fp.done("merge"):
+    if fp.finished("merge"):
         return str(fp.merged), {}
     if (fp.model / "full" / "config.json").exists():
         return str(fp.model / "full"), {}
     return model_path, {"generator": str(fp.model / "adapter")}
 
 
-def eval_step(settings: FinalizeConfig, run: artifacts.RunPaths, fp: FinalPaths, model_path: str) -> dict:
+def eval_step(c: Contract) -> dict:
     """The final model on the run's eval benchmarks, scored as every iteration was."""
-    if fp.done("eval"):
-        return artifacts.read_json(fp.step_manifest("eval"))
-    if not fp.done("train"):
+    settings, run, fp = c.settings, c.run, c.fp
+    if not fp.finished("train"):
         raise UserError("step=eval needs the final model: run `finalize RUN step=train` (or finalize.train=true) first")
+    if c.done("eval"):
+        return artifacts.read_json(fp.step_manifest("eval"))
     trouble = in_run.benchmark_problems(settings.eval)
     if trouble:
         raise UserError(f"cannot evaluate the final model: {trouble[0]}")
     started = time.time()
-    served, adapters = final_model(fp, model_path)
+    served, adapters = final_model(fp, "")
+    served = served or c.model_path()  # the base model serves the final adapter
     adapter = "generator" if adapters else None
+    if "eval" in c.redo:  # redone: the earlier answers are not reused
+        for name in settings.eval.benchmarks:
+            runner.discard(runner.EvalPaths(fp.root / "eval" / name))
 
     async def go():
         async with serving(served, adapters, settings.model, settings.engine, settings.ray) as engine:
@@ -336,7 +429,7 @@ def eval_step(settings: FinalizeConfig, run: artifacts.RunPaths, fp: FinalPaths,
 
     results = {name: in_run.headline(summary) for name, summary in run_async(go()).items()}
     last = in_run.load(run).get(run.iterations()[-1].k, {})
-    return write_step(fp, "eval", started, results, served=served, adapter=adapter,
+    return write_step(c, "eval", started, results, served=served, adapter=adapter,
                       last_iteration={name: last.get(name) for name in results})
 
 
@@ -348,29 +441,29 @@ def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPath
     run = artifacts.RunPaths(run_root_of(settings))
     todo = steps_wanted(settings)
     rows, _ = collect(run.root, allow_unfinished=settings.finalize.allow_unfinished)  # checks before any write
-    fp = FinalPaths(run.root / settings.finalize.output_dir)
-    if "constrain" in todo and not fp.done("constrain") and not settings.finalize.extra_per_language:
-        in_bounds_or_fail(artifacts.read_jsonl(fp.collected) if fp.done("collect") else rows,
+    c = Contract(settings, run, FinalPaths(run.root / settings.finalize.output_dir))
+    if "constrain" in todo and not c.fp.finished("constrain") and not settings.finalize.extra_per_language:
+        in_bounds_or_fail(artifacts.read_jsonl(c.fp.collected) if c.fp.finished("collect") else rows,
                           settings.finalize.constraints)
-    fp = writable_root(run.root, settings.finalize)
+    c.fp = fp = writable_root(run.root, settings.finalize)
     with RunLock(run.root):
-        model_path = resolve_model(settings.model, settings.paths.cache_dir)
         fp.manifest.unlink(missing_ok=True)  # incomplete until every wanted step is done again
         if "constrain" in todo or "collect" in todo:
-            run_async(data_steps(settings, run, fp, model_path, todo))
+            run_async(data_steps(c, todo))
         if "export" in todo:
-            export_step(settings, run, fp, model_path)
+            export_step(c)
         if "train" in todo:
-            train_step(settings, fp, model_path)
+            train_step(c)
         if "eval" in todo:
-            eval_step(settings, run, fp, model_path)
+            eval_step(c)
+        model_path = c.model_for_manifest()
         manifest = {"run": run.root.name, "steps": todo, "model": model_path,
                     "counts": {s: artifacts.read_json(fp.step_manifest(s))["counts"]
-                               for s in (*STEPS, "merge") if fp.done(s)},
+                               for s in (*STEPS, "merge") if s != "export" and fp.finished(s)},
                     "dataset": str(fp.dataset) if (fp.dataset / "manifest.json").exists() else None,
-                    "final_model": final_model(fp, model_path)[0] if fp.done("train") else None,
+                    "final_model": final_model(fp, model_path)[0] if fp.finished("train") else None,
                     "eval_last_iteration": (artifacts.read_json(fp.step_manifest("eval"))["last_iteration"]
-                                            if fp.done("eval") else None),
+                                            if fp.finished("eval") else None),
                     "config": settings.finalize.model_dump(mode="json"),
                     "versions": artifacts.package_versions(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         artifacts.write_json(fp.manifest, manifest)

@@ -69,6 +69,7 @@ class Config(Group):
     progress: bool = eg("true", True)
     status: Status = Status()
     debug: bool = eg("false", False)
+    redo: Optional[str] = eg("constrain (a step of the verb)", None, min_length=1)
     sweep_name: Optional[SafeName] = eg("my-sweep", None)
     finalize: Finalize = Finalize()
     judge: Judge = NoJudge()

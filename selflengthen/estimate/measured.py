@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
+from selflengthen import config
 from selflengthen.core.errors import UserError
 from selflengthen.store import artifacts
 
@@ -33,7 +32,7 @@ def throughput(folder: Path, stages: list[str]) -> dict:
     tp = 1
     model = None
     if paths.config.is_file():
-        saved = OmegaConf.to_container(OmegaConf.load(paths.config))
+        saved = config.saved_config(paths.config)
         tp = int(((saved.get("engine") or {}).get("tensor_parallel_size")) or 1)
         model = (saved.get("model") or {}).get("path")
     sums = {s: {"tokens": 0, "gpu_seconds": 0.0, "seconds": 0.0} for s in stages}

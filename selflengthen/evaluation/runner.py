@@ -9,6 +9,7 @@ lives in scoring.py and rubrics.py; this module only orchestrates and writes fil
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -188,13 +189,13 @@ async def predict(engine: Engine, bench: Benchmark, items: list[dict], paths: Ev
                   "generation_usage": usage_delta(before, engine.usage())}
 
 
-async def run_judge(judge_engine: Engine, bench: Benchmark, rows: list[dict], paths: EvalPaths,
+async def run_judge(judge_engine: Engine | None, bench: Benchmark, rows: list[dict], paths: EvalPaths,
                     judge_sampling: Sampling | None, retries: int, judge_meta: dict) -> tuple[list[dict], dict]:
-    started, before = time.time(), judge_engine.usage()
+    started, before = time.time(), judge_engine.usage() if judge_engine is not None else {}
     rows = await judge_predictions(judge_engine, bench, rows, judge_sampling or Sampling(temperature=0.5,
                                                                                         max_tokens=1024),
                                    retries, resume_log(paths, "judgements"), segments=judge_meta.get("segments", 0))
-    used = usage_delta(before, judge_engine.usage())
+    used = usage_delta(before, judge_engine.usage()) if judge_engine is not None else {}
     prompt_tokens = sum(u.get("prompt_tokens", 0) for u in used.values())
     completion_tokens = sum(u.get("completion_tokens", 0) for u in used.values())
     info = {**judge_meta, "rubric": bench.rubric, "seconds": round(time.time() - started, 2),
@@ -204,6 +205,30 @@ async def run_judge(judge_engine: Engine, bench: Benchmark, rows: list[dict], pa
     if prices.get("prompt") is not None and prices.get("completion") is not None:
         info["cost"] = round(prompt_tokens / 1e6 * prices["prompt"] + completion_tokens / 1e6 * prices["completion"], 6)
     return rows, info
+
+
+def discard(paths: EvalPaths) -> None:
+    """Remove an evaluation's answers, judgements and summary (a step redone with redo=)."""
+    for path in (paths.predictions, paths.summary, paths.plot):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(paths.partial("predictions").parent, ignore_errors=True)
+
+
+def forget_judgements(paths: EvalPaths) -> None:
+    """Remove an evaluation's judgements, keeping its answers (the judge step redone with redo=)."""
+    paths.partial("judgements").unlink(missing_ok=True)
+    if paths.predictions.exists():
+        artifacts.write_jsonl(paths.predictions, [{k: v for k, v in row.items() if k not in JUDGED}
+                                                  for row in artifacts.read_jsonl(paths.predictions)])
+
+
+JUDGED = ("judge", "judge_tries", "quality", "segment_quality")  # a prediction row's fields the judge writes
+
+
+def all_judged(paths: EvalPaths, rows: list[dict]) -> bool:
+    """Whether an earlier invocation judged every row already (then no judge engine is needed)."""
+    done = resume_log(paths, "judgements")
+    return all(row["id"] in done or not row["response"].strip() for row in rows)  # an empty one is not asked
 
 
 def finish(paths: EvalPaths, bench: Benchmark, rows: list[dict], meta: dict) -> dict:

@@ -8,8 +8,9 @@ and shut down before the next stage that does not, so training has the GPUs to i
 
 Iteration k generates with the adapters trained in iteration k-1 and trains new adapters
 that continue from them. Every stage keeps one contract (pipeline/stage.py): it writes its
-data, then its manifest with its settings' hash; a stage whose manifest exists is skipped
-(other settings are refused), so re-running the same command resumes where it stopped.
+data, then its manifest with the settings it was made with; a stage whose manifest records
+what is asked now is skipped (other settings are refused in one line naming the changed keys,
+or redone with redo=<stage>), so re-running the same command resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from selflengthen.evaluation import in_run
 from selflengthen.models.resolve import resolve_model
 from selflengthen.pipeline import metrics, observe, stage, stages
 from selflengthen.pipeline.stages import train
-from selflengthen.store import artifacts
+from selflengthen.store import artifacts, steps
 from selflengthen.store.runlock import RunLock
 from selflengthen.store.runs import instruction_pool, previous_adapters
 from selflengthen.store.seeds import load_seeds
@@ -45,7 +46,7 @@ def start_run(settings: schema.Config) -> artifacts.RunPaths:
     or check that an existing one was made with the same method."""
     paths = artifacts.RunPaths(Path(settings.paths.iterations_dir) / settings.run.name)
     if paths.config.exists():
-        before = OmegaConf.to_container(OmegaConf.load(paths.config), resolve=True)
+        before = config.saved_config(paths.config)
         changed = config.saved_method(before, str(paths.config)).changes(settings.method)
         if changed:
             raise UserError(
@@ -75,13 +76,15 @@ def run_iteration(settings: schema.Config, paths: artifacts.RunPaths, k: int, mo
     """Iteration k: its stages in order, each run of engine stages on one engine (started
     only when one of them is still to do); its metrics and manifest."""
     it = paths.iteration(k)
-    inputs = stage.Inputs(it, settings.seed, tuple(settings.model.languages), model_path, previous_adapters(paths, k))
+    inputs = stage.Inputs(it, settings.seed, tuple(settings.model.languages), model_path, previous_adapters(paths, k),
+                          sampling=sampling_from(settings.loop.sampling), rules=settings.loop.quality_rules(),
+                          owner=stage.Owner(redo=redo_stages(settings)))
     timings: dict[str, float] = {}
     first_engine = True
     for engine, run in engine_runs(stages.STAGES):
         if not engine:
             run_async(run_stages(run, settings, inputs))
-        elif not all(it.stage_done(s.name) for s in run):
+        elif not all(stage.is_done(s, settings, inputs) for s in run):  # no engine when none is left to run
             started = run_async(engine_stages(run, settings, paths, inputs, seeds, evaluate=first_engine))
             timings["engine_start"] = round(timings.get("engine_start", 0.0) + started["engine_start"], 1)
         first_engine = first_engine and not engine
@@ -112,11 +115,15 @@ async def engine_stages(run: tuple[stage.Stage, ...], settings: schema.Config, p
                 await in_run.evaluate_generator(in_run.EvalSetup.of(settings), paths, it.k - 1, engine,
                                                 "generator" if adapters else None)
         pool = {} if it.stage_done("augment") else instruction_pool(seeds, paths, it.k)  # read only for augment
-        served = replace(inputs, engine=engine, sampling=sampling_from(settings.loop.sampling),
-                         rules=settings.loop.quality_rules(), pool=pool)
+        served = replace(inputs, engine=engine, pool=pool)
         await run_stages(run, settings, served)
     log.info("iteration %d: engine shut down", it.k)
     return timings
+
+
+def redo_stages(settings: schema.Config) -> frozenset:
+    """The stages `redo=<stage>` lets the iteration still to finish redo (store/steps.py)."""
+    return frozenset(steps.redo_set("run", stages.names(), settings.redo))
 
 
 async def run_stages(run: tuple[stage.Stage, ...], settings: schema.Config, inputs: stage.Inputs) -> None:
@@ -126,9 +133,9 @@ async def run_stages(run: tuple[stage.Stage, ...], settings: schema.Config, inpu
 
 
 def served_dtype(model: schema.Model) -> dict:
-    """model.dtype as asked and as served here (auto: bf16 on a CPU that has it, see precision)."""
+    """model.dtype as asked, as served here and why (auto: bf16 on a CPU that has it, see precision)."""
     on_gpu = int(ray.cluster_resources().get("GPU", 0)) > 0
-    return {"requested": model.dtype, "served": precision.serving_dtype(model.dtype, on_gpu)}
+    return precision.choice(model.dtype, on_gpu)
 
 
 def run(settings: schema.Config) -> artifacts.RunPaths:
@@ -143,6 +150,7 @@ def run(settings: schema.Config) -> artifacts.RunPaths:
 
 def _run_locked(settings: schema.Config, seeds: dict[str, list[str]]) -> artifacts.RunPaths:
     paths = start_run(settings)
+    redo_stages(settings)  # a redo= naming no stage is refused before any work
     started = time.time()
     model_path = None
     history = []

@@ -5,9 +5,12 @@ settings it computes with, and a body that reads its inputs from the iteration f
 writes its data files and returns an `Output` (counts, the files written, the checkpoints
 it leaves behind). `run_stage` owns everything else, the same way for every stage:
 
-  - skip when done: the stage's manifest exists and records the same settings hash (a
-    manifest made with other settings is refused with one line; one written before the
-    hash was recorded counts as done, so older runs resume);
+  - skip when done, under the product's one step contract (store/steps.py): the stage's
+    manifest records what made it (`made_with`: its settings slice and what reaches it
+    beside the slice through `Inputs`: seed, languages, the model, the adapters, the loop's
+    sampling and quality rules); the same: skipped; other: refused in one line naming the
+    changed keys, or redone with `redo=<stage>` (a manifest from before made_with was
+    recorded keeps the older rule: its slice hash is compared, none at all counts as done);
   - progress, the status file and the trackers (observe.stage), and the wall time;
   - the engine's usage over the stage (manifests/engine_usage.json);
   - the manifest, written last (its presence means the stage is complete), then the
@@ -28,13 +31,23 @@ from typing import Any, Awaitable, Callable
 from pydantic import BaseModel
 
 from selflengthen.config import schema
-from selflengthen.core.errors import UserError
 from selflengthen.core.text import QualityRules
 from selflengthen.engines import Engine, Sampling, merge_usage, usage_delta
 from selflengthen.pipeline import observe
-from selflengthen.store import artifacts
+from selflengthen.store import artifacts, steps
 
 log = logging.getLogger("selflengthen")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose steps the stages are, for the step contract's refusal: the verb, the override
+    that writes elsewhere, the verb's step they belong to (finalize's `collect` runs augment
+    and generate; None: each stage is a step of its own), and the steps `redo=` lets redo."""
+    verb: str = "run"
+    rename: str = "run.name=NEW"
+    step: str | None = None
+    redo: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,7 @@ class Inputs:
     sampling: Sampling | None = None
     rules: dict[str, QualityRules] = field(default_factory=dict)
     pool: dict[str, list[str]] = field(default_factory=dict)
+    owner: Owner = Owner()
 
     def adapter(self, role: str) -> str | None:
         """The adapter a request of `role` is served with: none in iteration 1."""
@@ -85,7 +99,8 @@ class Stage:
 
 
 def settings_hash(chosen: Any) -> str:
-    """A stable digest of a stage's settings slice (typed groups, dicts of them, or plain values)."""
+    """A stable digest of a stage's settings slice (typed groups, dicts of them, or plain values):
+    what a manifest written before made_with was recorded holds, compared for it."""
     def plain(value):
         if isinstance(value, BaseModel):
             return value.model_dump()
@@ -96,25 +111,54 @@ def settings_hash(chosen: Any) -> str:
     return artifacts.config_hash(plain(chosen))
 
 
-def is_done(it: artifacts.IterationPaths, stage: str, digest: str) -> bool:
-    """The stage's manifest exists; one that records other settings is a UserError."""
-    if not it.stage_done(stage):
-        return False
-    recorded = artifacts.read_json(it.stage_manifest(stage)).get("settings_hash")
-    if recorded is not None and recorded != digest:
-        raise UserError(f"iteration {it.k}'s {stage} stage in {it.root} was made with other settings (hash {recorded}, "
-                        f"now {digest}); resume with the settings the run was started with, or start another run "
-                        "with run.name=NEW_NAME")
-    return True
+def inputs_made_with(inputs: Inputs) -> dict:
+    """What reaches a stage beside its settings slice, as plain values: the seed, the
+    languages, the model (an embedded model's recipe key and weights digest, else its path),
+    the adapters (relative to the run folder), the loop's sampling and quality rules."""
+    run_root = inputs.paths.root.parent
+
+    def where(path: str) -> str:
+        p = Path(path)
+        return str(p.relative_to(run_root)) if p.is_absolute() and p.is_relative_to(run_root) else path
+
+    return {"seed": inputs.seed, "languages": list(inputs.languages), "model": model_identity(inputs.model_path),
+            "adapters": {role: where(path) for role, path in sorted(inputs.adapters.items())},
+            "sampling": steps.plain(inputs.sampling), "rules": steps.plain(inputs.rules)}
+
+
+def model_identity(model_path: str):
+    """An embedded model's recipe key and weights digest (the same model wherever the cache
+    is), else the model's path or hub id."""
+    build = artifacts.model_build(model_path) if model_path else None
+    if not build:
+        return model_path
+    return {"key": build.get("key"), "weights": (build.get("fingerprint") or {}).get("weights_sha256")}
+
+
+def step_of(stage: Stage, chosen: Any, inputs: Inputs) -> steps.Step:
+    """The stage of iteration inputs.paths.k as a step of the contract (store/steps.py)."""
+    it, owner = inputs.paths, inputs.owner
+    return steps.Step(owner.verb, owner.step or stage.name, it.root, it.stage_manifest(stage.name),
+                      {"settings": steps.plain(chosen), "inputs": inputs_made_with(inputs)}, owner.rename,
+                      legacy={"settings_hash": settings_hash(chosen)})
+
+
+def is_done(stage: Stage, settings: schema.Config, inputs: Inputs) -> bool:
+    """The stage's manifest records what is asked now; one made otherwise is refused in one
+    line naming the changed keys (or, with redo= naming it or a step before it, redone)."""
+    owner = inputs.owner
+    redo = stage.name in owner.redo or (owner.step is not None and owner.step in owner.redo)
+    return steps.reusable(step_of(stage, stage.settings(settings), inputs), redo=redo)
 
 
 async def run_stage(stage: Stage, settings: schema.Config, inputs: Inputs) -> dict | None:
     """Run `stage` for iteration inputs.paths.k unless it is done; its manifest's counts, or
     None when it was done already."""
     it, chosen = inputs.paths, stage.settings(settings)
-    digest = settings_hash(chosen)
-    if is_done(it, stage.name, digest):
+    if is_done(stage, settings, inputs):
         return None
+    made = step_of(stage, chosen, inputs).fields()
+    digest = made["settings_hash"]
     log.info("iteration %d: %s", it.k, stage.name)
     engine = inputs.engine
     started = time.time()
@@ -126,7 +170,7 @@ async def run_stage(stage: Stage, settings: schema.Config, inputs: Inputs) -> di
         if engine is not None:
             record_engine_usage(it, stage.name, before, usage_snapshot(engine), time.time() - started)
         artifacts.write_stage_manifest(it, stage.name, started=started, config_digest=digest, counts=out.counts,
-                                       outputs=out.outputs, extra={"settings_hash": digest, **out.extra})
+                                       outputs=out.outputs, extra={**made, **out.extra})
     for name in out.checkpoints:  # their rows are in the stage's data files now
         it.checkpoint(name).unlink(missing_ok=True)
     return out.counts

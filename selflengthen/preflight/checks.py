@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen.config import schema
+from selflengthen.config import files, schema
 from selflengthen.config.features import FeatureCheck
 from selflengthen.core import suggested
 from selflengthen.core.errors import UserError
@@ -109,3 +109,9 @@ def settings(cfg: DictConfig, verb: str, *features: FeatureCheck, here: bool = T
     may go elsewhere): the model folder, the seeds file and the packages are not checked."""
     validate(cfg, *features, verb=verb, here=here)
     return schema.VERBS[verb].model_validate(OmegaConf.to_container(cfg, resolve=True))
+
+
+def composed(verb: str, overrides: list[str], *features: FeatureCheck) -> schema.Config:
+    """The verb's typed settings from its conf/ file and Hydra overrides, as its entry builds
+    them (the same composition, then settings()): for a script that runs a verb's parts."""
+    return settings(files.compose(files.VERB_FILES[verb], list(overrides)), verb, *features)
