@@ -89,7 +89,7 @@ def test_the_cli_refuses_an_unsafe_name_in_one_line_and_creates_nothing(tmp_path
     out = ["out_dir=out"] if verb in ("eval", "dpo", "agentwrite") else []
     paths = [f"paths.iterations_dir={work / 'iterations'}"]
     before = _listing(tmp_path)
-    done = run_cli(verb, *args, *paths, *out, cwd=work, timeout=300)
+    done = run_cli(verb, *args, *paths, *out, cwd=work)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
     assert lines[0].startswith("selflengthen: error: config: ") and names.RULE in lines[0], lines

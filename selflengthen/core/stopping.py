@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import threading
 import time
@@ -116,6 +117,8 @@ def _guard_stuck_handlers(read_fd: int) -> None:
             continue
         seen = _handled
         time.sleep(FORCE_AFTER_S)
+        while select.select([read_fd], [], [], 0)[0]:  # the signals that came meanwhile (a watchdog's
+            os.read(read_fd, 64)  # second delivery) belong to this window
         if _handled != seen:  # the handler ran: the stop is on its way (a second Ctrl-C forces it)
             continue
         for fn in _forced_exit:
