@@ -137,7 +137,14 @@ def test_a_stop_whose_handler_cannot_run_still_exits_in_one_line(tmp_path):
         # SIGTERM blocked in the main thread alone: only the guard thread receives it, and the
         # handler, which runs in the main thread, cannot run while it sleeps
         "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
-        "print('ready', flush=True)\n"
+        # 'ready' once the main thread sleeps (no bytecode runs there that could take the signal)
+        "import os, threading\n"
+        "main = threading.get_native_id()\n"
+        "def announce():\n"
+        "    while open(f'/proc/self/task/{main}/syscall').read().split()[0] not in ('230', '35'):\n"
+        "        time.sleep(0.01)\n"
+        "    print('ready', flush=True)\n"
+        "threading.Thread(target=announce, daemon=True).start()\n"
         "time.sleep(300)\n"
         "print('returned', flush=True)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(released)], stdout=subprocess.PIPE,

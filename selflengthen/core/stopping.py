@@ -109,17 +109,22 @@ def on_forced_exit(fn: Callable[[], None]) -> None:
 
 
 def _guard_stuck_handlers(read_fd: int) -> None:
+    """Every stop signal our handler should take is counted as it arrives; FORCE_AFTER_S on,
+    fewer handler runs than signals means the main thread is stuck: exit without it."""
+    received = 0
+
+    def ours(signum: int) -> bool:
+        return signum in (signal.SIGINT, signal.SIGTERM) and signal.getsignal(signum) is _on_stop
+
     while True:
         signum = os.read(read_fd, 1)[0]
-        if signum not in (signal.SIGINT, signal.SIGTERM):
+        if not ours(signum):  # not ours to guard (a test's handler, ray.init's)
             continue
-        if signal.getsignal(signum) is not _on_stop:  # not ours to guard (a test's, ray.init's)
-            continue
-        seen = _handled
+        received += 1
         time.sleep(FORCE_AFTER_S)
-        while select.select([read_fd], [], [], 0)[0]:  # the signals that came meanwhile (a watchdog's
-            os.read(read_fd, 64)  # second delivery) belong to this window
-        if _handled != seen:  # the handler ran: the stop is on its way (a second Ctrl-C forces it)
+        while select.select([read_fd], [], [], 0)[0]:  # the signals that came meanwhile
+            received += sum(1 for each in os.read(read_fd, 64) if ours(each))
+        if _handled >= received:  # every one was taken: the stop is on its way (a second Ctrl-C forces it)
             continue
         for fn in _forced_exit:
             try:
