@@ -134,6 +134,8 @@ def test_a_stop_whose_handler_cannot_run_still_exits_in_one_line(tmp_path):
         "stopping.FORCE_AFTER_S = 0.5\n"
         "stopping.set_kept('finished stages are kept')\n"
         "stopping.on_forced_exit(lambda: pathlib.Path(sys.argv[1]).write_text('released'))\n"
+        "from selflengthen.store.runlock import RunLock\n"
+        "RunLock(pathlib.Path(sys.argv[2])).acquire()  # its holder file goes too\n"
         # SIGTERM blocked in the main thread alone: only the guard thread receives it, and the
         # handler, which runs in the main thread, cannot run while it sleeps
         "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
@@ -147,7 +149,8 @@ def test_a_stop_whose_handler_cannot_run_still_exits_in_one_line(tmp_path):
         "threading.Thread(target=announce, daemon=True).start()\n"
         "time.sleep(300)\n"
         "print('returned', flush=True)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(released)], stdout=subprocess.PIPE,
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(released), str(run)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGTERM)
@@ -156,6 +159,7 @@ def test_a_stop_whose_handler_cannot_run_still_exits_in_one_line(tmp_path):
     assert err.splitlines() == ["selflengthen: terminated (SIGTERM); finished stages are kept, run the same command "
                                 "to resume"]
     assert released.read_text() == "released"
+    assert (run / ".lock").exists() and not (run / ".lock.json").exists()
 
 
 def test_the_processes_carrying_a_commands_token_are_killed_and_no_other():

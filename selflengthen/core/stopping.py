@@ -108,6 +108,12 @@ def on_forced_exit(fn: Callable[[], None]) -> None:
     _forced_exit.append(fn)
 
 
+def off_forced_exit(fn: Callable[[], None]) -> None:
+    """`fn` no longer runs before a forced exit."""
+    if fn in _forced_exit:
+        _forced_exit.remove(fn)
+
+
 def _guard_stuck_handlers(read_fd: int) -> None:
     """Every stop signal our handler should take is counted as it arrives; FORCE_AFTER_S on,
     fewer handler runs than signals means the main thread is stuck: exit without it."""
@@ -126,7 +132,7 @@ def _guard_stuck_handlers(read_fd: int) -> None:
             received += sum(1 for each in os.read(read_fd, 64) if ours(each))
         if _handled >= received:  # every one was taken: the stop is on its way (a second Ctrl-C forces it)
             continue
-        for fn in _forced_exit:
+        for fn in list(_forced_exit):
             try:
                 fn()
             except Exception:  # noqa: BLE001 - exiting either way
