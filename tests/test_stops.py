@@ -249,7 +249,9 @@ def test_a_stop_during_the_engines_start_abandons_it_and_the_run_resumes(how, tm
     assert ENGINE_READY not in out  # stopped before the engine reported ready: its start was abandoned
     assert _left_behind(run, run.proc.pid) == []
     assert not (tmp_path / "s" / ".lock.json").exists()
-    assert json.loads((tmp_path / "s" / "status.json").read_text())["state"] == "failed"
+    if how != "timeout":  # a forced exit (the stop guard: main thread stuck on a dead GCS) cannot write it;
+        # status.json then reads "running" until its heartbeat goes stale (status.stale_after_s)
+        assert json.loads((tmp_path / "s" / "status.json").read_text())["state"] == "failed"
     if how != "sigterm":
         return  # resuming once (below, after SIGTERM) is enough
     again = Run(args, tmp_path / "resumed.log")  # the same command: resumes, runs to its end
