@@ -2,15 +2,16 @@
 (length curves, token accounting, and each benchmark's held-out evaluation when the run
 has one), each length beside its judge-free quality signals (core/signals.py), and a PNG
 of the curves with a quality panel; per benchmark, a PNG of the signals along the outputs
-(by segment, one line per iteration). Several runs -- or a Hydra sweep's folder, which
-holds one run per job -- are overlaid in one table and one plot."""
+(by segment, one line per iteration); below the table, the most repetitive few answers
+of the newest evaluation, by their own signals (predictions.jsonl). Several runs -- or a
+Hydra sweep's folder, which holds one run per job -- are overlaid in one table and one plot."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from selflengthen.core.errors import UserError
-from selflengthen.evaluation import in_run
+from selflengthen.evaluation import in_run, runner, scoring
 from selflengthen.store import artifacts
 from selflengthen.store.status import describe, read_status
 
@@ -249,21 +250,78 @@ def inspect_runs(specs: list[str], iterations_dir: Path) -> tuple[str, Path | No
     if len(runs) == 1:
         p, rows, evals = loaded[0]
         png = plot([(p.root.name, rows, evals)], p.plot, f"Self-Lengthen length curves: {p.root.name}")
-        return f"run {p.root}" + live_status(p) + "\n" + table(rows, evals) + "\n" + LEGEND + _segments(p, evals), png
+        return (f"run {p.root}" + live_status(p) + "\n" + table(rows, evals) + "\n" + LEGEND + worst_lines(p, evals)
+                + _segments(p, evals)), png
     labels = _labels([p.root for p in runs])
     text = "\n\n".join(table(rows, evals, run_label=label) for label, (_, rows, evals) in zip(labels, loaded))
     common = Path(*_common_parts([p.root for p in runs]))
     out = (common if common.is_dir() else iterations_dir) / "compare_length_curves.png"
     png = plot([(label, rows, evals) for label, (_, rows, evals) in zip(labels, loaded)], out,
                f"{len(runs)} runs")
+    worst = "".join(f"\n{label}:{found}" for label, (p, _, evals) in zip(labels, loaded)
+                    if (found := worst_lines(p, evals)))
     segments = "".join(_segments(p, evals) for p, _, evals in loaded)
-    return f"{len(runs)} runs under {common}\n" + text + "\n" + LEGEND + segments, png
+    return f"{len(runs)} runs under {common}\n" + text + "\n" + LEGEND + worst + segments, png
 
 
 def _segments(paths: artifacts.RunPaths, evals: dict[int, dict]) -> str:
     """Draws the run's segment plots; a line naming them (nothing when there are none)."""
     drawn = segment_plots(paths, evals)
     return f"\nsignals by segment: {', '.join(str(p) for p in drawn)}" if drawn else ""
+
+
+WORST = 3  # answers named below the table
+EXCERPT = 40  # characters from each end of an answer
+
+
+def worst_answers(paths: artifacts.RunPaths, evals: dict[int, dict], n: int = WORST) -> list[dict]:
+    """The n answers of the run's newest evaluation (its highest iteration, every benchmark)
+    with the highest repeated n-gram rate, then the lowest compression ratio, each a
+    predictions row with its signals (scoring.answer_signals; computed here for a file written
+    before rows carried them) plus `benchmark` and `iteration`. Empty answers are left out
+    (not_writing counts them)."""
+    if not evals:
+        return []
+    k = max(evals)
+    found = []
+    for bench in sorted(evals[k]):
+        predictions = runner.EvalPaths(in_run.eval_dir(paths, k, bench)).predictions
+        if not predictions.exists():
+            continue
+        for row in artifacts.read_jsonl(predictions):
+            if not str(row.get("response") or "").strip():
+                continue
+            if any(key not in row for key in ("ending", *scoring.ROW_SIGNALS)):  # written before rows had them
+                row = {**row, **scoring.answer_signals(row)}
+            found.append({**row, "benchmark": bench, "iteration": k})
+
+    def badness(row: dict) -> tuple[float, float]:
+        zipped = row.get("compression_ratio")
+        return -(row.get("repeated_ngram_rate") or 0.0), float("inf") if zipped is None else zipped
+
+    return sorted(found, key=badness)[:n]
+
+
+def excerpt(text: str, each: int = EXCERPT) -> str:
+    """The answer on one line, its start and its end (where a loop shows) when it is long."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= 2 * each + 5 else f"{flat[:each]} ... {flat[-each:]}"
+
+
+def worst_lines(paths: artifacts.RunPaths, evals: dict[int, dict]) -> str:
+    """A few lines naming the worst answers of the newest evaluation; nothing without one."""
+    worst = worst_answers(paths, evals)
+    if not worst:
+        return ""
+    k = worst[0]["iteration"]
+    lines = [f"\nmost repetitive answers of the newest evaluation (highest repeated n-gram rate, then lowest "
+             f"compression ratio; iter_{k}/eval/<benchmark>/predictions.jsonl has every answer's signals):"]
+    for row in worst:
+        lines.append(f"  {row['benchmark']} {row.get('id', '?')} (iter {row['iteration']}): "
+                     f"rep {_fmt(row.get('repeated_ngram_rate'), '{:.3f}')}, "
+                     f"zip {_fmt(row.get('compression_ratio'), '{:.2f}')}, d3 {_fmt(row.get('distinct_3'), '{:.2f}')}, "
+                     f"{_fmt(row.get('words'))} words, ending {row.get('ending')}: \"{excerpt(row['response'])}\"")
+    return "\n".join(lines)
 
 
 def live_status(paths: artifacts.RunPaths) -> str:

@@ -153,7 +153,10 @@ async def judge_predictions(engine: Engine, bench: Benchmark, rows: list[dict], 
 
 
 def write_results(paths: EvalPaths, bench: Benchmark, rows: list[dict], meta: dict) -> dict:
-    """predictions.jsonl, the plot, then summary.json last (its presence = complete)."""
+    """predictions.jsonl (each row with its ending and quality signals, scoring.answer_signals,
+    so a run's answers can be sorted and the looping ones read), the plot, then summary.json
+    last (its presence = complete)."""
+    rows = [{**row, **scoring.answer_signals(row)} for row in rows]
     artifacts.write_jsonl(paths.predictions, rows)
     summary = {**scoring.summarize(bench, rows), **meta}
     try:

@@ -8,6 +8,8 @@ A prediction row is one item of `benchmarks.load_items` plus what the model did:
   judge         dict   optional: the parsed judge scores, dimension -> score
   quality       float  optional: LonGen: mean of the 7 criteria, 1..10;
                        LongBench-Write rubric: S_q, 0..100
+and, as written to predictions.jsonl (`answer_signals`), how the answer ended and its
+judge-free quality: ending, distinct_2/3/4, repeated_ngram_rate, compression_ratio.
 The item fields the summaries read: `language` and `type` always; LonGen `range` and
 `window` = (lo, hi); the others `length` (required words).
 """
@@ -31,6 +33,22 @@ def prediction_row(bench: Benchmark | str, item: dict, response: str) -> dict:
     bench = get_benchmark(bench) if isinstance(bench, str) else bench
     words = bench.counter(response)
     return {**item, "response": response, "words": words, "length_score": length_score(bench, item, words)}
+
+
+ROW_SIGNALS = ("distinct_2", "distinct_3", "distinct_4", "repeated_ngram_rate", "compression_ratio")
+
+
+def answer_signals(row: dict) -> dict:
+    """One answer's ending and judge-free quality (core/signals.text_signals of its response,
+    in its row's language), the fields a predictions.jsonl row carries beside its `words`:
+    `ending` is "empty" for an empty response, else signals.ending of its finish_reason
+    (eos = ended on end-of-turn, stop_string, cap = cut at the token cap, no_room, unknown
+    for predictions made elsewhere); each of ROW_SIGNALS rounded to 4 places (None when the
+    text is too short to have it)."""
+    text = row.get("response") or ""
+    found = signals.text_signals(text, row.get("language"), row.get("finish_reason"))
+    return {"ending": found["ending"] if text.strip() else "empty",
+            **{key: None if found[key] is None else round(found[key], 4) for key in ROW_SIGNALS}}
 
 
 def _quality(rows: list[dict]) -> dict | None:
