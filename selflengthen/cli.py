@@ -16,8 +16,10 @@ from pathlib import Path
 
 from selflengthen.config import verbs
 from selflengthen.config.files import compose, conf_dir, missing_values
-from selflengthen.config.schema import unknown_key
-from selflengthen.core.errors import Terminated, UserError, sigterm_stops_like_ctrl_c
+from selflengthen.config.names import name_problems, safe_name
+from selflengthen.config.schema import VERBS as VERB_CONFIGS, unknown_key
+from selflengthen.core.errors import UserError, sigterm_stops_like_ctrl_c, stopped_by_sigterm
+from selflengthen.core.stopping import set_kept
 from selflengthen.store.artifacts import DISK_FULL, disk_error
 
 # A verb's module (selflengthen/commands/) is imported only when the verb runs, on purpose:
@@ -81,6 +83,7 @@ def name_sweep_job(cfg) -> None:
 def user_errors(debug: bool, kept: str):
     """A user error is one line and exit 2 (the traceback only with debug); Ctrl-C says
     what is kept and how to resume."""
+    set_kept(kept)  # for the line of a stop whose handler cannot run (core/stopping.py)
     try:
         yield
     except UserError as err:
@@ -88,7 +91,7 @@ def user_errors(debug: bool, kept: str):
             raise
         _fail(err)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (errors.Terminated)
-        what, code = ("terminated (SIGTERM)", 143) if isinstance(err, Terminated) else ("interrupted", 130)
+        what, code = ("terminated (SIGTERM)", 143) if stopped_by_sigterm(err) else ("interrupted", 130)
         print(f"selflengthen: {what}; {kept}, run the same command to resume", file=sys.stderr)
         sys.exit(code)
     except OSError as err:  # a full disk anywhere (artifacts.py names the folder for its own writes)
@@ -98,7 +101,8 @@ def user_errors(debug: bool, kept: str):
 
 
 def _safe(text: str) -> str:
-    return text.replace("/", "-").replace("=", "-").replace(",", "_") or "job"
+    """A job's overrides as one folder name (config/names.py's rule)."""
+    return safe_name(text.replace("/", "-").replace("=", "-").replace(",", "_"))
 
 
 _SWEPT: list[str] = []  # the keys a `run -m` sweeps over (read from the command line)
@@ -124,8 +128,8 @@ def _sweep_overrides(hc) -> list[str]:
 def sweep_name(cfg, hc) -> str:
     """`<run.name>-sweep-<swept keys>` (e.g. tiny-sweep-seed): rerunning the same sweep
     resumes its runs; `sweep_name=...` names it explicitly."""
-    if cfg.get("sweep_name"):
-        return _safe(str(cfg.sweep_name))
+    if cfg.get("sweep_name") is not None:  # checked by precheck: one folder name
+        return str(cfg.sweep_name)
     base = "sweep" if any(k.startswith("model") for k in _SWEPT) else f"{cfg.run.name}-sweep"
     return _safe(f"{base}-{'-'.join(_SWEPT) or 'jobs'}")
 
@@ -191,6 +195,10 @@ def precheck(argv: list[str], config_name: str, output_key: str | None = None) -
             raise UserError(unknown_key(unknown[1])) from err  # the schema's own line: `+KEY=VALUE` is refused too
         raise UserError(f"{_one_line(err)} (python -m selflengthen run --help shows every key and group)") from err
 
+    root = next(VERB_CONFIGS[v.name] for v in verbs.VERBS if v.config == config_name and v.name in VERB_CONFIGS)
+    bad_names = name_problems(root, lambda key: OmegaConf.select(cfg, key, default=None))
+    if bad_names:  # before anything is created: Hydra's log folder goes under run.name
+        raise UserError(f"config: {bad_names[0]}")
     swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
     unset = [k for k in missing_values(cfg) if k not in swept]
     if unset:

@@ -87,12 +87,20 @@ def test_no_response_in_bounds_says_how_many_and_which_bounds(tmp_path):
 
 def test_an_unwritable_output_folder(tmp_path):
     root = fake_run(tmp_path / "r", {1: [300]})
-    (tmp_path / "a-file").write_text("not a folder")
+    (root / "final").write_text("not a folder")  # where finalize.output_dir=final goes
     before = snapshot(root)
-    line = one_line_error(run_cli("finalize", str(root), f"finalize.output_dir={tmp_path / 'a-file' / 'final'}",
-                                  cwd=REPO))
+    line = one_line_error(run_cli("finalize", str(root), cwd=REPO))
     assert "cannot write the finalize output folder" in line and "finalize.output_dir" in line
     assert snapshot(root) == before
+
+
+def test_an_output_folder_outside_the_run_is_refused(tmp_path):
+    """finalize.output_dir is a folder name inside the run (config/names.py), not a path."""
+    root = fake_run(tmp_path / "r", {1: [300]})
+    before = snapshot(root)
+    line = one_line_error(run_cli("finalize", str(root), f"finalize.output_dir={tmp_path / 'elsewhere'}", cwd=REPO))
+    assert line.startswith("selflengthen: error: config: finalize.output_dir=") and "one folder name" in line
+    assert snapshot(root) == before and not (tmp_path / "elsewhere").exists()
 
 
 def test_an_unknown_run_and_a_missing_run_argument(tmp_path):

@@ -207,8 +207,8 @@ def writable_root(run_root: Path, finalize: schema.Finalize) -> FinalPaths:
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        raise UserError(f"cannot write the finalize output folder {fp.root}: {err.strerror}; set "
-                        f"finalize.output_dir to a writable folder (absolute, or relative to the run)") from None
+        raise UserError(f"cannot write the finalize output folder {fp.root}: {err.strerror}; make the "
+                        f"run folder writable (finalize.output_dir is a folder name inside it)") from None
     return fp
 
 

@@ -8,6 +8,7 @@ from pydantic import model_validator
 
 from selflengthen.config.group import Group, eg
 from selflengthen.config.loop import Decoding
+from selflengthen.config.names import SafeName  # every name that becomes a folder (config/names.py)
 
 
 class FinalizeTraining(Group):
@@ -73,7 +74,7 @@ class Rewrite(Decoding):
 
 
 class Finalize(Group):
-    output_dir: str = eg("final", "final", min_length=1)
+    output_dir: SafeName = eg("final", "final", min_length=1)
     dataset_name: str = eg("selflengthen_final", "selflengthen_final", min_length=1)
     allow_unfinished: bool = eg("false", False)
     extra_per_language: int = eg("0 (only what the loop made)", 0, ge=0)

@@ -10,6 +10,7 @@ from pydantic import field_validator
 from selflengthen.config import verbs
 from selflengthen.config.evaluation import Questions
 from selflengthen.config.group import Group, eg
+from selflengthen.config.names import SafeName  # every name that becomes a folder (config/names.py)
 from selflengthen.config.run import Config
 from selflengthen.config.training import Dpo
 
@@ -44,7 +45,7 @@ class EvalConfig(Config, Questions):
     adapter: Optional[str] = None
     predictions: Optional[str] = None
     samples: int = eg("4", 1, ge=1)
-    name: Optional[str] = None
+    name: Optional[SafeName] = eg("my-eval", None)
     out_dir: str = eg("eval", min_length=1)
 
     @field_validator("benchmark")
@@ -67,7 +68,7 @@ class DpoConfig(Config, Questions):
     """`dpo` (conf/dpo.yaml): the run's keys and the verb's own (Questions' among them)."""
     benchmark: str = eg("heldout_tiny", min_length=1)
     adapter: Optional[str] = None
-    name: Optional[str] = None
+    name: Optional[SafeName] = eg("my-dpo", None)
     out_dir: str = eg("dpo", min_length=1)
     dpo: Dpo
 
@@ -77,7 +78,7 @@ class AgentWriteConfig(Config):
     input: Optional[str] = None
     adapter: Optional[str] = None
     limit: Optional[int] = eg("6 (or null: all)", None, ge=1)
-    name: Optional[str] = None
+    name: Optional[SafeName] = eg("my-set", None)
     out_dir: str = eg("agentwrite", min_length=1)
 
 

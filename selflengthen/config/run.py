@@ -8,12 +8,13 @@ from selflengthen.config.evaluation import Eval, Judge, NoJudge
 from selflengthen.config.finalize import Finalize
 from selflengthen.config.group import Group, eg
 from selflengthen.config.loop import AgentWrite, Loop
+from selflengthen.config.names import SafeName  # every name that becomes a folder (config/names.py)
 from selflengthen.config.serving import Engine, Model, Ray
 from selflengthen.config.training import Train
 
 
 class Run(Group):
-    name: str = eg("mine", min_length=1)
+    name: SafeName = eg("mine", min_length=1)
 
 
 class Paths(Group):
@@ -69,7 +70,7 @@ class Config(Group):
     status: Status = Status()
     debug: bool = eg("false", False)
     redo: Optional[str] = eg("constrain (a step of the verb)", None, min_length=1)
-    sweep_name: Optional[str] = None
+    sweep_name: Optional[SafeName] = eg("my-sweep", None)
     finalize: Finalize = Finalize()
     judge: Judge = NoJudge()
     tracking: Tracking = Tracking()

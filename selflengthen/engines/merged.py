@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -34,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from selflengthen.core import scratch
 from selflengthen.engines.base import (Completion, Engine, Request, Sampling, check_adapter_folders, merge_usage,
                                        usage_delta)
 
@@ -107,7 +107,7 @@ class MergedPool:
         check_adapter_folders(adapters)
         self.base_path, self.adapters = base_path, dict(adapters)
         self._open_pool, self._merge = open_pool, merge
-        self._folder = Path(tempfile.mkdtemp(prefix="selflengthen-merged-"))
+        self._folder = scratch.folder("selflengthen-merged-")  # inside the command's: removed even if this pool is not
         self._merged: dict[str, str] = {}
         self._live: str | None = None  # the usage name of the model served now
         self._pool = None

@@ -32,6 +32,7 @@ from selflengthen.engines.base import Completion, Request, Sampling, merge_usage
 log = logging.getLogger("selflengthen")
 STICKY_KEYS = 100_000  # remembered sample -> replica routes (oldest forgotten first)
 PLACEMENT_WAIT_S = 600  # how long the replicas' placement groups may wait for busy GPUs
+USAGE_WAIT_S = 60  # a replica's usage counters are in memory: an actor that does not answer is gone
 
 
 @ray.remote
@@ -142,8 +143,8 @@ class EnginePool:
         self._slots: list[asyncio.Semaphore] | None = None
         try:
             ray.get([w.ready.remote() for w in self.workers])
-        except Exception:
-            self.shutdown()
+        except BaseException:  # a start that failed, or a stop (Ctrl-C, SIGTERM) during it: abandoned
+            self.shutdown(graceful=False)
             raise
 
     @property
@@ -179,26 +180,35 @@ class EnginePool:
         return merge_usage(self.replica_usage())
 
     def replica_usage(self) -> list[dict[str, dict]]:
-        return ray.get([w.usage.remote() for w in self.workers])
+        return ray.get([w.usage.remote() for w in self.workers], timeout=USAGE_WAIT_S)
 
     def reload(self, model_path: str) -> bool:
         """Every replica's weights replaced by `model_path`'s in place (same architecture), with
         no request in flight; False where the engine kind cannot (nothing changed then)."""
         return all(ray.get([w.reload.remote(model_path) for w in self.workers]))
 
-    def shutdown(self) -> None:
+    def shutdown(self, graceful: bool = True) -> None:
         """Stop the engines and kill the actors: frees the accelerator memory for training.
-        When Ray is down already (a run stopping on SIGTERM), the actors went with it, and a
-        call to one would start a new Ray instance (and hang in an exiting interpreter)."""
-        if not ray.is_initialized():
+        `graceful=False` (engines still starting) kills them at once: an actor answers the
+        shutdown call only once its engine is up. When Ray is down already (a run stopping on
+        SIGTERM), the actors went with it, and a call to one would start a new Ray instance
+        (and hang in an exiting interpreter)."""
+        if not ray.is_initialized() or not workers.gcs_reachable():
+            # a stop that reached Ray's own processes too (`timeout` signals the whole process group):
+            # a placement group's removal would wait 60 s for the GCS, then abort. The actors and
+            # groups end with the driver's job; engines/cleanup.py kills what is left at exit.
             self.workers, self.groups = [], []
             return
         try:
-            ray.get([w.shutdown.remote() for w in self.workers], timeout=30)
+            if graceful:
+                ray.get([w.shutdown.remote() for w in self.workers], timeout=30)
         except Exception:  # noqa: BLE001 - the actors are killed next either way
             pass
         for w in self.workers:
-            ray.kill(w, no_restart=True)
+            try:
+                ray.kill(w, no_restart=True)
+            except Exception:  # noqa: BLE001 - gone already
+                pass
         self.workers = []
         for group in getattr(self, "groups", []):
             remove_placement_group(group)

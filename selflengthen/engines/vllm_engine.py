@@ -17,9 +17,9 @@ import itertools
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from selflengthen.core import scratch
 from selflengthen.engines.base import (Completion, Request, Sampling, UsageMeter, check_adapter_folders, render_ids,
                                        token_ids)
 from selflengthen.engines.vllm_inprocess import InprocessEngine
@@ -47,7 +47,7 @@ def capture_vllm_errors() -> Path | None:
     from vllm.logger import DEFAULT_LOGGING_CONFIG
 
     conf = copy.deepcopy(DEFAULT_LOGGING_CONFIG)
-    folder = Path(tempfile.mkdtemp(prefix="selflengthen-vllm-log-"))
+    folder = scratch.folder("selflengthen-vllm-log-")  # inside the command's: removed even if this replica is killed
     conf["handlers"]["selflengthen_errors"] = {"class": "logging.FileHandler", "filename": str(folder / "errors.log"),
                                                "level": "ERROR", "formatter": "vllm", "delay": True}
     conf["loggers"]["vllm"]["handlers"].append("selflengthen_errors")

@@ -7,15 +7,18 @@ instance) and on a cluster (`ray.address`).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
 
 from selflengthen.config import schema
 from selflengthen.core import suggested
-from selflengthen.core.errors import UserError, sigterm_stops_like_ctrl_c
+from selflengthen.core.errors import Terminated, UserError, sigterm_stops_like_ctrl_c
+from selflengthen.engines import cleanup
 
 
 def thread_cap() -> int | None:
@@ -91,16 +94,29 @@ def check_reachable(address: str, timeout_s: float) -> str:
     return address
 
 
+def gcs_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the connected Ray cluster's GCS accepts a connection: calls that go through it
+    (removing a placement group) wait 60 s for a GCS that is gone, then abort the process."""
+    try:
+        host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except Exception:  # noqa: BLE001 - not connected, no address, refused, timed out
+        return False
+    return True
+
+
 def init_ray(ray_cfg: schema.Ray) -> None:
     """Connect to `ray.address`, or start a local instance sized by `ray.num_cpus` (its
     dashboard off unless `ray.dashboard`, and then bound to 127.0.0.1)."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    cleanup.claim_scratch()
     if ray_cfg.address:
         address = check_reachable(ray_cfg.address, ray_cfg.connect_timeout_s)
         try:
-            ray.init(address=address, log_to_driver=ray_cfg.log_to_driver)
+            with _stop_as_terminated():
+                ray.init(address=address, log_to_driver=ray_cfg.log_to_driver)
         except (ConnectionError, RuntimeError, TimeoutError) as err:
             raise UserError(f"cannot connect to the Ray cluster at ray.address={ray_cfg.address}: "
                             f"{str(err).strip().splitlines()[0][:200]}; start it ({suggested.RAY_START_HEAD}) or set "
@@ -108,7 +124,22 @@ def init_ray(ray_cfg: schema.Ray) -> None:
     else:
         # the dashboard serves the cluster's jobs and logs without authentication: off, or on loopback only
         dashboard = ray_cfg.dashboard
-        ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=dashboard,
-                 **({"dashboard_host": "127.0.0.1"} if dashboard else {}),
-                 log_to_driver=ray_cfg.log_to_driver, configure_logging=False)
+        cleanup.mark_local_ray()  # Ray's processes carry our token: none outlives the command
+        with _stop_as_terminated():
+            ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=dashboard,
+                     **({"dashboard_host": "127.0.0.1"} if dashboard else {}),
+                     log_to_driver=ray_cfg.log_to_driver, configure_logging=False)
+    cleanup.release_first()  # at exit, before Ray's own shutdown: a stop during it is brief, not a traceback
     sigterm_stops_like_ctrl_c()  # ray.init replaced it: SIGTERM would abort and leave Ray's agents running
+
+
+@contextmanager
+def _stop_as_terminated():
+    """While ray.init runs, SIGTERM goes to Ray's handler, which exits with code 15: a stop
+    like any other (one line, exit 143)."""
+    try:
+        yield
+    except SystemExit as err:
+        if err.code == signal.SIGTERM:
+            raise Terminated() from None
+        raise

@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from selflengthen.core import stopping
 from selflengthen.core.errors import UserError
 
 LOCK_NAME = ".lock"
@@ -100,11 +101,13 @@ class RunLock:
         except BaseException:
             self.release()
             raise
+        stopping.on_forced_exit(self.release)  # a stop that must exit without unwinding still drops the holder file
         return self
 
     def release(self) -> None:
         if self._fd is None:
             return
+        stopping.off_forced_exit(self.release)
         try:
             self.holder_path.unlink(missing_ok=True)  # while still held: nobody reads a stale holder
         finally:
