@@ -20,12 +20,14 @@ from selflengthen.store.artifacts import DISK_FULL, disk_error
 
 # Each verb's module (selflengthen/commands/) is imported inside its job function, on purpose:
 # `--help`, a bad override and `inspect` answer without loading Ray, vLLM or torch.
-VERBS = ("run", "eval", "finalize", "agentwrite", "dpo", "inspect", "estimate")
+VERBS = ("run", "eval", "finalize", "agentwrite", "dpo", "rl", "inspect", "estimate")
 USAGE = """usage: python -m selflengthen run [KEY=VALUE ...] [-m]   run the loop (Hydra overrides)
        python -m selflengthen eval benchmark=NAME|[A,B] [data=PATH] [adapter=RUN/iter_K | predictions=FILE] [KEY=VALUE ...]
                                                                   score a model on a long-output benchmark
        python -m selflengthen dpo [data=PATH] [adapter=RUN/iter_K] [dpo.samples_per_instruction=K] [KEY=VALUE ...]
                                                                   preference-tune (DPO, LoRA) on sampled, scored long outputs
+       python -m selflengthen rl [prompts=FILE|RUN/iter_K] [adapter=RUN/iter_K|FOLDER] [rl.train.steps=N] [KEY=VALUE ...]
+                                                                  GRPO (LoRA) rewarded for the asked length, ending, no repetition
        python -m selflengthen finalize RUN [step=collect|constrain|export|train|eval] [KEY=VALUE ...]
                                                                   collect, length-constrain and export a run's data; train the final model
        python -m selflengthen agentwrite input=FILE [adapter=RUN/iter_K] [agentwrite.mix.general=PATH] [KEY=VALUE ...]
@@ -158,6 +160,13 @@ def _dpo_job(cfg) -> None:
         print(report(result, paths))
 
 
+def _rl_job(cfg) -> None:
+    from selflengthen.commands.rl import report, run_rl
+
+    with user_errors(cfg.debug, "finished trainer checkpoints are kept"):
+        print(report(run_rl(cfg)))
+
+
 def _agentwrite_job(cfg) -> None:
     from selflengthen.commands.agentwrite import run_agentwrite, summary_text
 
@@ -168,7 +177,8 @@ def _agentwrite_job(cfg) -> None:
 
 
 # The key that moves each verb's output (Hydra's log folder is created under it first).
-OUTPUT_KEYS = {"config": "paths.iterations_dir", "eval": "out_dir", "dpo": "out_dir", "agentwrite": "out_dir"}
+OUTPUT_KEYS = {"config": "paths.iterations_dir", "eval": "out_dir", "dpo": "out_dir", "agentwrite": "out_dir",
+               "rl": "out_dir"}
 
 
 def hydra_verb(argv: list[str], config_name: str, job) -> None:
@@ -327,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
         hydra_verb(rest, "finalize", _finalize_job)
     elif command == "dpo":
         hydra_verb(rest, "dpo", _dpo_job)
+    elif command == "rl":
+        hydra_verb(rest, "rl", _rl_job)
     elif command == "agentwrite":
         hydra_verb(rest, "agentwrite", _agentwrite_job)
     elif command == "inspect":
