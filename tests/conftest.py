@@ -86,7 +86,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 VERB_CONFIGS = {"run": "config", "eval": "eval", "dpo": "dpo", "agentwrite": "agentwrite", "finalize": "finalize",
-                "estimate": "estimate"}  # each verb's top config file in conf/
+                "estimate": "estimate", "rl": "rl"}  # each verb's top config file in conf/
 
 
 @pytest.fixture

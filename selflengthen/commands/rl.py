@@ -9,7 +9,7 @@ Under <out_dir>/<name>/:
 - adapter/: the trained LoRA; adapter.trainer/: the trainer's checkpoints while it runs (a
   killed run, rerun with the same command, resumes from the newest complete one and
   finishes the same schedule) and its per-step log;
-- steps.jsonl: each step's reward means, mean words, in-window share, termination rate,
+- steps.jsonl (and the trackers of `tracking=`, through TRL's report_to): each step's reward means, mean words, in-window share, termination rate,
   repeated n-gram rate, loss; status.json: the last step's and where the run stands;
 - manifest.json, written last: the settings' digest, the training info, the generation path
   with its reason and generated tokens/s. A rerun with the same settings finds it and stops.
@@ -35,6 +35,7 @@ from selflengthen.engines import workers
 from selflengthen.models.resolve import served
 from selflengthen.store import artifacts, jsonl
 from selflengthen.training import grpo
+from selflengthen.tracking import Tracker
 from selflengthen.training.sft import work_dir_of
 
 log = logging.getLogger("selflengthen")
@@ -139,6 +140,8 @@ def run_rl(cfg: DictConfig) -> dict:
     artifacts.write_json(paths.settings, {"config_hash": digest})
     artifacts.write_jsonl(paths.prompts, rows)
     started = time.time()
+    tracker = Tracker(settings.tracking, paths.root.name, settings.out_dir, settings.model_dump(), paths.root)
+    tcfg["report"] = tracker.train_report(0, "rl")  # TRL logs every step's metrics to the trackers
     workers.init_ray(settings.ray)
     gpus = workers.cluster_gpus()
     task = ray.remote(grpo.train_grpo_adapter).options(num_cpus=tcfg["num_cpus"], num_gpus=tcfg["num_gpus"] if gpus else 0)
@@ -147,8 +150,10 @@ def run_rl(cfg: DictConfig) -> dict:
     try:
         info = ray.get(task.remote(serve.path, str(paths.prompts), str(paths.adapter), init, tcfg, settings.seed))
     except ray.exceptions.RayTaskError as err:
+        tracker.close(False)
         raise UserError(f"GRPO training failed: {str(err).strip().splitlines()[-1][:300]} -- the trainer's "
                         f"checkpoints are kept in {paths.work}; fix the rl.* / train.* settings and rerun") from err
+    tracker.close(True)
     steps = grpo.read_steps(paths.work / grpo.STEP_LOG)
     artifacts.write_jsonl(paths.steps, steps)
     seconds = time.time() - started
