@@ -66,7 +66,8 @@ def trl_generate(model: str, adapter: str, n: int, max_tokens: int) -> dict:
 
 def vllm_generate(model: str, adapters: dict[str, str], n: int, max_tokens: int) -> dict:
     """The in-process vLLM engine, merged serving with in-place reloads."""
-    model_cfg, engine_cfg, ray_cfg = serving_settings(model, "float32", lora_serving="merged", merged_swap="reload")
+    model_cfg, engine_cfg, ray_cfg = serving_settings(model, "float32", lora_serving="merged", merged_swap="reload",
+                                                      cpu_memory_utilization=0.1)  # a shared machine
     samp = Sampling(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0, max_tokens=max_tokens)
     other = [Request(prompts(1)[0].messages, adapter="extender")]
 
