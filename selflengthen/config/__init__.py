@@ -1,5 +1,6 @@
-"""The config's types (schema.py: every key, its type, range and default, the verbs' settings),
-where the shipped YAML is and composing it (files.py), a feature's own rules (features.py) and
+"""The config's types (every key, its type, range and default, the verbs' settings: one module
+per concern, all re-exported by schema.py, the one place callers import them from), where the
+shipped YAML is and composing it (files.py), a feature's own rules (features.py) and
 a run's saved method (saved.py). Above core only: every layer may read its settings types."""
 from selflengthen.config import rl  # noqa: F401 (registers the rl verb's root in schema.VERBS)
 from selflengthen.config.features import FeatureCheck

@@ -1,0 +1,100 @@
+"""The other verbs' roots (the run's keys and the verb's own: eval, dpo, agentwrite,
+finalize, estimate) and `VERBS`, the root each verb's config is checked against."""
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import field_validator
+
+from selflengthen.config.group import Group, Language, eg
+from selflengthen.config.run import Config
+from selflengthen.config.training import Dpo
+
+
+class Estimate(Group):
+    """estimate.* (conf/estimate.yaml): the estimate verb's assumptions."""
+    initial_words: float = eg("1000", 1000, gt=0)
+    growth_per_round: float = eg("1.26", 1.26, gt=0)
+    carryover: float = eg("1.0", 1.0, gt=0)
+    instruction_words: float = eg("40", 40, gt=0)
+    tokens_per_word: dict[str, float] = {"en": 1.35, "zh": 0.75}
+    chat_overhead_tokens: float = eg("30", 30, ge=0)
+    augment_pass_rate: float = eg("0.9", 0.9, gt=0, le=1)
+    judge_yes_rate: float = eg("0.8", 0.8, gt=0, le=1)
+    generate_pass_rate: float = eg("0.8", 0.8, gt=0, le=1)
+    extend_accept_rate: float = eg("0.6", 0.6, gt=0, le=1)
+    tokens_per_s_per_gpu: Optional[float] = eg("3000", None, gt=0)
+    from_run: Optional[str] = None
+    train_tokens_per_s_per_gpu: Optional[float] = eg("5000", None, gt=0)
+    gpu_tflops: float = eg("989 (H100 bf16)", 989, gt=0)
+    mfu: float = eg("0.35", 0.35, gt=0, le=1)
+    gpus: int = eg("8", 8, ge=1)
+    gpu_memory_gib: float = eg("80", 80, gt=0)
+    concurrent_sequences: int = eg("32", 32, ge=1)
+    overhead_gib: float = eg("2", 2.0, ge=0)
+    out: Optional[str] = None
+
+
+class EvalConfig(Config):
+    """`eval` (conf/eval.yaml): the run's keys and the verb's own."""
+    benchmark: Optional[Union[str, list[str]]] = eg("heldout_tiny (eval: or a list, [longen,ruler])", None)
+    data: Optional[str] = None
+    adapter: Optional[str] = None
+    predictions: Optional[str] = None
+    limit: Optional[int] = eg("6 (or null: all)", None, ge=1)
+    languages: Optional[list[Language]] = eg("[en]", None)
+    max_tokens: Optional[int] = eg("null (the benchmark's own)", None, ge=1)
+    samples: int = eg("4", 1, ge=1)
+    name: Optional[str] = None
+    out_dir: str = eg("eval", min_length=1)
+
+    @field_validator("benchmark")
+    @classmethod
+    def _named(cls, v):
+        if v is None:
+            raise ValueError("is not set; give one (benchmark=longbench_write) or a list (benchmark=[longen,ruler])")
+        if not v:
+            raise ValueError("names no benchmark; give one (benchmark=longbench_write) or a list "
+                             "(benchmark=[longen,ruler])")
+        return v
+
+    @property
+    def benchmarks(self) -> list[str]:
+        """`benchmark=NAME` or `benchmark=[A,B]`: the names, in order, each once."""
+        return list(dict.fromkeys([self.benchmark] if isinstance(self.benchmark, str) else self.benchmark))
+
+
+class DpoConfig(Config):
+    """`dpo` (conf/dpo.yaml)."""
+    benchmark: str = eg("heldout_tiny", min_length=1)
+    data: Optional[str] = None
+    adapter: Optional[str] = None
+    limit: Optional[int] = eg("6 (or null: all)", None, ge=1)
+    languages: Optional[list[Language]] = eg("[en]", None)
+    max_tokens: Optional[int] = eg("null (the benchmark's own)", None, ge=1)
+    name: Optional[str] = None
+    out_dir: str = eg("dpo", min_length=1)
+    dpo: Dpo
+
+
+class AgentWriteConfig(Config):
+    """`agentwrite` (conf/agentwrite.yaml)."""
+    input: Optional[str] = None
+    adapter: Optional[str] = None
+    limit: Optional[int] = eg("6 (or null: all)", None, ge=1)
+    name: Optional[str] = None
+    out_dir: str = eg("agentwrite", min_length=1)
+
+
+class FinalizeConfig(Config):
+    """`finalize` (conf/finalize.yaml)."""
+    step: Literal["all", "collect", "constrain", "export", "train", "eval"] = eg("all", "all")
+
+
+class EstimateConfig(Config):
+    """`estimate` (conf/estimate.yaml)."""
+    estimate: Estimate = Estimate()
+
+
+VERBS: dict[str, type[Config]] = {"run": Config, "eval": EvalConfig, "dpo": DpoConfig, "agentwrite": AgentWriteConfig,
+                                  "finalize": FinalizeConfig, "estimate": EstimateConfig}
