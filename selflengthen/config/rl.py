@@ -1,15 +1,16 @@
 """The `rl` verb's typed settings (conf/rl.yaml, conf/rl/default.yaml): GRPO with TRL on
 LoRA, its rewards and their aggregation (core/rewards.py, training/grpo.py). The root,
-`RlConfig`, is registered in schema.VERBS when this module is imported (config/__init__.py
-imports it), so `preflight.settings(cfg, "rl")` builds it like any verb's."""
+`RlConfig`, is registered in VERBS (config/roots.py) when this module is imported
+(config/__init__.py imports it), so `preflight.settings(cfg, "rl")` builds it like any verb's."""
 from __future__ import annotations
 
 from typing import Literal, Optional
 
 from pydantic import model_validator
 
-from selflengthen.config import schema
-from selflengthen.config.schema import Config, Group, eg
+from selflengthen.config.group import Group, eg
+from selflengthen.config.roots import VERBS
+from selflengthen.config.run import Config
 
 REWARDS = ("length", "termination", "repetition", "quality")
 
@@ -73,4 +74,4 @@ class RlConfig(Config):
     rl: Rl = Rl()
 
 
-schema.VERBS["rl"] = RlConfig
+VERBS["rl"] = RlConfig
