@@ -103,10 +103,11 @@ def prompt_rows(settings: RlConfig) -> tuple[list[dict], Path]:
 
 
 def trainer_settings(settings: RlConfig) -> dict:
-    """What training/grpo.py takes, a plain dict: the LoRA shape and placement of train.*,
-    rl.train.*, and the rewards."""
+    """What training/grpo.py takes, a plain dict: the LoRA shape and placement of train.*
+    (workers, strategy: the training launcher's keys), rl.train.*, and the rewards."""
     lora = settings.train.model_dump(include={"rank", "alpha", "dropout", "target_modules", "bf16", "cpu_threads",
-                                              "num_cpus", "num_gpus"})
+                                              "num_cpus", "num_gpus", "workers", "strategy", "cpu_offload",
+                                              "gradient_checkpointing"})
     r = settings.rl.rewards
     return workers.with_cpu_threads({
         **lora, **settings.rl.train.model_dump(), "learning_rate": settings.rl.train.learning_rate,
