@@ -4,7 +4,7 @@ modules, each asking for a length ("in about 200 words", "in 300-390 words"), fr
 templates. No module named in a held-out prompt (evaluation/heldout_tiny.jsonl) is used, so
 the held-out set stays held out.
 
-    .venv/bin/python scripts/rl_tiny_prompts.py [--count 400] [--seed 7] [--out selflengthen/training/rl_prompts_tiny.jsonl]
+    .venv/bin/python scripts/rl_tiny_prompts.py [--count 400] [--seed 7] [--out FILE]
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ LENGTHS = (100, 150, 200, 300, 400)
 
 def modules(held_out: str) -> list[str]:
     """Standard-library module names not mentioned in the held-out prompts (tests left out)."""
-    names = sorted(m.name for m in pkgutil.iter_modules([sysconfig.get_paths()["stdlib"]]) if not m.name.startswith("_"))
+    stdlib = sysconfig.get_paths()["stdlib"]
+    names = sorted(m.name for m in pkgutil.iter_modules([stdlib]) if not m.name.startswith("_"))
     return [m for m in names if f" {m} " not in held_out and "test" not in m][:200]
 
 
@@ -48,7 +49,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", default=str(REPO / "selflengthen" / "training" / "rl_prompts_tiny.jsonl"))
     a = p.parse_args()
-    Path(a.out).write_text("".join(json.dumps({"prompt": t}) + "\n" for t in prompts(a.count, a.seed)), encoding="utf-8")
+    lines = "".join(json.dumps({"prompt": t}) + "\n" for t in prompts(a.count, a.seed))
+    Path(a.out).write_text(lines, encoding="utf-8")
 
 
 if __name__ == "__main__":

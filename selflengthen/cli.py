@@ -1,10 +1,12 @@
-"""Command line: `python -m selflengthen run|eval|finalize [hydra overrides]` and
-`python -m selflengthen inspect [RUN ...]`. User errors print one line (the problem and
-its fix) and exit 2; `debug=true` (run) or `--debug` / SELFLENGTHEN_DEBUG=1 shows the
+"""Command line: `python -m selflengthen VERB [ARGS ...]`, one verb per row of the verb
+table (config/verbs.py): this module dispatches to the row's module, prints the usage text
+built from the rows, checks the composed config (and the row's output folder) once before
+a Hydra job, and names a sweep's jobs. User errors print one line (the problem and its fix)
+and exit 2; `debug=true` (Hydra verbs) or `--debug` / SELFLENGTHEN_DEBUG=1 shows the
 traceback."""
 from __future__ import annotations
 
-import argparse
+import importlib
 import logging
 import os
 import re
@@ -12,31 +14,27 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from selflengthen.config.files import missing_values
+from selflengthen.config import verbs
+from selflengthen.config.files import compose, conf_dir, missing_values
 from selflengthen.config.schema import unknown_key
-from selflengthen.config.files import conf_dir
 from selflengthen.core.errors import Terminated, UserError, sigterm_stops_like_ctrl_c
 from selflengthen.store.artifacts import DISK_FULL, disk_error
 
-# Each verb's module (selflengthen/commands/) is imported inside its job function, on purpose:
+# A verb's module (selflengthen/commands/) is imported only when the verb runs, on purpose:
 # `--help`, a bad override and `inspect` answer without loading Ray, vLLM or torch.
-VERBS = ("run", "eval", "finalize", "agentwrite", "dpo", "rl", "inspect", "estimate")
-USAGE = """usage: python -m selflengthen run [KEY=VALUE ...] [-m]   run the loop (Hydra overrides)
-       python -m selflengthen eval benchmark=NAME|[A,B] [data=PATH] [adapter=RUN/iter_K | predictions=FILE] [KEY=VALUE ...]
-                                                                  score a model on a long-output benchmark
-       python -m selflengthen dpo [data=PATH] [adapter=RUN/iter_K] [dpo.samples_per_instruction=K] [KEY=VALUE ...]
-                                                                  preference-tune (DPO, LoRA) on sampled, scored long outputs
-       python -m selflengthen rl [prompts=FILE|RUN/iter_K] [adapter=RUN/iter_K|FOLDER] [rl.train.steps=N] [KEY=VALUE ...]
-                                                                  GRPO (LoRA) rewarded for the asked length, ending, no repetition
-       python -m selflengthen finalize RUN [step=collect|constrain|export|train|eval] [KEY=VALUE ...]
-                                                                  collect, length-constrain and export a run's data; train the final model
-       python -m selflengthen agentwrite input=FILE [adapter=RUN/iter_K] [agentwrite.mix.general=PATH] [KEY=VALUE ...]
-                                                                  AgentWrite (plan, then write paragraph by paragraph)
-                                                                  + a LongWriter-style training set
-       python -m selflengthen inspect [RUN ...] [--iterations-dir DIR]   length (and eval) table + plot
-       python -m selflengthen estimate [experiment=NAME] [estimate.tokens_per_s_per_gpu=N | estimate.from_run=RUN] [KEY=VALUE ...]
-                                                                  expected tokens, GPU-hours and memory per GPU of a run
-       python -m selflengthen run --help                          the config and its groups"""
+USAGE_INDENT = 66  # where a verb's description lines start
+MARGIN = " " * len("usage: ")
+HELP_LINE = "run --help                          the config and its groups"
+
+
+def usage() -> str:
+    """`--help`: each verb's usage lines, in the table's order, then how to list the config."""
+    lines = []
+    for verb in verbs.VERBS:
+        lines.append(f"python -m selflengthen {verb.usage[0]}")
+        lines += [" " * (USAGE_INDENT - len(MARGIN)) + more for more in verb.usage[1:]]
+    lines.append(f"python -m selflengthen {HELP_LINE}")
+    return "usage: " + f"\n{MARGIN}".join(lines)
 
 
 def _debugging() -> bool:
@@ -48,11 +46,28 @@ def _fail(err: BaseException) -> None:
     sys.exit(2)
 
 
-def _run_job(cfg) -> None:
+def entry(verb: verbs.Verb):
+    """The verb's entry function (its module is imported now)."""
+    return getattr(importlib.import_module(verb.module), verb.entry)
+
+
+def hydra_job(verb: verbs.Verb):
+    """The Hydra job of a verb: a sweep's job named (for a row that sweeps), then the verb's
+    entry under the one-line user errors."""
+    def job(cfg) -> None:
+        if verb.sweeps:
+            name_sweep_job(cfg)
+        with user_errors(cfg.debug, verb.kept):
+            entry(verb)(cfg)
+
+    return job
+
+
+def name_sweep_job(cfg) -> None:
+    """In a `-m` sweep without run.name=: one sweep folder, named after the sweep, with one
+    run folder per job (named after its swept values), grouped in the trackers."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
-
-    from selflengthen.commands.run import run_and_report
 
     hc = HydraConfig.get()
     if hc.mode.name == "MULTIRUN" and not any(o.startswith("run.name=") for o in hc.overrides.task):
@@ -60,11 +75,6 @@ def _run_job(cfg) -> None:
             cfg.tracking.group = cfg.tracking.group or sweep_name(cfg, hc)  # the trackers group the jobs
             cfg.paths.iterations_dir = str(Path(str(cfg.paths.iterations_dir)) / sweep_name(cfg, hc))
             cfg.run.name = _safe(",".join(sorted(_sweep_overrides(hc))) or str(hc.job.num))
-    with user_errors(cfg.debug, "finished stages are kept"):
-        text, png = run_and_report(cfg)
-        print(text)
-        if png:
-            print(f"plot: {png}")
 
 
 @contextmanager
@@ -120,30 +130,11 @@ def sweep_name(cfg, hc) -> str:
     return _safe(f"{base}-{'-'.join(_SWEPT) or 'jobs'}")
 
 
-def _eval_job(cfg) -> None:
-    from selflengthen.commands.eval import run_eval, summary_table
-
-    with user_errors(cfg.debug, "finished items are kept"):
-        for summary, out in run_eval(cfg):
-            print(summary_table(summary))
-            print(f"results: {out}")
-
-
-def _finalize_job(cfg) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    from selflengthen.commands.finalize import report, run_finalize
-
-    with user_errors(cfg.debug, "finished finalize steps are kept"):
-        manifest, fp = run_finalize(cfg, list(HydraConfig.get().overrides.task))
-        print(report(manifest, fp))
-
-
-def run_argument(argv: list[str]) -> list[str]:
+def run_argument(argv: list[str], verb: str = "finalize") -> list[str]:
     """`finalize RUN ...`: RUN (a run name under paths.iterations_dir, or a run folder)
     becomes the overrides run.name= (and paths.iterations_dir= for a folder)."""
     if not argv or "=" in argv[0] or argv[0].startswith("-"):
-        raise UserError("name the run to finalize: python -m selflengthen finalize RUN [KEY=VALUE ...] "
+        raise UserError(f"name the run to {verb}: python -m selflengthen {verb} RUN [KEY=VALUE ...] "
                         "(RUN: a run name under iterations/, or a run folder)")
     run, rest = argv[0], argv[1:]
     folder = Path(run).expanduser()
@@ -152,37 +143,8 @@ def run_argument(argv: list[str]) -> list[str]:
     return [f"run.name={run.rstrip('/')}", *rest]
 
 
-def _dpo_job(cfg) -> None:
-    from selflengthen.commands.dpo import report, run_dpo
-
-    with user_errors(cfg.debug, "finished samples, pairs and training are kept"):
-        result, paths = run_dpo(cfg)
-        print(report(result, paths))
-
-
-def _rl_job(cfg) -> None:
-    from selflengthen.commands.rl import report, run_rl
-
-    with user_errors(cfg.debug, "finished trainer checkpoints are kept"):
-        print(report(run_rl(cfg)))
-
-
-def _agentwrite_job(cfg) -> None:
-    from selflengthen.commands.agentwrite import run_agentwrite, summary_text
-
-    with user_errors(cfg.debug, "finished plans and paragraphs are kept"):
-        metrics, out = run_agentwrite(cfg)
-        print(summary_text(metrics))
-        print(f"results: {out}")
-
-
-# The key that moves each verb's output (Hydra's log folder is created under it first).
-OUTPUT_KEYS = {"config": "paths.iterations_dir", "eval": "out_dir", "dpo": "out_dir", "agentwrite": "out_dir",
-               "rl": "out_dir"}
-
-
-def hydra_verb(argv: list[str], config_name: str, job) -> None:
-    """Run `job` under Hydra with the config `conf/<config_name>.yaml` and the overrides."""
+def hydra_verb(argv: list[str], verb: verbs.Verb) -> None:
+    """Run the verb's entry as a Hydra job with `conf/<verb.config>.yaml` and the overrides."""
     import hydra
 
     try:
@@ -191,23 +153,22 @@ def hydra_verb(argv: list[str], config_name: str, job) -> None:
         _fail(err)
     if not any(a in ("-h", "--help", "--hydra-help") for a in argv):
         try:
-            precheck(argv, config_name)
+            precheck(argv, verb.config, verb.output_key)
         except UserError as err:
             if _debugging():
                 raise
             _fail(err)
-    main = hydra.main(config_path=str(conf), config_name=config_name, version_base="1.3")(job)
+    main = hydra.main(config_path=str(conf), config_name=verb.config, version_base="1.3")(hydra_job(verb))
     _SWEPT[:] = swept_keys(argv)
     sys.argv = [sys.argv[0]] + argv
     main()
 
 
-def precheck(argv: list[str], config_name: str) -> None:
-    """Compose the config once before Hydra runs the job, so that an unknown key or group
-    option, or an output folder that cannot be created, is one line (Hydra itself prints
-    a report of several lines, or a traceback when it cannot create its log folder)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def precheck(argv: list[str], config_name: str, output_key: str | None = None) -> None:
+    """Compose the config once (config/files.compose) before Hydra runs the job, so that an
+    unknown key or group option, or an output folder (`output_key`'s) that cannot be
+    created, is one line (Hydra itself prints a report of several lines, or a traceback
+    when it cannot create its log folder)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
@@ -221,17 +182,14 @@ def precheck(argv: list[str], config_name: str) -> None:
     plain = [text for text, o in zip(overrides, parsed)  # a sweep's values are checked by Hydra per job
              if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=plain, return_hydra_config=True)
-            multirun = any(a in ("-m", "--multirun") for a in argv)
-            out = OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+        cfg = compose(config_name, plain, return_hydra_config=True)
+        multirun = any(a in ("-m", "--multirun") for a in argv)
+        out = OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
     except (HydraException, OmegaConfBaseException) as err:
         unknown = re.match(r"Could not override '([^']+)'", str(err))
         if unknown:
             raise UserError(unknown_key(unknown[1])) from err  # the schema's own line: `+KEY=VALUE` is refused too
         raise UserError(f"{_one_line(err)} (python -m selflengthen run --help shows every key and group)") from err
-    finally:
-        GlobalHydra.instance().clear()
 
     swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
     unset = [k for k in missing_values(cfg) if k not in swept]
@@ -239,10 +197,9 @@ def precheck(argv: list[str], config_name: str) -> None:
         raise UserError(f"config: {', '.join(unset)} must be set (the chosen preset leaves "
                         f"{'it' if len(unset) == 1 else 'them'} as ???); add "
                         + " ".join(f"{k}=VALUE" for k in unset) + " to the command")
-    problem = unwritable(Path(str(out))) if config_name in OUTPUT_KEYS else None
+    problem = unwritable(Path(str(out))) if output_key else None
     if problem:
-        key = OUTPUT_KEYS[config_name]
-        raise UserError(f"cannot create the output folder {out}: {problem}; set {key}= to a folder you can write")
+        raise UserError(f"cannot create the output folder {out}: {problem}; set {output_key}= to a folder you can write")
 
 
 def unwritable(folder: Path) -> str | None:
@@ -279,42 +236,22 @@ def _one_line(err: BaseException) -> str:
     return "; ".join(parts)
 
 
-def inspect_cmd(argv: list[str]) -> None:
-    from selflengthen.commands.inspect import inspect_runs
-
-    parser = argparse.ArgumentParser(prog="python -m selflengthen inspect",
-                                     description="Per-iteration length table and plot of a run.")
-    parser.add_argument("runs", nargs="*", help="run names under the iterations folder, run folders, or a "
-                        "sweep folder (its runs are overlaid); default: the most recent run")
-    parser.add_argument("--iterations-dir", default="iterations", type=Path)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = parser.parse_args(argv)
-    with user_errors(args.debug, "nothing was changed"):
-        text, png = inspect_runs(args.runs, args.iterations_dir)
-    print(text)
-    if png:
-        print(f"plot: {png}")
-
-
-def estimate_cmd(argv: list[str]) -> None:
-    """The run's config composed (as `run` would) and costed; no Hydra job, nothing written."""
-    if any(a in ("-h", "--help") for a in argv):
-        print("usage: python -m selflengthen estimate [KEY=VALUE ...]\n\nthe estimate.* keys (conf/estimate.yaml) "
-              "and every run override; e.g. experiment=paper-qwen2-7b estimate.tokens_per_s_per_gpu=3000")
+def plain_verb(argv: list[str], verb: verbs.Verb) -> None:
+    """A verb that is no Hydra job: its own `--help` (or its argument parser's), the config
+    checked once when it composes one, then its entry with the arguments."""
+    if verb.help and any(a in ("-h", "--help") for a in argv):
+        print(verb.help)
         return
-    from selflengthen.commands.estimate import run_estimate
-
     debug = "--debug" in argv
-    overrides = [a for a in argv if a != "--debug"]
-    try:
-        precheck(overrides, "estimate")  # a bad override or key: one line
-    except UserError as err:
-        if debug or _debugging():
-            raise
-        _fail(err)
-    with user_errors(debug, "nothing was written"):
-        _, text = run_estimate(overrides)
-    print(text)
+    if verb.config:
+        try:
+            precheck([a for a in argv if a != "--debug"], verb.config, verb.output_key)  # a bad override: one line
+        except UserError as err:
+            if debug or _debugging():
+                raise
+            _fail(err)
+    with user_errors(debug, verb.kept):
+        entry(verb)(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -322,28 +259,19 @@ def main(argv: list[str] | None = None) -> None:
     sigterm_stops_like_ctrl_c()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage())
         return
     command, rest = argv[0], argv[1:]
-    if command == "run":
-        hydra_verb(rest, "config", _run_job)
-    elif command == "eval":
-        hydra_verb(rest, "eval", _eval_job)
-    elif command == "finalize":
+    verb = verbs.named(command)
+    if verb is None:
+        _fail(UserError(f"unknown command {command!r}; use one of {', '.join(v.name for v in verbs.VERBS)} "
+                        "(python -m selflengthen --help)"))
+    if verb.takes_run:
         try:
-            rest = run_argument(rest)
+            rest = run_argument(rest, verb.name)
         except UserError as err:
             _fail(err)
-        hydra_verb(rest, "finalize", _finalize_job)
-    elif command == "dpo":
-        hydra_verb(rest, "dpo", _dpo_job)
-    elif command == "rl":
-        hydra_verb(rest, "rl", _rl_job)
-    elif command == "agentwrite":
-        hydra_verb(rest, "agentwrite", _agentwrite_job)
-    elif command == "inspect":
-        inspect_cmd(rest)
-    elif command == "estimate":
-        estimate_cmd(rest)
+    if verb.hydra:
+        hydra_verb(rest, verb)
     else:
-        _fail(UserError(f"unknown command {command!r}; use one of {', '.join(VERBS)} (python -m selflengthen --help)"))
+        plain_verb(rest, verb)

@@ -22,7 +22,7 @@ from selflengthen.pipeline import metrics
 from selflengthen.pipeline.stages import train as train_stage
 from selflengthen.store import artifacts
 from selflengthen.store.seeds import load_seeds
-from selflengthen.training import sft as train
+from selflengthen.training import harness
 from tests.conftest import REPO, run_cli, sha256
 from tests.fakes import typed
 from tests.test_cli_errors import one_error_line
@@ -327,7 +327,7 @@ def test_other_os_errors_are_not_disguised(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("logs", [{"loss": float("nan")}, {"loss": 1.0, "grad_norm": float("inf")}])
 def test_non_finite_loss_stops_training(logs):
-    guard = train.finite_loss_guard({"learning_rate": 5e-4, "warmup_ratio": 0.1})
+    guard = harness.finite_loss_guard({"learning_rate": 5e-4, "warmup_ratio": 0.1})
     control = SimpleNamespace(should_training_stop=False)
     guard.on_log(None, SimpleNamespace(global_step=7), control, logs={"loss": 2.0})
     assert not control.should_training_stop and guard.bad is None

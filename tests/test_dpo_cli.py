@@ -1,5 +1,5 @@
 """`python -m selflengthen dpo` through the real CLI on the tiny model: vLLM samples, the
-evaluation's scorer, pairs, TRL's DPOTrainer in a Ray task; then a resume, the one-line
+evaluation's scorer, pairs, TRL's DPOTrainer through the training launcher; then a resume, the one-line
 errors, and a second job that continues from the first job's adapter."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from selflengthen.core.text import count_words_longwriter
 from selflengthen.evaluation.formulas import longbench_length_score
 from selflengthen.store import artifacts
+from selflengthen.training import checkpoints
 from tests.conftest import REPO, run_cli, sha256
 
 K, LIMIT, STEPS = 3, 4, 3
@@ -87,6 +88,10 @@ def test_dpo_samples_scores_pairs_and_moves_a_fresh_adapter(first_job):
     lora_b = [v for k, v in weights.items() if "lora_B" in k]
     assert lora_b and any(v.abs().max().item() > 0 for v in lora_b)  # a fresh LoRA's B starts at exactly 0
     assert not (root / "adapter" / "ref").exists()  # TRL's frozen reference copy is not saved
+    # trained through the one launcher and the trainers' shared harness: the adapter saved is the one it digested
+    assert train["world_size"] == 1 and train["resumed_from_step"] is None
+    assert checkpoints.tensors_digest(weights) == train["adapter_digest"]
+    assert not (root / "adapter.trainer").exists()  # the work folder goes once the adapter is in place
     assert sha256(first_job["model"] / "model.safetensors") == first_job["base_hash"]
     assert f"dpo: {LIMIT * K} samples ({LIMIT} instructions" in first_job["proc"].stdout + first_job["proc"].stderr
     assert f"pairs (best_vs_worst, margin >= 0.5): {len(pairs)}" in first_job["proc"].stdout

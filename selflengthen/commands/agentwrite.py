@@ -173,3 +173,10 @@ def summary_text(m: dict) -> str:
         f"  training set   {m['kept']} kept (dropped: {m['dropped'] or 'none'}) + {sources.get('general', 0)} "
         f"general rows -> {m['training_set']['path']}/",
     ])
+
+
+def main(cfg: DictConfig) -> None:
+    """The verb's entry (config/verbs.py): the summary and where the results are."""
+    metrics, out = run_agentwrite(cfg)
+    print(summary_text(metrics))
+    print(f"results: {out}")

@@ -9,8 +9,10 @@ so a rerun skips what is complete and a killed run resumes:
    -> samples.jsonl, samples.manifest.json
 2. pairs: (chosen, rejected) per instruction (training/dpo_pairs.py) -> pairs.jsonl, pairs.manifest.json
    (the margins seen and kept)
-3. train: TRL's DPOTrainer on LoRA in a Ray task (a GPU where the cluster has one),
-   continuing from `adapter=` or a fresh LoRA -> adapter/, train.manifest.json
+3. train: TRL's DPOTrainer on LoRA through the training launcher (training/ray_train.py: a
+   Ray task, or train.workers Ray Train workers; a GPU each where the cluster has them, and
+   checkpoints a killed training resumes from), continuing from `adapter=` or a fresh LoRA
+   -> adapter/, train.manifest.json
 A changed setting redoes the steps it feeds (pairs and train); samples made with other
 settings are never overwritten (a new `name=` keeps both).
 """
@@ -39,7 +41,7 @@ from selflengthen.models.resolve import Served, served
 from selflengthen.store import artifacts
 from selflengthen.store.samples import SampleLog, stable_seed
 from selflengthen.training import dpo_pairs as pairing
-from selflengthen.training.dpo import train_dpo_adapter
+from selflengthen.training import ray_train
 
 log = logging.getLogger("selflengthen")
 STEPS = ("samples", "pairs", "train")
@@ -239,11 +241,11 @@ def train(settings: DpoConfig, paths: DpoPaths, model_path: str, adapters: dict[
         return info
     started = time.time()
     workers.init_ray(settings.ray)
-    gpus = workers.cluster_gpus()
-    task = ray.remote(train_dpo_adapter).options(num_cpus=tcfg["num_cpus"], num_gpus=tcfg["num_gpus"] if gpus else 0)
+    gpus, _ = ray_train.placement([tcfg])  # one line when the cluster cannot hold it
     log.info("dpo: training on %d pairs (%s)", pairs_info["pairs"], f"from {init}" if init else "a fresh LoRA")
     try:
-        info = ray.get(task.remote(model_path, str(paths.pairs), str(paths.adapter), init, tcfg, settings.seed))
+        info = ray.get(ray_train.launch(model_path, str(paths.pairs), str(paths.adapter), init, tcfg, settings.seed,
+                                        gpus=gpus, trainer="dpo"))
     except ray.exceptions.RayTaskError as err:
         raise UserError(f"DPO training failed: {str(err).strip().splitlines()[-1][:300]} -- the samples and pairs "
                         f"are kept; fix the dpo.train.* / train.* settings and rerun the same command") from err
@@ -282,3 +284,9 @@ def report(result: dict, paths: DpoPaths) -> str:
         f"reward margin {num(t['reward_margin_first'])} -> {num(t['reward_margin_last'])}",
         f"adapter: {paths.adapter}",
     ])
+
+
+def main(cfg: DictConfig) -> None:
+    """The verb's entry (config/verbs.py): the three steps, then their summary."""
+    result, paths = run_dpo(cfg)
+    print(report(result, paths))

@@ -261,3 +261,10 @@ def run_estimate(overrides: list[str]) -> tuple[dict, str]:
         artifacts.write_json(Path(out).expanduser(), result)
         text += f"\nwritten: {out}"
     return result, text
+
+
+def main(argv: list[str]) -> None:
+    """The verb's entry (config/verbs.py): the run's config composed (as `run` would) and
+    costed; no Hydra job, nothing written unless estimate.out."""
+    _, text = run_estimate([a for a in argv if a != "--debug"])
+    print(text)

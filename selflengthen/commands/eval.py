@@ -166,3 +166,10 @@ def summary_table(summary: dict) -> str:
     for length, info in (summary.get("by_length") or {}).items():
         lines.append(f"    asked {length:>6}: mean {num(info['mean_words'])}, max {info['max_words']} words")
     return "\n".join(lines)
+
+
+def main(cfg: DictConfig) -> None:
+    """The verb's entry (config/verbs.py): each benchmark's summary and where its results are."""
+    for summary, out in run_eval(cfg):
+        print(summary_table(summary))
+        print(f"results: {out}")

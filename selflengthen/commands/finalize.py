@@ -415,3 +415,12 @@ def _headline(h: dict | None) -> str:
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     return (f"{h.get('items')} items, mean words {fmt(h.get('mean_words'))}, length score "
             f"{fmt(h.get('length_score'))}, quality {fmt(h.get('quality'))}")
+
+
+def main(cfg: DictConfig) -> None:
+    """The verb's entry (config/verbs.py), inside its Hydra job: the steps (with the command
+    line's overrides, which settle() lays over the run's own config), then the report."""
+    from hydra.core.hydra_config import HydraConfig
+
+    manifest, fp = run_finalize(cfg, list(HydraConfig.get().overrides.task))
+    print(report(manifest, fp))

@@ -6,6 +6,7 @@ of the curves with a quality panel; per benchmark, a PNG of the signals along th
 holds one run per job -- are overlaid in one table and one plot."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from selflengthen.core.errors import UserError
@@ -288,3 +289,18 @@ def _labels(roots: list[Path]) -> list[str]:
     common = len(_common_parts(roots))
     return ["/".join(r.resolve().parts[common:]) or r.name for r in roots]
 
+
+
+def main(argv: list[str]) -> None:
+    """The verb's entry (config/verbs.py): `inspect [RUN ...] [--iterations-dir DIR]`."""
+    parser = argparse.ArgumentParser(prog="python -m selflengthen inspect",
+                                     description="Per-iteration length table and plot of a run.")
+    parser.add_argument("runs", nargs="*", help="run names under the iterations folder, run folders, or a "
+                        "sweep folder (its runs are overlaid); default: the most recent run")
+    parser.add_argument("--iterations-dir", default="iterations", type=Path)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    text, png = inspect_runs(args.runs, args.iterations_dir)
+    print(text)
+    if png:
+        print(f"plot: {png}")

@@ -6,11 +6,14 @@ itself (core/rewards.py; docs/rl.md).
 Under <out_dir>/<name>/:
 - prompts.jsonl: the prompt rows with the word window read from each (`lower`, `upper`);
   a row with none is refused before any work, in one line naming it and the forms accepted;
-- adapter/: the trained LoRA; adapter.trainer/: the trainer's checkpoints while it runs (a
-  killed run, rerun with the same command, resumes from the newest complete one and
-  finishes the same schedule) and its per-step log;
-- steps.jsonl (and the trackers of `tracking=`, through TRL's report_to): each step's reward means, mean words, in-window share, termination rate,
-  repeated n-gram rate, loss; status.json: the last step's and where the run stands;
+- adapter/: the trained LoRA, trained through the one training launcher (training/ray_train.py,
+  trainer "grpo": a Ray task, or Ray Train workers with train.workers > 1);
+  adapter.trainer/: the trainer's checkpoints while it runs (a killed run, rerun with the
+  same command, resumes from the newest complete one and finishes the same schedule);
+  adapter.steps.jsonl: the steps as they are logged;
+- steps.jsonl (and the trackers of `tracking=`, through TRL's report_to): each step's reward
+  means, mean words, in-window share, termination rate, repeated n-gram rate, cap rate, loss;
+  status.json: the last step's and where the run stands;
 - manifest.json, written last: the settings' digest, the training info, the generation path
   with its reason and generated tokens/s. A rerun with the same settings finds it and stops.
 """
@@ -34,7 +37,7 @@ from selflengthen.core.text import detect_language
 from selflengthen.engines import workers
 from selflengthen.models.resolve import served
 from selflengthen.store import artifacts, jsonl
-from selflengthen.training import grpo
+from selflengthen.training import grpo, ray_train
 from selflengthen.tracking import Tracker
 from selflengthen.training.sft import work_dir_of
 
@@ -145,22 +148,25 @@ def run_rl(cfg: DictConfig) -> dict:
     tcfg["report"] = tracker.train_report(0, "rl")  # TRL logs every step's metrics to the trackers
     workers.init_ray(settings.ray)
     gpus = workers.cluster_gpus()
-    task = ray.remote(grpo.train_grpo_adapter).options(num_cpus=tcfg["num_cpus"], num_gpus=tcfg["num_gpus"] if gpus else 0)
+    ray_train.placement([tcfg])  # a training the cluster cannot hold is one line, not a wait forever
     log.info("rl: GRPO on %d prompts from %s, %d steps (%s)", len(rows), source, settings.rl.train.steps,
              f"from {init}" if init else "a fresh LoRA")
     try:
-        info = ray.get(task.remote(serve.path, str(paths.prompts), str(paths.adapter), init, tcfg, settings.seed))
-    except ray.exceptions.RayTaskError as err:
+        info = ray.get(ray_train.launch(serve.path, str(paths.prompts), str(paths.adapter), init, tcfg, settings.seed,
+                                        gpus=gpus, trainer="grpo"))
+    except (ray.exceptions.RayTaskError, RuntimeError) as err:
         tracker.close(False)
         raise UserError(f"GRPO training failed: {str(err).strip().splitlines()[-1][:300]} -- the trainer's "
                         f"checkpoints are kept in {paths.work}; fix the rl.* / train.* settings and rerun") from err
     tracker.close(True)
-    steps = grpo.read_steps(paths.work / grpo.STEP_LOG)
-    artifacts.write_jsonl(paths.steps, steps)
+    raw_steps = grpo.step_log_of(str(paths.adapter))
+    steps = grpo.read_steps(raw_steps)
+    artifacts.write_jsonl(paths.steps, steps)  # each step once: the resumed run's line where it logged one again
     seconds = time.time() - started
     generation = {**GENERATION, "generated_tokens": info["generated_tokens"],
                   "tokens_per_s_of_training": round(info["generated_tokens"] / max(info["seconds"], 1e-9), 1)}
-    artifacts.write_json(paths.status, {"state": "finished", "step": info["steps"], "max_steps": settings.rl.train.steps,
+    artifacts.write_json(paths.status, {"state": "finished", "step": info["steps"],
+                                        "max_steps": settings.rl.train.steps,
                                         "last": summary_of(steps[-1]) if steps else None})
     manifest = {"verb": "rl", "config_hash": digest, "model": serve.path, "init_adapter": init,
                 "adapter": str(paths.adapter), "prompts": str(source), "prompt_rows": len(rows),
@@ -170,7 +176,8 @@ def run_rl(cfg: DictConfig) -> dict:
                 "last_step": summary_of(steps[-1]) if steps else None,
                 "versions": artifacts.package_versions()}
     artifacts.write_json(paths.manifest, manifest)
-    shutil.rmtree(paths.work, ignore_errors=True)  # the manifest holds what it logged
+    raw_steps.unlink(missing_ok=True)  # steps.jsonl holds them
+    shutil.rmtree(paths.work, ignore_errors=True)  # the trainer removed it after saving; a leftover marker goes
     return manifest
 
 
@@ -184,6 +191,11 @@ def summary_of(step: dict) -> dict:
     out = {name: step.get(key) for key, name in SUMMARY_KEYS.items()}
     out.update({k.split("/")[1]: v for k, v in step.items() if k.startswith("rewards/") and k.endswith("/mean")})
     return out
+
+
+def main(cfg: DictConfig) -> None:
+    """The verb's entry (config/verbs.py): train, then the summary."""
+    print(report(run_rl(cfg)))
 
 
 def report(manifest: dict) -> str:

@@ -18,3 +18,11 @@ def run_and_report(cfg: DictConfig) -> tuple[str, Path | None]:
     settings = preflight.settings(cfg, "run", in_run.CONFIG_CHECK)  # every problem at once, before any work
     paths = loop.run(settings)
     return inspect_runs([str(paths.root)], Path(settings.paths.iterations_dir))
+
+
+def main(cfg: DictConfig) -> None:
+    """The verb's entry (config/verbs.py): run, then print the table and the plot's path."""
+    text, png = run_and_report(cfg)
+    print(text)
+    if png:
+        print(f"plot: {png}")

@@ -2,7 +2,6 @@
 per concern, all re-exported by schema.py, the one place callers import them from), where the
 shipped YAML is and composing it (files.py), a feature's own rules (features.py) and
 a run's saved method (saved.py). Above core only: every layer may read its settings types."""
-from selflengthen.config import rl  # noqa: F401 (registers the rl verb's root in VERBS)
 from selflengthen.config.features import FeatureCheck
 from selflengthen.config.saved import saved_method
 from selflengthen.config.schema import SYNTHS

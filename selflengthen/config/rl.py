@@ -1,7 +1,7 @@
 """The `rl` verb's typed settings (conf/rl.yaml, conf/rl/default.yaml): GRPO with TRL on
 LoRA, its rewards and their aggregation (core/rewards.py, training/grpo.py). The root,
-`RlConfig`, is registered in VERBS (config/roots.py) when this module is imported
-(config/__init__.py imports it), so `preflight.settings(cfg, "rl")` builds it like any verb's."""
+`RlConfig`, is named by the rl row of the verb table (config/verbs.py), which
+config/roots.py turns into schema.VERBS."""
 from __future__ import annotations
 
 from typing import Literal, Optional
@@ -9,7 +9,6 @@ from typing import Literal, Optional
 from pydantic import model_validator
 
 from selflengthen.config.group import Group, eg
-from selflengthen.config.roots import VERBS
 from selflengthen.config.run import Config
 
 REWARDS = ("length", "termination", "repetition", "quality")
@@ -73,5 +72,3 @@ class RlConfig(Config):
     out_dir: str = eg("rl", min_length=1)
     rl: Rl = Rl()
 
-
-VERBS["rl"] = RlConfig

@@ -1,12 +1,15 @@
 """The other verbs' roots (the run's keys and the verb's own: eval, dpo, agentwrite,
-finalize, estimate) and `VERBS`, the root each verb's config is checked against."""
+finalize, estimate) and `VERBS`, the root each verb's config is checked against (read from
+the verb table, config/verbs.py: a row names its root's class here)."""
 from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
 from pydantic import field_validator
 
+from selflengthen.config import verbs
 from selflengthen.config.group import Group, Language, eg
+from selflengthen.config.rl import RlConfig  # noqa: F401 (the rl verb's root, named in config/verbs.py)
 from selflengthen.config.run import Config
 from selflengthen.config.training import Dpo
 
@@ -96,5 +99,5 @@ class EstimateConfig(Config):
     estimate: Estimate = Estimate()
 
 
-VERBS: dict[str, type[Config]] = {"run": Config, "eval": EvalConfig, "dpo": DpoConfig, "agentwrite": AgentWriteConfig,
-                                  "finalize": FinalizeConfig, "estimate": EstimateConfig}
+# each verb's typed root, named by its row of the verb table (config/verbs.py)
+VERBS: dict[str, type[Config]] = {v.name: globals()[v.settings] for v in verbs.VERBS if v.settings}

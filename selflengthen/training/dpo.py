@@ -1,4 +1,6 @@
-"""DPO on LoRA with TRL's DPOTrainer, one adapter, inside a Ray task (like training/sft.py).
+"""DPO on LoRA with TRL's DPOTrainer, one adapter: the "dpo" trainer of training/ray_train.py
+(a Ray task, or each worker of a Ray Train run, with the checkpoints, resume and save of
+training/harness.py, as for SFT).
 
 Continuing from an adapter loads it trainable; TRL then keeps a frozen copy of it (an
 adapter named "ref") as the reference policy, so the KL anchor is the starting adapter,
@@ -10,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from selflengthen.training.sft import save_trained, setup
+from selflengthen.training import harness
 
 
 def to_preference(pair: dict) -> dict:
@@ -25,18 +27,19 @@ def _curve(history: list[dict], key: str) -> list[float]:
 
 
 def train_dpo_adapter(base_model: str, pairs_path: str, out_dir: str, init_adapter: str | None, dcfg: dict,
-                      seed: int) -> dict:
-    """Train one adapter on the pairs and save it to out_dir; the training stats."""
+                      seed: int, *, extra_callbacks=(), save_dir: str | None = None) -> dict:
+    """Train one adapter on the pairs and save it to out_dir (save_dir under Ray Train); the
+    training stats. A complete checkpoint in the work folder (a killed run's) is resumed from."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     started = time.time()
-    s = setup(base_model, pairs_path, init_adapter, dcfg)
+    s = harness.setup(base_model, pairs_path, init_adapter, dcfg)
     cuda, bf16, tokenizer, model, peft_config, rows = s.cuda, s.bf16, s.tokenizer, s.model, s.peft_config, s.rows
     dataset = Dataset.from_list([to_preference(r) for r in rows])
-    work_dir = Path(out_dir).with_name(Path(out_dir).name + ".trainer")
+    start = harness.begin(out_dir)
     args = DPOConfig(
-        output_dir=str(work_dir),
+        output_dir=str(start.work_dir),
         beta=dcfg["beta"],
         loss_type=[dcfg["loss_type"]],
         learning_rate=dcfg["learning_rate"],
@@ -48,26 +51,27 @@ def train_dpo_adapter(base_model: str, pairs_path: str, out_dir: str, init_adapt
         gradient_accumulation_steps=dcfg["gradient_accumulation_steps"],
         max_length=dcfg["max_length"],
         bf16=bf16,  # DPOConfig defaults to bf16=True: off on CPUs
-        gradient_checkpointing=bool(cuda and dcfg["gradient_checkpointing"]),
         use_cpu=not cuda,
         logging_steps=dcfg["logging_steps"],
-        save_strategy="no",
         report_to="none",
         seed=seed,
         data_seed=seed,
         dataloader_num_workers=0,
+        **harness.checkpoint_args(dcfg, cuda),
     )
+    guard, callbacks = harness.callbacks(start, dcfg, extra_callbacks)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
-    result = trainer.train()
-    save_trained(trainer.model, out_dir, work_dir, selected_adapters=["default"])  # not TRL's frozen "ref" copy
+                         peft_config=peft_config, callbacks=callbacks)
+    result = trainer.train(resume_from_checkpoint=start.resume_from)
+    # only the trained adapter, not TRL's frozen "ref" copy
+    digest = harness.finish(trainer, result, guard, dcfg, start, out_dir, save_dir, selected_adapters=["default"])
     history = trainer.state.log_history
     losses, margins = _curve(history, "loss"), _curve(history, "rewards/margins")
     accuracies = _curve(history, "rewards/accuracies")
     return {
         "pairs": len(rows),
         "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
+        "train_loss": sum(losses) / len(losses) if start.resume and losses else result.training_loss,
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
         "loss_curve": losses,
@@ -84,4 +88,7 @@ def train_dpo_adapter(base_model: str, pairs_path: str, out_dir: str, init_adapt
         "max_steps": dcfg["max_steps"],
         "train_seconds": round(time.time() - started, 1),
         "device": "cuda" if cuda else "cpu",
+        "world_size": start.world,
+        "adapter_digest": digest,
+        **start.info(),
     }

@@ -1,34 +1,30 @@
-"""GRPO on LoRA with TRL's GRPOTrainer (issue 40), one adapter, shaped like training/sft.py's
-`train_adapter` so the training launcher can run it in a Ray task or on Ray Train workers.
+"""GRPO on LoRA with TRL's GRPOTrainer (issue 40), one adapter: the "grpo" trainer of
+training/ray_train.py (a Ray task, or each worker of a Ray Train run, with the checkpoints,
+resume and save of training/harness.py, as for SFT and DPO).
 
 The prompt rows carry `prompt` and the word window `lower`/`upper` (the `rl` verb reads it
 from each row before any work, core/rewards.row_window); TRL hands the columns to the reward
 functions as keyword arguments. Rewards (core/rewards.py) are TRL reward functions named
-length, termination, repetition, and quality (none, or a sequence-classification model
-folder TRL loads itself), weighted by `reward_weights` and aggregated with
-`multi_objective_aggregation` (normalize_then_sum by default). Generation is TRL's own
-(transformers `generate`, use_vllm=False: on CPUs TRL's colocated vLLM fails at its first
-weight sync, docs/rl.md). Trainer checkpoints every `save_every_steps` steps (marked
-complete as in training/checkpoints.py) let a killed run resume on the same schedule; each
-logged step (every reward's mean, mean words, termination rate, repetition) is appended to
-`steps.jsonl` in the work folder.
+length, termination, repetition, and quality (a sequence-classification model folder TRL
+loads itself), weighted by `reward_weights` and aggregated with
+`multi_objective_aggregation` (normalize_then_sum by default); length, termination and
+repetition not rewarded still run at weight 0, so every step logs its mean words, in-window
+share, termination rate and repetition. Generation is TRL's own (transformers `generate`,
+use_vllm=False: on CPUs TRL's colocated vLLM fails at its first weight sync, docs/rl.md).
+Each logged step is appended as one JSON line to `<out_dir>.steps.jsonl` beside the adapter
+(a resumed run logs the steps after its checkpoint again: `read_steps` keeps the last).
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 from selflengthen.core import rewards
 from selflengthen.core.signals import repetition
 from selflengthen.core.text import count_words
-from selflengthen.training import checkpoints, ranks
-from selflengthen.training.sft import finite_loss_guard, progress_file_callback, save_trained, setup, work_dir_of
-
-STEP_LOG = "steps.jsonl"
-
+from selflengthen.training import harness
 
 def text_of(completion) -> str:
     """A completion as text: TRL passes chat messages for conversational prompts."""
@@ -103,38 +99,36 @@ def eos_ids_of(tokenizer, model) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+def step_log_of(out_dir: str) -> Path:
+    """Where the steps of the adapter at out_dir are logged: beside it, outside the work
+    folder (which goes once the adapter is saved)."""
+    return Path(out_dir).with_name(Path(out_dir).name + ".steps.jsonl")
+
+
 def train_grpo_adapter(base_model: str, prompts_path: str, out_dir: str, init_adapter: str | None, rcfg: dict,
                        seed: int, *, extra_callbacks=(), save_dir: str | None = None) -> dict:
-    """Train one adapter with GRPO on the prompt rows and save it to out_dir (or save_dir,
-    under Ray Train); the training info. A complete checkpoint in the work folder (left by a
-    killed run) is resumed from."""
+    """Train one adapter with GRPO on the prompt rows and save it to out_dir (save_dir under
+    Ray Train); the training info. A complete checkpoint in the work folder (a killed run's)
+    is resumed from, and the same schedule (rl.train.steps) is finished."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     started = time.time()
-    report = rcfg.get("report") or {}
-    os.environ.update(report.get("env") or {})
-    s = setup(base_model, prompts_path, init_adapter, rcfg)
+    s = harness.setup(base_model, prompts_path, init_adapter, rcfg)
     rows = [{"prompt": [{"role": "user", "content": r["prompt"]}], "lower": float(r["lower"]),
              "upper": float(r["upper"]), "language": r.get("language") or "en"} for r in s.rows]
-    work_dir = work_dir_of(out_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    rank, world = ranks.rank_and_world()
-    dropped = checkpoints.drop_incomplete(work_dir) if rank == 0 else []
-    ranks.barrier()
-    resume = checkpoints.last_complete(work_dir)
-    every = rcfg["save_every_steps"]
+    start = harness.begin(out_dir)
     eos_ids = eos_ids_of(s.tokenizer, s.model)
     funcs = reward_functions(list(rcfg["rewards"]), rcfg, eos_ids)
     weights = [float(rcfg["reward_weights"].get(n, 1.0)) for n in rcfg["rewards"]]
     logged, zero = always_logged(rcfg, eos_ids)
     group = rcfg["num_generations"]
     args = GRPOConfig(
-        output_dir=str(work_dir),
+        output_dir=str(start.work_dir),
         learning_rate=rcfg["learning_rate"],
         max_steps=rcfg["steps"],
         lr_scheduler_type=rcfg["lr_scheduler"],
-        warmup_steps=rcfg["warmup_ratio"],
+        warmup_steps=rcfg["warmup_ratio"],  # a float below 1 is a ratio of the total steps
         per_device_train_batch_size=group * rcfg["prompts_per_step"],
         gradient_accumulation_steps=1,
         num_generations=group,
@@ -150,24 +144,21 @@ def train_grpo_adapter(base_model: str, prompts_path: str, out_dir: str, init_ad
         bf16=s.bf16,
         use_cpu=not s.cuda,
         logging_steps=1,
-        save_strategy="steps" if every else "no",
-        save_steps=every or 500,
-        save_total_limit=2,
-        report_to=report.get("report_to") or "none",
+        report_to=harness.report_to(rcfg),
         seed=seed,
         data_seed=seed,
         dataloader_num_workers=0,
+        **harness.checkpoint_args(rcfg, s.cuda),
     )
-    callbacks = [progress_file_callback(work_dir / "progress.json"), finite_loss_guard(rcfg),
-                 step_log_callback(work_dir / STEP_LOG), checkpoints.mark_complete_callback(), *extra_callbacks]
+    log_path = step_log_of(out_dir)
+    if start.resume is None and start.rank == 0:
+        log_path.unlink(missing_ok=True)  # a fresh start: no earlier attempt's steps
+    guard, callbacks = harness.callbacks(start, rcfg, [step_log_callback(log_path), *extra_callbacks])
     trainer = GRPOTrainer(model=s.model, reward_funcs=funcs + logged, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=s.tokenizer, peft_config=s.peft_config, callbacks=callbacks)
-    result = trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
-    steps_log = read_steps(work_dir / STEP_LOG)
-    trained = trainer.accelerator.unwrap_model(trainer.model)
-    if rank == 0:
-        save_trained(trained, save_dir or out_dir, None, selected_adapters=["default"])
-    ranks.barrier()
+    result = trainer.train(resume_from_checkpoint=start.resume_from)
+    digest = harness.finish(trainer, result, guard, rcfg, start, out_dir, save_dir, selected_adapters=["default"])
+    steps_log = read_steps(log_path)
     return {
         "prompts": len(rows),
         "steps": trainer.state.global_step,
@@ -176,18 +167,19 @@ def train_grpo_adapter(base_model: str, prompts_path: str, out_dir: str, init_ad
         "reward_weights": dict(zip(rcfg["rewards"], weights, strict=True)),
         "multi_objective_aggregation": rcfg["multi_objective_aggregation"],
         "num_generations": group,
+        "prompts_per_step": rcfg["prompts_per_step"],
         "max_completion_length": rcfg["max_completion_length"],
+        "learning_rate": rcfg["learning_rate"],
         "generated_tokens": generated_tokens(steps_log, group * rcfg["prompts_per_step"]),
-        "first_step": steps_log[0] if steps_log else None,
-        "last_step": steps_log[-1] if steps_log else None,
         "init_adapter": init_adapter,
         "seconds": round(time.time() - started, 1),
         "device": "cuda" if s.cuda else "cpu",
-        "world_size": world,
-        "save_every_steps": every,
-        "resumed_from_step": resume[1] if resume else None,
-        "dropped_incomplete_checkpoints": dropped,
-        "step_log": str(work_dir / STEP_LOG),
+        "world_size": start.world,
+        "strategy": rcfg["strategy"],
+        "save_every_steps": rcfg["save_every_steps"],
+        "adapter_digest": digest,
+        "step_log": str(log_path),
+        **start.info(),
     }
 
 

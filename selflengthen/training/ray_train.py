@@ -1,32 +1,69 @@
-"""Where one adapter trains (train.workers, train.strategy).
+"""The one training launcher: where one adapter trains (train.workers, train.strategy), for
+every trainer (SFT, DPO, ...), with the same placement, checkpoints and resume.
 
-- train.workers=1 with ddp: one Ray task of train.num_cpus / train.num_gpus runs
-  training/sft.py `train_adapter` (the single-process path).
+The trainer protocol. A trainer is a function, registered by name in TRAINERS below as
+"module:function" (imported only when that trainer runs):
+
+    train(base_model: str, data_path: str, out_dir: str, init_adapter: str | None,
+          tcfg: dict, seed: int, *, extra_callbacks=(), save_dir: str | None = None) -> dict
+
+It trains one adapter on the JSONL at data_path, continuing init_adapter (None: a fresh LoRA
+of tcfg's shape), and returns its info (plain data: the manifest's fields). tcfg is the
+trainer's settings as a plain dict: train.* (placement: workers, strategy, num_cpus,
+num_gpus, save_every_steps, ...) with the trainer's own keys on top. The same function runs
+alone in a Ray task or on each worker of a Ray Train run; it builds its TRL trainer around
+training/harness.py, which gives every trainer the same work folder, resume point (the
+newest complete checkpoint there: `harness.begin`), checkpoint arguments, callbacks (add
+`extra_callbacks`: the launcher's Ray Train reports) and end (`harness.finish`: refuse a
+non-finite loss with NonFiniteLoss, rank 0 saves to save_dir when given, else out_dir).
+Adding a trainer is its module (training/<name>.py) and one line in TRAINERS; a verb or a
+stage then calls `launch(..., trainer="<name>")`.
+
+Where it runs:
+- train.workers=1 with ddp: one Ray task of train.num_cpus / train.num_gpus runs the
+  trainer (the single-process path).
 - otherwise: a Ray Train `TorchTrainer` of train.workers workers, each with those resources,
-  runs the same `train_adapter` inside the torch.distributed group Ray Train sets up (gloo
-  on CPUs, NCCL on GPUs); TRL/accelerate join it, shard the data, and apply FSDP or DeepSpeed
-  when asked. The Ray Train run's folder is the adapter's work folder (on a filesystem every
+  runs the same trainer inside the torch.distributed group Ray Train sets up (gloo on CPUs,
+  NCCL on GPUs); TRL/accelerate join it, shard the data, and apply FSDP or DeepSpeed when
+  asked. The Ray Train run's folder is the adapter's work folder (on a filesystem every
   node sees): TRL's checkpoints are written there and registered with Ray Train in place
   (no copy), and rank 0 saves the trained adapter there too, as the run's last checkpoint,
   reported with rank 0's info; `fit` then moves it to the adapter's folder. A rerun after
   a kill finds Ray Train's snapshot and TRL's checkpoints there and resumes the same way
   as the single-process path (training/checkpoints.py).
 
-`launch` returns an ObjectRef either way; its value is the training info (training/sft.py),
-or the task raises NonFiniteLoss.
+`launch` returns an ObjectRef either way; its value is the trainer's info, or the task
+raises NonFiniteLoss.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import ray
 
 from selflengthen.core import suggested
 from selflengthen.core.errors import UserError
-from selflengthen.training import checkpoints, sft as train, strategy
+from selflengthen.training import checkpoints, strategy
+from selflengthen.training.harness import NonFiniteLoss, work_dir_of
+
+# name -> "module:function" of a trainer keeping the protocol above
+TRAINERS: dict[str, str] = {
+    "sft": "selflengthen.training.sft:train_adapter",
+    "dpo": "selflengthen.training.dpo:train_dpo_adapter",
+    "grpo": "selflengthen.training.grpo:train_grpo_adapter",
+}
+
+def trainer_function(name: str) -> Callable[..., dict]:
+    """The registered trainer `name` (imported now)."""
+    if name not in TRAINERS:
+        raise ValueError(f"no trainer named {name!r}; the registered trainers: {', '.join(TRAINERS)}")
+    module, function = TRAINERS[name].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def placement_problem(engine_cfg, train_cfgs: list[dict], total_gpus: float, node_gpus: list[float],
@@ -88,19 +125,20 @@ def uses_ray_train(tcfg: dict) -> bool:
 
 
 def launch(base_model: str, data_path: str, out_dir: str, init_adapter: str | None, tcfg: dict, seed: int,
-           *, gpus: float) -> ray.ObjectRef:
-    """Start training one adapter; an ObjectRef of its info."""
+           *, gpus: float, trainer: str = "sft") -> ray.ObjectRef:
+    """Start training one adapter with the registered `trainer`; an ObjectRef of its info."""
+    train = trainer_function(trainer)
     num_gpus = tcfg["num_gpus"] if gpus else 0
     if not uses_ray_train(tcfg):
-        task = ray.remote(train.train_adapter).options(num_cpus=tcfg["num_cpus"], num_gpus=num_gpus)
+        task = ray.remote(train).options(num_cpus=tcfg["num_cpus"], num_gpus=num_gpus)
         return task.remote(base_model, data_path, out_dir, init_adapter, tcfg, seed)
     # fit() blocks until the workers finish: a resource-free task, so both adapters can run at once
     return ray.remote(fit).options(num_cpus=0, num_gpus=0).remote(
-        base_model, data_path, out_dir, init_adapter, tcfg, seed, gpus=gpus)
+        base_model, data_path, out_dir, init_adapter, tcfg, seed, gpus=gpus, trainer=trainer)
 
 
 def fit(base_model: str, data_path: str, out_dir: str, init_adapter: str | None, tcfg: dict, seed: int,
-        *, gpus: float) -> dict:
+        *, gpus: float, trainer: str = "sft") -> dict:
     """Run one adapter's TorchTrainer to the end; rank 0's info (the metrics it reported with
     the saved adapter), plus where Ray Train recorded it."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -108,7 +146,7 @@ def fit(base_model: str, data_path: str, out_dir: str, init_adapter: str | None,
     from ray.train.v2.api.exceptions import WorkerGroupError
 
     out_dir = str(Path(out_dir).resolve())  # Ray Train accepts checkpoints under its run folder, resolved
-    work_dir = train.work_dir_of(out_dir)
+    work_dir = work_dir_of(out_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     # Ray Train's print patch sends print() to its logger, which breaks code that captures
     # stdout (dill's globalvars, behind datasets' fingerprints, prints bytecode instead)
@@ -117,7 +155,7 @@ def fit(base_model: str, data_path: str, out_dir: str, init_adapter: str | None,
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"args": (base_model, data_path, out_dir, init_adapter, tcfg, seed),
-                           "attempt": uuid.uuid4().hex[:8]},
+                           "trainer": trainer, "attempt": uuid.uuid4().hex[:8]},
         torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
         scaling_config=ScalingConfig(num_workers=tcfg["workers"], use_gpu=bool(gpus),
                                      resources_per_worker=resources),
@@ -140,12 +178,13 @@ def fit(base_model: str, data_path: str, out_dir: str, init_adapter: str | None,
 
 
 def _worker(config: dict) -> None:
-    """One Ray Train worker: the SFT code of the single-process path, then a report (rank 0:
-    its info, with the saved adapter as the run's checkpoint; the others: nothing)."""
+    """One Ray Train worker: the trainer's code of the single-process path, then a report
+    (rank 0: its info, with the saved adapter as the run's checkpoint; the others: nothing)."""
     import ray.train
 
-    final = train.work_dir_of(config["args"][2]) / f"adapter-{config['attempt']}"
-    info = train.train_adapter(*config["args"], extra_callbacks=[_report_checkpoints()], save_dir=str(final))
+    final = work_dir_of(config["args"][2]) / f"adapter-{config['attempt']}"
+    train = trainer_function(config.get("trainer", "sft"))
+    info = train(*config["args"], extra_callbacks=[_report_checkpoints()], save_dir=str(final))
     rank0 = ray.train.get_context().get_world_rank() == 0
     _report(info if rank0 else {}, final if rank0 else None)
 
@@ -184,11 +223,11 @@ def _worker_error(err) -> Exception:
     for failure in failures:
         cause = failure
         while cause is not None:
-            if isinstance(cause, train.NonFiniteLoss):
-                return train.NonFiniteLoss(str(cause))
+            if isinstance(cause, NonFiniteLoss):
+                return NonFiniteLoss(str(cause))
             cause = getattr(cause, "cause", None) or cause.__cause__
         text = str(failure)
         if "NonFiniteLoss: " in text:
-            return train.NonFiniteLoss(text.split("NonFiniteLoss: ", 1)[1].splitlines()[0])
+            return NonFiniteLoss(text.split("NonFiniteLoss: ", 1)[1].splitlines()[0])
     last = str(failures[0] if failures else err).strip().splitlines()
     return RuntimeError(f"a training worker failed: {last[-1] if last else repr(err)}")

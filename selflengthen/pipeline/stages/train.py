@@ -56,7 +56,8 @@ def run(chosen: dict, inputs: Inputs) -> Output:
             continue
         role_cfg = {**role_cfgs[role], "report": observe.train_report(it.k, role)}
         pending[role] = ray_train.launch(inputs.model_path, str(it.sft(role)), str(it.adapter(role)),
-                                         inputs.adapters.get(role), role_cfg, inputs.seed, gpus=gpus)
+                                         inputs.adapters.get(role), role_cfg, inputs.seed, gpus=gpus,
+                                         trainer="sft")
         if not together:
             roles[role] = finish_training(it, role, pending[role])
     for role, ref in pending.items():
