@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from selflengthen.config import verbs
+
 REPO = Path(__file__).resolve().parent.parent
 
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
@@ -85,8 +87,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda it: (-weight[unit(it)], first[unit(it)], -cost(it)))
 
 
-VERB_CONFIGS = {"run": "config", "eval": "eval", "dpo": "dpo", "agentwrite": "agentwrite", "finalize": "finalize",
-                "estimate": "estimate", "rl": "rl"}  # each verb's top config file in conf/
+VERB_CONFIGS = {v.name: v.config for v in verbs.VERBS if v.config}  # each verb's top config file in conf/
 
 
 @pytest.fixture

@@ -514,7 +514,7 @@ def test_bad_finalize_values_through_the_cli_before_any_work(earlier_run):
     proc = run_cli("finalize", "tiny", f"paths.iterations_dir={earlier_run.dir}", "finalize.extra_per_language=-1",
                    "finalize.train=maybe", cwd=REPO)
     line = one_error_line(proc)
-    assert "bad finalize config, 2 problems" in line, proc.stderr
+    assert "config has 2 problems" in line, proc.stderr
     assert "finalize.extra_per_language=-1 must be >= 0" in proc.stderr
     assert "finalize.train='maybe' must be true or false" in proc.stderr
     earlier_run.untouched()

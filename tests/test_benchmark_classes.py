@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selflengthen.evaluation import benchmarks, scoring
-from selflengthen.evaluation.benchmarks import BENCHMARKS, Benchmark, LonGen, Ruler
+from selflengthen.evaluation.benchmarks import BENCHMARKS, Benchmark, LonGen, LongBenchWrite, Ruler
 
 
 @dataclass(frozen=True)
-class Exact(Benchmark):
-    """A made-up benchmark: full marks only for exactly the required length, no judge."""
+class Exact(LongBenchWrite):
+    """A made-up benchmark on LongBench-Write's rows: full marks only for exactly the
+    required length, no judge."""
 
     rubric: str | None = None
 
@@ -44,7 +45,8 @@ def test_a_new_benchmark_is_one_class(tmp_path, monkeypatch):
 
 def test_the_shipped_benchmarks_and_their_classes():
     assert isinstance(BENCHMARKS["longen"], LonGen) and isinstance(BENCHMARKS["ruler"], Ruler)
-    assert {n for n, b in BENCHMARKS.items() if type(b) is Benchmark} == {
+    assert all(isinstance(b, Benchmark) for b in BENCHMARKS.values())
+    assert {n for n, b in BENCHMARKS.items() if type(b) is LongBenchWrite} == {
         "longbench_write", "longbench_write_en", "heldout_tiny", "heldout_writing"}
     assert [n for n, b in BENCHMARKS.items() if not b.asks_a_length] == ["longen"]
     assert BENCHMARKS["ruler"].rubric is None and BENCHMARKS["longen"].rubric == "longen"

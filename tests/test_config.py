@@ -172,3 +172,32 @@ def test_engines_and_judges_are_typed_by_their_kind(compose_config):
     found = preflight.problems(vllm_with_openai_keys)  # openai's keys refused, vLLM's own missing
     assert any("unknown config key 'engine.base_url'" in p for p in found), found
     assert any(p.startswith("engine.max_lora_rank is missing") for p in found), found
+
+
+def test_an_engine_declares_whether_it_serves_here():
+    """`serves_local_weights`, not the kind's name, decides the LoRA-slot check (and the GPU
+    placement and the estimate's serving memory); the replica kinds share ReplicaEngine's keys."""
+    assert schema.ENGINE_TYPES == {"vllm": schema.VllmEngine, "transformers": schema.TransformersEngine,
+                                   "openai": schema.OpenaiEngine}
+    here = {kind for kind, t in schema.ENGINE_TYPES.items() if t.serves_local_weights}
+    assert here == {kind for kind, t in schema.ENGINE_TYPES.items() if issubclass(t, schema.ReplicaEngine)}
+    assert here == {"vllm", "transformers"} and not issubclass(schema.TransformersEngine, schema.VllmEngine)
+    slots = "engine.max_lora_rank (8) must be >= train.rank (16)"
+    assert slots in preflight.problems(compose_cfg("engine.max_lora_rank=8", "train.rank=16"))
+    assert slots in preflight.problems(compose_cfg("engine=transformers", "engine.max_lora_rank=8", "train.rank=16"))
+    assert preflight.problems(compose_cfg("engine=openai", "train.rank=16")) == []  # a server elsewhere has its own
+
+
+def test_shared_keys_are_declared_once():
+    """The judge reaches its server with engine=openai's keys; dpo.train's schedule is train's;
+    the eval and dpo verbs choose items with eval.*'s keys; finalize.rewrite decodes with
+    loop.sampling's keys (each with its own defaults where they differ)."""
+    assert set(schema.OpenaiEngine.model_fields) < set(schema.OpenaiJudge.model_fields)
+    assert set(schema.Optimization.model_fields) == set(schema.Train.model_fields) & set(schema.DpoTrain.model_fields)
+    for root in (schema.Eval, schema.EvalConfig, schema.DpoConfig):
+        assert issubclass(root, schema.Questions), root
+    assert issubclass(schema.Rewrite, schema.Decoding) and issubclass(schema.Sampling, schema.Decoding)
+    assert schema.Rewrite().repetition_penalty == 1.0 and schema.Sampling().repetition_penalty == 1.1
+    url = "http://127.0.0.1:8000/v1"
+    assert schema.OpenaiJudge(model="m", base_url=url).max_concurrency == 32
+    assert schema.OpenaiEngine(base_url=url).max_concurrency == 64

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from safetensors.numpy import load_file
 
 from selflengthen.core.text import count_words, lowest_window_compression
+from selflengthen.pipeline import stages as loop_stages
 from selflengthen.store import artifacts
 from tests.conftest import E2E_ITERATIONS as ITERATIONS
 from tests.conftest import REPO, run_cli, sha256
@@ -31,7 +32,7 @@ def test_every_artifact_of_every_iteration(finished_run):
     # adapters over. Iteration 1 has nothing to carry over: the run cannot finish without data.
     for k in range(1, ITERATIONS + 1):
         it = paths.iteration(k)
-        for stage in artifacts.STAGES:
+        for stage in loop_stages.names():
             assert it.stage_done(stage), (k, stage)
         instructions = artifacts.read_jsonl(it.instructions)
         assert all(r["language"] == "en" and r["instruction"] for r in instructions)

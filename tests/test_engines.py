@@ -8,6 +8,7 @@ import pytest
 
 from selflengthen.engines import Completion, Request, Sampling, UsageMeter, complete_all, merge_usage, usage_delta
 from selflengthen.engines.replicas import EnginePool
+from selflengthen.pipeline import stages as loop_stages
 
 
 def test_usage_meter_delta_and_merge():
@@ -96,7 +97,7 @@ def test_the_loop_runs_two_iterations_on_the_transformers_engine(tmp_path, model
     paths = artifacts.RunPaths(tmp_path / "hf")
     for k in (1, 2):
         it = paths.iteration(k)
-        assert all(it.stage_done(stage) for stage in artifacts.STAGES), k
+        assert all(it.stage_done(stage) for stage in loop_stages.names()), k
         instructions = artifacts.read_jsonl(it.instructions)
         initial = artifacts.read_jsonl(it.initial)
         assert {r["instruction_id"] for r in initial} <= {r["id"] for r in instructions}

@@ -8,17 +8,20 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from selflengthen import preflight
 from selflengthen.commands import estimate as command
 from selflengthen.config import schema
 from selflengthen.estimate import memory, settings, tokens
+from selflengthen.pipeline import stages as loop_stages
 from tests.conftest import REPO, run_cli
 from tests.test_estimate_units import fake_run
 
 
 def expected(*overrides: str) -> tuple[dict, list[tokens.Iteration]]:
     c = OmegaConf.to_container(command.compose(list(overrides)), resolve=True)
-    typed = settings.validate(command.compose(list(overrides)))
-    return c, tokens.iterations(settings.shape(typed), settings.assumptions(typed.estimate))
+    typed = preflight.settings(command.compose(list(overrides)), "estimate", settings.CONFIG_CHECK, here=False)
+    return c, tokens.iterations(settings.shape(typed), settings.assumptions(typed.estimate),
+                                loop_stages.engine_names())
 
 
 @pytest.mark.parametrize("preset", ["paper-qwen2-7b", "paper-llama3.1-8b"])
@@ -107,8 +110,6 @@ def test_paper_presets_validate_as_run_configs(preset):
     GPU cluster must add, and the check says so up front."""
     import importlib.util
 
-    from selflengthen import preflight
-
     cfg = command.compose([f"experiment={preset}"])
     found = preflight.problems(cfg, verb="estimate")
     if importlib.util.find_spec("deepspeed") is None:
@@ -119,7 +120,8 @@ def test_paper_presets_validate_as_run_configs(preset):
 
 
 def test_an_unknown_model_still_gets_its_tokens():
-    c = settings.validate(command.compose(["model.path=someone/unknown-model", "estimate.tokens_per_s_per_gpu=100"]))
+    c = preflight.settings(command.compose(["model.path=someone/unknown-model", "estimate.tokens_per_s_per_gpu=100"]),
+                           "estimate", settings.CONFIG_CHECK, here=False)  # the model is not looked for
     result = command.compute(c)
     assert result["memory"] is None and result["total"]["train_gpu_hours"] is None
     assert result["total"]["generation_gpu_hours"] > 0

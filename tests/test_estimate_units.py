@@ -16,6 +16,8 @@ from selflengthen.pipeline import stage
 from selflengthen.store import artifacts
 from selflengthen.training import ray_train
 
+ENGINE_STAGES = ["augment", "generate", "extend"]  # the loop's engine stages (pipeline/stages: test_stage_list.py)
+
 GIB = 1024 ** 3
 
 
@@ -106,14 +108,14 @@ def test_training_rows_are_cut_at_max_length():
 
 
 def test_iterations_carry_the_extended_length_over():
-    its = tokens.iterations(shape(), assume())
+    its = tokens.iterations(shape(), assume(), ENGINE_STAGES)
     assert [it.k for it in its] == [1, 2]
     assert its[0].words["en"] == pytest.approx({"initial": 100, "extended": 225})
     assert its[1].words["en"]["initial"] == pytest.approx(225)
     rows = 10 * (1 - 0.75 ** 2) * 2 * 0.75 * 2 * 0.75  # accepted x samples x pass x attempts x accepted
     assert its[0].counts["extended"] == pytest.approx(rows)
     assert its[0].training_tokens(2) == pytest.approx(2 * rows * (235 + 300))
-    half = tokens.iterations(shape(), assume(carryover=0.5))
+    half = tokens.iterations(shape(), assume(carryover=0.5), ENGINE_STAGES)
     assert half[1].words["en"]["initial"] == pytest.approx(112.5)
 
 
@@ -203,15 +205,17 @@ def test_training_flops_and_hours_by_hand():
 # --- settings -------------------------------------------------------------------------------
 
 def test_estimate_settings_are_checked():
+    from selflengthen import preflight
     from selflengthen.commands.estimate import compose
 
-    c = OmegaConf.to_container(compose(["estimate.mfu=2", "estimate.gpus=0", "model.languages=[en,zh]"]),
-                               resolve=True)
-    c["estimate"]["tokens_per_word"] = {"en": 1.3}
-    found = settings.problems(c)
+    cfg = compose(["estimate.mfu=2", "estimate.gpus=0", "model.languages=[en,zh]", "~estimate.tokens_per_word.zh"])
+    found = preflight.problems(cfg, settings.CONFIG_CHECK, verb="estimate", here=False)
     assert any(line.startswith("estimate.mfu=2") and "<= 1" in line for line in found), found
     assert any(line.startswith("estimate.gpus=0") for line in found), found
-    assert any("tokens_per_word" in line and "'zh'" in line for line in found), found
+    assert not any("tokens_per_word" in line for line in found), found  # estimate.* has a bad value: not checked yet
+    found = preflight.problems(compose(["model.languages=[en,zh]", "~estimate.tokens_per_word.zh"]),
+                               settings.CONFIG_CHECK, verb="estimate", here=False)
+    assert found == ["estimate.tokens_per_word has no value for language 'zh'; add estimate.tokens_per_word.zh=1.3"]
     assert settings.train_placement(schema.Train()) == {"workers": 1, "strategy": "ddp", "cpu_offload": False,
                                                         "num_gpus": 1.0}
 
@@ -238,7 +242,7 @@ def fake_run(root, tp: int = 1) -> artifacts.RunPaths:
 
 
 def test_throughput_of_a_previous_run(tmp_path):
-    found = measured.throughput(fake_run(tmp_path / "r", tp=2).root)
+    found = measured.throughput(fake_run(tmp_path / "r", tp=2).root, ENGINE_STAGES)
     # per stage: tokens of both iterations / (seconds x 2 replicas x tensor parallel 2)
     assert found["per_stage"] == {"augment": 2 * 400 / (2 * 2.0 * 4), "generate": 2 * 2000 / (2 * 4.0 * 4),
                                   "extend": 2 * 6000 / (2 * 10.0 * 4)}
@@ -249,7 +253,7 @@ def test_throughput_of_a_previous_run(tmp_path):
 def test_a_run_without_measurements_is_one_line(tmp_path):
     (tmp_path / "empty" / "iter_1").mkdir(parents=True)
     with pytest.raises(UserError, match="no measured stage"):
-        measured.throughput(tmp_path / "empty")
+        measured.throughput(tmp_path / "empty", ENGINE_STAGES)
     with pytest.raises(UserError, match="no such run folder"):
         measured.run_folder(str(tmp_path / "nowhere"), str(tmp_path))
     assert measured.run_folder("empty", str(tmp_path)) == tmp_path / "empty"
@@ -258,7 +262,8 @@ def test_a_run_without_measurements_is_one_line(tmp_path):
 # --- placement ------------------------------------------------------------------------------
 
 def cfgs(replicas="auto", tp=1, kind="vllm", num_gpus=1, workers=1, strategy="ddp", num_cpus=1):
-    engine = OmegaConf.create({"kind": kind, "replicas": replicas, "tensor_parallel_size": tp})
+    engine = (schema.OpenaiEngine(base_url="http://127.0.0.1:8000/v1") if kind == "openai" else
+              schema.VllmEngine(seed=0, max_lora_rank=16, replicas=replicas, tensor_parallel_size=tp))
     role = {"num_gpus": num_gpus, "num_cpus": num_cpus, "workers": workers, "strategy": strategy}
     return engine, [role, dict(role)]  # generator and extender
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from selflengthen.core.errors import UserError
-from selflengthen.evaluation.judge import RUBRICS, judge_messages, parse_judgement, quality_score
+from selflengthen.evaluation.rubrics import RUBRICS, judge_messages, parse_judgement, quality_score
 
 LONGBENCH = {"relevance": 4.0, "accuracy": 5.0, "coherence": 3.0, "clarity": 4.0, "breadth_and_depth": 2.0,
              "reading_experience": 4.0}

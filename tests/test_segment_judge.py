@@ -7,11 +7,11 @@ import asyncio
 import json
 import re
 
-from selflengthen.evaluation import benchmarks, judge, plots, runner, scoring
+from selflengthen.evaluation import benchmarks, plots, rubrics, runner, scoring
 from selflengthen.store.samples import SampleLog
 from tests.fakes import ScriptedEngine
 
-WHOLE = {d: 4 for d in judge.RUBRICS["longbench"].dimensions}
+WHOLE = {d: 4 for d in rubrics.RUBRICS["longbench"].dimensions}
 
 
 def judge_answer(request, sampling):
@@ -60,9 +60,9 @@ def test_segments_off_asks_only_for_the_whole_answer(tmp_path):
 
 def test_the_segment_prompt_is_ours_in_both_languages():
     for language in ("en", "zh"):
-        messages = judge.segment_messages("Write about tea.", "x" * 7000, "The part.", 2, 4, language)
+        messages = rubrics.segment_messages("Write about tea.", "x" * 7000, "The part.", 2, 4, language)
         content = messages[0]["content"]
         assert "The part." in content and "Write about tea." in content and "{" not in content.split('"analysis"')[0]
-        assert "x" * judge.SEGMENT_CONTEXT_CHARS in content and "x" * 7000 not in content  # only the end of it
-    assert judge.parse_judgement("segment", '{"连贯": 4, "充实": 3, "不重复": 2}') == {
+        assert "x" * rubrics.SEGMENT_CONTEXT_CHARS in content and "x" * 7000 not in content  # only the end of it
+    assert rubrics.parse_judgement("segment", '{"连贯": 4, "充实": 3, "不重复": 2}') == {
         "coherence": 4, "substance": 3, "freshness": 2}

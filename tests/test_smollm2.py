@@ -18,6 +18,7 @@ from selflengthen.core.errors import UserError
 from selflengthen.engines.base import Completion, Request, UsageMeter, merge_usage, render_ids, usage_delta
 from selflengthen.engines.vllm_engine import memory_advice
 from selflengthen.models import smollm2_model
+from selflengthen.pipeline import stages as loop_stages
 from selflengthen.store import artifacts
 from tests.conftest import REPO, run_cli
 
@@ -230,7 +231,7 @@ def test_smollm2_preset_two_iterations_through_the_cli(tmp_path, model_cache):
     assert tok.eos_token == "<|im_end|>" and tok.convert_tokens_to_ids("<|im_end|>") == eot  # the model's own
     for k in (1, 2):
         it = paths.iteration(k)
-        assert all(it.stage_done(stage) for stage in artifacts.STAGES), k
+        assert all(it.stage_done(stage) for stage in loop_stages.names()), k
         # iteration 1 needs drafts and extensions to finish; iteration 2 may have neither (its
         # generator writes longer, into the token cap and the quality check) and carry its adapters over
         assert k == 2 or (artifacts.read_jsonl(it.initial) and artifacts.read_jsonl(it.extended))

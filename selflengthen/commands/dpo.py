@@ -77,12 +77,12 @@ def output_name(settings: DpoConfig) -> str:
     return settings.name or re.sub(r"[^\w.-]+", "-", f"{who}-{settings.benchmark}")
 
 
-def benchmark_problems(cfg: DictConfig) -> list[str]:
+def benchmark_problems(benchmark: str) -> list[str]:
     """dpo's one rule that needs the benchmark table (the other keys' rules are their types)."""
-    bench = BENCHMARKS.get(cfg.benchmark)
+    bench = BENCHMARKS.get(benchmark)
     if bench is None or not bench.asks_a_length:
         usable = [b.name for b in BENCHMARKS.values() if b.asks_a_length]
-        return [f"benchmark={cfg.benchmark} is not a LongBench-Write row format; choose one of {usable}"]
+        return [f"benchmark={benchmark} is not a LongBench-Write row format; choose one of {usable}"]
     return []
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selflengthen import preflight
 from selflengthen.config import files
 from selflengthen.config import schema
 from selflengthen.estimate import arch as archs, measured, memory, settings as inputs, tokens
 from selflengthen.models import model_check
+from selflengthen.pipeline import stages as loop_stages
 from selflengthen.store import artifacts
-
-STAGES = ("augment", "generate", "extend")
 
 
 def compose(overrides: list[str]):
@@ -41,12 +41,12 @@ def generation_rates(est: schema.Estimate, iterations_dir: str) -> dict | None:
     """Generated tokens/s per GPU per stage: measured by estimate.from_run, else
     estimate.tokens_per_s_per_gpu, else None (no GPU-hours)."""
     if est.from_run:
-        found = measured.throughput(measured.run_folder(est.from_run, iterations_dir))
-        rates = {s: found["per_stage"].get(s, found["all"]) for s in STAGES}
+        found = measured.throughput(measured.run_folder(est.from_run, iterations_dir), loop_stages.engine_names())
+        rates = {s: found["per_stage"].get(s, found["all"]) for s in loop_stages.engine_names()}
         return {"per_stage": rates, "source": "from_run", "measured": found}
     if est.tokens_per_s_per_gpu:
         rate = est.tokens_per_s_per_gpu
-        return {"per_stage": {s: rate for s in STAGES}, "source": "tokens_per_s_per_gpu"}
+        return {"per_stage": {s: rate for s in loop_stages.engine_names()}, "source": "tokens_per_s_per_gpu"}
     return None
 
 
@@ -59,7 +59,7 @@ def compute(settings: schema.EstimateConfig) -> dict:
     rates = generation_rates(est, settings.paths.iterations_dir)
     epochs = settings.train.epochs
     iterations = []
-    for it in tokens.iterations(shape, assume):
+    for it in tokens.iterations(shape, assume, loop_stages.engine_names()):
         row = it.as_dict(epochs)
         for name, st in row["stages"].items():
             st["gpu_hours"] = st["generated_tokens"] / rates["per_stage"][name] / 3600 if rates else None
@@ -106,7 +106,7 @@ def memory_needs(settings: schema.EstimateConfig, a: archs.Arch, place: dict, lo
     request, fit) and training at train.max_length under train.strategy. An openai engine's
     server owns its GPUs: its serving is sized as one vLLM replica would be."""
     est, engine, train, model = settings.estimate, settings.engine, settings.train, settings.model
-    replica = engine if engine.kind != "openai" else schema.VllmEngine(seed=settings.seed, max_lora_rank=train.rank)
+    replica = engine if engine.serves_local_weights else schema.VllmEngine(seed=settings.seed, max_lora_rank=train.rank)
     dtype = archs.DTYPE_BYTES.get(model.dtype, 2)
     tp = replica.tensor_parallel_size
     serving = memory.serving_gib(a, dtype_bytes=dtype, tensor_parallel=tp, seq_len=model.max_model_len,
@@ -253,7 +253,7 @@ def assumption_lines(est: dict) -> list[str]:
 
 
 def run_estimate(overrides: list[str]) -> tuple[dict, str]:
-    settings = inputs.validate(compose(overrides))  # the verb's typed settings, every problem at once
+    settings = preflight.settings(compose(overrides), "estimate", inputs.CONFIG_CHECK, here=False)  # every problem at once
     result = compute(settings)
     text = render(result)
     out = settings.estimate.out

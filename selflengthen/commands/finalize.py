@@ -99,13 +99,14 @@ class FinalPaths:
 
 # --- settings -------------------------------------------------------------------------------
 
-def run_root_of(cfg: DictConfig) -> Path:
+def run_root_of(cfg: DictConfig | FinalizeConfig) -> Path:
     return Path(str(cfg.paths.iterations_dir)).expanduser() / str(cfg.run.name)
 
 
-def settle(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The finalize config: the run's saved settings, then the command line's finalize.* and
-    eval.* overrides on top (`overrides` are Hydra's task overrides)."""
+def settle(cfg: DictConfig, overrides: list[str]) -> FinalizeConfig:
+    """The finalize settings: the run's saved settings, then the command line's finalize.*
+    and eval.* overrides on top (`overrides` are Hydra's task overrides), checked and typed
+    at the verb's entry as every verb's are (preflight.settings)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     root = run_root_of(cfg)
@@ -122,7 +123,7 @@ def settle(cfg: DictConfig, overrides: list[str]) -> DictConfig:
             key = o.key_or_group
             if key.startswith(OVERRIDABLE) and not o.is_delete():
                 OmegaConf.update(out, key, o.value(), merge=True, force_add=True)
-    return out
+    return preflight.settings(out, "finalize")  # every value's type, range and rule (schema.py)
 
 
 def steps_wanted(settings: FinalizeConfig) -> list[str]:
@@ -343,14 +344,8 @@ def eval_step(settings: FinalizeConfig, run: artifacts.RunPaths, fp: FinalPaths,
 
 def run_finalize(cfg: DictConfig, overrides: list[str]) -> tuple[dict, FinalPaths]:
     """The whole `finalize` command; returns its manifest and paths."""
-    cfg = settle(cfg, overrides)
-    trouble = preflight.problems(cfg, verb="finalize")  # every value's type, range and rule (schema.py)
-    if len(trouble) == 1:
-        raise UserError(f"bad finalize config: {trouble[0]}")
-    if trouble:
-        raise UserError("bad finalize config, %d problems:\n  - %s" % (len(trouble), "\n  - ".join(trouble)))
-    settings = FinalizeConfig.model_validate(OmegaConf.to_container(cfg, resolve=True))  # checked just above
-    run = artifacts.RunPaths(run_root_of(cfg))
+    settings = settle(cfg, overrides)
+    run = artifacts.RunPaths(run_root_of(settings))
     todo = steps_wanted(settings)
     rows, _ = collect(run.root, allow_unfinished=settings.finalize.allow_unfinished)  # checks before any write
     fp = FinalPaths(run.root / settings.finalize.output_dir)

@@ -1,5 +1,6 @@
-"""Evaluation and judges: eval.* (the loop's in-run evaluation) and judge.* (one settings
-type per kind, members of the `Judge` union)."""
+"""Evaluation and judges: the keys that choose a benchmark's items (`Questions`, shared by
+eval.* and the eval and dpo verbs), eval.* (the loop's in-run evaluation) and judge.* (one
+settings type per kind, members of the `Judge` union)."""
 from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
@@ -7,16 +8,21 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import Field
 
 from selflengthen.config.group import Group, Language, eg
-from selflengthen.config.serving import Dtype
+from selflengthen.config.serving import Dtype, OpenaiEngine
 
 
-class Eval(Group):
+class Questions(Group):
+    """Which of a benchmark's items are asked, and how long an answer may be."""
+    data: Optional[str] = None
+    limit: Optional[int] = eg("6 (or null: all)", None, ge=1)
+    languages: Optional[list[Language]] = eg("[en]", None)
+    max_tokens: Optional[int] = eg("null (the benchmark's own)", None, ge=1)
+
+
+class Eval(Questions):
+    """eval.*: the loop's evaluation of each iteration (evaluation/in_run.py)."""
     every_iteration: bool = eg("false", False)
     benchmarks: list[str] = ["longbench_write_en"]
-    data: Optional[str] = None
-    limit: Optional[int] = eg("6", None, ge=1)
-    languages: Optional[list[Language]] = None
-    max_tokens: Optional[int] = eg("null", None, ge=1)
     samples: int = eg("4", 1, ge=1)
 
 
@@ -30,7 +36,16 @@ class NoJudge(Group):
     kind: Literal["none"] = "none"
 
 
-class VllmJudge(Group):
+class Judging(Group):
+    """How a judge scores: the keys every judge kind shares."""
+    retries: int = eg("3", 3, ge=0)
+    temperature: float = eg("0.5", 0.5, ge=0)
+    max_tokens: int = eg("1024", 1024, ge=1)
+    segments: int = eg("4 (0: no part-by-part scores)", 4, ge=0)  # each response judged in this many parts too
+    price_per_million_tokens: Prices = Prices()
+
+
+class VllmJudge(Judging):
     """judge=vllm (conf/judge/vllm.yaml): a judge model on its own vLLM engine."""
     kind: Literal["vllm"] = "vllm"
     model: str = eg("/models/Qwen2.5-72B-Instruct", min_length=1)
@@ -38,34 +53,16 @@ class VllmJudge(Group):
     dtype: Dtype = eg("auto", "auto")
     end_of_turn: list[str] = ["<|im_end|>", "<|eot_id|>", "<|endoftext|>"]
     trust_remote_code: bool = eg("false", False)
-    retries: int = eg("3", 3, ge=0)
-    temperature: float = eg("0.5", 0.5, ge=0)
-    max_tokens: int = eg("1024", 1024, ge=1)
-    segments: int = eg("4 (0: no part-by-part scores)", 4, ge=0)  # each response judged in this many parts too
-    price_per_million_tokens: Prices = Prices()
 
 
-class OpenaiJudge(Group):
-    """judge=openai (conf/judge/openai.yaml): a judge behind an OpenAI-compatible server."""
-    kind: Literal["openai"] = "openai"
-    base_url: str = eg("http://127.0.0.1:8000/v1", min_length=1)
+class OpenaiJudge(Judging, OpenaiEngine):
+    """judge=openai (conf/judge/openai.yaml): a judge behind an OpenAI-compatible server,
+    reached as engine=openai is (its keys, with these defaults)."""
     model: str = eg("gpt-4o", min_length=1)
-    tokenizer: Optional[str] = None
-    api_key_env: str = eg("OPENAI_API_KEY", "OPENAI_API_KEY", min_length=1)
-    adapter_models: dict[str, Optional[str]] = {}
     max_concurrency: int = eg("32", 32, ge=1)
-    timeout: float = eg("600", 600, gt=0)
-    max_retries: int = eg("5", 5, ge=0)
     send_extra_sampling: bool = eg("false", False)
-    load_adapters: bool = eg("false", False)
-    ready_timeout: float = eg("120", 120, gt=0)
     per_request_seeds: bool = eg("false", False)
     end_of_turn: list[str] = []
-    retries: int = eg("3", 3, ge=0)
-    temperature: float = eg("0.5", 0.5, ge=0)
-    max_tokens: int = eg("1024", 1024, ge=1)
-    segments: int = eg("4 (0: no part-by-part scores)", 4, ge=0)  # each response judged in this many parts too
-    price_per_million_tokens: Prices = Prices()
 
 
 Judge = Annotated[Union[NoJudge, VllmJudge, OpenaiJudge], Field(discriminator="kind")]

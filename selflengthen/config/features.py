@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from omegaconf import DictConfig
-
 
 @dataclass(frozen=True)
 class FeatureCheck:
-    """A feature's rules over its own keys, run by problems() when those keys have no type
-    problem; the command that runs the feature passes it (the loop: in_run.CONFIG_CHECK)."""
+    """A feature's rules over its own top-level keys, run by preflight's problems() when those
+    keys have no type problem, with each key's typed value in the order of `keys` (the loop:
+    in_run.CONFIG_CHECK, problems(eval, judge)); the command that runs the feature passes it."""
     keys: tuple[str, ...]
-    problems: Callable[[DictConfig], list[str]]
+    problems: Callable[..., list[str]]

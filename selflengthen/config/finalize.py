@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from selflengthen.config.group import Group, eg
-from selflengthen.config.loop import Sampling
+from selflengthen.config.loop import Decoding
 
 
 class FinalizeTraining(Group):
@@ -62,17 +62,14 @@ class RewriteVerify(Group):
     slack_chars: int = eg("40", 40, ge=0)
 
 
-class Rewrite(Group):
+class Rewrite(Decoding):
+    """finalize.rewrite: the model's rewrite of an instruction with its length constraint,
+    drawn with its own decoding keys (Decoding's, with these defaults)."""
     use_model: bool = eg("true", True)
-    temperature: float = eg("0.7", 0.7, ge=0)
-    top_p: float = eg("0.8", 0.8, gt=0, le=1)
-    top_k: int = eg("20 (or -1: off)", 20)
     repetition_penalty: float = eg("1.0", 1.0, gt=0)
     max_tokens: int = eg("1024", 1024, ge=1)
     adapter: Optional[Literal["generator", "extender"]] = eg("null (the base model)", None)
     verify: RewriteVerify = RewriteVerify()
-
-    _top_k = field_validator("top_k")(Sampling._top_k.__func__)
 
 
 class Finalize(Group):

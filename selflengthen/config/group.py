@@ -1,9 +1,10 @@
 """How a config group is declared: `Group` (strict types, every key declared, frozen), `eg`
-(a field's example of a valid override and its default), the languages a key may name, and
-`from_node` (a typed slice of a composed node, for code that still holds one)."""
+(a field's example of a valid override and its default), the languages a key may name,
+`typed_slice` (one key of a verb's config, typed) and `from_node` (a typed slice of a
+composed node, for the scripts that still hold one)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -24,6 +25,17 @@ Language = Literal[LANGUAGES]
 class Group(BaseModel):
     """A config group: strict types, every key declared (an unknown key is refused), frozen."""
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+def typed_slice(root: type[BaseModel], container: dict, key: str) -> object:
+    """The typed value of one top-level key of a verb's config (a plain dict) as `root`
+    declares it (the key's default where the config leaves it out), for a check of one
+    group whose types are right while other keys may not be."""
+    field = root.model_fields[key]
+    kind = field.annotation if field.discriminator is None else \
+        Annotated[field.annotation, Field(discriminator=field.discriminator)]
+    value = container[key] if key in container else field.get_default(call_default_factory=True)
+    return TypeAdapter(kind).validate_python(value)
 
 
 def from_node(cls, node):

@@ -10,13 +10,13 @@ from selflengthen.config.group import Group, eg
 from selflengthen.core.text import CUT_MODES, META_LINES, META_MATCHES, UNIT_MODES, QualityRules
 
 
-class Sampling(Group):
+class Decoding(Group):
+    """How a model's answer is drawn: the keys loop.sampling and finalize.rewrite share."""
     temperature: float = eg("0.7", 0.7, ge=0)
     top_p: float = eg("0.8", 0.8, gt=0, le=1)
     top_k: int = eg("20 (or -1: off)", 20)
     repetition_penalty: float = eg("1.1", 1.1, gt=0)
     max_tokens: int = eg("768", 16384, ge=1)
-    stop: list[str] = ["---", "\n\n\n"]
 
     @field_validator("top_k")
     @classmethod
@@ -24,6 +24,11 @@ class Sampling(Group):
         if v != -1 and v < 1:
             raise ValueError("must be -1 (no top-k) or >= 1")
         return v
+
+
+class Sampling(Decoding):
+    """loop.sampling: the loop's sampling (and every verb's that serves the run's model)."""
+    stop: list[str] = ["---", "\n\n\n"]
 
 
 class Augment(Group):

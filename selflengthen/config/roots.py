@@ -8,7 +8,8 @@ from typing import Literal, Optional, Union
 from pydantic import field_validator
 
 from selflengthen.config import verbs
-from selflengthen.config.group import Group, Language, eg
+from selflengthen.config.evaluation import Questions
+from selflengthen.config.group import Group, eg
 from selflengthen.config.rl import RlConfig  # noqa: F401 (the rl verb's root, named in config/verbs.py)
 from selflengthen.config.run import Config
 from selflengthen.config.training import Dpo
@@ -38,15 +39,11 @@ class Estimate(Group):
     out: Optional[str] = None
 
 
-class EvalConfig(Config):
-    """`eval` (conf/eval.yaml): the run's keys and the verb's own."""
+class EvalConfig(Config, Questions):
+    """`eval` (conf/eval.yaml): the run's keys and the verb's own (Questions' among them)."""
     benchmark: Optional[Union[str, list[str]]] = eg("heldout_tiny (eval: or a list, [longen,ruler])", None)
-    data: Optional[str] = None
     adapter: Optional[str] = None
     predictions: Optional[str] = None
-    limit: Optional[int] = eg("6 (or null: all)", None, ge=1)
-    languages: Optional[list[Language]] = eg("[en]", None)
-    max_tokens: Optional[int] = eg("null (the benchmark's own)", None, ge=1)
     samples: int = eg("4", 1, ge=1)
     name: Optional[str] = None
     out_dir: str = eg("eval", min_length=1)
@@ -67,14 +64,10 @@ class EvalConfig(Config):
         return list(dict.fromkeys([self.benchmark] if isinstance(self.benchmark, str) else self.benchmark))
 
 
-class DpoConfig(Config):
-    """`dpo` (conf/dpo.yaml)."""
+class DpoConfig(Config, Questions):
+    """`dpo` (conf/dpo.yaml): the run's keys and the verb's own (Questions' among them)."""
     benchmark: str = eg("heldout_tiny", min_length=1)
-    data: Optional[str] = None
     adapter: Optional[str] = None
-    limit: Optional[int] = eg("6 (or null: all)", None, ge=1)
-    languages: Optional[list[Language]] = eg("[en]", None)
-    max_tokens: Optional[int] = eg("null (the benchmark's own)", None, ge=1)
     name: Optional[str] = None
     out_dir: str = eg("dpo", min_length=1)
     dpo: Dpo

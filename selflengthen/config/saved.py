@@ -1,10 +1,19 @@
-"""A run's saved config.yaml read back as typed settings: the method it was started with."""
+"""A run's saved config.yaml read back: as a plain dict (`saved_config`) and as typed
+settings, the method it was started with (`saved_method`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from omegaconf import OmegaConf
 from pydantic import ValidationError
 
 from selflengthen.config import schema
 from selflengthen.core.errors import UserError
+
+
+def saved_config(path: Path) -> dict:
+    """A run's saved config.yaml as a plain dict (its interpolations resolved)."""
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
 def saved_method(saved: dict, where: str) -> schema.Method:

@@ -13,7 +13,7 @@ typed too; the rules that join several of their values stay with the verb
 returns one line per bad value: the key, the value, what it must be and an example of a
 valid setting.
 
-- group.py: `Group`, `eg`, `Language`, `from_node`
+- group.py: `Group`, `eg`, `Language`, `typed_slice`, `from_node`
 - loop.py: loop.* (sampling, the stages' groups, the quality rules) and agentwrite.*
 - training.py: train.* and dpo.*
 - serving.py: model.*, engine.* (the `Engine` union), ray.*
@@ -25,28 +25,30 @@ valid setting.
 """
 from __future__ import annotations
 
-from selflengthen.config.evaluation import Eval, Judge, NoJudge, OpenaiJudge, Prices, VllmJudge
+from selflengthen.config.evaluation import Eval, Judge, Judging, NoJudge, OpenaiJudge, Prices, Questions, VllmJudge
 from selflengthen.config.finalize import (Constraints, Finalize, FinalizeTraining, LengthUnit, Rewrite, RewriteVerify,
                                           TypeProbs)
-from selflengthen.config.group import Group, Language, eg, from_node
-from selflengthen.config.loop import (SYNTHS, AgentFilter, AgentMix, AgentWrite, Augment, Curate, Extend, Generate,
-                                      Guard, Loop, Phase, QualityRule, Sampling, Synth)
+from selflengthen.config.group import Group, Language, eg, from_node, typed_slice
+from selflengthen.config.loop import (SYNTHS, AgentFilter, AgentMix, AgentWrite, Augment, Curate, Decoding, Extend,
+                                      Generate, Guard, Loop, Phase, QualityRule, Sampling, Synth)
 from selflengthen.config.problems import _lines, check, problems, unknown_key
 from selflengthen.config.rl import RlConfig
 from selflengthen.config.roots import (VERBS, AgentWriteConfig, DpoConfig, Estimate, EstimateConfig, EvalConfig,
                                        FinalizeConfig)
 from selflengthen.config.run import (Config, Method, MlflowTracking, Paths, Run, Seeds, Status, TensorBoardTracking,
                                      Tracking, WandbTracking)
-from selflengthen.config.serving import Dtype, Engine, Model, OpenaiEngine, Ray, TinyBuild, TransformersEngine, VllmEngine
-from selflengthen.config.training import Dpo, DpoTrain, Roles, Train
+from selflengthen.config.serving import (ENGINE_TYPES, Dtype, Engine, Model, OpenaiEngine, Ray, ReplicaEngine,
+                                         TinyBuild, TransformersEngine, VllmEngine)
+from selflengthen.config.training import Dpo, DpoTrain, Optimization, Roles, Train
 
 __all__ = [
-    "eg", "Language", "Group", "from_node",
-    "Sampling", "Augment", "Generate", "Extend", "Curate", "Guard", "QualityRule", "Synth", "SYNTHS", "Loop",
-    "Phase", "AgentFilter", "AgentMix", "AgentWrite",
-    "Roles", "Train", "DpoTrain", "Dpo",
-    "VllmEngine", "TransformersEngine", "OpenaiEngine", "Engine", "Dtype", "TinyBuild", "Model", "Ray",
-    "Eval", "Prices", "NoJudge", "VllmJudge", "OpenaiJudge", "Judge",
+    "eg", "Language", "Group", "typed_slice", "from_node",
+    "Decoding", "Sampling", "Augment", "Generate", "Extend", "Curate", "Guard", "QualityRule", "Synth", "SYNTHS",
+    "Loop", "Phase", "AgentFilter", "AgentMix", "AgentWrite",
+    "Optimization", "Roles", "Train", "DpoTrain", "Dpo",
+    "ReplicaEngine", "VllmEngine", "TransformersEngine", "OpenaiEngine", "Engine", "ENGINE_TYPES", "Dtype",
+    "TinyBuild", "Model", "Ray",
+    "Questions", "Eval", "Prices", "Judging", "NoJudge", "VllmJudge", "OpenaiJudge", "Judge",
     "FinalizeTraining", "LengthUnit", "TypeProbs", "Constraints", "RewriteVerify", "Rewrite", "Finalize",
     "Run", "Paths", "Seeds", "Status", "TensorBoardTracking", "MlflowTracking", "WandbTracking", "Tracking",
     "Config", "Method",

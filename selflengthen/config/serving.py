@@ -1,17 +1,25 @@
 """What serves and is served: the model (model.*), the engines (engine.*: one settings type
-per kind, members of the `Engine` union) and Ray (ray.*)."""
+per kind, members of the `Engine` union) and Ray (ray.*).
+
+An engine's settings type declares what the kind does beside its keys:
+`serves_local_weights` (the model's weights are loaded on this cluster, on its GPUs, with
+LoRA slots for the adapters; false for a server elsewhere, which owns its GPUs and slots).
+A kind served in Ray replicas (engines/replicas.py) subclasses `ReplicaEngine`; a new kind
+adds its type to the `Engine` union and its row to engines/registry.py."""
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, ClassVar, Literal, Optional, Union, get_args
 
 from pydantic import Field
 
 from selflengthen.config.group import Group, Language, eg
 
 
-class VllmEngine(Group):
-    """engine=vllm (conf/engine/vllm.yaml): vLLM replicas on Ray."""
-    kind: Literal["vllm"] = "vllm"
+class ReplicaEngine(Group):
+    """The keys of an engine served in Ray replicas on this cluster (engines/replicas.py),
+    whichever code serves it: a subclass names its `kind`."""
+    serves_local_weights: ClassVar[bool] = True
+    kind: str
     replicas: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = eg("auto", "auto")
     tensor_parallel_size: int = eg("1", 1, ge=1)
     gpu_memory_utilization: float = eg("0.9", 0.9, gt=0, le=1)
@@ -41,13 +49,19 @@ class VllmEngine(Group):
         return self.merged_swap == "reload" or (self.merged_swap == "auto" and model.reloads_in_place)
 
 
-class TransformersEngine(VllmEngine):
+class VllmEngine(ReplicaEngine):
+    """engine=vllm (conf/engine/vllm.yaml): vLLM replicas on Ray."""
+    kind: Literal["vllm"] = "vllm"
+
+
+class TransformersEngine(ReplicaEngine):
     """engine=transformers: the vLLM preset's keys, served by transformers in Ray replicas."""
     kind: Literal["transformers"] = "transformers"
 
 
 class OpenaiEngine(Group):
     """engine=openai (conf/engine/openai.yaml): an OpenAI-compatible server elsewhere."""
+    serves_local_weights: ClassVar[bool] = False
     kind: Literal["openai"] = "openai"
     base_url: str = eg("http://127.0.0.1:8000/v1", min_length=1)
     model: Optional[str] = None
@@ -64,6 +78,8 @@ class OpenaiEngine(Group):
 
 
 Engine = Annotated[Union[VllmEngine, TransformersEngine, OpenaiEngine], Field(discriminator="kind")]
+ENGINE_TYPES: dict[str, type[Group]] = {member.model_fields["kind"].default: member
+                                       for member in get_args(get_args(Engine)[0])}  # by `engine.kind`
 Dtype = Literal["auto", "float32", "float16", "bfloat16", "half", "float"]
 
 

@@ -14,23 +14,28 @@ class Roles(Group):
     extender: dict = {}
 
 
-class Train(Group):
-    rank: int = eg("16", 16, ge=1)
-    alpha: float = eg("32", 32, gt=0)
-    dropout: float = eg("0.05", 0.05, ge=0, lt=1)
-    target_modules: Union[str, list[str]] = "all-linear"
+class Optimization(Group):
+    """The optimizer's schedule and batches, shared by train.* and dpo.train.*."""
     learning_rate: float = eg("1e-4", 1e-4, gt=0)
     epochs: float = eg("2", 4, gt=0)
     # at most this many optimizer steps (a cap: fewer when the epochs take fewer); null: the epochs decide
     max_steps: Optional[int] = eg("64", None, ge=1)
-    lr_scheduler: str = "cosine"
+    lr_scheduler: str = eg("cosine", "cosine", min_length=1)
     warmup_ratio: float = eg("0.1", 0.1, ge=0, le=1)
     per_device_batch_size: int = eg("1", 1, ge=1)
     gradient_accumulation_steps: int = eg("1", 1, ge=1)
     max_length: int = eg("3072", 16384, ge=1)
+    logging_steps: int = eg("1", 1, ge=1)
+
+
+class Train(Optimization):
+    """train.*: the LoRA adapters' shape, the optimizer's schedule and where training runs."""
+    rank: int = eg("16", 16, ge=1)
+    alpha: float = eg("32", 32, gt=0)
+    dropout: float = eg("0.05", 0.05, ge=0, lt=1)
+    target_modules: Union[str, list[str]] = "all-linear"
     bf16: Union[bool, Literal["auto"]] = eg("auto", "auto")
     gradient_checkpointing: bool = eg("true", True)
-    logging_steps: int = eg("1", 1, ge=1)
     cpu_threads: Optional[int] = eg("null (the task's CPUs, capped by OMP_NUM_THREADS)", None, ge=1)
     num_gpus: float = eg("1", 1, ge=0)
     num_cpus: float = eg("1", 1, gt=0)
@@ -50,18 +55,13 @@ class Train(Group):
         return self
 
 
-class DpoTrain(Group):
+class DpoTrain(Optimization):
+    """dpo.train.*: DPO's own keys and its schedule (Optimization's, with these defaults)."""
     beta: float = eg("0.1", 0.1, gt=0)
     loss_type: str = eg("sigmoid", "sigmoid", min_length=1)
     learning_rate: float = eg("5e-5", 5e-5, gt=0)
     epochs: float = eg("2", 2, gt=0)
-    max_steps: Optional[int] = eg("null (epochs decide)", None, ge=1)
-    lr_scheduler: str = eg("cosine", "cosine", min_length=1)
-    warmup_ratio: float = eg("0.1", 0.1, ge=0, le=1)
-    per_device_batch_size: int = eg("1", 1, ge=1)
-    gradient_accumulation_steps: int = eg("1", 1, ge=1)
-    max_length: int = eg("8192", ge=1)
-    logging_steps: int = eg("1", 1, ge=1)
+    max_length: int = eg("8192", ge=1)  # conf/dpo.yaml: the model's context
 
 
 class Dpo(Group):

@@ -3,7 +3,7 @@ finished iteration's manifests/engine_usage.json records, per generation stage, 
 generated tokens and the stage's wall time over its replicas (loop.record_engine_usage);
 summed over the iterations and divided by the GPUs that served them (replicas x
 engine.tensor_parallel_size of the run's config), that is generated tokens per second
-per GPU, per stage."""
+per GPU, per stage (the loop's engine stages, which the caller names)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +12,6 @@ from omegaconf import OmegaConf
 
 from selflengthen.core.errors import UserError
 from selflengthen.store import artifacts
-
-STAGES = ("augment", "generate", "extend")
 
 
 def run_folder(value: str, iterations_dir: str) -> Path:
@@ -27,10 +25,10 @@ def run_folder(value: str, iterations_dir: str) -> Path:
     return folder
 
 
-def throughput(folder: Path) -> dict:
+def throughput(folder: Path, stages: list[str]) -> dict:
     """{"per_stage": {stage: tokens/s per GPU}, "all": over every stage, and what it was
-    measured on (run, model, iterations, device)}; a UserError when the folder holds no
-    recorded stage."""
+    measured on (run, model, iterations, device)}, over `stages` (the engine stages); a
+    UserError when the folder holds no recorded stage."""
     paths = artifacts.RunPaths(folder)
     tp = 1
     model = None
@@ -38,7 +36,7 @@ def throughput(folder: Path) -> dict:
         saved = OmegaConf.to_container(OmegaConf.load(paths.config))
         tp = int(((saved.get("engine") or {}).get("tensor_parallel_size")) or 1)
         model = (saved.get("model") or {}).get("path")
-    sums = {s: {"tokens": 0, "gpu_seconds": 0.0, "seconds": 0.0} for s in STAGES}
+    sums = {s: {"tokens": 0, "gpu_seconds": 0.0, "seconds": 0.0} for s in stages}
     iterations, devices = [], set()
     for it in paths.iterations():
         usage_file = it.stage_manifest("engine_usage")
@@ -46,7 +44,7 @@ def throughput(folder: Path) -> dict:
             continue
         usage = artifacts.read_json(usage_file)
         recorded = False
-        for stage in STAGES:
+        for stage in stages:
             u = usage.get(stage)
             if not isinstance(u, dict) or not u.get("seconds") or not u.get("completion_tokens"):
                 continue

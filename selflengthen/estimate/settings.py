@@ -1,42 +1,26 @@
-"""The estimate's inputs, read from the composed config: the `estimate.*` keys (typed and
-range-checked by schema.py's EstimateConfig), the loop's sizes as a
-`tokens.Shape`, the assumptions as `tokens.Assumptions`, and the training placement
-(train.workers / strategy / cpu_offload, with their defaults when a config predates them)."""
+"""The estimate's inputs, read from its typed settings (schema.EstimateConfig, built by
+preflight.settings with CONFIG_CHECK, the estimate's one rule beside the types): the loop's
+sizes as a `tokens.Shape`, the assumptions as `tokens.Assumptions`, and the training
+placement (train.workers / strategy / cpu_offload, with their defaults when a config
+predates them)."""
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
-
 from selflengthen.config import schema
+from selflengthen.config.features import FeatureCheck
 from selflengthen.core import prompting
-from selflengthen.core.errors import UserError
 from selflengthen.core.text import count_words
 from selflengthen.estimate.tokens import Assumptions, Shape
 
 TEMPLATES = ("augment", "judge", "extend", "list_item")
 
 
-def problems(container: dict) -> list[str]:
-    """One line per bad value: the run's keys (schema.py) and the estimate's."""
-    out = schema.problems(container, "estimate")
-    est = container.get("estimate") or {}
-    langs = (container.get("model") or {}).get("languages") or []
-    per_word = est.get("tokens_per_word") if isinstance(est.get("tokens_per_word"), dict) else {}
-    for lang in langs:
-        if lang not in per_word:
-            out.append(f"estimate.tokens_per_word has no value for language {lang!r}; add "
-                       f"estimate.tokens_per_word.{lang}=1.3")
-    return out
+def language_problems(est: schema.Estimate, model: schema.Model) -> list[str]:
+    """A words-to-tokens ratio for each of the model's languages."""
+    return [f"estimate.tokens_per_word has no value for language {lang!r}; add estimate.tokens_per_word.{lang}=1.3"
+            for lang in model.languages if lang not in est.tokens_per_word]
 
 
-def validate(cfg: DictConfig) -> schema.EstimateConfig:
-    """The verb's typed settings, or a UserError naming every problem."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    found = problems(container)
-    if len(found) == 1:
-        raise UserError(f"config: {found[0]}")
-    if found:
-        raise UserError("config has %d problems:\n  - %s" % (len(found), "\n  - ".join(found)))
-    return schema.EstimateConfig.model_validate(container)
+CONFIG_CHECK = FeatureCheck(("estimate", "model"), language_problems)  # preflight.settings(cfg, "estimate", ...)
 
 
 def train_placement(train: schema.Train) -> dict:

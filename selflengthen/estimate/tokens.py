@@ -187,12 +187,14 @@ class Iteration:
                 "training_tokens": self.training_tokens(epochs)}
 
 
-def iterations(s: Shape, a: Assumptions) -> list[Iteration]:
-    """Every iteration of the run; iteration k+1's generator starts from k's extended length."""
+def iterations(s: Shape, a: Assumptions, engine_stages: list[str]) -> list[Iteration]:
+    """Every iteration of the run; iteration k+1's generator starts from k's extended length.
+    One entry per engine stage of the loop (`engine_stages`, in its order): augment, generate
+    and extend are estimated here; a stage without a model here is listed with nothing."""
     out = []
     intended = {lang: a.initial_words for lang in s.languages}
     for k in range(1, s.iterations + 1):
-        stages = {name: Stage() for name in ("augment", "generate", "extend")}
+        stages = {name: Stage() for name in engine_stages}
         counts = {"instructions": 0.0, "initial": 0.0, "extended": 0.0}
         words, training = {}, {}
         for lang in s.languages:

@@ -6,6 +6,7 @@ the constraint, or a LongBench-Write required length). The formulas are in formu
 (algorithm.md 3)."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -15,32 +16,34 @@ from typing import ClassVar
 from selflengthen.core.errors import UserError
 from selflengthen.core.lengths import (chinese_numeral, constraint_kind, constraint_numbers,  # noqa: F401 (re-exported)
                                        constraint_window)
+from selflengthen.core.prompting import LANGUAGES
 from selflengthen.core.text import count_words, count_words_longwriter, detect_language
 from selflengthen.evaluation.formulas import (LONGEN_KINDS, by_required_length, longbench_length_score, longen_score,
                                              summarize_longbench, summarize_longen)
 from selflengthen.store import jsonl
 from selflengthen.store.jsonl import BadLine
 
-LANGUAGES = ("en", "zh")
+
+
 @dataclass(frozen=True)
-class Benchmark:
-    """One benchmark: its file, the row field holding the prompt, the fields a row needs, its
-    own word counter, its judge rubric (None: no judge) and its paper's sampling
-    (`temperature`/`max_new_tokens`; None: the loop's). This base class is LongBench-Write's
-    row format (a required length per row, S_l, its length buckets); a benchmark that
-    scores or reports otherwise is a subclass. Adding a benchmark is one entry below, with
-    its class."""
+class Benchmark(ABC):
+    """What every benchmark has: its file, the row field holding the prompt, the fields a
+    row needs, its own word counter, its judge rubric (rubrics.py; None: no judge) and its
+    paper's sampling (`temperature`/`max_new_tokens`; None: the loop's); and what each
+    says for itself: an item's length target, the length score, its summary and its plot.
+    Adding a benchmark is one class (or one of these with other files) and one entry in
+    BENCHMARKS below."""
 
     name: str
     default_file: str  # the file's usual name (a package resource for a packaged benchmark)
     prompt_field: str = "prompt"
-    required_fields: tuple[str, ...] = ("prompt", "type", "length")
-    counter: Callable[[str], int] = count_words_longwriter
-    rubric: str | None = "longbench"  # the judge rubric in judge.py
+    required_fields: tuple[str, ...] = ("prompt",)
+    counter: Callable[[str], int] = count_words
+    rubric: str | None = None
     temperature: float | None = None
     max_new_tokens: int | None = None
     packaged: bool = False  # shipped inside selflengthen/evaluation/
-    asks_a_length: ClassVar[bool] = True  # rows hold a required length (what dpo's scoring needs)
+    asks_a_length: ClassVar[bool] = False  # rows hold a required length (what dpo's scoring needs)
 
     @property
     def sampling(self) -> dict | None:
@@ -48,6 +51,42 @@ class Benchmark:
         if self.temperature is None and self.max_new_tokens is None:
             return None
         return {"temperature": self.temperature, "max_new_tokens": self.max_new_tokens}
+
+    @abstractmethod
+    def target(self, row: dict, where: str) -> dict:
+        """The item's length target, read from its row."""
+
+    @abstractmethod
+    def length_score(self, item: dict, words: int) -> float:
+        """The length score of an answer of `words` words."""
+
+    @abstractmethod
+    def length_summary(self, rows: list[dict]) -> dict:
+        """The length scores' report: `overall` and the benchmark's own breakdowns."""
+
+    def by_length(self, rows: list[dict]) -> dict | None:
+        """Per required length: items, mean and max words (None: not reported)."""
+        return None
+
+    def total(self, length: dict, quality: dict | None) -> float | None:
+        """One score joining the length score's and the judge's summaries (None: the
+        benchmark defines none, or nothing was judged)."""
+        return None
+
+    @abstractmethod
+    def plot(self, rows: list[dict], summary: dict, out: Path) -> Path:
+        """The benchmark's figure of the rows, written to `out`."""
+
+
+@dataclass(frozen=True)
+class LongBenchWrite(Benchmark):
+    """LongBench-Write's row format: a required length per row, S_l (0..100) and its length
+    buckets, judged by the "longbench" rubric into S_q, and S = (S_l + S_q) / 2."""
+
+    required_fields: tuple[str, ...] = ("prompt", "type", "length")
+    counter: Callable[[str], int] = count_words_longwriter
+    rubric: str | None = "longbench"
+    asks_a_length: ClassVar[bool] = True
 
     def target(self, row: dict, where: str) -> dict:
         """The item's length target, read from its row: the required length."""
@@ -61,9 +100,9 @@ class Benchmark:
         """S_l overall, by required-length bucket, by type and by language."""
         return summarize_longbench(rows)
 
-    def by_length(self, rows: list[dict]) -> dict | None:
-        """Per required length: items, mean and max words (None: not reported)."""
-        return None
+    def total(self, length: dict, quality: dict | None) -> float | None:
+        """S = (S_l + S_q) / 2, both on 0..100."""
+        return None if quality is None else (length["overall"] + quality["overall"]) / 2
 
     def plot(self, rows: list[dict], summary: dict, out: Path) -> Path:
         """Required vs output length (log-log, with the diagonal)."""
@@ -74,13 +113,12 @@ class Benchmark:
 class LonGen(Benchmark):
     """LonGen: a length window parsed from each row's constraint (about / range / above /
     below), scored 0..1 by the window formula, reported by type x range x language; its
-    judge scores 7 criteria. Its paper prescribes no sampling: the loop's."""
+    judge scores 7 criteria (quality on 1..10: no total). Its paper prescribes no sampling:
+    the loop's."""
 
     prompt_field: str = "query"
     required_fields: tuple[str, ...] = ("language", "range", "type", "constraint", "query")
-    counter: Callable[[str], int] = count_words
     rubric: str | None = "longen"
-    asks_a_length: ClassVar[bool] = False
 
     def target(self, row: dict, where: str) -> dict:
         if row["type"] not in LONGEN_KINDS:
@@ -103,9 +141,9 @@ class LonGen(Benchmark):
 
 
 @dataclass(frozen=True)
-class Ruler(Benchmark):
-    """LongWrite-Ruler: required lengths up to 30,000 words, so LongBench-Write's buckets do
-    not fit: S_l without them, and what each required length reached; no judge."""
+class Ruler(LongBenchWrite):
+    """LongWrite-Ruler: LongBench-Write's rows with required lengths up to 30,000 words, so
+    its buckets do not fit: S_l without them, and what each required length reached; no judge."""
 
     rubric: str | None = None
 
@@ -132,16 +170,16 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
         LonGen("longen", "LonGen.jsonl"),
-        Benchmark("longbench_write", "longbench_write.jsonl", temperature=0.5, max_new_tokens=32768),
-        Benchmark("longbench_write_en", "longbench_write_en.jsonl", temperature=0.5, max_new_tokens=32768),
+        LongBenchWrite("longbench_write", "longbench_write.jsonl", temperature=0.5, max_new_tokens=32768),
+        LongBenchWrite("longbench_write_en", "longbench_write_en.jsonl", temperature=0.5, max_new_tokens=32768),
         Ruler("ruler", "longwrite_ruler.jsonl", temperature=0.5, max_new_tokens=32768),
         # our own budget: above the loop's cap of the tiny preset, so that a generator trained
         # towards that cap is measured by what it writes, not by where it is cut off
-        Benchmark("heldout_tiny", "heldout_tiny.jsonl", max_new_tokens=HELDOUT_TINY_MAX_NEW_TOKENS, packaged=True),
+        LongBenchWrite("heldout_tiny", "heldout_tiny.jsonl", max_new_tokens=HELDOUT_TINY_MAX_NEW_TOKENS, packaged=True),
         # our own general writing instructions (stories, essays, guides, reports) asking for
         # 100 to 1,500 words: the held-out set of a real model's experiment (not the tiny
         # model's, whose world is the standard library). 1,500 words are ~2,000 tokens.
-        Benchmark("heldout_writing", "heldout_writing.jsonl", max_new_tokens=HELDOUT_WRITING_MAX_NEW_TOKENS,
+        LongBenchWrite("heldout_writing", "heldout_writing.jsonl", max_new_tokens=HELDOUT_WRITING_MAX_NEW_TOKENS,
                   packaged=True),
     )
 }

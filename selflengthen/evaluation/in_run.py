@@ -10,8 +10,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from selflengthen.config import schema
 from selflengthen.config.features import FeatureCheck
 from selflengthen.core.errors import UserError, run_async
@@ -82,19 +80,19 @@ def benchmark_problems(ev: schema.Eval) -> list[str]:
     return out
 
 
-def check_config(cfg: DictConfig) -> list[str]:
+def check_config(ev: schema.Eval, judge: schema.Judge) -> list[str]:
     """Problems with `eval.*` inside a run (reported with the rest of the config, before any
     work): the benchmarks when eval.every_iteration, and no vLLM judge beside the loop's engine."""
-    if not cfg.eval.every_iteration:
+    if not ev.every_iteration:
         return []
-    out = benchmark_problems(schema.from_node(schema.Eval, cfg.eval))
-    if cfg.judge.kind == "vllm":
+    out = benchmark_problems(ev)
+    if isinstance(judge, schema.VllmJudge):
         out.append("judge=vllm cannot run inside a run (it would need a second engine beside the loop's); use "
                    "judge=openai with a server, or judge=none in the run and `python -m selflengthen eval` later")
     return out
 
 
-CONFIG_CHECK = FeatureCheck(("eval", "judge"), check_config)  # the loop validates with it
+CONFIG_CHECK = FeatureCheck(("eval", "judge"), check_config)  # the loop validates with it: check_config(eval, judge)
 
 
 async def evaluate_generator(setup: EvalSetup, paths: artifacts.RunPaths, k: int, engine: Engine,

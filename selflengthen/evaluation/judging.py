@@ -1,5 +1,6 @@
 """The judge's engine and sampling, from the `judge` group: the eval and dpo verbs and the
-loop's in-run evaluation open the judge through here."""
+loop's in-run evaluation open the judge through here (what the judge is asked and how its
+answer is read: rubrics.py)."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
@@ -14,11 +15,11 @@ async def judge_engine(judge: schema.Judge, model: schema.Model, engine: schema.
     """The judge's engine (None when `judge=none`), opened like any engine: `judge=openai`
     is its own engine config; `judge=vllm` is the run's vLLM engine config serving the
     judge's model (`model` gives the rest of what serving reads)."""
-    if judge.kind == "none":
+    if isinstance(judge, schema.NoJudge):
         yield None
         return
     served = model.model_copy(update={"name": "judge", "path": judge.model, "end_of_turn": judge.end_of_turn})
-    if judge.kind == "vllm":
+    if isinstance(judge, schema.VllmJudge):
         served = served.model_copy(update={"max_model_len": judge.max_model_len, "dtype": judge.dtype,
                                            "trust_remote_code": judge.trust_remote_code})
         shared = {k: v for k, v in engine.model_dump().items() if k in schema.VllmEngine.model_fields}

@@ -4,7 +4,7 @@ together), judge them on a (possibly different) engine, score, and write
 
 Every finished item and every finished judgement is appended to a checkpoint as it
 finishes (`partial/`), so a rerun skips what is already predicted or judged. Pure scoring
-lives in scoring.py and judge.py; this module only orchestrates and writes files.
+lives in scoring.py and rubrics.py; this module only orchestrates and writes files.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from selflengthen.core import progress, signals
 from selflengthen.engines import Engine, Request, Sampling, usage_delta
-from selflengthen.evaluation import judge as judging, scoring
+from selflengthen.evaluation import rubrics, scoring
 from selflengthen.evaluation.benchmarks import Benchmark
 from selflengthen.store import artifacts
 from selflengthen.store.samples import SampleLog, stable_seed
@@ -101,7 +101,7 @@ async def ask_judge(engine: Engine, rubric: str, messages: list[dict], sampling:
     for tries in range(1, retries + 1):
         answer = await engine.complete(Request(messages, adapter=adapter, key=key,
                                                seed=stable_seed(*seed_parts, tries)), sampling)
-        scores = judging.parse_judgement(rubric, answer.text)
+        scores = rubrics.parse_judgement(rubric, answer.text)
         if scores is not None:
             break
     return scores, tries
@@ -114,11 +114,11 @@ async def judge_segments(engine: Engine, bench: Benchmark, row: dict, sampling: 
     parts = signals.segments(row["response"], k)
 
     async def part(i: int) -> float | None:
-        messages = judging.segment_messages(row["prompt"], "".join(parts[:i]), parts[i], i + 1, len(parts),
+        messages = rubrics.segment_messages(row["prompt"], "".join(parts[:i]), parts[i], i + 1, len(parts),
                                             row["language"])
         scores, _ = await ask_judge(engine, "segment", messages, sampling, retries, row["id"],
                                     ("judge-segment", bench.name, row["id"], i), adapter)
-        return judging.quality_score("segment", scores) if scores else None
+        return rubrics.quality_score("segment", scores) if scores else None
 
     return list(await asyncio.gather(*(part(i) for i in range(len(parts)))))
 
@@ -133,13 +133,13 @@ async def judge_predictions(engine: Engine, bench: Benchmark, rows: list[dict], 
     async def one(row: dict) -> None:
         scores, tries, by_part = None, 0, None
         if row["response"].strip():
-            messages = judging.judge_messages(rubric, row["prompt"], row["response"], row["language"])
+            messages = rubrics.judge_messages(rubric, row["prompt"], row["response"], row["language"])
             scores, tries = await ask_judge(engine, rubric, messages, sampling, retries, row["id"],
                                             ("judge", bench.name, row["id"]), adapter)
             if segments:
                 by_part = await judge_segments(engine, bench, row, sampling, retries, segments, adapter)
         log.add({"id": row["id"], "judge": scores, "judge_tries": tries, "segment_quality": by_part,
-                 "quality": judging.quality_score(rubric, scores) if scores else (0.0 if not row["response"].strip()
+                 "quality": rubrics.quality_score(rubric, scores) if scores else (0.0 if not row["response"].strip()
                                                                                   else None)})
 
     await asyncio.gather(*(one(row) for row in rows if row["id"] not in log))

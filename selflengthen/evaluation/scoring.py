@@ -84,9 +84,9 @@ def summarize(bench: Benchmark | str, rows: list[dict]) -> dict:
       quality, response_signals), length_score {overall, ...};
     - longen: length_score by_type, by_range, by_language, by_language_type_range
       (language -> type -> range -> mean), scale 0..1; quality (1..10) when judged;
-    - longbench_write(_en), heldout_tiny: S_l by_bucket, by_type, by_language (0..100);
-      when judged, quality = S_q {overall, judged, by_type, by_dimension (raw 1..5 means)}
-      and total S = (S_l + S_q) / 2;
+    - longbench_write(_en), heldout_tiny, heldout_writing: S_l by_bucket, by_type, by_language
+      (0..100); when judged, quality = S_q {overall, judged, by_type, by_dimension (raw 1..5
+      means)} and total S = (S_l + S_q) / 2 (the benchmark's `total`);
     - ruler: by_length (required length -> items, mean_words, max_words); S_l without buckets.
     quality, total and by_length are None where they do not apply."""
     bench = get_benchmark(bench) if isinstance(bench, str) else bench
@@ -100,6 +100,5 @@ def summarize(bench: Benchmark | str, rows: list[dict]) -> dict:
     summary["by_length"] = bench.by_length(rows)
     if bench.rubric is not None:
         summary["quality"] = _quality(rows)
-    if bench.rubric == "longbench" and summary["quality"] is not None:
-        summary["total"] = (summary["length_score"]["overall"] + summary["quality"]["overall"]) / 2
+    summary["total"] = bench.total(summary["length_score"], summary["quality"])
     return summary

@@ -9,9 +9,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from selflengthen.config import schema
+from selflengthen.config import saved_config, schema
 from selflengthen.core.errors import UserError
 from selflengthen.models import smollm2_model
 from selflengthen.models.tiny_model import TinyRecipe, ensure_tiny_model
@@ -69,10 +67,10 @@ def as_the_run_did(run_config: Path | None, adapter_path: Path, model: schema.Mo
     """Evaluating a run's iteration with no model given: its model settings and sampling, not
     the default preset's, and LoRA slots of at least the adapter's rank."""
     if run_config is not None and model.path == EMBEDDED_TINY:
-        run = OmegaConf.load(run_config)
-        model, sampling = schema.from_node(schema.Model, run.model), schema.from_node(schema.Sampling, run.loop.sampling)
+        run = saved_config(run_config)
+        model, sampling = schema.Model.model_validate(run["model"]), schema.Sampling.model_validate(run["loop"]["sampling"])
     rank = int(json.loads((adapter_path / "adapter_config.json").read_text()).get("r") or 0)
-    if engine.kind != "openai" and rank > engine.max_lora_rank:  # a server elsewhere has its own LoRA slots
+    if engine.serves_local_weights and rank > engine.max_lora_rank:  # a server elsewhere has its own slots
         engine = engine.model_copy(update={"max_lora_rank": rank})
     return model, sampling, engine
 

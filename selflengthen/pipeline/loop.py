@@ -1,6 +1,10 @@
 """The Self-Lengthen loop, driven from this process over Ray:
 
-    for k in 1..N: augment, generate, extend (one engine for the three), curate, guard, train
+    for k in 1..N: the stages of pipeline/stages/__init__.py's STAGES, in order
+    (today augment, generate, extend on one engine, then curate, guard, train)
+
+The engine is opened once for each run of consecutive stages that need it (Stage.engine)
+and shut down before the next stage that does not, so training has the GPUs to itself.
 
 Iteration k generates with the adapters trained in iteration k-1 and trains new adapters
 that continue from them. Every stage keeps one contract (pipeline/stage.py): it writes its
@@ -25,8 +29,8 @@ from selflengthen.engines import workers
 from selflengthen.engines.factory import sampling_from, serving
 from selflengthen.evaluation import in_run
 from selflengthen.models.resolve import resolve_model
-from selflengthen.pipeline import metrics, observe, stage
-from selflengthen.pipeline.stages import augment, curate, generate, guard, synth, train
+from selflengthen.pipeline import metrics, observe, stage, stages
+from selflengthen.pipeline.stages import train
 from selflengthen.store import artifacts
 from selflengthen.store.runlock import RunLock
 from selflengthen.store.runs import instruction_pool, previous_adapters
@@ -54,20 +58,34 @@ def start_run(settings: schema.Config) -> artifacts.RunPaths:
     return paths
 
 
-ENGINE_STAGES = (augment.STAGE, generate.STAGE, synth.STAGE)  # on one engine, in this order
-AFTER_ENGINE = (curate.STAGE, guard.STAGE, train.STAGE)  # once the engine has given its memory back
+def engine_runs(stage_list) -> list[tuple[bool, tuple[stage.Stage, ...]]]:
+    """The stages cut into maximal runs of consecutive stages alike in needing the engine:
+    [(needs the engine, stages), ...], in order."""
+    runs: list[tuple[bool, tuple[stage.Stage, ...]]] = []
+    for each in stage_list:
+        if runs and runs[-1][0] == each.engine:
+            runs[-1] = (each.engine, runs[-1][1] + (each,))
+        else:
+            runs.append((each.engine, (each,)))
+    return runs
 
 
 def run_iteration(settings: schema.Config, paths: artifacts.RunPaths, k: int, model_path: str,
                   seeds: dict[str, list[str]]) -> dict:
-    """Iteration k: the engine's stages, then curate and train; its metrics and manifest."""
+    """Iteration k: its stages in order, each run of engine stages on one engine (started
+    only when one of them is still to do); its metrics and manifest."""
     it = paths.iteration(k)
     inputs = stage.Inputs(it, settings.seed, tuple(settings.model.languages), model_path, previous_adapters(paths, k))
     timings: dict[str, float] = {}
-    if not all(it.stage_done(s.name) for s in ENGINE_STAGES):
-        timings = run_async(engine_stages(settings, paths, inputs, seeds))
-    run_async(run_stages(AFTER_ENGINE, settings, inputs))
-    result = metrics.iteration_metrics(it)
+    first_engine = True
+    for engine, run in engine_runs(stages.STAGES):
+        if not engine:
+            run_async(run_stages(run, settings, inputs))
+        elif not all(it.stage_done(s.name) for s in run):
+            started = run_async(engine_stages(run, settings, paths, inputs, seeds, evaluate=first_engine))
+            timings["engine_start"] = round(timings.get("engine_start", 0.0) + started["engine_start"], 1)
+        first_engine = first_engine and not engine
+    result = metrics.iteration_metrics(it, stages.names())
     result["seconds"].update(timings)
     artifacts.write_json(it.metrics, result)
     artifacts.write_json(it.manifest, {"iteration": k, "complete": True, "metrics": "metrics.json",
@@ -78,30 +96,32 @@ def run_iteration(settings: schema.Config, paths: artifacts.RunPaths, k: int, mo
     return result
 
 
-async def engine_stages(settings: schema.Config, paths: artifacts.RunPaths, inputs: stage.Inputs,
-                        seeds: dict[str, list[str]]) -> dict:
-    """Augment, generate and extend on one engine (one event loop for its whole life); the
-    previous generator's evaluation first, on the same engine, when eval.every_iteration."""
+async def engine_stages(run: tuple[stage.Stage, ...], settings: schema.Config, paths: artifacts.RunPaths,
+                        inputs: stage.Inputs, seeds: dict[str, list[str]], *, evaluate: bool = True) -> dict:
+    """A run of engine stages on one engine (one event loop for its whole life); for the
+    iteration's first engine, the previous generator's evaluation first, on the same engine,
+    when eval.every_iteration."""
     it, adapters = inputs.paths, inputs.adapters
     t0 = time.time()
     log.info("iteration %d: starting the %s engine on %s (adapters: %s)", it.k, settings.engine.kind, inputs.model_path,
              sorted(adapters) or "none")
     async with serving(inputs.model_path, adapters, settings.model, settings.engine, settings.ray) as engine:
         timings = {"engine_start": round(time.time() - t0, 1)}
-        if settings.eval.every_iteration:  # the previous generator (the base model first) is served here already
+        if evaluate and settings.eval.every_iteration:  # the previous generator (the base model first) is served
             with observe.stage(it.k - 1, "eval", engine, unit="item"):
-                await in_run.evaluate_generator(in_run.EvalSetup.of(settings), paths, it.k - 1, engine, "generator" if adapters else None)
+                await in_run.evaluate_generator(in_run.EvalSetup.of(settings), paths, it.k - 1, engine,
+                                                "generator" if adapters else None)
         pool = {} if it.stage_done("augment") else instruction_pool(seeds, paths, it.k)  # read only for augment
         served = replace(inputs, engine=engine, sampling=sampling_from(settings.loop.sampling),
                          rules=settings.loop.quality_rules(), pool=pool)
-        await run_stages(ENGINE_STAGES, settings, served)
+        await run_stages(run, settings, served)
     log.info("iteration %d: engine shut down", it.k)
     return timings
 
 
-async def run_stages(stages: tuple[stage.Stage, ...], settings: schema.Config, inputs: stage.Inputs) -> None:
+async def run_stages(run: tuple[stage.Stage, ...], settings: schema.Config, inputs: stage.Inputs) -> None:
     """The stages in order, each under the stage contract (done ones are skipped)."""
-    for each in stages:
+    for each in run:
         await stage.run_stage(each, settings, inputs)
 
 

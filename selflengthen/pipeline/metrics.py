@@ -41,9 +41,10 @@ def kept_signals(rows: list[dict]) -> dict:
     return signals.set_summary([r["response"] for r in rows], [r.get("language") for r in rows])
 
 
-def iteration_metrics(it: artifacts.IterationPaths) -> dict:
-    """Everything the length curves need, read back from the iteration's artifacts."""
-    m = {s: artifacts.read_json(it.stage_manifest(s)) for s in artifacts.STAGES if it.stage_done(s)}
+def iteration_metrics(it: artifacts.IterationPaths, stage_names: list[str]) -> dict:
+    """Everything the length curves need, read back from the iteration's artifacts; the
+    seconds of each stage in `stage_names` (the loop's list) that has its manifest."""
+    m = {s: artifacts.read_json(it.stage_manifest(s)) for s in stage_names if it.stage_done(s)}
     instructions = artifacts.read_jsonl(it.instructions)
     initial = artifacts.read_jsonl(it.initial)
     extended = artifacts.read_jsonl(it.extended)

@@ -124,7 +124,7 @@ def stage(k: int, name: str, engine=None, unit: str = "it"):
         reporter.close()
         watcher.stage = watcher.engine = None
     it = watcher.paths.iteration(k)
-    if name in artifacts.STAGES and it.stage_done(name):
+    if it.stage_done(name):  # a stage of the loop's list, complete (its manifest is written)
         watcher.tracker.log_stage(it, name)
 
 

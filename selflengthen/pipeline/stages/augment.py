@@ -147,4 +147,5 @@ async def run(settings: schema.Augment, inputs: Inputs) -> Output:
                   extra={"acceptance": augmenter.stats.rates()}, checkpoints=("augment",))
 
 
-STAGE = Stage("augment", unit="instr", settings=lambda s: s.loop.augment, body=run)
+STAGE = Stage("augment", unit="instr", settings=lambda s: s.loop.augment,
+              body=run, engine=True, writes=("instructions.jsonl",))

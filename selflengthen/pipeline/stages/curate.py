@@ -95,4 +95,5 @@ def run(settings: Curate, inputs: Inputs) -> Output:
                   outputs=[paths.sft("generator"), paths.sft("extender")])
 
 
-STAGE = Stage("curate", unit="row", settings=lambda s: s.loop.curate, body=run)
+STAGE = Stage("curate", unit="row", settings=lambda s: s.loop.curate,
+              body=run, writes=("sft/generator.jsonl", "sft/extender.jsonl"))

@@ -92,4 +92,5 @@ async def run(settings: schema.Generate, inputs: Inputs) -> Output:
                   checkpoints=("generate",))
 
 
-STAGE = Stage("generate", unit="sample", settings=lambda s: s.loop.generate, body=run)
+STAGE = Stage("generate", unit="sample", settings=lambda s: s.loop.generate,
+              body=run, engine=True, writes=("initial.jsonl",))

@@ -72,4 +72,4 @@ async def run(chosen: dict, inputs: Inputs) -> Output:
 
 
 # the stage keeps the name "extend" whatever loop.synth is (runs made before loop.synth resume)
-STAGE = Stage("extend", unit="attempt", settings=settings_of, body=run)
+STAGE = Stage("extend", unit="attempt", settings=settings_of, body=run, engine=True, writes=("extended.jsonl",))

@@ -97,4 +97,4 @@ def finish_training(it: artifacts.IterationPaths, role: str, ref) -> dict:
     return info
 
 
-STAGE = Stage("train", unit="step", settings=settings_of, body=run)
+STAGE = Stage("train", unit="step", settings=settings_of, body=run, writes=("adapters/generator", "adapters/extender"))

@@ -1,12 +1,13 @@
-"""The LLM judges of response quality (algorithm.md 3.1, 3.2): the two rubrics, the chat
-messages that ask a judge to apply one, and a forgiving parser of the judge's answer.
+"""What an LLM judge of response quality is asked and how its answer is read (algorithm.md
+3.1, 3.2): the rubrics, the chat messages that ask a judge to apply one, and a forgiving
+parser of the judge's answer. Engine-free; judging.py opens the judge's engine.
 
 - "longen" (Self-Lengthen): 7 criteria scored 1-10; quality = their mean (1..10).
 - "longbench" (LongBench-Write): 6 dimensions scored 1-5; each mapped to (s - 1) * 25
   and averaged into S_q (0..100).
 - "segment" (ours): one part of a long response, read after the text before it: coherence,
   substance, freshness scored 1-5, mapped to 0..100 like S_q; where a long text decays.
-Both prompts (prompts/<language>/judge_<rubric>.txt) tell the judge to leave length out
+Each prompt (prompts/<language>/judge_<rubric>.txt) tell the judge to leave length out
 of its judgement and to answer with one JSON object keyed by the dimension names.
 """
 from __future__ import annotations
