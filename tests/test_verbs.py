@@ -72,7 +72,7 @@ def test_an_unknown_verb_lists_the_rows(monkeypatch, capsys, calls):
         cli.main(["nope"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("selflengthen: error: unknown command 'nope'; use one of run, eval, dpo, finalize, agentwrite, "
+    assert err == ("selflengthen: error: unknown command 'nope'; use one of run, eval, dpo, rl, finalize, agentwrite, "
                    "inspect, estimate, made-up (python -m selflengthen --help)")
     assert not calls
 

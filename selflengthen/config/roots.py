@@ -11,6 +11,7 @@ from selflengthen.config import verbs
 from selflengthen.config.evaluation import Questions
 from selflengthen.config.group import Group, eg
 from selflengthen.config.names import SafeName  # every name that becomes a folder (config/names.py)
+from selflengthen.config.rl import RlConfig  # noqa: F401 (the rl verb's root, named in config/verbs.py)
 from selflengthen.config.run import Config
 from selflengthen.config.training import Dpo
 

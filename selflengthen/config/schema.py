@@ -32,6 +32,7 @@ from selflengthen.config.group import Group, Language, eg, from_node, typed_slic
 from selflengthen.config.loop import (SYNTHS, AgentFilter, AgentMix, AgentWrite, Augment, Curate, Decoding, Extend,
                                       Generate, Guard, Loop, Phase, QualityRule, Sampling, Synth)
 from selflengthen.config.problems import _lines, check, problems, unknown_key
+from selflengthen.config.rl import RlConfig
 from selflengthen.config.roots import (VERBS, AgentWriteConfig, DpoConfig, Estimate, EstimateConfig, EvalConfig,
                                        FinalizeConfig)
 from selflengthen.config.run import (Config, Method, MlflowTracking, Paths, Run, Seeds, Status, TensorBoardTracking,
@@ -51,6 +52,6 @@ __all__ = [
     "FinalizeTraining", "LengthUnit", "TypeProbs", "Constraints", "RewriteVerify", "Rewrite", "Finalize",
     "Run", "Paths", "Seeds", "Status", "TensorBoardTracking", "MlflowTracking", "WandbTracking", "Tracking",
     "Config", "Method",
-    "Estimate", "EvalConfig", "DpoConfig", "AgentWriteConfig", "FinalizeConfig", "EstimateConfig", "VERBS",
+    "Estimate", "EvalConfig", "DpoConfig", "AgentWriteConfig", "FinalizeConfig", "EstimateConfig", "RlConfig", "VERBS",
     "unknown_key", "_lines", "problems", "check",
 ]

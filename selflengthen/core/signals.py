@@ -34,7 +34,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from selflengthen.core.text import _CJK_WORD, QualityRules, count_words, detect_language, ngram_units, zlib_ratio
+from selflengthen.core.text import (_CJK_WORD, QualityRules, count_words, detect_language, lowest_window_compression,
+                                    ngram_units, zlib_ratio)
 
 DISTINCT_NS = (2, 3, 4)
 REPEAT_N = {"en": 10, "zh": 13}  # the shipped quality rules' ngram (loop.quality.<lang>.ngram)
@@ -90,16 +91,29 @@ def compression_ratio(text: str) -> float | None:
     return zlib_ratio(raw) if raw else None
 
 
+def repetition(text: str, language: str | None = None, rules: QualityRules | None = None) -> dict:
+    """How much one text repeats itself, the one measure the evaluation (text_signals) and
+    the RL repetition reward (core/rewards.py) share: repeated_ngram_rate (see the module
+    docstring; None without an n-gram) and window_compression, the lowest zlib ratio over
+    the text's 1 KiB windows (text.lowest_window_compression, the quality check's loop rule:
+    ~0.4-0.6 for prose, well under 0.25 for a loop; 1.0 for an empty text). `rules` as for
+    text_signals."""
+    language = language or detect_language(text)
+    units = ngram_units(text, language, rules.unit_mode if rules else "reference")
+    n = rules.ngram if rules else REPEAT_N.get(language, REPEAT_N["en"])  # other languages split like en
+    return {"repeated_ngram_rate": repeated_ngram_rate(units, n), "window_compression": lowest_window_compression(text)}
+
+
 def text_signals(text: str, language: str | None = None, finish: str | None = None,
                  rules: QualityRules | None = None, ended_by: str = "") -> dict:
     """The signals of one text (module docstring); finish and ended_by as for `ending`.
     `rules`, a language's QualityRules from the config, sets the repetition n and the zh
-    unit mode; without it REPEAT_N and the reference's units."""
+    unit mode; without it REPEAT_N and the reference's units. The repetition rate comes from
+    `repetition`, which the RL reward reads too."""
     language = language or detect_language(text)
     units = ngram_units(text, language, rules.unit_mode if rules else "reference")
     out: dict = {f"distinct_{n}": distinct_n(units, n) for n in DISTINCT_NS}
-    n = rules.ngram if rules else REPEAT_N.get(language, REPEAT_N["en"])  # other languages split like en
-    out["repeated_ngram_rate"] = repeated_ngram_rate(units, n)
+    out["repeated_ngram_rate"] = repetition(text, language, rules)["repeated_ngram_rate"]
     out["compression_ratio"] = compression_ratio(text)
     out["words"] = count_words(text)
     out["ending"] = ending(finish, ended_by)

@@ -6,7 +6,6 @@ the constraint, or a LongBench-Write required length). The formulas are in formu
 (algorithm.md 3)."""
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from selflengthen.core.errors import UserError
+from selflengthen.core.lengths import (chinese_numeral, constraint_kind, constraint_numbers,  # noqa: F401 (re-exported)
+                                       constraint_window)
 from selflengthen.core.prompting import LANGUAGES
 from selflengthen.core.text import count_words, count_words_longwriter, detect_language
 from selflengthen.evaluation.formulas import (LONGEN_KINDS, by_required_length, longbench_length_score, longen_score,
@@ -188,112 +189,6 @@ def get_benchmark(name: str) -> Benchmark:
     if name not in BENCHMARKS:
         raise UserError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
     return BENCHMARKS[name]
-
-
-# --- LonGen constraints ---------------------------------------------------------------
-
-_ZH_DIGITS = dict(zip("零〇一二两三四五六七八九", (0, 0, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9), strict=True))
-_ZH_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
-_NUMBER = re.compile(
-    r"(?P<arabic>\d+(?:[,，]\d{3}(?!\d))*(?:\.\d+)?)\s*(?P<mult>[kK](?![A-Za-z])|千|万)?"
-    r"|(?P<zh>[零〇一二两三四五六七八九十百千万]+)"
-)
-# Wording of each kind, negated forms first ("不超过" holds "超过", "no more than" holds "more than").
-_KIND_WORDS = (
-    ("below", "no more than|not more than|not exceed|no longer than|at most|up to|maximum of|不超过|不多于|不高于"),
-    ("above", "no less than|not less than|no fewer than|at least|minimum of|不少于|不低于|不小于"),
-    ("below", "less than|fewer than|under|below|shorter than|within|小于|少于|低于|至多|最多|以内|以下|不到"),
-    ("above", "more than|over|above|exceed|exceeds|exceeding|longer than|大于|多于|超过|至少|以上"),
-    ("about", "around|about|approximately|roughly|nearly|close to|circa|大约|大概|约|左右|上下"),
-)
-_KIND_PATTERNS = tuple(
-    (kind, re.compile("|".join(rf"\b{w}\b" if w.isascii() else w for w in words.split("|"))))
-    for kind, words in _KIND_WORDS
-)
-# What may stand between the two lengths of a range, once units are dropped.
-_RANGE_JOINER = re.compile(r"(?:-|–|—|~|～|至|到|to|and)", re.IGNORECASE)
-_UNIT_WORDS = re.compile(r"个字|字|词|words?|\s", re.IGNORECASE)
-
-
-def chinese_numeral(text: str) -> int:
-    """The value of a Chinese numeral: 三千 -> 3000, 两千五 -> 2500, 一万五千 -> 15000,
-    三千零五 -> 3005, 十五 -> 15."""
-    total = section = digit = 0
-    last_unit, zero_seen = 0, False
-    for ch in text:
-        if ch in _ZH_DIGITS:
-            digit = _ZH_DIGITS[ch]
-            zero_seen = zero_seen or digit == 0
-        elif ch == "万":
-            total += (section + digit) * 10000
-            section = digit = 0
-            last_unit = 10000
-        else:
-            unit = _ZH_UNITS[ch]
-            section += (digit or 1) * unit
-            digit, last_unit, zero_seen = 0, unit, False
-    if digit and last_unit >= 100 and not zero_seen:  # colloquial 两千五 = 2500
-        digit *= last_unit // 10
-    return total + section + digit
-
-
-def _numbers(constraint: str) -> list[tuple[float, int, int]]:
-    """(value, start, end) of every length in the constraint, in order."""
-    out = []
-    for m in _NUMBER.finditer(constraint):
-        if m["arabic"]:
-            value = float(m["arabic"].replace(",", "").replace("，", ""))
-            value *= {"k": 1000, "K": 1000, "千": 1000, "万": 10000}.get(m["mult"] or "", 1)
-        else:
-            zh = m["zh"]
-            if not (set(zh) & set(_ZH_UNITS) or constraint[m.end():m.end() + 1] in ("字", "词")):
-                continue
-            value = float(chinese_numeral(zh))
-        out.append((value, m.start(), m.end()))
-    return out
-
-
-def constraint_numbers(constraint: str) -> list[float]:
-    """Every length in the constraint, in order: 5000, 5,000, 5k, 1.5万, 三千 (a lone
-    Chinese numeral counts only with a unit in it or 字/词 right after it)."""
-    return [value for value, _, _ in _numbers(constraint)]
-
-
-def constraint_kind(constraint: str) -> str | None:
-    """The kind the wording says (about, range, above, below), or None when it says none.
-    A range is two lengths joined by -, ~, to, and, 至 or 到 (units aside), or "between"/之间."""
-    numbers = _numbers(constraint)
-    if len(numbers) >= 2:
-        between = _UNIT_WORDS.sub("", constraint[numbers[0][2]:numbers[1][1]])
-        if _RANGE_JOINER.fullmatch(between) or "between" in constraint.lower() or "之间" in constraint:
-            return "range"
-    lowered = constraint.lower()
-    for kind, pattern in _KIND_PATTERNS:
-        if pattern.search(lowered):
-            return kind
-    return None
-
-
-def constraint_window(constraint: str, kind: str | None = None) -> tuple[float, float]:
-    """The LonGen window (lo, hi) in words: about L -> [0.8L, 1.2L]; range a-b -> [a, b];
-    above L -> [L, 1.5L]; below L -> [0.5L, L]. `kind` (the item's `type`) wins over the
-    wording; without it the wording decides, and a bare length ("3000 words") is "about".
-    The products are computed as the reference does (L * 0.8, ...), so windows match it
-    bit for bit; a reversed range is put in order. Raises ValueError when unreadable."""
-    kind = kind or constraint_kind(constraint) or "about"
-    if kind not in LONGEN_KINDS:
-        raise ValueError(f"kind {kind!r} is none of {', '.join(LONGEN_KINDS)}")
-    numbers = constraint_numbers(constraint)
-    if not numbers or (kind == "range" and len(numbers) < 2):
-        raise ValueError(f"no {'two lengths' if kind == 'range' else 'length'} in constraint {constraint!r}")
-    length = numbers[0]
-    if kind == "about":
-        return length * 0.8, length * 1.2
-    if kind == "range":
-        return min(numbers[:2]), max(numbers[:2])
-    if kind == "above":
-        return length, length * 1.5
-    return length * 0.5, length
 
 
 # --- loading --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from operator import itemgetter
 
-LONGEN_KINDS = ("about", "range", "above", "below")
+from selflengthen.core.lengths import LONGEN_KINDS
 
 # LongBench-Write's required-length buckets as its paper reports them: [lo, hi) words.
 # The paper names the last one [4k, 20k); its data reaches 20,000, so it is closed here.

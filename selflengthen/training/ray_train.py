@@ -55,6 +55,7 @@ from selflengthen.training.harness import NonFiniteLoss, work_dir_of
 TRAINERS: dict[str, str] = {
     "sft": "selflengthen.training.sft:train_adapter",
     "dpo": "selflengthen.training.dpo:train_dpo_adapter",
+    "grpo": "selflengthen.training.grpo:train_grpo_adapter",
 }
 
 def trainer_function(name: str) -> Callable[..., dict]:

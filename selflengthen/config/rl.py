@@ -1,0 +1,75 @@
+"""The `rl` verb's typed settings (conf/rl.yaml, conf/rl/default.yaml): GRPO with TRL on
+LoRA, its rewards and their aggregation (core/rewards.py, training/grpo.py). The root,
+`RlConfig`, is named by the rl row of the verb table (config/verbs.py), which
+config/roots.py turns into schema.VERBS."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import model_validator
+
+from selflengthen.config.group import Group, eg
+from selflengthen.config.names import SafeName
+from selflengthen.config.run import Config
+
+REWARDS = ("length", "termination", "repetition", "quality")
+
+
+class RlTrain(Group):
+    """rl.train: GRPO's optimisation and sampling (TRL's GRPOConfig names where they exist)."""
+    steps: int = eg("60", 60, ge=1)
+    prompts_per_step: int = eg("2", 2, ge=1)
+    num_generations: int = eg("8", 8, ge=2)
+    max_completion_length: int = eg("768", 768, ge=1)
+    temperature: float = eg("1.0", 1.0, gt=0)
+    learning_rate: float = eg("1e-4", 1e-4, gt=0)
+    lr_scheduler: str = "constant"
+    warmup_ratio: float = eg("0.0", 0.0, ge=0, le=1)
+    beta: float = eg("0.0", 0.0, ge=0)
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = eg("dapo", "dapo")
+    scale_rewards: Literal["group", "batch", "none"] = eg("group", "group")
+    mask_truncated_completions: bool = eg("false", False)
+    save_every_steps: int = eg("20 (0: no checkpoints)", 20, ge=0)
+
+
+class RewardWeights(Group):
+    length: float = eg("1.0", 1.0)
+    termination: float = eg("1.0", 1.0)
+    repetition: float = eg("1.0", 1.0)
+    quality: float = eg("1.0", 1.0)
+
+
+class Rewards(Group):
+    """rl.rewards: which rewards, their weights and how they combine."""
+    use: list[Literal["length", "termination", "repetition", "quality"]] = eg(
+        "[length,termination,repetition]", ["length", "termination", "repetition"], min_length=1)
+    weights: RewardWeights = RewardWeights()
+    aggregation: Literal["normalize_then_sum", "sum_then_normalize"] = eg("normalize_then_sum", "normalize_then_sum")
+    ceiling_factor: float = eg("2.0", 2.0, gt=1)
+    loop_floor: float = eg("0.3", 0.3, gt=0, le=1)
+    quality: Literal["none", "model"] = eg("none", "none")
+    quality_model: Optional[str] = eg("/path/to/a/sequence-classification/model", None)
+
+    @model_validator(mode="after")
+    def _quality(self):
+        if "quality" in self.use and (self.quality != "model" or not self.quality_model):
+            raise ValueError("rl.rewards.use holds quality: set rl.rewards.quality=model and "
+                             "rl.rewards.quality_model=FOLDER (a sequence-classification reward model), or drop it "
+                             "(rl.rewards.use=[length,termination,repetition])")
+        return self
+
+
+class Rl(Group):
+    train: RlTrain = RlTrain()
+    rewards: Rewards = Rewards()
+
+
+class RlConfig(Config):
+    """`rl` (conf/rl.yaml)."""
+    prompts: Optional[str] = eg("prompts.jsonl (or RUN/iter_K, or null: the tiny set's templates)", None)
+    adapter: Optional[str] = None
+    limit: Optional[int] = eg("64 (or null: all)", None, ge=1)
+    name: Optional[SafeName] = eg("my-rl", None)
+    out_dir: str = eg("rl", min_length=1)
+    rl: Rl = Rl()
+
