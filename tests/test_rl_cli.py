@@ -59,3 +59,10 @@ def test_rl_killed_after_a_checkpoint_resumes_and_finishes_the_schedule(tmp_path
 
     again = run_cli(*common, cwd=REPO)  # finished: nothing to do
     assert again.returncode == 0 and "nothing to do" in again.stderr + again.stdout
+
+    # the step contract (store/steps.py): another setting is refused naming it, before any work
+    changed = run_cli(*common, "rl.train.temperature=0.7", cwd=REPO)
+    assert changed.returncode == 2, changed.stderr[-2000:]
+    line = changed.stderr.strip().splitlines()[-1]
+    assert "rl's train step" in line and "train.temperature" in line and "redo=train" in line, line
+    assert artifacts.read_json(out / "tiny" / "manifest.json") == manifest  # what was made is kept

@@ -14,8 +14,10 @@ Under <out_dir>/<name>/:
 - steps.jsonl (and the trackers of `tracking=`, through TRL's report_to): each step's reward
   means, mean words, in-window share, termination rate, repeated n-gram rate, cap rate, loss;
   status.json: the last step's and where the run stands;
-- manifest.json, written last: the settings' digest, the training info, the generation path
-  with its reason and generated tokens/s. A rerun with the same settings finds it and stops.
+- manifest.json, written last: what made it (the step contract's `made_with`, store/steps.py),
+  the training info, the generation path with its reason and generated tokens/s. A rerun with
+  the same settings finds it and stops; other settings are refused naming the changed keys
+  (redo=train trains again, name=NEW writes elsewhere).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from selflengthen.core.errors import UserError
 from selflengthen.core.text import detect_language
 from selflengthen.engines import workers
 from selflengthen.models.resolve import served
-from selflengthen.store import artifacts, jsonl
+from selflengthen.store import artifacts, jsonl, steps
 from selflengthen.training import grpo, ray_train
 from selflengthen.tracking import Tracker
 from selflengthen.training.sft import work_dir_of
@@ -120,6 +122,17 @@ def trainer_settings(settings: RlConfig) -> dict:
     })
 
 
+STEPS = ("train",)  # the verb's steps under the step contract (store/steps.py); redo=train redoes it
+
+
+def train_step(paths: RlPaths, made_with: dict) -> tuple[steps.Step, steps.Step]:
+    """The training step under the step contract: recorded in manifest.json when finished, and
+    in the trainer's folder (settings.json) while its checkpoints may be resumed."""
+    def of(record: Path) -> steps.Step:
+        return steps.Step("rl", "train", paths.root, record, made_with, "name=NEW")
+    return of(paths.manifest), of(paths.settings)
+
+
 def run_rl(cfg: DictConfig) -> dict:
     """The whole `rl` command: its manifest."""
     settings = preflight.settings(cfg, "rl")
@@ -128,20 +141,20 @@ def run_rl(cfg: DictConfig) -> dict:
     serve = served(settings.adapter, settings.model, settings.loop.sampling, settings.engine, settings.paths)
     init = serve.adapters.get("generator")
     tcfg = trainer_settings(settings)
-    digest = artifacts.config_hash({"prompts": artifacts.config_hash(rows), "model": serve.path, "init": init,
-                                    "train": tcfg, "seed": settings.seed})
-    if paths.manifest.exists():
-        done = artifacts.read_json(paths.manifest)
-        if done.get("config_hash") == digest and (paths.adapter / "adapter_config.json").exists():
-            log.info("rl: %s is finished (manifest.json); nothing to do", paths.root)
-            return done
-        raise UserError(f"{paths.root} holds an rl run made with other settings; give a new name=... to keep both, "
-                        f"or remove {paths.root} to start over")
-    if paths.settings.exists() and artifacts.read_json(paths.settings).get("config_hash") != digest:
-        raise UserError(f"{paths.work} holds the checkpoints of an unfinished rl run with other settings; rerun "
-                        f"with the earlier settings to finish it, give a new name=..., or remove that folder")
+    step, begun = train_step(paths, {"prompts": artifacts.config_hash(rows), "model": serve.path, "init": init,
+                                      "train": {k: v for k, v in tcfg.items() if k != "cpu_threads"},
+                                      "seed": settings.seed})
+    redo = steps.redo_set("rl", STEPS, settings.redo)
+    made_before = step.record.exists()
+    if (done := steps.reused(step, redo)) is not None and (paths.adapter / "adapter_config.json").exists():
+        log.info("rl: %s is finished (manifest.json); nothing to do", paths.root)
+        return done
+    redone = made_before and not step.record.exists()
+    if redone or (begun.record.exists() and not steps.reusable(begun, redo=bool(redo))):
+        shutil.rmtree(paths.adapter, ignore_errors=True)  # redo=train: the earlier adapter and checkpoints go
+        shutil.rmtree(paths.work, ignore_errors=True)
     paths.work.mkdir(parents=True, exist_ok=True)
-    artifacts.write_json(paths.settings, {"config_hash": digest})
+    begun.mark()  # the unfinished training's settings, beside its checkpoints
     artifacts.write_jsonl(paths.prompts, rows)
     started = time.time()
     tracker = Tracker(settings.tracking, paths.root.name, settings.out_dir, settings.model_dump(), paths.root)
@@ -160,20 +173,20 @@ def run_rl(cfg: DictConfig) -> dict:
                         f"checkpoints are kept in {paths.work}; fix the rl.* / train.* settings and rerun") from err
     tracker.close(True)
     raw_steps = grpo.step_log_of(str(paths.adapter))
-    steps = grpo.read_steps(raw_steps)
-    artifacts.write_jsonl(paths.steps, steps)  # each step once: the resumed run's line where it logged one again
+    logged = grpo.read_steps(raw_steps)
+    artifacts.write_jsonl(paths.steps, logged)  # each step once: the resumed run's line where it logged one again
     seconds = time.time() - started
     generation = {**GENERATION, "generated_tokens": info["generated_tokens"],
                   "tokens_per_s_of_training": round(info["generated_tokens"] / max(info["seconds"], 1e-9), 1)}
     artifacts.write_json(paths.status, {"state": "finished", "step": info["steps"],
                                         "max_steps": settings.rl.train.steps,
-                                        "last": summary_of(steps[-1]) if steps else None})
-    manifest = {"verb": "rl", "config_hash": digest, "model": serve.path, "init_adapter": init,
+                                        "last": summary_of(logged[-1]) if logged else None})
+    manifest = {"verb": "rl", **step.fields(), "model": serve.path, "init_adapter": init,
                 "adapter": str(paths.adapter), "prompts": str(source), "prompt_rows": len(rows),
                 "seconds": round(seconds, 1), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "generation": generation, "train": info,
-                "first_step": summary_of(steps[0]) if steps else None,
-                "last_step": summary_of(steps[-1]) if steps else None,
+                "first_step": summary_of(logged[0]) if logged else None,
+                "last_step": summary_of(logged[-1]) if logged else None,
                 "versions": artifacts.package_versions()}
     artifacts.write_json(paths.manifest, manifest)
     raw_steps.unlink(missing_ok=True)  # steps.jsonl holds them
