@@ -7,7 +7,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import field_validator
 
-from selflengthen.config import verbs
+from selflengthen.config.verbs import VERBS as VERB_ROWS
 from selflengthen.config.evaluation import Questions
 from selflengthen.config.group import Group, eg
 from selflengthen.config.names import SafeName  # every name that becomes a folder (config/names.py)
@@ -94,4 +94,4 @@ class EstimateConfig(Config):
 
 
 # each verb's typed root, named by its row of the verb table (config/verbs.py)
-VERBS: dict[str, type[Config]] = {v.name: globals()[v.settings] for v in verbs.VERBS if v.settings}
+VERBS: dict[str, type[Config]] = {v.name: globals()[v.settings] for v in VERB_ROWS if v.settings}

@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from pydantic import ValidationError
 
-from selflengthen.config import schema
+import selflengthen.config.schema as schema
 from selflengthen.core.errors import UserError
 
 
