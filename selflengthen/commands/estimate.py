@@ -168,7 +168,7 @@ def compute_rl(settings: schema.EstimateConfig) -> dict:
 def render_rl(r: dict) -> str:
     """The rl estimate as the table estimate prints."""
     c, t, h, est, mem = r["rl"], r["tokens"], r["gpu_hours"], r["assumptions"], r["memory"]
-    per_step = f"{c['num_generations']} answers x {c['prompts_per_step']} prompts"
+    per_step = f"{c['num_generations']} answers x {c['prompts_per_step']} prompt{'s' if c['prompts_per_step'] > 1 else ''}"
     if c["workers"] > 1:
         per_step += f" x {c['workers']} workers"
     lines = [f"estimate for rl on {r['model']['name']} ({r['model']['path']}): {c['steps']:,} GRPO steps, {per_step} "
