@@ -4,6 +4,8 @@ so `experiment=paper-qwen2-7b` or any run override works) plus the `estimate.*`
 assumptions. Prints, per iteration and stage, the expected requests, prompt and generated
 tokens and GPU-hours, the training tokens and GPU-hours, and the memory one GPU needs for
 serving and for training; writes nothing unless `estimate.out=FILE.json`.
+`estimate.verb=rl` costs an `rl` job instead (conf/rl/default.yaml's rl.train.*): its answers,
+generated and trained tokens, GPU-hours, and the memory of training with colocated generation.
 
 The arithmetic lives in tokens.py (requests and tokens), memory.py (memory and FLOPs),
 arch.py (model shapes) and measured.py (a previous run's tokens/s); this module composes
@@ -16,7 +18,7 @@ from pathlib import Path
 from selflengthen import preflight
 from selflengthen.config import files
 from selflengthen.config import schema
-from selflengthen.estimate import arch as archs, measured, memory, settings as inputs, tokens
+from selflengthen.estimate import arch as archs, measured, memory, rl as grpo_cost, settings as inputs, tokens
 from selflengthen.models import model_check
 from selflengthen.pipeline import stages as loop_stages
 from selflengthen.store import artifacts
@@ -126,6 +128,97 @@ def memory_needs(settings: schema.EstimateConfig, a: archs.Arch, place: dict, lo
                             {**serving, "kv_per_sequence": serving["kv_per_sequence"] * longest / serving_len},
                             budget)},
             "training": {**training, "seq": seq, **place}, "gpu_memory_gib": est.gpu_memory_gib}
+
+
+def compute_rl(settings: schema.EstimateConfig) -> dict:
+    """estimate.verb=rl: the GRPO job of rl.train.* as a plain dict (estimate.out, render_rl)."""
+    est, train = settings.estimate, settings.train
+    shape, a = inputs.rl_shape(settings), model_arch(settings.model)
+    found = measured.rl_job(Path(est.from_run).expanduser()) if est.from_run else None
+    mean = found["mean_completion"] if found else grpo_cost.mean_completion(shape.max_completion_length,
+                                                                           est.rl_completion_fraction)
+    counted = grpo_cost.tokens(shape, mean)
+    hours = {"generation": None, "train": None, "total": None}
+    if found:  # measured end to end: generation and the optimizer together
+        hours["total"] = counted.generated_tokens / found["tokens_per_s_per_gpu"] / 3600
+    else:
+        if est.tokens_per_s_per_gpu:
+            hours["generation"] = counted.generated_tokens / est.tokens_per_s_per_gpu / 3600
+        if est.train_tokens_per_s_per_gpu:
+            hours["train"] = counted.training_tokens / est.train_tokens_per_s_per_gpu / 3600
+        elif a is not None:
+            hours["train"] = grpo_cost.training_gpu_hours(shape, counted, a, est.gpu_tflops, est.mfu)
+        known = [h for h in (hours["generation"], hours["train"]) if h is not None]
+        hours["total"] = sum(known) if len(known) == 2 else None
+    gpus = max(1, train.workers)
+    memory_use = grpo_cost.colocated_gib(
+        a, shape, rank=train.rank, strategy=train.strategy, cpu_offload=train.cpu_offload,
+        gradient_checkpointing=train.gradient_checkpointing, dtype_bytes=archs.DTYPE_BYTES.get(settings.model.dtype, 2),
+        overhead_gib=est.overhead_gib) if a else None
+    return {"verb": "rl", "model": {"name": settings.model.name, "path": settings.model.path,
+                                    "arch": a.as_dict() if a else None, "parameters": archs.params(a) if a else None},
+            "rl": {**settings.rl.train.model_dump(), "workers": shape.workers, "strategy": train.strategy,
+                   "completions_per_step": shape.completions_per_step, "prompt_tokens": shape.prompt_tokens},
+            "tokens": counted.as_dict(), "gpu_hours": hours,
+            "wall_hours": hours["total"] / gpus if hours["total"] is not None else None,
+            "measured": found, "memory": memory_use, "gpu_memory_gib": est.gpu_memory_gib,
+            "assumptions": est.model_dump()}
+
+
+def render_rl(r: dict) -> str:
+    """The rl estimate as the table estimate prints."""
+    c, t, h, est, mem = r["rl"], r["tokens"], r["gpu_hours"], r["assumptions"], r["memory"]
+    per_step = f"{c['num_generations']} answers x {c['prompts_per_step']} prompt{'s' if c['prompts_per_step'] > 1 else ''}"
+    if c["workers"] > 1:
+        per_step += f" x {c['workers']} workers"
+    lines = [f"estimate for rl on {r['model']['name']} ({r['model']['path']}): {c['steps']:,} GRPO steps, {per_step} "
+             f"= {c['completions_per_step']:,} answers a step, max_completion_length {c['max_completion_length']:,}",
+             ""]
+    if r["measured"]:
+        m = r["measured"]
+        mean_from = f"measured by {m['run']} over {m['steps']} steps (model {m['model']}, device {m['device']})"
+    else:
+        mean_from = f"assumed: estimate.rl_completion_fraction={est['rl_completion_fraction']:g} of the cap"
+    lines += [f"  answers           {human(t['completions']):>10}",
+              f"  mean answer       {human(t['mean_completion']):>10} tokens ({mean_from})",
+              f"  prompt tokens     {human(t['prompt_tokens']):>10} ({c['prompt_tokens']:.0f} a prompt)",
+              f"  generated tokens  {human(t['generated_tokens']):>10}  GPU-hours {hours(h['generation'])}",
+              f"  trained tokens    {human(t['training_tokens']):>10}  GPU-hours {hours(h['train'])}"]
+    wall = f", wall time about {r['wall_hours']:,.2f} h on train.workers={c['workers']} GPUs" \
+        if r["wall_hours"] is not None else ""
+    lines.append(f"total: {hours(h['total'])} GPU-hours{wall}")
+    if r["measured"]:
+        lines.append(f"rate: {r['measured']['tokens_per_s_per_gpu']:,.0f} generated tokens/s per GPU, generation and "
+                     "optimizer together, measured by estimate.from_run")
+    else:
+        if h["generation"] is None:
+            lines.append("generation GPU-hours: give estimate.tokens_per_s_per_gpu=N (generated tokens/s per GPU) or "
+                         "estimate.from_run=rl/NAME (a finished rl job's measured rate)")
+        lines.append(f"training: each answer with its prompt once, FLOPs 6 x parameters + attention at "
+                     f"{est['gpu_tflops']:g} TFLOP/s x MFU {est['mfu']:g} (estimate.gpu_tflops, estimate.mfu)"
+                     if not est.get("train_tokens_per_s_per_gpu") else
+                     f"training: {est['train_tokens_per_s_per_gpu']:,.0f} tokens/s per GPU")
+    lines.append("")
+    if mem is None:
+        lines.append("memory: the model's shape is unknown (no config.json in model.path or the Hugging Face cache, "
+                     "and not a built-in preset)")
+    else:
+        fits = "fits" if mem["total"] <= r["gpu_memory_gib"] else "does not fit"
+        lines += [f"memory per GPU, training with colocated generation ({r['model']['parameters'] / 1e9:.2f}B "
+                  f"parameters, train.strategy={c['strategy']} over {c['workers']} worker"
+                  f"{'s' if c['workers'] > 1 else ''}, {mem['sequences']} sequences of up to "
+                  f"{mem['seq'] // mem['sequences']:,} tokens a GPU):",
+                  f"  training: weights {mem['weights']:.1f} + adapter {mem['adapter']:.1f} + activations "
+                  f"{mem['activations']:.1f} + logits {mem['logits']:.1f}",
+                  f"  generation: engine weights {mem['engine_weights']:.1f} + KV cache {mem['kv']:.1f} "
+                  f"({mem['sequences']} x {mem['kv_per_sequence']:.2f})",
+                  f"  + overhead {mem['overhead']:.1f} = {mem['total']:.1f} GiB: {fits} in {r['gpu_memory_gib']:g} GiB"]
+    lines += ["", "assumptions (estimate.*): " + ", ".join([
+        f"rl_completion_fraction={est['rl_completion_fraction']:g}", f"instruction_words={est['instruction_words']:g}",
+        f"chat_overhead_tokens={est['chat_overhead_tokens']:g}", f"gpu_memory_gib={est['gpu_memory_gib']:g}"]),
+        "  one GRPO iteration per generation, no reference model (rl.train.beta=0); the engine's weights are a "
+        "second copy beside the trainer's; lengths are means, capped by max_completion_length"]
+    return "\n".join(lines)
 
 
 # --- the table ---------------------------------------------------------------------------
@@ -254,8 +347,12 @@ def assumption_lines(est: dict) -> list[str]:
 
 def run_estimate(overrides: list[str]) -> tuple[dict, str]:
     settings = preflight.settings(compose(overrides), "estimate", inputs.CONFIG_CHECK, here=False)  # every problem at once
-    result = compute(settings)
-    text = render(result)
+    if settings.estimate.verb == "rl":
+        result = compute_rl(settings)
+        text = render_rl(result)
+    else:
+        result = compute(settings)
+        text = render(result)
     out = settings.estimate.out
     if out:
         artifacts.write_json(Path(out).expanduser(), result)

@@ -11,7 +11,7 @@ from selflengthen.config.verbs import VERBS as VERB_ROWS
 from selflengthen.config.evaluation import Questions
 from selflengthen.config.group import Group, eg
 from selflengthen.config.names import SafeName  # every name that becomes a folder (config/names.py)
-from selflengthen.config.rl import RlConfig  # noqa: F401 (the rl verb's root, named in config/verbs.py)
+from selflengthen.config.rl import Rl, RlConfig  # noqa: F401 (RlConfig: the rl verb's root, named in config/verbs.py)
 from selflengthen.config.run import Config
 from selflengthen.config.training import Dpo
 
@@ -38,6 +38,8 @@ class Estimate(Group):
     concurrent_sequences: int = eg("32", 32, ge=1)
     overhead_gib: float = eg("2", 2.0, ge=0)
     out: Optional[str] = None
+    verb: Literal["run", "rl"] = eg("rl (a GRPO job of conf/rl.yaml's rl.* keys)", "run")
+    rl_completion_fraction: float = eg("0.5", 0.5, gt=0, le=1)
 
 
 class EvalConfig(Config, Questions):
@@ -91,6 +93,7 @@ class FinalizeConfig(Config):
 class EstimateConfig(Config):
     """`estimate` (conf/estimate.yaml)."""
     estimate: Estimate = Estimate()
+    rl: Rl = Rl()  # conf/rl/default.yaml: what estimate.verb=rl costs
 
 
 # each verb's typed root, named by its row of the verb table (config/verbs.py)

@@ -49,6 +49,9 @@ KNOWN: dict[str, Arch] = {a.name: a for a in (
     Arch("meta-llama/Llama-3.1-8B-Instruct", 32, 4096, 32, 8, 128, 14336, 128256, max_positions=131072),
     Arch("meta-llama/Llama-3.1-70B-Instruct", 80, 8192, 64, 8, 128, 28672, 128256, max_positions=131072),
     Arch("Qwen/Qwen2.5-72B-Instruct", 80, 8192, 64, 8, 128, 29568, 152064, qkv_bias=True, max_positions=32768),
+    # Qwen3's per-head q/k norms (2 x 128 weights a layer) are left out: under 10k weights
+    Arch("Qwen/Qwen3-4B-Instruct-2507", 36, 2560, 32, 8, 128, 9728, 151936, tied_embeddings=True,
+         max_positions=262144),
     Arch("embedded:smollm2-135m", 30, 576, 9, 3, 64, 1536, 49152, tied_embeddings=True, max_positions=8192),
     Arch("embedded:tiny", 2, 128, 2, 1, 64, 384, 2048, tied_embeddings=True, max_positions=8192),
 )}

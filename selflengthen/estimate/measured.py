@@ -68,3 +68,30 @@ def throughput(folder: Path, stages: list[str]) -> dict:
             "tensor_parallel_size": tp, "device": "cpu" if devices == {"cpu"} else ("cuda" if "cuda" in devices
                                                                                     else "unknown"),
             "measured": {s: v for s, v in sums.items() if v["gpu_seconds"] > 0}}
+
+
+def rl_job(folder: Path) -> dict:
+    """What a finished `rl` job measured (estimate.verb=rl with estimate.from_run=rl/NAME):
+    its mean answer in tokens over the logged steps (steps.jsonl's completions/mean_length)
+    and its generated tokens per second per GPU over the whole training, generation and
+    optimizer together (manifest.json's train: steps x workers x num_generations x
+    prompts_per_step answers in `seconds` on `world_size` workers); a UserError when the
+    folder holds no finished rl job."""
+    manifest_file, steps_file = folder / "manifest.json", folder / "steps.jsonl"
+    manifest = artifacts.read_json(manifest_file) if manifest_file.is_file() else {}
+    if manifest.get("verb") != "rl" or not steps_file.is_file():
+        raise UserError(f"estimate.from_run={folder}: not a finished rl job (no manifest.json of verb rl with "
+                        f"steps.jsonl beside it); give a finished rl/NAME, or drop estimate.from_run to assume "
+                        f"estimate.rl_completion_fraction")
+    lengths = [s["completions/mean_length"] for s in artifacts.read_jsonl(steps_file)
+               if isinstance(s.get("completions/mean_length"), (int, float))]
+    train = manifest.get("train") or {}
+    if not lengths or not train.get("seconds"):
+        raise UserError(f"estimate.from_run={folder}: its steps.jsonl logs no completions/mean_length (or its "
+                        f"manifest no training seconds); drop estimate.from_run to assume "
+                        f"estimate.rl_completion_fraction")
+    world = int(train.get("world_size") or 1)
+    answers = int(train["num_generations"]) * int(train["prompts_per_step"]) * world
+    return {"run": str(folder), "model": manifest.get("model"), "device": train.get("device"), "steps": len(lengths),
+            "mean_completion": sum(lengths) / len(lengths),
+            "tokens_per_s_per_gpu": sum(lengths) * answers / float(train["seconds"]) / world}

@@ -9,6 +9,7 @@ from selflengthen.config import schema
 from selflengthen.config.features import FeatureCheck
 from selflengthen.core import prompting
 from selflengthen.core.text import count_words
+from selflengthen.estimate.rl import RlShape
 from selflengthen.estimate.tokens import Assumptions, Shape
 
 TEMPLATES = ("augment", "judge", "extend", "list_item")
@@ -53,3 +54,13 @@ def shape(settings: schema.EstimateConfig) -> Shape:
 def assumptions(est: schema.Estimate) -> Assumptions:
     """The estimate.* keys that describe what the model does."""
     return Assumptions(**{k: getattr(est, k) for k in Assumptions.__dataclass_fields__})
+
+
+def rl_shape(settings: schema.EstimateConfig) -> RlShape:
+    """rl.train's sizes, train.workers, and a prompt's tokens (estimate.instruction_words in
+    the model's first language, with the chat template's)."""
+    rt, est = settings.rl.train, settings.estimate
+    lang = settings.model.languages[0]
+    return RlShape(steps=rt.steps, prompts_per_step=rt.prompts_per_step, num_generations=rt.num_generations,
+                   max_completion_length=rt.max_completion_length, workers=settings.train.workers,
+                   prompt_tokens=est.chat_overhead_tokens + est.tokens_per_word[lang] * est.instruction_words)
