@@ -132,7 +132,7 @@ def run_agentwrite(cfg: DictConfig) -> tuple[dict, Path]:
     async def written():
         if not todo:  # everything is in the checkpoint: no engine needed
             return await agentwrite_all(None, items, settings.agentwrite, seed=settings.seed, checkpoint=checkpoint)
-        async with serving(model_path, adapters, serve.model, serve.engine, settings.ray) as engine:
+        async with serving(serve.ready(), adapters, serve.model, serve.engine, settings.ray) as engine:
             log.info("agentwrite: %d instructions (%d to finish) on %s%s", len(items), todo, model_path,
                      f" + adapter {adapters['generator']}" if adapters else "")
             return await agentwrite_all(engine, items, settings.agentwrite, seed=settings.seed,

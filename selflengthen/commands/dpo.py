@@ -25,6 +25,7 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -167,7 +168,7 @@ def make_samples(settings: DpoConfig, paths: DpoPaths, bench: Benchmark, items: 
                  f" + adapter {adapters['generator']}" if adapters else "")
 
         async def sampled():
-            async with serving(model_path, adapters, serve.model, serve.engine, settings.ray) as engine:
+            async with serving(serve.ready(), adapters, serve.model, serve.engine, settings.ray) as engine:
                 await _sample(engine, bench, items, k, sampling, "generator" if adapters else None,
                               settings.seed, done)
 
@@ -235,7 +236,9 @@ def train_settings(settings: DpoConfig) -> dict:
 
 
 def train(settings: DpoConfig, paths: DpoPaths, model_path: str, adapters: dict[str, str], pairs_info: dict,
-          redo: set[str] = frozenset()) -> dict:
+          redo: set[str] = frozenset(), ready: Callable[[], str] | None = None) -> dict:
+    """The training step on `model_path` (the model's name, as recorded); `ready()` gives the
+    folder to train on, building an embedded model only now that the step runs."""
     tcfg = train_settings(settings)
     init = adapters.get("generator")
     made_with = {"pairs": pairs_info["config_hash"], "model": model_path, "init": init,
@@ -249,11 +252,12 @@ def train(settings: DpoConfig, paths: DpoPaths, model_path: str, adapters: dict[
         for folder in (paths.adapter, harness.work_dir_of(str(paths.adapter))):
             shutil.rmtree(folder, ignore_errors=True)
     started = time.time()
+    folder = ready() if ready else model_path  # an embedded model is built only now that training runs
     workers.init_ray(settings.ray)
     gpus, _ = ray_train.placement([tcfg])  # one line when the cluster cannot hold it
     log.info("dpo: training on %d pairs (%s)", pairs_info["pairs"], f"from {init}" if init else "a fresh LoRA")
     try:
-        info = ray.get(ray_train.launch(model_path, str(paths.pairs), str(paths.adapter), init, tcfg, settings.seed,
+        info = ray.get(ray_train.launch(folder, str(paths.pairs), str(paths.adapter), init, tcfg, settings.seed,
                                         gpus=gpus, trainer="dpo"))
     except ray.exceptions.RayTaskError as err:
         raise UserError(f"DPO training failed: {str(err).strip().splitlines()[-1][:300]} -- the samples and pairs "
@@ -271,7 +275,7 @@ def run_dpo(cfg: DictConfig) -> tuple[dict, DpoPaths]:
     redo = steps.redo_set("dpo", STEPS, settings.redo)
     samples, samples_info = make_samples(settings, paths, bench, items, serve, redo)
     pairs, pairs_info = make_pairs(settings.dpo, paths, samples, samples_info, redo)
-    train_info = train(settings, paths, serve.path, serve.adapters, pairs_info, redo)
+    train_info = train(settings, paths, serve.path, serve.adapters, pairs_info, redo, ready=serve.ready)
     return {"samples": samples_info, "pairs": pairs_info, "train": train_info}, paths
 
 

@@ -186,7 +186,7 @@ def generate(settings: EvalConfig, benches: list, paths: list[runner.EvalPaths]
 
     async def answered():
         started = time.time()
-        async with serving(model_path, adapters, serve.model, serve.engine, settings.ray) as engine:
+        async with serving(serve.ready(), adapters, serve.model, serve.engine, settings.ray) as engine:
             log.info("eval: %s engine up in %.0f s for %d benchmark%s", serve.engine.kind, time.time() - started,
                      len(todo), "s" if len(todo) > 1 else "")
             for plan in todo:

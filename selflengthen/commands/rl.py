@@ -159,13 +159,14 @@ def run_rl(cfg: DictConfig) -> dict:
     started = time.time()
     tracker = Tracker(settings.tracking, paths.root.name, settings.out_dir, settings.model_dump(), paths.root)
     tcfg["report"] = tracker.train_report(0, "rl")  # TRL logs every step's metrics to the trackers
+    folder = serve.ready()  # an embedded model is built only now that training runs
     workers.init_ray(settings.ray)
     gpus = workers.cluster_gpus()
     ray_train.placement([tcfg])  # a training the cluster cannot hold is one line, not a wait forever
     log.info("rl: GRPO on %d prompts from %s, %d steps (%s)", len(rows), source, settings.rl.train.steps,
              f"from {init}" if init else "a fresh LoRA")
     try:
-        info = ray.get(ray_train.launch(serve.path, str(paths.prompts), str(paths.adapter), init, tcfg, settings.seed,
+        info = ray.get(ray_train.launch(folder, str(paths.prompts), str(paths.adapter), init, tcfg, settings.seed,
                                         gpus=gpus, trainer="grpo"))
     except (ray.exceptions.RayTaskError, RuntimeError) as err:
         tracker.close(False)

