@@ -39,10 +39,10 @@ def test_rl_killed_after_a_checkpoint_resumes_and_finishes_the_schedule(tmp_path
     work = out / "tiny" / "adapter.trainer"
     kill_session_when([sys.executable, "-m", "selflengthen", *common],
                       lambda: any(work.glob("checkpoint-*/selflengthen_complete.json")),
-                      tmp_path / "killed.log", 900, "the rl run")
+                      tmp_path / "killed.log", "the rl run", watch=(out,))
     assert not (out / "tiny" / "manifest.json").exists()
 
-    proc = run_cli(*common, cwd=REPO, timeout=900)
+    proc = run_cli(*common, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = artifacts.read_json(out / "tiny" / "manifest.json")
     train = manifest["train"]
