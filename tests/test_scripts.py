@@ -24,6 +24,7 @@ SMOKES = {
     "bench_merged_swap.py": (["--smoke"], ["restart/reload", "\ntiny "]),
     "bench_agentwrite.py": (["--smoke"], ["all in flight", "one at a time", "plan vs actual"]),
     "bench_train_workers.py": (["--smoke"], ["wall vs first"]),
+    "bench_rl_generation.py": (["--smoke"], ["tokens/s per step", "\ntiny ", " trl ", " vllm "]),
 }
 # the serving benchmarks share bench_dtype's helpers: their smoke runs go in one process (one
 # import of vLLM, one Ray start; each still starts its own engines)
@@ -36,7 +37,7 @@ IN_ONE = ("import runpy, sys\n"
 # the minutes each smoke takes on a 2-core machine (its engine starts, mostly), with room for a
 # slower CPU; the suite's scheduler reads them (tests/conftest.py)
 MINUTES = {"bench_drop_short.py": 0.05, "bench_throughput.py": 1.5, "serving": 3, "bench_agentwrite.py": 1,
-           "bench_train_workers.py": 1}
+           "bench_train_workers.py": 1, "bench_rl_generation.py": 1.5}
 HAND_COMPOSED = re.compile(r"OmegaConf\.load\([^)]*conf\b|initialize_config_dir|hydra import compose")
 
 

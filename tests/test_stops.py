@@ -187,8 +187,9 @@ def test_the_scratch_folder_holds_the_engines_temporary_files_and_goes(monkeypat
     assert root.parent == tmp_path and os.environ[scratch.ENV] == str(root)
     merged = scratch.folder("selflengthen-merged-")
     assert merged.parent == root
-    for key in ("TMPDIR", "RAY_TMPDIR", "TORCHINDUCTOR_CACHE_DIR"):
-        monkeypatch.delenv(key, raising=False)
+    for key in ("TMPDIR", "RAY_TMPDIR", "TORCHINDUCTOR_CACHE_DIR"):  # restored after the test, set or not:
+        monkeypatch.setenv(key, "")  # a later test's Ray must not inherit this test's folders (its socket
+        monkeypatch.delenv(key)  # paths would pass the 107-byte limit of AF_UNIX)
     cleanup._workers_temp_in_scratch()  # what Ray's processes inherit: their temporary files go inside ...
     assert os.environ["TMPDIR"] == str(root)
     assert os.environ["RAY_TMPDIR"] == str(tmp_path)  # ... Ray's session folder and torch's cache do not
