@@ -316,3 +316,22 @@ def test_sigterm_during_rays_start_stops_in_one_line_and_leaves_nothing(tmp_path
                           "resume"], out[-3000:]
     assert rc == 143 and ENGINE_STARTING not in out
     assert _left_behind(run, run.proc.pid) == []
+
+
+def test_a_forced_exit_leaves_the_status_stopped_not_running(tmp_path, compose_config):
+    """What a forced exit runs (stopping.on_forced_exit) marks the run's status.json stopped,
+    so `inspect` does not read a dead run as running; once the run has ended it is taken off."""
+    from selflengthen import preflight
+    from selflengthen.pipeline import observe
+    from selflengthen.store.status import read_status
+
+    settings = preflight.settings(compose_config("model=tiny", "tracking=none"), "run", here=False)
+    root = tmp_path / "run"
+    before = list(stopping._forced_exit)  # others' (killing processes, removing folders) are not run here
+    with observe.watching(settings, root):
+        assert read_status(root)["state"] == "running"
+        added = [fn for fn in stopping._forced_exit if fn not in before]
+        assert len(added) == 1
+        added[0]()  # as the stop guard runs it before it exits
+        assert read_status(root)["state"] == "stopped"
+    assert stopping._forced_exit == before

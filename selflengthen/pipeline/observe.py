@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from selflengthen.config import schema
-from selflengthen.core import progress
+from selflengthen.core import progress, stopping
 from selflengthen.evaluation import in_run
 from selflengthen.store import artifacts
 from selflengthen.store.status import StatusWriter
@@ -92,11 +92,17 @@ def watching(settings: schema.Config, run_root: Path):
     watcher = Watcher(settings, run_root)
     token = _WATCHER.set(watcher)
     watcher.status.start()
+
+    def forced() -> None:  # a stop the handler never took (core/stopping): no "running" left behind
+        watcher.status.stop("stopped", wait=False)
+
+    stopping.on_forced_exit(forced)
     ok = False
     try:
         yield watcher
         ok = True
     finally:
+        stopping.off_forced_exit(forced)
         _WATCHER.reset(token)
         watcher.stage = None
         watcher.status.stop("finished" if ok else "failed")

@@ -59,9 +59,11 @@ class StatusWriter:
             "heartbeat_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
             "interval_s": self.interval_s, "stale_after_s": self.stale_after_s})
 
-    def stop(self, state: str) -> None:
+    def stop(self, state: str, wait: bool = True) -> None:
+        """The last write, `state`; the heartbeat stops (awaited unless `wait` is false: a
+        forced exit has no time for it, and the heartbeat writes no more once told)."""
         self._stop.set()
-        if self._thread.is_alive():
+        if wait and self._thread.is_alive():
             self._thread.join(timeout=self.interval_s + 5)
         self.write(state)
 
