@@ -140,7 +140,7 @@ def test_only_complete_checkpoints_are_resumed_from(tmp_path):
 def test_a_worker_failure_comes_back_as_one_line_or_as_the_non_finite_loss():
     from ray.train.v2.api.exceptions import WorkerGroupError
 
-    from selflengthen.training.sft import NonFiniteLoss
+    from selflengthen.training.harness import NonFiniteLoss
 
     nan = WorkerGroupError("rank 1 failed", {1: NonFiniteLoss("the training loss became nan at step 3; lower it")})
     err = ray_train._worker_error(nan)

@@ -41,7 +41,7 @@ from selflengthen.models.resolve import served
 from selflengthen.store import artifacts, jsonl, steps
 from selflengthen.training import grpo, ray_train
 from selflengthen.tracking import Tracker
-from selflengthen.training.sft import work_dir_of
+from selflengthen.training.harness import work_dir_of
 
 log = logging.getLogger("selflengthen")
 TINY_PROMPTS = "rl_prompts_tiny.jsonl"  # selflengthen/training/: made by scripts/rl_tiny_prompts.py

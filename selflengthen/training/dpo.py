@@ -10,7 +10,6 @@ which is the same policy since LoRA starts at zero. Only the trained adapter is 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from selflengthen.training import harness
 

@@ -13,7 +13,6 @@ import math
 import time
 
 from selflengthen.training import harness, ranks
-from selflengthen.training.harness import NonFiniteLoss, work_dir_of  # noqa: F401 - the names callers know
 
 
 def to_prompt_completion(row: dict) -> dict:

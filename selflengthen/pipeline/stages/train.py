@@ -20,7 +20,7 @@ from selflengthen.engines import workers
 from selflengthen.pipeline import metrics, observe
 from selflengthen.pipeline.stage import Inputs, Output, Stage
 from selflengthen.store import artifacts
-from selflengthen.training import ray_train, sft
+from selflengthen.training import harness, ray_train
 
 log = logging.getLogger("selflengthen")
 
@@ -87,7 +87,7 @@ def finish_training(it: artifacts.IterationPaths, role: str, ref) -> dict:
     try:
         info = ray.get(ref)
     except ray.exceptions.RayTaskError as err:
-        if isinstance(getattr(err, "cause", None), sft.NonFiniteLoss):  # its message names the settings
+        if isinstance(getattr(err, "cause", None), harness.NonFiniteLoss):  # its message names the settings
             raise UserError(f"training the {role} adapter of iteration {it.k} stopped: {err.cause} (train.* is part of "
                             "the method: change it in a new run, run.name=NEW_NAME)") from err
         raise UserError(f"training the {role} adapter of iteration {it.k} failed: "
