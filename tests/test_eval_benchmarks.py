@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from selflengthen.core.errors import UserError
-from selflengthen.evaluation.benchmarks import (BENCHMARKS, chinese_numeral, constraint_kind, constraint_numbers,
-                                                constraint_window, get_benchmark, load_items)
+from selflengthen.core.lengths import chinese_numeral, constraint_kind, constraint_numbers, constraint_window
+from selflengthen.evaluation.benchmarks import BENCHMARKS, get_benchmark, load_items
 from selflengthen.core.text import count_words, count_words_longwriter
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

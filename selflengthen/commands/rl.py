@@ -37,6 +37,7 @@ from selflengthen.core import rewards
 from selflengthen.core.errors import UserError
 from selflengthen.core.text import detect_language
 from selflengthen.engines import workers
+from selflengthen.evaluation.judge_reward import JudgeReward
 from selflengthen.models.resolve import served
 from selflengthen.store import artifacts, jsonl, steps
 from selflengthen.training import grpo, ray_train
@@ -119,6 +120,8 @@ def trainer_settings(settings: RlConfig) -> dict:
         "rewards": list(r.use), "reward_weights": r.weights.model_dump(), "multi_objective_aggregation": r.aggregation,
         "ceiling_factor": r.ceiling_factor, "loop_floor": r.loop_floor, "quality_model": r.quality_model,
         "model_dtype": settings.model.dtype,
+        **({"quality_judge": JudgeReward(settings.judge.model_dump(), r.rubric, settings.seed)}
+           if "quality" in r.use and r.quality == "judge" else {}),
     })
 
 
@@ -142,7 +145,9 @@ def run_rl(cfg: DictConfig) -> dict:
     init = serve.adapters.get("generator")
     tcfg = trainer_settings(settings)
     step, begun = train_step(paths, {"prompts": artifacts.config_hash(rows), "model": serve.path, "init": init,
-                                      "train": {k: v for k, v in tcfg.items() if k != "cpu_threads"},
+                                      "train": {k: v for k, v in tcfg.items() if k not in ("cpu_threads", "quality_judge")},
+                                      **({"judge": settings.judge.model_dump(exclude={"ready_timeout", "timeout"})}
+                                         if "quality_judge" in tcfg else {}),
                                       "seed": settings.seed})
     redo = steps.redo_set("rl", STEPS, settings.redo)
     made_before = step.record.exists()

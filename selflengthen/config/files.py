@@ -20,9 +20,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from selflengthen.core.errors import UserError
 
 CONF_PACKAGE = "selflengthen.conf"
-# each verb's top config file in conf/ (`run` composes conf/config.yaml)
-VERB_FILES = {"run": "config", "eval": "eval", "dpo": "dpo", "agentwrite": "agentwrite", "finalize": "finalize",
-              "estimate": "estimate"}
 _TREE = Path(__file__).resolve().parents[2]  # the source tree's root, or site-packages when installed
 
 

@@ -22,6 +22,9 @@ class RlTrain(Group):
     num_generations: int = eg("8", 8, ge=2)
     max_completion_length: int = eg("768", 768, ge=1)
     temperature: float = eg("1.0", 1.0, gt=0)
+    top_p: float = eg("1.0 (the evaluation samples with 0.8)", 1.0, gt=0, le=1)
+    top_k: int = eg("0 (none; the evaluation samples with 20)", 0, ge=0)
+    repetition_penalty: float = eg("1.0 (none; the evaluation samples with 1.1)", 1.0, gt=0)
     learning_rate: float = eg("1e-4", 1e-4, gt=0)
     lr_scheduler: str = "constant"
     warmup_ratio: float = eg("0.0", 0.0, ge=0, le=1)
@@ -47,14 +50,16 @@ class Rewards(Group):
     aggregation: Literal["normalize_then_sum", "sum_then_normalize"] = eg("normalize_then_sum", "normalize_then_sum")
     ceiling_factor: float = eg("2.0", 2.0, gt=1)
     loop_floor: float = eg("0.3", 0.3, gt=0, le=1)
-    quality: Literal["none", "model"] = eg("none", "none")
+    quality: Literal["none", "model", "judge"] = eg("none", "none")
     quality_model: Optional[str] = eg("/path/to/a/sequence-classification/model", None)
+    rubric: Literal["longbench", "longen"] = eg("longbench", "longbench")
 
     @model_validator(mode="after")
     def _quality(self):
-        if "quality" in self.use and (self.quality != "model" or not self.quality_model):
-            raise ValueError("rl.rewards.use holds quality: set rl.rewards.quality=model and "
-                             "rl.rewards.quality_model=FOLDER (a sequence-classification reward model), or drop it "
+        if "quality" in self.use and (self.quality == "none" or (self.quality == "model" and not self.quality_model)):
+            raise ValueError("rl.rewards.use holds quality: set rl.rewards.quality=judge (with judge=openai, a served "
+                             "judge) or rl.rewards.quality=model and rl.rewards.quality_model=FOLDER (a "
+                             "sequence-classification reward model), or drop it "
                              "(rl.rewards.use=[length,termination,repetition])")
         return self
 
@@ -72,4 +77,13 @@ class RlConfig(Config):
     name: Optional[SafeName] = eg("my-rl", None)
     out_dir: str = eg("rl", min_length=1)
     rl: Rl = Rl()
+
+    @model_validator(mode="after")
+    def _judge(self):
+        r = self.rl.rewards
+        if "quality" in r.use and r.quality == "judge" and self.judge.kind != "openai":
+            raise ValueError(f"rl.rewards.quality=judge rates answers with a served judge and judge={self.judge.kind} "
+                             "is not one: serve the judge on its own devices (e.g. `vllm serve MODEL --port 8001`) "
+                             "and pass judge=openai judge.base_url=http://HOST:8001/v1 judge.model=MODEL")
+        return self
 

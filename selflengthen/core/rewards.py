@@ -8,7 +8,8 @@
 - repetition: from signals.repetition, the measure the evaluation reports: 1 - the
   repeated n-gram rate, scaled down by window_compression / loop_floor when some window
   compresses below the loop floor (a loop of a few characters the n-gram rule misses).
-- quality: pluggable in training/grpo.py (none, or a sequence-classification model).
+- quality: pluggable in training/grpo.py (none, the evaluation's judge served behind an
+  OpenAI-compatible endpoint: evaluation/judge_reward.py, or a sequence-classification model).
 
 Aggregation, TRL's multi_objective_aggregation="normalize_then_sum": each reward is
 normalised within its group of answers to one prompt ((r - mean) / (std + 1e-4), the

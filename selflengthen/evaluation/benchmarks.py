@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from selflengthen.core.errors import UserError
-from selflengthen.core.lengths import (chinese_numeral, constraint_kind, constraint_numbers,  # noqa: F401 (re-exported)
-                                       constraint_window)
+from selflengthen.core.lengths import constraint_window
 from selflengthen.core.prompting import LANGUAGES
 from selflengthen.core.text import count_words, count_words_longwriter, detect_language
 from selflengthen.evaluation.formulas import (LONGEN_KINDS, by_required_length, longbench_length_score, longen_score,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from selflengthen.config import files, schema
+from selflengthen.config import files, schema, verbs
 from selflengthen.config.features import FeatureCheck
 from selflengthen.core import suggested
 from selflengthen.core.errors import UserError
@@ -114,4 +114,4 @@ def settings(cfg: DictConfig, verb: str, *features: FeatureCheck, here: bool = T
 def composed(verb: str, overrides: list[str], *features: FeatureCheck) -> schema.Config:
     """The verb's typed settings from its conf/ file and Hydra overrides, as its entry builds
     them (the same composition, then settings()): for a script that runs a verb's parts."""
-    return settings(files.compose(files.VERB_FILES[verb], list(overrides)), verb, *features)
+    return settings(files.compose(verbs.named(verb).config, list(overrides)), verb, *features)

@@ -5,8 +5,8 @@ resume and save of training/harness.py, as for SFT and DPO).
 The prompt rows carry `prompt` and the word window `lower`/`upper` (the `rl` verb reads it
 from each row before any work, core/rewards.row_window); TRL hands the columns to the reward
 functions as keyword arguments. Rewards (core/rewards.py) are TRL reward functions named
-length, termination, repetition, and quality (a sequence-classification model folder TRL
-loads itself), weighted by `reward_weights` and aggregated with
+length, termination, repetition, and quality (the verb's JudgeReward asking a served judge,
+or a sequence-classification model folder TRL loads itself), weighted by `reward_weights` and aggregated with
 `multi_objective_aggregation` (normalize_then_sum by default); length, termination and
 repetition not rewarded still run at weight 0, so every step logs its mean words, in-window
 share, termination rate and repetition. Generation is TRL's own (transformers `generate`,
@@ -34,7 +34,7 @@ def text_of(completion) -> str:
 
 
 def reward_functions(names: list[str], rcfg: dict, eos_ids: set[int]) -> list:
-    """TRL reward functions for `names` (core/rewards.NAMES; quality only with a model folder),
+    """TRL reward functions for `names` (core/rewards.NAMES; quality: a judge or a model folder),
     each named as the reward so TRL logs rewards/<name>/mean."""
     factor, floor = rcfg["ceiling_factor"], rcfg["loop_floor"]
 
@@ -65,7 +65,9 @@ def reward_functions(names: list[str], rcfg: dict, eos_ids: set[int]) -> list:
     out = []
     for name in names:
         if name == "quality":
-            out.append(rcfg["quality_model"])  # TRL loads it as AutoModelForSequenceClassification(num_labels=1)
+            # a judge (evaluation/judge_reward.JudgeReward, built by the verb) or a model folder, which TRL
+            # loads as AutoModelForSequenceClassification(num_labels=1)
+            out.append(rcfg.get("quality_judge") or rcfg["quality_model"])
         else:
             out.append(table[name])
     return out
@@ -134,6 +136,9 @@ def train_grpo_adapter(base_model: str, prompts_path: str, out_dir: str, init_ad
         num_generations=group,
         max_completion_length=rcfg["max_completion_length"],
         temperature=rcfg["temperature"],
+        top_p=rcfg["top_p"],
+        top_k=rcfg["top_k"] or None,
+        repetition_penalty=rcfg["repetition_penalty"],
         beta=rcfg["beta"],
         loss_type=rcfg["loss_type"],
         scale_rewards=rcfg["scale_rewards"],
@@ -170,7 +175,7 @@ def train_grpo_adapter(base_model: str, prompts_path: str, out_dir: str, init_ad
         "prompts_per_step": rcfg["prompts_per_step"],
         "max_completion_length": rcfg["max_completion_length"],
         "learning_rate": rcfg["learning_rate"],
-        "generated_tokens": generated_tokens(steps_log, group * rcfg["prompts_per_step"]),
+        "generated_tokens": generated_tokens(steps_log, group * rcfg["prompts_per_step"] * start.world),
         "init_adapter": init_adapter,
         "seconds": round(time.time() - started, 1),
         "device": "cuda" if s.cuda else "cpu",
@@ -196,5 +201,6 @@ def read_steps(path: Path) -> list[dict]:
 
 
 def generated_tokens(steps: list[dict], completions_per_step: int) -> int:
-    """Tokens generated over the logged steps: mean completion length x completions."""
+    """Tokens generated over the logged steps: mean completion length (TRL's, over every
+    process) x the completions of a step over every worker."""
     return int(sum((s.get("completions/mean_length") or 0) * completions_per_step for s in steps))
