@@ -4,7 +4,7 @@ stories, essays, guides, letters, reports and the like, each asking for a length
 genres and topics. No topic of the held-out writing set (evaluation/heldout_writing.jsonl) is
 used, and no prompt equals one of its prompts, so the held-out set stays held out.
 
-    .venv/bin/python scripts/rl_writing_prompts.py [--count 400] [--seed 11] [--out FILE]
+    .venv/bin/python scripts/rl_writing_prompts.py [--count 400] [--seed 11] [--lengths 100,200,300] [--out FILE]
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ FORMS = ["Write {a} {g} about {t} in about {n} words.", "Write a {n}-word {g} ab
 LENGTHS = (100, 150, 200, 300, 400, 500, 600, 800)
 
 
-def prompts(count: int, seed: int) -> list[str]:
+def prompts(count: int, seed: int, lengths: tuple[int, ...] = LENGTHS) -> list[str]:
     held = [json.loads(line)["prompt"] for line in HELD_OUT.read_text(encoding="utf-8").splitlines()]
     rng = random.Random(seed)
     pairs = [(g, t) for g, ts in TOPICS.items() for t in ts]
@@ -52,7 +52,7 @@ def prompts(count: int, seed: int) -> list[str]:
     for _ in range(count):
         genre, topic = rng.choice(pairs)
         article = "an" if genre[0] in "aeiou" else "a"
-        out.append(rng.choice(FORMS).format(a=article, g=genre, t=topic, n=rng.choice(LENGTHS)))
+        out.append(rng.choice(FORMS).format(a=article, g=genre, t=topic, n=rng.choice(lengths)))
     assert not set(out) & set(held)
     return out
 
@@ -61,9 +61,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--count", type=int, default=400)
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="the word counts asked, e.g. 100,200,300")
     p.add_argument("--out", default=str(REPO / "selflengthen" / "training" / "rl_prompts_writing.jsonl"))
     a = p.parse_args()
-    lines = "".join(json.dumps({"prompt": t}) + "\n" for t in prompts(a.count, a.seed))
+    lengths = tuple(int(n) for n in a.lengths.split(","))
+    lines = "".join(json.dumps({"prompt": t}) + "\n" for t in prompts(a.count, a.seed, lengths))
     Path(a.out).write_text(lines, encoding="utf-8")
 
 

@@ -45,7 +45,10 @@ from selflengthen.tracking import Tracker
 from selflengthen.training.harness import work_dir_of
 
 log = logging.getLogger("selflengthen")
-TINY_PROMPTS = "rl_prompts_tiny.jsonl"  # selflengthen/training/: made by scripts/rl_tiny_prompts.py
+# the packaged prompt sets (selflengthen/training/), by the name prompts= takes: `tiny` (the default; about
+# standard-library modules, for the embedded tiny model: scripts/rl_tiny_prompts.py) and `writing` (stories,
+# essays, guides, letters asking 100-800 words, for a real chat model: scripts/rl_writing_prompts.py)
+PACKAGED_PROMPTS = {"tiny": "rl_prompts_tiny.jsonl", "writing": "rl_prompts_writing.jsonl"}
 # Why generation is TRL's own (transformers generate) here: docs/rl.md and scripts/bench_rl_generation.py.
 GENERATION = {
     "path": "trl-transformers",
@@ -76,17 +79,19 @@ def output_name(settings: RlConfig) -> str:
 
 
 def prompt_file(spec: str | None, iterations_dir: Path) -> Path:
-    """The file the prompts come from: the packaged tiny set (null), a JSONL file, or a
-    run's iteration (RUN/iter_K, or its folder): its instructions.jsonl."""
-    if spec is None:
-        return Path(str(resources.files("selflengthen") / "training" / TINY_PROMPTS))
+    """The file the prompts come from: a JSONL file, a run's iteration (RUN/iter_K, or its
+    folder: its instructions.jsonl), or a packaged set by name (null: `tiny`)."""
+    spec = spec or "tiny"
+    if spec in PACKAGED_PROMPTS and not Path(spec).exists():
+        return Path(str(resources.files("selflengthen") / "training" / PACKAGED_PROMPTS[spec]))
     for candidate in (Path(spec).expanduser(), iterations_dir / spec):
         if candidate.is_file():
             return candidate
         if (candidate / "instructions.jsonl").is_file():
             return candidate / "instructions.jsonl"
     raise UserError(f"prompts={spec!r} is neither a JSONL file nor a run's iteration (RUN/iter_K under "
-                    f"{iterations_dir}/ with instructions.jsonl); give e.g. prompts=my_prompts.jsonl")
+                    f"{iterations_dir}/ with instructions.jsonl) nor a packaged set ({', '.join(PACKAGED_PROMPTS)}); "
+                    "give e.g. prompts=my_prompts.jsonl or prompts=writing")
 
 
 def prompt_rows(settings: RlConfig) -> tuple[list[dict], Path]:

@@ -71,7 +71,7 @@ class Rl(Group):
 
 class RlConfig(Config):
     """`rl` (conf/rl.yaml)."""
-    prompts: Optional[str] = eg("prompts.jsonl (or RUN/iter_K, or null: the tiny set's templates)", None)
+    prompts: Optional[str] = eg("prompts.jsonl (or RUN/iter_K, or a packaged set: tiny (null), writing)", None)
     adapter: Optional[str] = None
     limit: Optional[int] = eg("64 (or null: all)", None, ge=1)
     name: Optional[SafeName] = eg("my-rl", None)
