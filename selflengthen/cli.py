@@ -18,7 +18,7 @@ from selflengthen.config import verbs
 from selflengthen.config.files import compose, conf_dir, missing_values
 from selflengthen.config.names import name_problems, safe_name
 from selflengthen.config.schema import VERBS as VERB_CONFIGS, unknown_key
-from selflengthen.core.errors import UserError, sigterm_stops_like_ctrl_c, stopped_by_sigterm
+from selflengthen.core.errors import UserError, memory_kill, sigterm_stops_like_ctrl_c, stopped_by_sigterm
 from selflengthen.core.stopping import set_kept
 from selflengthen.store.artifacts import DISK_FULL, disk_error
 
@@ -98,6 +98,11 @@ def user_errors(debug: bool, kept: str):
         if err.errno not in DISK_FULL or debug or _debugging():
             raise
         _fail(disk_error(err, Path(err.filename or "the output folder/?")))
+    except Exception as err:  # a worker Ray killed for memory: one line, what is kept, how to resume
+        line = memory_kill(err)
+        if line is None or debug or _debugging():
+            raise
+        _fail(f"{line}; {kept}, run the same command to resume")
 
 
 def _safe(text: str) -> str:
