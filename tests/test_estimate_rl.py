@@ -119,3 +119,10 @@ def test_bad_rl_estimate_input_is_one_line(tmp_path):
     assert proc.returncode == 2 and "estimate.verb" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("estimate", "estimate.verb=rl", f"estimate.from_run={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 2 and "not a finished rl job" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_accumulation_divides_the_loss_pass_not_the_engines_sequences():
+    one, four = (rl.colocated_gib(SMALL, shape(accumulation=k), rank=16, strategy="ddp", cpu_offload=False,
+                                  gradient_checkpointing=True, dtype_bytes=2, overhead_gib=1.0) for k in (1, 4))
+    assert four["logits"] == one["logits"] / 4 and four["activations"] < one["activations"]
+    assert four["kv"] == one["kv"] and four["sequences"] == one["sequences"]

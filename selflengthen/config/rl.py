@@ -20,6 +20,7 @@ class RlTrain(Group):
     steps: int = eg("60", 60, ge=1)
     prompts_per_step: int = eg("2", 2, ge=1)
     num_generations: int = eg("8", 8, ge=2)
+    accumulation: int = eg("1 (or 4: a step's answers in 4 passes)", 1, ge=1)
     max_completion_length: int = eg("768", 768, ge=1)
     temperature: float = eg("1.0", 1.0, gt=0)
     top_p: float = eg("1.0 (the evaluation samples with 0.8)", 1.0, gt=0, le=1)
@@ -33,6 +34,14 @@ class RlTrain(Group):
     scale_rewards: Literal["group", "batch", "none"] = eg("group", "group")
     mask_truncated_completions: bool = eg("false", False)
     save_every_steps: int = eg("20 (0: no checkpoints)", 20, ge=0)
+
+    @model_validator(mode="after")
+    def _passes(self):
+        answers = self.prompts_per_step * self.num_generations
+        if answers % self.accumulation:
+            raise ValueError(f"rl.train.accumulation={self.accumulation} must divide the step's answers "
+                             f"(rl.train.prompts_per_step x num_generations = {answers})")
+        return self
 
 
 class RewardWeights(Group):

@@ -1,6 +1,7 @@
 """What an `rl` job (GRPO, conf/rl/default.yaml) will cost, as pure arithmetic: every
 optimizer step samples `num_generations` answers for each of `prompts_per_step` prompts on
-each of the training workers (TRL's per-device batch is num_generations x prompts_per_step),
+each of the training workers (TRL's per-device batch is num_generations x prompts_per_step,
+scored in `accumulation` passes),
 each answer a mean `mean_completion` tokens (at most max_completion_length). Training reads
 each answer once with its prompt (one forward and backward a step: one GRPO iteration per
 generation, beta 0 needs no reference model).
@@ -28,10 +29,16 @@ class RlShape:
     max_completion_length: int
     workers: int = 1
     prompt_tokens: float = 0.0   # mean tokens of a prompt with its chat template
+    accumulation: int = 1        # a step's answers scored in this many passes
 
     @property
     def per_device_sequences(self) -> int:
         return self.num_generations * self.prompts_per_step
+
+    @property
+    def per_pass_sequences(self) -> int:
+        """The answers one forward and backward pass of the loss holds."""
+        return max(1, self.per_device_sequences // max(1, self.accumulation))
 
     @property
     def completions_per_step(self) -> int:
@@ -75,16 +82,17 @@ def training_gpu_hours(s: RlShape, t: RlTokens, a: Arch, tflops: float, mfu: flo
 
 def colocated_gib(a: Arch, s: RlShape, *, rank: int, strategy: str, cpu_offload: bool,
                   gradient_checkpointing: bool, dtype_bytes: float, overhead_gib: float) -> dict:
-    """Per GPU: training (weights, adapter and optimizer, activations and logits of the
-    per-device batch at the cap, the logits of the answers only) + the engine's weights + its KV cache for the per-device
-    batch's sequences at the cap; the overhead counted once."""
-    seq = int(s.per_device_sequences * s.longest)
+    """Per GPU: training (weights, adapter and optimizer, activations and logits of one pass
+    of the loss at the cap: the per-device batch / accumulation, the logits of the answers
+    only) + the engine's weights + its KV cache for the per-device batch's sequences at the
+    cap; the overhead counted once."""
+    seq = int(s.per_pass_sequences * s.longest)
     train = memory.training_gib(a, seq=seq, rank=rank, workers=s.workers, strategy=strategy, cpu_offload=cpu_offload,
                                 gradient_checkpointing=gradient_checkpointing, overhead_gib=overhead_gib)
     engine = memory.serving_gib(a, dtype_bytes=dtype_bytes, tensor_parallel=1, seq_len=int(s.longest),
                                 sequences=s.per_device_sequences, max_loras=0, lora_rank=rank, overhead_gib=0.0)
     # the loss keeps the logits of the answers only (TRL's logits_to_keep), not of the prompts
-    logits = memory.gib(s.per_device_sequences * s.max_completion_length * a.vocab * memory.LOGIT_BYTES)
+    logits = memory.gib(s.per_pass_sequences * s.max_completion_length * a.vocab * memory.LOGIT_BYTES)
     parts = {"weights": train["weights"], "adapter": train["adapter"], "activations": train["activations"],
              "logits": logits, "engine_weights": engine["weights"], "kv": engine["kv"],
              "overhead": overhead_gib}

@@ -63,4 +63,5 @@ def rl_shape(settings: schema.EstimateConfig) -> RlShape:
     lang = settings.model.languages[0]
     return RlShape(steps=rt.steps, prompts_per_step=rt.prompts_per_step, num_generations=rt.num_generations,
                    max_completion_length=rt.max_completion_length, workers=settings.train.workers,
+                   accumulation=rt.accumulation,
                    prompt_tokens=est.chat_overhead_tokens + est.tokens_per_word[lang] * est.instruction_words)

@@ -131,8 +131,12 @@ def train_grpo_adapter(base_model: str, prompts_path: str, out_dir: str, init_ad
         max_steps=rcfg["steps"],
         lr_scheduler_type=rcfg["lr_scheduler"],
         warmup_steps=rcfg["warmup_ratio"],  # a float below 1 is a ratio of the total steps
-        per_device_train_batch_size=group * rcfg["prompts_per_step"],
-        gradient_accumulation_steps=1,
+        # a step's answers are generated at once and scored in `accumulation` passes (the logits of
+        # a whole group of long answers over a 50k vocabulary outgrow a CPU's memory); one
+        # generation feeds one optimizer step, so rl.train.steps counts optimizer steps either way
+        per_device_train_batch_size=group * rcfg["prompts_per_step"] // rcfg["accumulation"],
+        gradient_accumulation_steps=rcfg["accumulation"],
+        steps_per_generation=rcfg["accumulation"],
         num_generations=group,
         max_completion_length=rcfg["max_completion_length"],
         temperature=rcfg["temperature"],
