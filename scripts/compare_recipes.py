@@ -1,17 +1,22 @@
 """One table of recipes evaluated on the same held-out set: per evaluation folder (`eval`'s
 output: predictions.jsonl, summary.json written last), the mean words, S_l (the benchmark's
-length score, 0-100), the paired per-answer change of S_l and of words against the base
-with its standard error (answers paired by id, `<item>` or `<item>~j` with samples=N), the
-cap rate, distinct-3, the repeated n-gram rate and the compression ratio (core/signals.py),
-and the generated tokens. Markdown on stdout.
+length score, 0-100), the cap rate, distinct-3, the repeated n-gram rate and the compression
+ratio (core/signals.py), the tokens the evaluation generated, and against the base, paired per
+item (an item's answers averaged first when samples=N gave it several: `<item>` and
+`<item>~j`), the change of S_l, of the words, of the cap rate and of the repeated n-gram rate,
+each with its standard error over the items. With --manifests, each recipe's training budget
+too: the tokens its training generated and its wall time (an `rl`, `dpo` or `agentwrite`
+manifest.json, or a run's folder: the sum over its iterations' manifests). Markdown on stdout.
 
     .venv/bin/python scripts/compare_recipes.py BASE_EVAL [RECIPE_EVAL ...] [--names base,rl-length,...]
+        [--manifests -,rl/length/manifest.json,...]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,29 +33,63 @@ def answers(folder: Path) -> dict[str, dict]:
     return {r["id"]: r for r in artifacts.read_jsonl(folder / "predictions.jsonl")}
 
 
-def paired(base: dict[str, dict], other: dict[str, dict], key: str) -> tuple[float, float, int]:
-    """(mean change, its standard error, answers) of `key` over the ids both hold."""
-    change = [float(other[i][key]) - float(base[i][key]) for i in other if i in base]
+def per_item(rows: dict[str, dict], value) -> dict[str, float]:
+    """{item: the mean of value(row) over its answers} (answers `<item>` and `<item>~j`)."""
+    by_item: dict[str, list[float]] = defaultdict(list)
+    for answer_id, row in rows.items():
+        v = value(row)
+        if v is not None:
+            by_item[str(row.get("item") or answer_id.split("~")[0])].append(float(v))
+    return {item: statistics.fmean(vs) for item, vs in by_item.items()}
+
+
+def paired(base: dict[str, dict], other: dict[str, dict], value) -> tuple[float, float, int]:
+    """(mean change, its standard error, items) of value(row), per item, over the items both hold."""
+    b, o = per_item(base, value), per_item(other, value)
+    change = [o[i] - b[i] for i in o if i in b]
     se = statistics.stdev(change) / len(change) ** 0.5 if len(change) > 1 else float("nan")
     return statistics.fmean(change), se, len(change)
 
 
-def row_of(name: str, rows: dict[str, dict], base: dict[str, dict] | None) -> dict:
+def cut(row: dict) -> float:
+    return 1.0 if row.get("finish_reason") == "length" or row.get("ending") == "cap" else 0.0
+
+
+def budget(path: Path) -> tuple[int | None, float | None]:
+    """(tokens the training generated, wall seconds) of a recipe's manifest.json or run folder."""
+    if path.is_dir():
+        found = [budget(m) for m in sorted(path.glob("iter_*/manifest.json"))]
+        tokens = [t for t, _ in found if t is not None]
+        return (sum(tokens) if tokens else None), sum(s or 0.0 for _, s in found) or None
+    m = artifacts.read_json(path)
+    tokens = (m.get("generation") or {}).get("generated_tokens") or (m.get("train") or {}).get("generated_tokens")
+    return tokens, m.get("seconds")
+
+
+def row_of(name: str, rows: dict[str, dict], base: dict[str, dict] | None, manifest: Path | None) -> dict:
     texts = [r["response"] for r in rows.values()]
     sig = signals.aggregate(texts, [r.get("language") for r in rows.values()],
                             [r.get("finish_reason") for r in rows.values()])
+    scale = 100 if _fraction(rows) else 1
     out = {"recipe": name, "answers": len(rows), "mean words": statistics.fmean(r["words"] for r in rows.values()),
-           "S_l": 100 * statistics.fmean(r["length_score"] for r in rows.values()) if _fraction(rows)
-           else statistics.fmean(r["length_score"] for r in rows.values()),
+           "S_l": scale * statistics.fmean(r["length_score"] for r in rows.values()),
            "cap rate": sig["cap_rate"], "distinct-3": sig["distinct_3"],
            "repeated n-gram rate": sig["repeated_ngram_rate"], "compression": sig["compression_ratio"],
-           "generated tokens": sum(int(r.get("completion_tokens") or 0) for r in rows.values())}
+           "eval tokens": sum(int(r.get("completion_tokens") or 0) for r in rows.values())}
     if base is not None:
-        scale = 100 if _fraction(rows) else 1
-        d, se, n = paired(base, rows, "length_score")
-        out["S_l change (se)"] = f"{scale * d:+.1f} ({scale * se:.1f}), n={n}"
-        d, se, _ = paired(base, rows, "words")
+        d, se, n = paired(base, rows, lambda r: scale * r["length_score"])
+        out["S_l change (se)"] = f"{d:+.1f} ({se:.1f}), {n} items"
+        d, se, _ = paired(base, rows, lambda r: r["words"])
         out["words change (se)"] = f"{d:+.1f} ({se:.1f})"
+        d, se, _ = paired(base, rows, cut)
+        out["cap rate change (se)"] = f"{d:+.3f} ({se:.3f})"
+        d, se, _ = paired(base, rows, lambda r: signals.repetition(r["response"], r.get("language"))
+                          ["repeated_ngram_rate"])
+        out["repeated n-gram change (se)"] = f"{d:+.4f} ({se:.4f})"
+    if manifest is not None:
+        tokens, seconds = budget(manifest)
+        out["training tokens"] = tokens
+        out["training wall min"] = None if seconds is None else seconds / 60
     return out
 
 
@@ -72,11 +111,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("evals", nargs="+", help="evaluation folders, the base first")
     p.add_argument("--names", default="", help="comma-separated names, one per folder")
+    p.add_argument("--manifests", default="", help="comma-separated training manifests or run folders, one per "
+                                                   "folder ('-' for none, e.g. the base)")
     a = p.parse_args()
     names = a.names.split(",") if a.names else [Path(e).name for e in a.evals]
+    manifests = [None if m in ("", "-") else Path(m) for m in a.manifests.split(",")] if a.manifests else \
+        [None] * len(a.evals)
+    if not len(names) == len(manifests) == len(a.evals):
+        raise SystemExit("give one name and one manifest (or '-') per evaluation folder")
     base = answers(Path(a.evals[0]))
-    table = [row_of(names[0], base, None)]
-    table += [row_of(name, answers(Path(e)), base) for name, e in zip(names[1:], a.evals[1:], strict=True)]
+    table = [row_of(names[0], base, None, manifests[0])]
+    table += [row_of(name, answers(Path(e)), base, m)
+              for name, e, m in zip(names[1:], a.evals[1:], manifests[1:], strict=True)]
     print(markdown(table))
 
 

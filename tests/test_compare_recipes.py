@@ -1,0 +1,44 @@
+"""scripts/compare_recipes.py on literal evaluation folders: an item's answers are averaged
+before pairing (samples=N), the paired changes and their standard errors are the hand-computed
+ones, a cut answer counts in the cap-rate change, and a training manifest gives the budget."""
+import importlib.util
+import json
+
+import pytest
+
+from tests.conftest import REPO
+
+spec = importlib.util.spec_from_file_location("compare_recipes", REPO / "scripts" / "compare_recipes.py")
+compare = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compare)
+
+
+def folder(tmp_path, name, rows):
+    out = tmp_path / name
+    out.mkdir()
+    (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (out / "summary.json").write_text("{}", encoding="utf-8")
+    return out
+
+
+def answer(item, j, score, words, finish="stop"):
+    return {"id": item if j == 0 else f"{item}~{j}", "item": item, "length_score": score, "words": words,
+            "finish_reason": finish, "response": " ".join(f"w{k}" for k in range(words)), "language": "en",
+            "completion_tokens": words}
+
+
+def test_answers_are_averaged_per_item_then_paired(tmp_path):
+    base = folder(tmp_path, "base", [answer("a", 0, 0.2, 10), answer("a", 1, 0.4, 20),
+                                     answer("b", 0, 0.5, 30), answer("b", 1, 0.5, 30),
+                                     answer("c", 0, 0.1, 5), answer("c", 1, 0.3, 15)])
+    rl = folder(tmp_path, "rl", [answer("a", 0, 0.6, 40), answer("a", 1, 0.8, 40, "length"),
+                                 answer("b", 0, 0.6, 30), answer("b", 1, 0.6, 30),
+                                 answer("c", 0, 0.4, 20), answer("c", 1, 0.4, 20)])
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"seconds": 600, "generation": {"generated_tokens": 1234}}), encoding="utf-8")
+    row = compare.row_of("rl", compare.answers(rl), compare.answers(base), manifest)
+    # per item S_l (x100): base 30, 50, 20; rl 70, 60, 40; changes 40, 10, 20: mean 23.3, sd 15.28, se 8.8
+    assert row["S_l change (se)"] == "+23.3 (8.8), 3 items"
+    assert row["cap rate change (se)"] == "+0.167 (0.167)"  # item a: half its answers cut
+    assert row["training tokens"] == 1234 and row["training wall min"] == 10.0
+    assert row["S_l"] == pytest.approx(100 * (0.6 + 0.8 + 0.6 + 0.6 + 0.4 + 0.4) / 6)
