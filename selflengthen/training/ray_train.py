@@ -130,10 +130,13 @@ def launch(base_model: str, data_path: str, out_dir: str, init_adapter: str | No
     train = trainer_function(trainer)
     num_gpus = tcfg["num_gpus"] if gpus else 0
     if not uses_ray_train(tcfg):
-        task = ray.remote(train).options(num_cpus=tcfg["num_cpus"], num_gpus=num_gpus)
+        # no silent retry: a trainer Ray killed (for memory, most often) would start again from its
+        # newest checkpoint in the same conditions; the command stops with one line instead, and
+        # the same command resumes from that checkpoint once memory is freed
+        task = ray.remote(train).options(num_cpus=tcfg["num_cpus"], num_gpus=num_gpus, max_retries=0)
         return task.remote(base_model, data_path, out_dir, init_adapter, tcfg, seed)
     # fit() blocks until the workers finish: a resource-free task, so both adapters can run at once
-    return ray.remote(fit).options(num_cpus=0, num_gpus=0).remote(
+    return ray.remote(fit).options(num_cpus=0, num_gpus=0, max_retries=0).remote(
         base_model, data_path, out_dir, init_adapter, tcfg, seed, gpus=gpus, trainer=trainer)
 
 
