@@ -125,6 +125,10 @@ def init_ray(ray_cfg: schema.Ray) -> None:
         # the dashboard serves the cluster's jobs and logs without authentication: off, or on loopback only
         dashboard = ray_cfg.dashboard
         cleanup.mark_local_ray()  # Ray's processes carry our token: none outlives the command
+        # a worker Ray kills for memory is not retried (Ray retries such tasks without end: two
+        # GRPO trainers killed at ~9 GiB each restarted from scratch, again and again, in silence);
+        # the command stops with one line and the same command resumes from what is kept
+        os.environ.setdefault("RAY_task_oom_retries", "0")
         with _stop_as_terminated():
             ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=dashboard,
                      **({"dashboard_host": "127.0.0.1"} if dashboard else {}),
