@@ -66,11 +66,13 @@ def test_the_launcher_runs_the_named_trainer_alone_or_hands_its_name_to_ray_trai
     assert ray_train.launch(*args, tcfg(num_gpus=0.5), 7, gpus=2, trainer=name) == "ref"
     alone = submitted.calls[-1]
     assert alone["fn"] is ray_train.trainer_function(name)
-    assert alone["options"] == {"num_cpus": 1, "num_gpus": 0.5} and alone["args"] == (*args, tcfg(num_gpus=0.5), 7)
+    # not retried by Ray: a trainer killed (for memory) stops the command, which resumes from its checkpoint
+    assert alone["options"] == {"num_cpus": 1, "num_gpus": 0.5, "max_retries": 0}
+    assert alone["args"] == (*args, tcfg(num_gpus=0.5), 7)
     ray_train.launch(*args, tcfg(workers=2), 7, gpus=0, trainer=name)
     workers = submitted.calls[-1]
     assert workers["fn"] is ray_train.fit and workers["kwargs"] == {"gpus": 0, "trainer": name}
-    assert workers["options"] == {"num_cpus": 0, "num_gpus": 0}  # fit only waits for its workers
+    assert workers["options"] == {"num_cpus": 0, "num_gpus": 0, "max_retries": 0}  # fit only waits for its workers
 
 
 def trained_here(base_model, data_path, out_dir, init_adapter, tcfg, seed, *, extra_callbacks=(), save_dir=None):
