@@ -5,6 +5,9 @@ genres and topics. No topic of the held-out writing set (evaluation/heldout_writ
 used, and no prompt equals one of its prompts, so the held-out set stays held out.
 
     .venv/bin/python scripts/rl_writing_prompts.py [--count 400] [--seed 11] [--lengths 100,200,300] [--out FILE]
+    .venv/bin/python scripts/rl_writing_prompts.py --rows --count 100 --out FILE   # LongBench-Write rows, for `dpo data=FILE`
+
+`--rows` writes {prompt, type, length} rows (the format `dpo` and `eval` read) instead of {prompt}.
 """
 from __future__ import annotations
 
@@ -44,7 +47,8 @@ FORMS = ["Write {a} {g} about {t} in about {n} words.", "Write a {n}-word {g} ab
 LENGTHS = (100, 150, 200, 300, 400, 500, 600, 800)
 
 
-def prompts(count: int, seed: int, lengths: tuple[int, ...] = LENGTHS) -> list[str]:
+def rows(count: int, seed: int, lengths: tuple[int, ...] = LENGTHS) -> list[dict]:
+    """{prompt, type, length} rows: the genre as the type, the words asked as the length."""
     held = [json.loads(line)["prompt"] for line in HELD_OUT.read_text(encoding="utf-8").splitlines()]
     rng = random.Random(seed)
     pairs = [(g, t) for g, ts in TOPICS.items() for t in ts]
@@ -52,9 +56,15 @@ def prompts(count: int, seed: int, lengths: tuple[int, ...] = LENGTHS) -> list[s
     for _ in range(count):
         genre, topic = rng.choice(pairs)
         article = "an" if genre[0] in "aeiou" else "a"
-        out.append(rng.choice(FORMS).format(a=article, g=genre, t=topic, n=rng.choice(lengths)))
-    assert not set(out) & set(held)
+        form = rng.choice(FORMS)
+        n = rng.choice(lengths)
+        out.append({"prompt": form.format(a=article, g=genre, t=topic, n=n), "type": genre.title(), "length": n})
+    assert not {r["prompt"] for r in out} & set(held)
     return out
+
+
+def prompts(count: int, seed: int, lengths: tuple[int, ...] = LENGTHS) -> list[str]:
+    return [r["prompt"] for r in rows(count, seed, lengths)]
 
 
 def main() -> None:
@@ -62,10 +72,12 @@ def main() -> None:
     p.add_argument("--count", type=int, default=400)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="the word counts asked, e.g. 100,200,300")
+    p.add_argument("--rows", action="store_true", help="write {prompt, type, length} rows (for `dpo data=`)")
     p.add_argument("--out", default=str(REPO / "selflengthen" / "training" / "rl_prompts_writing.jsonl"))
     a = p.parse_args()
     lengths = tuple(int(n) for n in a.lengths.split(","))
-    lines = "".join(json.dumps({"prompt": t}) + "\n" for t in prompts(a.count, a.seed, lengths))
+    made = rows(a.count, a.seed, lengths)
+    lines = "".join(json.dumps(r if a.rows else {"prompt": r["prompt"]}) + "\n" for r in made)
     Path(a.out).write_text(lines, encoding="utf-8")
 
 

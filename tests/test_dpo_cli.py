@@ -4,6 +4,8 @@ errors, and a second job that continues from the first job's adapter."""
 from __future__ import annotations
 
 import json
+import random
+import string
 
 import pytest
 import torch
@@ -27,9 +29,16 @@ def _dpo(out, model_cache, *args):
 PLANTED = (1, 2)  # the sample indices of each instruction written here; vLLM samples the others
 
 
+def varied_words(n: int, seed: int) -> str:
+    """n made-up words, none repeated in a pattern: a text the repetition penalty leaves whole."""
+    rng = random.Random(seed)
+    return " ".join("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9))) for _ in range(n))
+
+
 def plant_samples(root, limit: int) -> None:
     """Samples 1 and 2 of each instruction as a resumed job's checkpoint finds them: one of
-    exactly the required length (S_l = 100), one of a single word (S_l = 0). Every instruction
+    exactly the required length that ended and does not repeat (S_l = 100, kept whole by
+    dpo.penalties), one of a single word (S_l = 0). Every instruction
     then has a pair whatever the tiny model writes (its builds differ between machines: one
     answered a bare "no" to most held-out prompts, and equal scores make no pair), while vLLM
     still samples, and the scorer scores, the rest."""
@@ -38,8 +47,8 @@ def plant_samples(root, limit: int) -> None:
     from selflengthen.evaluation.scoring import prediction_row
 
     rows = []
-    for item in load_items("heldout_tiny", limit=limit):
-        for index, text in zip(PLANTED, (" ".join(["word"] * (item["length"] - 1)) + " end.", "No.")):
+    for n, item in enumerate(load_items("heldout_tiny", limit=limit)):
+        for index, text in zip(PLANTED, (varied_words(item["length"] - 1, n) + " end.", "No.")):
             row = prediction_row("heldout_tiny", item, text)
             assert row["length_score"] == (100.0 if index == PLANTED[0] else 0.0), row
             rows.append({**row, "id": sample_id(item, index), "item": item["id"], "index": index,
@@ -74,13 +83,17 @@ def test_dpo_samples_scores_pairs_and_moves_a_fresh_adapter(first_job):
     by_item: dict[str, list[dict]] = {}
     for s in samples:
         by_item.setdefault(s["item"], []).append(s)
-    for p in pairs:  # best against worst of its instruction, recomputed here from the samples
-        scores = [s["score"] for s in by_item[p["item"]]]
-        assert p["chosen_score"] == max(scores) and p["rejected_score"] == min(scores)
-        assert p["margin"] == pytest.approx(max(scores) - min(scores)) and p["margin"] >= 0.5
+    for p in pairs:  # best against worst of its instruction, under dpo.penalties (termination, repetition)
+        # the planted answer of the required length, ended and not repeating, keeps its S_l of 100: no sample
+        # scores above it; the planted one-word answer scores 0, and no penalty goes below 0
+        assert p["chosen_index"] == PLANTED[0] and p["chosen_score"] == 100.0
+        assert p["rejected_score"] == 0.0 and p["margin"] == 100.0
         assert p["chosen"] == by_item[p["item"]][p["chosen_index"]]["response"]
     summary = json.loads((root / "pairs.manifest.json").read_text())
     assert summary["pairs"] == len(pairs) and summary["instructions"] == LIMIT
+    assert summary["penalties"] == ["termination", "repetition"] and summary["made_with"]["penalties"]
+    cut = sum(s["finish_reason"] == "length" for s in samples)  # vLLM's answers cut at the 80-token cap
+    assert summary["penalised_samples"] >= cut
     train = json.loads((root / "train.manifest.json").read_text())
     assert train["steps"] == STEPS and train["pairs"] == len(pairs) and train["init_adapter"] is None
     assert train["loss_curve"] and all(v == v for v in train["loss_curve"])  # logged, not NaN

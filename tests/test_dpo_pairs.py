@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from selflengthen import preflight
 from selflengthen.commands import dpo as command
 from selflengthen.training.dpo import to_preference
-from selflengthen.training.dpo_pairs import build_pairs, margin_summary, no_pairs_message
+from selflengthen.training.dpo_pairs import build_pairs, margin_summary, no_pairs_message, penalised
 from tests.conftest import REPO
 from tests.fakes import typed
 
@@ -120,3 +120,42 @@ def test_dpo_takes_one_benchmark_not_a_list():
     bad = problems(_dpo_cfg("benchmark=[heldout_tiny,longbench_write]"))
     assert bad == ["benchmark=['heldout_tiny', 'longbench_write'] must be a string (quote it) (e.g. "
                    "benchmark=heldout_tiny)"]
+
+
+VARIED = ("The harbour wakes before the town does. Fishing boats slide out past the breakwater while gulls argue "
+          "over the nets, and the first bakers open their shutters to the smell of salt and warm bread. By seven "
+          "the market square fills with crates of mackerel, baskets of lemons and the voices of traders calling "
+          "prices across the stones.")
+LOOPED = " ".join(["The market is busy and the market is loud."] * 12)
+
+
+def test_penalties_turn_a_cut_or_looping_best_into_the_rejected_one():
+    cut = {**sample("a", 0, 95.0, VARIED + " It went on"), "finish_reason": "length"}
+    clean = {**sample("a", 1, 70.0, VARIED), "finish_reason": "stop"}
+    looped = {**sample("b", 0, 90.0, LOOPED), "finish_reason": "stop"}
+    varied = {**sample("b", 1, 60.0, VARIED), "finish_reason": "stop"}
+    samples = [cut, clean, looped, varied]
+    raw = build_pairs(samples, min_margin=10)
+    assert [(p["item"], p["chosen_index"]) for p in raw] == [("a", 0), ("b", 0)]  # by length alone
+    scored = penalised(samples, ["termination", "repetition"])
+    assert scored[0]["score"] == 0.0 and scored[0]["unpenalised_score"] == 95.0 and scored[0]["penalty"] == 0.0
+    assert scored[1]["score"] == pytest.approx(70.0)  # a varied answer that ended keeps its score
+    assert scored[2]["score"] < 40.0  # the looped one falls below the varied one
+    pairs = build_pairs(scored, min_margin=10)
+    assert [(p["item"], p["chosen_index"], p["rejected_index"]) for p in pairs] == [("a", 1, 0), ("b", 1, 0)]
+
+
+def test_no_penalties_leave_the_scores_and_an_unscored_sample_stays_unscored():
+    samples = [{**sample("a", 0, 50.0), "finish_reason": "length"}, sample("a", 1, None)]
+    assert penalised(samples, []) is samples
+    scored = penalised(samples, ["termination"])
+    assert scored[0]["score"] == 0.0 and scored[1]["score"] is None and "unpenalised_score" not in scored[1]
+    only_loops = penalised(samples, ["repetition"])
+    assert only_loops[0]["score"] == pytest.approx(50.0)  # cut, but not repeating: termination is not asked
+
+
+def test_dpo_penalties_default_to_both_and_an_unknown_one_is_refused():
+    assert _dpo_cfg().dpo.penalties == ["termination", "repetition"]
+    assert problems(_dpo_cfg("dpo.penalties=[]")) == []
+    bad = problems(_dpo_cfg("dpo.penalties=[length]"))
+    assert len(bad) == 1 and "penalties" in bad[0]

@@ -116,7 +116,7 @@ def test_dpo_refuses_changed_samples_and_pairs_settings_and_redoes_them_on_reque
 
     bench, items = get_benchmark("heldout_tiny"), load_items("heldout_tiny", limit=2)
     paths = command.DpoPaths(tmp_path / "job")
-    cfg = _cfg()
+    cfg = _cfg("dpo.penalties=[]")  # the scripted samples are one word repeated: every one would score 0
     _patch(monkeypatch, ScriptedEngine(writer), None)
     samples, info = command.make_samples(cfg, paths, bench, items, serve(cfg, {}))
     assert artifacts.read_json(paths.manifest("samples"))["made_with"]["seed"] == cfg.seed
@@ -126,13 +126,17 @@ def test_dpo_refuses_changed_samples_and_pairs_settings_and_redoes_them_on_reque
     with pytest.raises(UserError, match=r"dpo's samples step in .* \(changed: seed\); .* name=NEW, or pass "
                                         r"redo=samples"):
         command.make_samples(other, paths, bench, items, serve(other, {}))
-    strict = _cfg("dpo.min_margin=7")
+    strict = _cfg("dpo.min_margin=7", "dpo.penalties=[]")
     with pytest.raises(UserError, match=r"dpo's pairs step .* \(changed: min_margin\)"):
         command.make_pairs(strict.dpo, paths, samples, info)
     assert artifacts.read_jsonl(paths.pairs) == pairs  # kept
     again, again_info = command.make_pairs(strict.dpo, paths, samples, info, redo={"pairs", "train"})
     assert again_info["made_with"]["min_margin"] == 7 and again_info["settings_hash"] != pairs_info["settings_hash"]
     assert command.make_pairs(strict.dpo, paths, samples, info)[1] == again_info  # made with these now: reused
+    assert "penalties" not in again_info["made_with"]  # none: a pairs step made before they existed matches
+    penalised = _cfg("dpo.min_margin=7", "dpo.penalties=[termination]")
+    with pytest.raises(UserError, match=r"dpo's pairs step .* \(changed: penalties\)"):
+        command.make_pairs(penalised.dpo, paths, samples, info)
     gen = ScriptedEngine(writer)
     _patch(monkeypatch, gen, None)
     command.make_samples(other, paths, bench, items, serve(other, {}), redo={"samples", "pairs", "train"})

@@ -210,14 +210,18 @@ def make_samples(settings: DpoConfig, paths: DpoPaths, bench: Benchmark, items: 
 
 def make_pairs(dpo: schema.Dpo, paths: DpoPaths, samples: list[dict], samples_info: dict,
                redo: set[str] = frozenset()) -> tuple[list[dict], dict]:
-    how, margin = dpo.pairing, dpo.min_margin
+    how, margin, penalties = dpo.pairing, dpo.min_margin, list(dpo.penalties)
     made_with = {"samples": samples_info["config_hash"], "pairing": how, "min_margin": margin}
+    if penalties:  # absent when none: a pairs step made before penalties existed matches penalties=[]
+        made_with["penalties"] = penalties
     step = step_of(paths, "pairs", made_with, artifacts.config_hash(made_with))
     if (info := steps.reused(step, redo)) is not None:
         return artifacts.read_jsonl(paths.pairs), info
     started = time.time()
+    samples = pairing.penalised(samples, penalties)
     pairs = pairing.build_pairs(samples, margin, how)
-    summary = pairing.margin_summary(samples, pairs, margin, how)
+    summary = {**pairing.margin_summary(samples, pairs, margin, how), "penalties": penalties,
+               "penalised_samples": sum(1 for s in samples if s.get("penalty", 1.0) < 1.0)}
     if not pairs:
         raise UserError(f"{pairing.no_pairs_message(summary)}; the scored samples are kept in {paths.samples}")
     artifacts.write_jsonl(paths.pairs, pairs)
@@ -289,6 +293,8 @@ def report(result: dict, paths: DpoPaths) -> str:
     return "\n".join([
         f"dpo {paths.root.name}: {s['instructions']} instructions x {s['samples_per_instruction']} samples, "
         f"scored by {s['score']}; mean score {num(s['mean_score'])}, mean {num(s['mean_words'])} words",
+        f"  penalties: {', '.join(p.get('penalties') or []) or 'none'} "
+        f"({p.get('penalised_samples', 0)} samples cut at the cap or repeating)",
         f"  spread per instruction (best - worst): min {num(sp.get('min'))}, median {num(sp.get('median'))}, "
         f"max {num(sp.get('max'))}",
         f"  pairs ({p['pairing']}, margin >= {p['min_margin']}): {p['pairs']} from {p['instructions_with_pairs']} "

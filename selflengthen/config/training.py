@@ -69,4 +69,6 @@ class Dpo(Group):
     temperature: float = eg("0.8", 0.8, gt=0)
     pairing: Literal["best_vs_worst", "all"] = eg("best_vs_worst", "best_vs_worst")
     min_margin: float = eg("10.0", 10.0, ge=0)
+    penalties: list[Literal["termination", "repetition"]] = eg(
+        "[termination,repetition]", ["termination", "repetition"])
     train: DpoTrain

@@ -12,6 +12,12 @@ Pairing, per instruction, over its scored samples:
   instruction (more signal from the same samples, but correlated pairs).
 A pair is kept only when its margin (chosen score - rejected score) is > 0 and
 >= `min_margin`, and the two responses differ.
+
+Penalties (`dpo.penalties`, before pairing): a sample's score is multiplied by the RL
+rewards named (core/rewards.py, each 0..1): `termination` (0 when the token cap cut the
+answer) and `repetition` (1 - its repeated n-gram rate, lower still for a loop the
+compression floor catches). Scored by length alone, the longest sample of a long ask
+is often one that looped to the cap; penalised, that sample becomes the rejected one.
 """
 from __future__ import annotations
 
@@ -19,7 +25,38 @@ import statistics
 from collections import defaultdict
 from itertools import combinations
 
+from selflengthen.core.rewards import repetition_reward, termination_reward
+from selflengthen.core.signals import is_cut
+
 PAIRINGS = ("best_vs_worst", "all")
+PENALTIES = ("termination", "repetition")
+
+
+def penalty(sample: dict, name: str) -> float:
+    """One penalty of one sample, 0..1: the RL reward of that name on its response."""
+    if name == "termination":
+        return termination_reward(not is_cut(sample.get("finish_reason"), sample.get("ended_by") or ""))
+    if name == "repetition":
+        return repetition_reward(sample.get("response") or "", sample.get("language"))
+    raise ValueError(f"unknown penalty {name!r}; choose among {PENALTIES}")
+
+
+def penalised(samples: list[dict], names: list[str] | tuple[str, ...]) -> list[dict]:
+    """The samples with each score multiplied by its penalties (`penalty`, the product; the
+    score before it kept as `unpenalised_score`); unscored samples stay unscored. No names:
+    the samples as they are."""
+    if not names:
+        return samples
+    out = []
+    for s in samples:
+        if s.get("score") is None:
+            out.append(s)
+            continue
+        factor = 1.0
+        for name in names:
+            factor *= penalty(s, name)
+        out.append({**s, "score": s["score"] * factor, "unpenalised_score": s["score"], "penalty": factor})
+    return out
 
 
 def group_by_item(samples: list[dict]) -> dict[str, list[dict]]:
