@@ -5,8 +5,9 @@ ratio (core/signals.py), the tokens the evaluation generated, and against the ba
 item (an item's answers averaged first when samples=N gave it several: `<item>` and
 `<item>~j`), the change of S_l, of the words, of the cap rate and of the repeated n-gram rate,
 each with its standard error over the items. With --manifests, each recipe's training budget
-too: the tokens its training generated and its wall time (an `rl`, `dpo` or `agentwrite`
-manifest.json, or a run's folder: the sum over its iterations' manifests). Markdown on stdout.
+too: the tokens its training generated and its wall time (an `rl` or `agentwrite`
+manifest.json, a `dpo` job's folder: its steps' manifests, or a run's folder: the sum over its
+iterations' manifests). Markdown on stdout.
 
     .venv/bin/python scripts/compare_recipes.py BASE_EVAL [RECIPE_EVAL ...] [--names base,rl-length,...]
         [--manifests -,rl/length/manifest.json,...]
@@ -57,6 +58,12 @@ def cut(row: dict) -> float:
 
 def budget(path: Path) -> tuple[int | None, float | None]:
     """(tokens the training generated, wall seconds) of a recipe's manifest.json or run folder."""
+    if path.is_dir() and (path / "samples.manifest.json").exists():  # a dpo job: its samples, pairs and training
+        done = [artifacts.read_json(m) for m in sorted(path.glob("*.manifest.json"))]
+        tokens = artifacts.read_json(path / "samples.manifest.json").get("generated_tokens")
+        if tokens is None and (path / "samples.jsonl").exists():  # a job from before the manifest counted them
+            tokens = sum(r.get("completion_tokens") or 0 for r in artifacts.read_jsonl(path / "samples.jsonl"))
+        return tokens, sum(m.get("seconds") or 0.0 for m in done) or None
     if path.is_dir():
         found = [budget(m) for m in sorted(path.glob("iter_*/manifest.json"))]
         tokens = [t for t, _ in found if t is not None]

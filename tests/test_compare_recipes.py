@@ -42,3 +42,18 @@ def test_answers_are_averaged_per_item_then_paired(tmp_path):
     assert row["cap rate change (se)"] == "+0.167 (0.167)"  # item a: half its answers cut
     assert row["training tokens"] == 1234 and row["training wall min"] == 10.0
     assert row["S_l"] == pytest.approx(100 * (0.6 + 0.8 + 0.6 + 0.6 + 0.4 + 0.4) / 6)
+
+
+def test_a_dpo_job_folder_gives_its_samples_tokens_and_its_steps_seconds(tmp_path):
+    job = tmp_path / "dpo-job"
+    job.mkdir()
+    for step, seconds in (("samples", 900.5), ("pairs", 0.5), ("train", 1200.0)):
+        extra = {"generated_tokens": 4321} if step == "samples" else {}
+        (job / f"{step}.manifest.json").write_text(json.dumps({"seconds": seconds, **extra}), encoding="utf-8")
+    assert compare.budget(job) == (4321, 2101.0)
+    older = json.loads((job / "samples.manifest.json").read_text())
+    del older["generated_tokens"]  # a job from before the manifest counted them: summed from its samples
+    (job / "samples.manifest.json").write_text(json.dumps(older), encoding="utf-8")
+    (job / "samples.jsonl").write_text("".join(json.dumps({"completion_tokens": n}) + "\n" for n in (10, 32)),
+                                       encoding="utf-8")
+    assert compare.budget(job) == (42, 2101.0)

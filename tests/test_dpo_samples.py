@@ -109,6 +109,7 @@ def test_a_killed_samples_step_asks_only_for_the_missing_samples(tmp_path, monke
     _patch(monkeypatch, first, None)
     full, info = command.make_samples(cfg, paths, bench, items, serve(cfg, {}))
     assert info["score"] == "S_l (judge=none)" and all(r["score"] == r["length_score"] for r in full)
+    assert info["generated_tokens"] == sum(len(writer_text.split()) for writer_text in (r["response"] for r in full))
     # as if killed after 4 of the 6 samples: their checkpoint is there, no samples file, no manifest
     paths.manifest("samples").unlink()
     paths.samples.unlink()

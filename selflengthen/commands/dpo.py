@@ -196,6 +196,7 @@ def make_samples(settings: DpoConfig, paths: DpoPaths, bench: Benchmark, items: 
                 mean_score=sum(scored) / len(scored) if scored else None,
                 mean_length_score=sum(r["length_score"] for r in rows) / len(rows),
                 mean_words=sum(r["words"] for r in rows) / len(rows), sampling=sampling_meta,
+                generated_tokens=sum(r.get("completion_tokens") or 0 for r in rows),
                 signals=scoring.response_signals(rows))  # judge-free quality of the samples
     info = _write_manifest(step, started, info)
     for what in ("samples", "judgements"):
