@@ -10,7 +10,9 @@ manifest.json, a `dpo` job's folder: its steps' manifests, or a run's folder: th
 iterations' manifests). Markdown on stdout.
 
     .venv/bin/python scripts/compare_recipes.py BASE_EVAL [RECIPE_EVAL ...] [--names base,rl-length,...]
-        [--manifests -,rl/length/manifest.json,...]
+        [--manifests -,rl/length/manifest.json,...] [--by-length]
+
+--by-length adds a table per length asked: each recipe's mean words, S_l and answers cut at the cap.
 """
 from __future__ import annotations
 
@@ -100,6 +102,24 @@ def row_of(name: str, rows: dict[str, dict], base: dict[str, dict] | None, manif
     return out
 
 
+def by_length(named: list[tuple[str, dict[str, dict]]]) -> list[dict]:
+    """One row per length asked (the rows' `length` field): its answers, and each recipe's
+    mean words, S_l and answers cut at the cap there."""
+    asked = sorted({r["length"] for _, rows in named for r in rows.values() if r.get("length") is not None})
+    table = []
+    for length in asked:
+        row: dict = {"words asked": length}
+        for name, rows in named:
+            here = [r for r in rows.values() if r.get("length") == length]
+            scale = 100 if _fraction(rows) else 1
+            row["answers"] = len(here)
+            row[f"{name} words"] = statistics.fmean(r["words"] for r in here)
+            row[f"{name} S_l"] = scale * statistics.fmean(r["length_score"] for r in here)
+            row[f"{name} cut"] = int(sum(cut(r) for r in here))
+        table.append(row)
+    return table
+
+
 def _fraction(rows: dict[str, dict]) -> bool:
     """Whether length scores are on 0..1 (heldout sets) rather than 0..100."""
     return max((r["length_score"] for r in rows.values()), default=0) <= 1.0
@@ -120,17 +140,21 @@ def main() -> None:
     p.add_argument("--names", default="", help="comma-separated names, one per folder")
     p.add_argument("--manifests", default="", help="comma-separated training manifests or run folders, one per "
                                                    "folder ('-' for none, e.g. the base)")
+    p.add_argument("--by-length", action="store_true", help="a second table: words, S_l and cut answers per "
+                                                             "length asked")
     a = p.parse_args()
     names = a.names.split(",") if a.names else [Path(e).name for e in a.evals]
     manifests = [None if m in ("", "-") else Path(m) for m in a.manifests.split(",")] if a.manifests else \
         [None] * len(a.evals)
     if not len(names) == len(manifests) == len(a.evals):
         raise SystemExit("give one name and one manifest (or '-') per evaluation folder")
-    base = answers(Path(a.evals[0]))
-    table = [row_of(names[0], base, None, manifests[0])]
-    table += [row_of(name, answers(Path(e)), base, m)
-              for name, e, m in zip(names[1:], a.evals[1:], manifests[1:], strict=True)]
+    evals = [answers(Path(e)) for e in a.evals]
+    table = [row_of(names[0], evals[0], None, manifests[0])]
+    table += [row_of(name, rows, evals[0], m) for name, rows, m in zip(names[1:], evals[1:], manifests[1:], strict=True)]
     print(markdown(table))
+    if a.by_length:
+        print()
+        print(markdown(by_length(list(zip(names, evals, strict=True)))))
 
 
 if __name__ == "__main__":

@@ -57,3 +57,19 @@ def test_a_dpo_job_folder_gives_its_samples_tokens_and_its_steps_seconds(tmp_pat
     (job / "samples.jsonl").write_text("".join(json.dumps({"completion_tokens": n}) + "\n" for n in (10, 32)),
                                        encoding="utf-8")
     assert compare.budget(job) == (42, 2101.0)
+
+
+def test_the_table_by_length_asked_gives_each_recipes_words_score_and_cuts(tmp_path):
+    def asked(row, length):
+        return {**row, "length": length}
+
+    base = folder(tmp_path, "base", [asked(answer("a", 0, 0.2, 10), 100), asked(answer("a", 1, 0.4, 20), 100),
+                                     asked(answer("b", 0, 0.5, 30), 500)])
+    dpo = folder(tmp_path, "dpo", [asked(answer("a", 0, 0.6, 40), 100), asked(answer("a", 1, 0.8, 60, "length"), 100),
+                                   asked(answer("b", 0, 0.9, 50), 500)])
+    table = compare.by_length([("base", compare.answers(base)), ("dpo", compare.answers(dpo))])
+    assert [r["words asked"] for r in table] == [100, 500] and [r["answers"] for r in table] == [2, 1]
+    assert table[0]["base words"] == 15 and table[0]["dpo words"] == 50
+    assert table[0]["base S_l"] == pytest.approx(30) and table[0]["dpo S_l"] == pytest.approx(70)
+    assert (table[0]["base cut"], table[0]["dpo cut"], table[1]["dpo cut"]) == (0, 1, 0)
+    assert "| words asked | answers | base words |" in compare.markdown(table)
