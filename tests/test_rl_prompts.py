@@ -38,3 +38,19 @@ def test_the_writing_set_is_what_its_script_makes(tmp_path):
 def test_an_unknown_set_names_the_packaged_ones(tmp_path):
     with pytest.raises(UserError, match="tiny, writing"):
         prompt_file("poems", tmp_path)
+
+
+def test_the_writing_script_writes_longbench_write_rows_that_agree_with_their_prompts(tmp_path):
+    made = {}
+    for fmt in ("rows", "prompts"):
+        out = tmp_path / f"{fmt}.jsonl"
+        subprocess.run([sys.executable, str(REPO / "scripts" / SETS["writing"][0]), "--count", "30", "--seed", "5",
+                        "--lengths", "150,1200", "--out", str(out), *(["--rows"] if fmt == "rows" else [])],
+                       check=True, timeout=120)
+        made[fmt] = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    rows, prompts = made["rows"], made["prompts"]
+    assert [r["prompt"] for r in rows] == [p["prompt"] for p in prompts] and all(set(p) == {"prompt"} for p in prompts)
+    assert {r["length"] for r in rows} == {150, 1200} and all(r["type"] for r in rows)
+    for row in rows:  # the length the row states is the one its prompt asks for
+        assert str(row["length"]) in row["prompt"]
+        assert rewards.row_window({"prompt": row["prompt"]}) == rewards.row_window(row)
