@@ -108,6 +108,7 @@ def test_dpo_samples_scores_pairs_and_moves_a_fresh_adapter(first_job):
     assert sha256(first_job["model"] / "model.safetensors") == first_job["base_hash"]
     assert f"dpo: {LIMIT * K} samples ({LIMIT} instructions" in first_job["proc"].stdout + first_job["proc"].stderr
     assert f"pairs (best_vs_worst, margin >= 0.5): {len(pairs)}" in first_job["proc"].stdout
+    assert f"penalties: termination, repetition ({summary['penalised_samples']} samples" in first_job["proc"].stdout
 
 
 @pytest.mark.slow
