@@ -102,7 +102,8 @@ def test_a_finished_dpo_reruns_with_the_model_cache_gone(tmp_path, compose_confi
         return {"steps": 1}
 
     args = ("benchmark=heldout_tiny", "limit=2", "dpo.samples_per_instruction=3", f"out_dir={tmp_path / 'dpo'}",
-            "name=job", f"paths.cache_dir={cache}")
+            "name=job", f"paths.cache_dir={cache}",
+            "dpo.penalties=[]")  # the scripted samples are one word repeated: penalised, every one would score 0
     monkeypatch.setattr(command, "serving", scripted)
     monkeypatch.setattr(command.workers, "init_ray", lambda *a, **k: None)
     monkeypatch.setattr(command.ray_train, "placement", lambda *a, **k: (0, None))
