@@ -61,11 +61,11 @@ def cut(row: dict) -> float:
 def budget(path: Path) -> tuple[int | None, float | None]:
     """(tokens the training generated, wall seconds) of a recipe's manifest.json or run folder."""
     if path.is_dir() and (path / "samples.manifest.json").exists():  # a dpo job: its samples, pairs and training
-        done = [artifacts.read_json(m) for m in sorted(path.glob("*.manifest.json"))]
-        tokens = artifacts.read_json(path / "samples.manifest.json").get("generated_tokens")
+        done = {m.name: artifacts.read_json(m) for m in path.glob("*.manifest.json")}
+        tokens = done["samples.manifest.json"].get("generated_tokens")
         if tokens is None and (path / "samples.jsonl").exists():  # a job from before the manifest counted them
             tokens = sum(r.get("completion_tokens") or 0 for r in artifacts.read_jsonl(path / "samples.jsonl"))
-        return tokens, sum(m.get("seconds") or 0.0 for m in done) or None
+        return tokens, sum(m.get("seconds") or 0.0 for m in done.values()) or None
     if path.is_dir():
         found = [budget(m) for m in sorted(path.glob("iter_*/manifest.json"))]
         tokens = [t for t, _ in found if t is not None]
@@ -106,12 +106,13 @@ def by_length(named: list[tuple[str, dict[str, dict]]]) -> list[dict]:
     """One row per length asked (the rows' `length` field): its answers, and each recipe's
     mean words, S_l and answers cut at the cap there."""
     asked = sorted({r["length"] for _, rows in named for r in rows.values() if r.get("length") is not None})
+    scales = {name: 100 if _fraction(rows) else 1 for name, rows in named}
     table = []
     for length in asked:
         row: dict = {"words asked": length}
         for name, rows in named:
             here = [r for r in rows.values() if r.get("length") == length]
-            scale = 100 if _fraction(rows) else 1
+            scale = scales[name]
             row["answers"] = len(here)
             row[f"{name} words"] = statistics.fmean(r["words"] for r in here)
             row[f"{name} S_l"] = scale * statistics.fmean(r["length_score"] for r in here)

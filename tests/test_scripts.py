@@ -38,6 +38,10 @@ IN_ONE = ("import runpy, sys\n"
 # slower CPU; the suite's scheduler reads them (tests/conftest.py)
 MINUTES = {"bench_drop_short.py": 0.05, "bench_throughput.py": 1.5, "serving": 3, "bench_agentwrite.py": 1,
            "bench_train_workers.py": 1, "bench_rl_generation.py": 1.5}
+# the scripts that are not benchmarks: each answers --help here (a new one is named here too)
+OTHER_SCRIPTS = ("build_tiny_model.py", "compare_recipes.py", "demo_builds.py", "heldout_steps.py",
+                 "heldout_transformers.py", "measure_train_memory.py", "memory_table.py", "project_scale.py",
+                 "rl_tiny_prompts.py", "rl_writing_prompts.py", "smollm2_lengthening.py")
 HAND_COMPOSED = re.compile(r"OmegaConf\.load\([^)]*conf\b|initialize_config_dir|hydra import compose")
 
 
@@ -48,6 +52,7 @@ def python_scripts() -> list[str]:
 def test_every_benchmark_has_a_smoke_run_and_every_script_is_covered():
     benchmarks = {name for name in python_scripts() if name.startswith("bench_")}
     assert benchmarks == set(SMOKES), "a benchmark without a smoke run here (or one that is gone): add it to SMOKES"
+    assert set(python_scripts()) - benchmarks == set(OTHER_SCRIPTS), "name a new script in OTHER_SCRIPTS"
     assert set(MINUTES) == set(SMOKES) - set(SERVING) | {"serving"} and set(SERVING) <= set(SMOKES)
 
 
