@@ -120,3 +120,26 @@ def test_a_looped_or_padded_answer_ranks_below_a_varied_one_of_the_same_length()
     assert length_only[0] == pytest.approx(length_only[1]) == pytest.approx(length_only[2])  # length alone is fooled
     combined = rewards.advantages(scores, {"length": 1.0, "termination": 1.0, "repetition": 1.0}, group_size=4)
     assert combined[0] > combined[1] and combined[0] > combined[2]
+
+
+def test_multiplied_weights_are_exponents_and_unscored_rewards_are_left_out():
+    assert rewards.multiplied([1.0, 0.0, 1.0], [1.0, 1.0, 1.0]) == 0.0  # cut at the cap: nothing for the length
+    assert rewards.multiplied([0.5, 1.0, 0.8], [1.0, 1.0, 1.0]) == pytest.approx(0.4)
+    assert rewards.multiplied([0.5, 1.0, 0.8], [2.0, 1.0, 0.0]) == pytest.approx(0.25)  # weight 0: left out
+    assert rewards.multiplied([0.5, None], [1.0, 1.0]) == 0.5 and rewards.multiplied([None], [1.0]) is None
+
+
+def test_under_multiply_a_cut_or_looped_answer_ranks_below_a_shorter_clean_one():
+    window = (40, 80)
+    n = words(VARIED)
+    looped = " ".join((LOOP_UNIT * 10).split()[:n])
+    short = " ".join(VARIED.split()[:30]) + "."  # 31 words: below the window, ended on its own
+    group = [VARIED, VARIED, looped, short]  # the second VARIED was cut at the cap
+    scores = {"length": [rewards.answer_length_reward(t, window) for t in group],
+              "termination": [1.0, 0.0, 1.0, 1.0],
+              "repetition": [rewards.repetition_reward(t, "en") for t in group]}
+    weights = {"length": 1.0, "termination": 1.0, "repetition": 1.0}
+    multiplied = rewards.advantages(scores, weights, group_size=4, aggregation="multiply")
+    assert multiplied[0] > multiplied[3] > multiplied[1] == multiplied[2]  # cut and looped both earn 0
+    summed = rewards.advantages(scores, weights, group_size=4)
+    assert summed[1] > summed[2]  # summed, the cut answer keeps its full length reward

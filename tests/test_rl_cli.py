@@ -66,3 +66,21 @@ def test_rl_killed_after_a_checkpoint_resumes_and_finishes_the_schedule(tmp_path
     line = changed.stderr.strip().splitlines()[-1]
     assert "rl's train step" in line and "train.temperature" in line and "redo=train" in line, line
     assert artifacts.read_json(out / "tiny" / "manifest.json") == manifest  # what was made is kept
+
+
+@pytest.mark.slow(minutes=2)
+def test_rl_with_multiplied_rewards_trains_on_their_product(tmp_path, model_cache, tiny_model):
+    out = tmp_path / "rl"
+    proc = run_cli("rl", f"out_dir={out}", "name=product", f"paths.cache_dir={model_cache}", "limit=4",
+                   "rl.train.steps=2", "rl.train.save_every_steps=0", "rl.train.num_generations=4",
+                   "rl.train.prompts_per_step=1", "rl.train.max_completion_length=32", "ray.num_cpus=2",
+                   "rl.rewards.aggregation=multiply", cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = artifacts.read_json(out / "product" / "manifest.json")
+    assert manifest["train"]["multi_objective_aggregation"] == "multiply"
+    steps = artifacts.read_jsonl(out / "product" / "steps.jsonl")
+    assert [s["step"] for s in steps] == [1, 2]
+    for s in steps:  # the product is the reward; each component is logged beside it
+        assert 0.0 <= s["rewards/product/mean"] <= 1.0
+        assert all(f"rewards/{n}/mean" in s for n in ("length", "termination", "repetition"))
+    assert "product" in manifest["last_step"]

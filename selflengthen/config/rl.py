@@ -67,7 +67,8 @@ class Rewards(Group):
     use: list[Literal["length", "termination", "repetition", "quality"]] = eg(
         "[length,termination,repetition]", ["length", "termination", "repetition"], min_length=1)
     weights: RewardWeights = RewardWeights()
-    aggregation: Literal["normalize_then_sum", "sum_then_normalize"] = eg("normalize_then_sum", "normalize_then_sum")
+    aggregation: Literal["normalize_then_sum", "sum_then_normalize", "multiply"] = eg(
+        "normalize_then_sum", "normalize_then_sum")
     ceiling_factor: float = eg("2.0", 2.0, gt=1)
     loop_floor: float = eg("0.3", 0.3, gt=0, le=1)
     quality: Literal["none", "model", "judge"] = eg("none", "none")
@@ -81,6 +82,10 @@ class Rewards(Group):
                              "judge) or rl.rewards.quality=model and rl.rewards.quality_model=FOLDER (a "
                              "sequence-classification reward model), or drop it "
                              "(rl.rewards.use=[length,termination,repetition])")
+        if self.aggregation == "multiply" and "quality" in self.use and self.quality == "model":
+            raise ValueError("rl.rewards.aggregation=multiply multiplies rewards the project computes, and a "
+                             "quality model folder is scored inside TRL: use aggregation=normalize_then_sum with "
+                             "rl.rewards.quality=model, or rl.rewards.quality=judge")
         return self
 
 

@@ -13,8 +13,11 @@
 
 Aggregation, TRL's multi_objective_aggregation="normalize_then_sum": each reward is
 normalised within its group of answers to one prompt ((r - mean) / (std + 1e-4), the
-sample std), the weighted sum taken, and that sum normalised over the batch.
-`advantages` does it in plain Python so a test can rank answers without the trainer.
+sample std), the weighted sum taken, and that sum normalised over the batch. Or
+"multiply": the product of the rewards (weights as exponents) is the one reward, normalised
+in its group and over the batch the same way, so an answer cut at the cap (termination 0)
+earns nothing for its length: the rule `dpo.penalties` applies to DPO's scores.
+`advantages` does either in plain Python so a test can rank answers without the trainer.
 """
 from __future__ import annotations
 
@@ -132,9 +135,26 @@ def group_normalised(values: list[float]) -> list[float]:
     return [(v - mean) / (std + EPS) for v in values]
 
 
-def advantages(rewards: dict[str, list[float]], weights: dict[str, float], group_size: int) -> list[float]:
-    """normalize_then_sum over a batch of consecutive groups of group_size answers:
-    per reward, normalise within each group; weighted sum; normalise the sums over the batch."""
+def multiplied(values: list[float | None], weights: list[float]) -> float | None:
+    """One answer's rewards as one: the product of each reward raised to its weight (a weight
+    of 0 leaves a reward out, 2 counts it twice); a reward that could not be scored (None,
+    e.g. a judgement that never parsed) is left out; None when none was scored."""
+    scored = [(v, w) for v, w in zip(values, weights, strict=True) if v is not None and w != 0]
+    if not scored:
+        return None
+    return math.prod(max(0.0, v) ** w for v, w in scored)
+
+
+def advantages(rewards: dict[str, list[float]], weights: dict[str, float], group_size: int,
+               aggregation: str = "normalize_then_sum") -> list[float]:
+    """The advantages of a batch of consecutive groups of group_size answers. normalize_then_sum:
+    per reward, normalise within each group; weighted sum; normalise the sums over the batch.
+    multiply: the weighted product per answer (`multiplied`) as the one reward, then the same."""
+    if aggregation == "multiply":
+        names = list(rewards)
+        product = [multiplied(list(row), [weights.get(n, 1.0) for n in names]) or 0.0
+                   for row in zip(*(rewards[n] for n in names), strict=True)]
+        return advantages({"product": product}, {"product": 1.0}, group_size)
     total = None
     for name, values in rewards.items():
         assert len(values) % group_size == 0, (name, len(values), group_size)

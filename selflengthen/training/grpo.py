@@ -7,7 +7,8 @@ from each row before any work, core/rewards.row_window); TRL hands the columns t
 functions as keyword arguments. Rewards (core/rewards.py) are TRL reward functions named
 length, termination, repetition, and quality (the verb's JudgeReward asking a served judge,
 or a sequence-classification model folder TRL loads itself), weighted by `reward_weights` and aggregated with
-`multi_objective_aggregation` (normalize_then_sum by default); length, termination and
+`multi_objective_aggregation` (normalize_then_sum by default; multiply: their product as one
+reward, `trl_rewards`); length, termination and
 repetition not rewarded still run at weight 0, so every step logs its mean words, in-window
 share, termination rate and repetition. Generation (`rl.train.generation`, generation_args) is
 TRL's own transformers `generate` by default, the only path on CPUs (TRL's colocated vLLM fails at
@@ -90,6 +91,32 @@ def reward_functions(names: list[str], rcfg: dict, eos_ids: set[int]) -> list:
     return out
 
 
+def product_reward(funcs: list, weights: list[float]):
+    """One TRL reward function: per answer, the product of `funcs`' rewards raised to their
+    weights (core/rewards.multiplied), so a cut or looping answer's length earns nothing."""
+    def product(prompts, completions, completion_ids, **kwargs):
+        kwargs.pop("log_metric", None)  # the components log their own metrics at weight 0
+        each = [f(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs) for f in funcs]
+        return [rewards.multiplied(list(values), weights) for values in zip(*each, strict=True)]
+    return product
+
+
+def trl_rewards(rcfg: dict, eos_ids: set[int]) -> tuple[list, list[float], str]:
+    """(TRL's reward functions, their weights, TRL's multi_objective_aggregation). The rewards
+    used, weighted, then length, termination and repetition at weight 0 where not used, so
+    their metrics are logged every step; with rl.rewards.aggregation=multiply, the used rewards'
+    product is the one weighted function and TRL normalises it as normalize_then_sum."""
+    used = list(rcfg["rewards"])
+    funcs = reward_functions(used, rcfg, eos_ids)
+    weights = [float(rcfg["reward_weights"].get(n, 1.0)) for n in used]
+    if rcfg["multi_objective_aggregation"] == "multiply":
+        shown = ["length", "termination", "repetition"]
+        return ([product_reward(funcs, weights), *reward_functions(shown, rcfg, eos_ids)],
+                [1.0] + [0.0] * len(shown), "normalize_then_sum")
+    logged, zero = always_logged(rcfg, eos_ids)
+    return funcs + logged, weights + zero, rcfg["multi_objective_aggregation"]
+
+
 def always_logged(rcfg: dict, eos_ids: set[int]) -> list:
     """The length and termination functions at weight 0 when not rewarded: their metrics
     (mean words, in-window share, termination rate) are logged every step either way."""
@@ -138,9 +165,8 @@ def train_grpo_adapter(base_model: str, prompts_path: str, out_dir: str, init_ad
              "upper": float(r["upper"]), "language": r.get("language") or "en"} for r in s.rows]
     start = harness.begin(out_dir)
     eos_ids = eos_ids_of(s.tokenizer, s.model)
-    funcs = reward_functions(list(rcfg["rewards"]), rcfg, eos_ids)
+    funcs, trl_weights, trl_aggregation = trl_rewards(rcfg, eos_ids)
     weights = [float(rcfg["reward_weights"].get(n, 1.0)) for n in rcfg["rewards"]]
-    logged, zero = always_logged(rcfg, eos_ids)
     group = rcfg["num_generations"]
     args = GRPOConfig(
         output_dir=str(start.work_dir),
@@ -163,8 +189,8 @@ def train_grpo_adapter(base_model: str, prompts_path: str, out_dir: str, init_ad
         beta=rcfg["beta"],
         loss_type=rcfg["loss_type"],
         scale_rewards=rcfg["scale_rewards"],
-        reward_weights=weights + zero,
-        multi_objective_aggregation=rcfg["multi_objective_aggregation"],
+        reward_weights=trl_weights,
+        multi_objective_aggregation=trl_aggregation,
         mask_truncated_completions=rcfg["mask_truncated_completions"],
         **generation_args(rcfg),
         bf16=s.bf16,
@@ -180,7 +206,7 @@ def train_grpo_adapter(base_model: str, prompts_path: str, out_dir: str, init_ad
     if start.resume is None and start.rank == 0:
         log_path.unlink(missing_ok=True)  # a fresh start: no earlier attempt's steps
     guard, callbacks = harness.callbacks(start, rcfg, [step_log_callback(log_path), *extra_callbacks])
-    trainer = GRPOTrainer(model=s.model, reward_funcs=funcs + logged, args=args, train_dataset=Dataset.from_list(rows),
+    trainer = GRPOTrainer(model=s.model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=s.tokenizer, peft_config=s.peft_config, callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=start.resume_from)
     digest = harness.finish(trainer, result, guard, rcfg, start, out_dir, save_dir, selected_adapters=["default"])
