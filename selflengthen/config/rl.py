@@ -57,7 +57,7 @@ class RlTrain(Group):
 
 class RewardWeights(Group):
     length: float = eg("1.0", 1.0)
-    termination: float = eg("1.0", 1.0)
+    termination: float = eg("3.0", 3.0)
     repetition: float = eg("1.0", 1.0)
     quality: float = eg("1.0", 1.0)
 
