@@ -13,6 +13,8 @@ iterations' manifests). Markdown on stdout.
         [--manifests -,rl/length/manifest.json,...] [--by-length]
 
 --by-length adds a table per length asked: each recipe's mean words, S_l and answers cut at the cap.
+An evaluation given as FOLDER+FOLDER (the same recipe evaluated at two seeds) pools their answers:
+each item's answers from both are averaged before pairing.
 """
 from __future__ import annotations
 
@@ -34,6 +36,16 @@ def answers(folder: Path) -> dict[str, dict]:
     if not (folder / "summary.json").exists():
         raise SystemExit(f"{folder} holds no finished evaluation (no summary.json)")
     return {r["id"]: r for r in artifacts.read_jsonl(folder / "predictions.jsonl")}
+
+
+def pooled(spec: str) -> dict[str, dict]:
+    """answers() of one folder, or of FOLDER+FOLDER+...: every folder's answers, each id marked
+    with its folder's place (`<id>~p<k>`), so an item's answers from all of them average together."""
+    folders = spec.split("+")
+    if len(folders) == 1:
+        return answers(Path(spec))
+    return {f"{answer_id}~p{k}": {**row, "item": row.get("item") or answer_id.split("~")[0]}
+            for k, folder in enumerate(folders) for answer_id, row in answers(Path(folder)).items()}
 
 
 def per_item(rows: dict[str, dict], value) -> dict[str, float]:
@@ -137,19 +149,19 @@ def markdown(table: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("evals", nargs="+", help="evaluation folders, the base first")
+    p.add_argument("evals", nargs="+", help="evaluation folders, the base first (A+B pools two evaluations)")
     p.add_argument("--names", default="", help="comma-separated names, one per folder")
     p.add_argument("--manifests", default="", help="comma-separated training manifests or run folders, one per "
                                                    "folder ('-' for none, e.g. the base)")
     p.add_argument("--by-length", action="store_true", help="a second table: words, S_l and cut answers per "
                                                              "length asked")
     a = p.parse_args()
-    names = a.names.split(",") if a.names else [Path(e).name for e in a.evals]
+    names = a.names.split(",") if a.names else [Path(e.split("+")[0]).name for e in a.evals]
     manifests = [None if m in ("", "-") else Path(m) for m in a.manifests.split(",")] if a.manifests else \
         [None] * len(a.evals)
     if not len(names) == len(manifests) == len(a.evals):
         raise SystemExit("give one name and one manifest (or '-') per evaluation folder")
-    evals = [answers(Path(e)) for e in a.evals]
+    evals = [pooled(e) for e in a.evals]
     table = [row_of(names[0], evals[0], None, manifests[0])]
     table += [row_of(name, rows, evals[0], m) for name, rows, m in zip(names[1:], evals[1:], manifests[1:], strict=True)]
     print(markdown(table))

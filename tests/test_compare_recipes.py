@@ -73,3 +73,17 @@ def test_the_table_by_length_asked_gives_each_recipes_words_score_and_cuts(tmp_p
     assert table[0]["base S_l"] == pytest.approx(30) and table[0]["dpo S_l"] == pytest.approx(70)
     assert (table[0]["base cut"], table[0]["dpo cut"], table[1]["dpo cut"]) == (0, 1, 0)
     assert "| words asked | answers | base words |" in compare.markdown(table)
+
+
+def test_two_evaluations_of_a_recipe_pool_their_answers_per_item(tmp_path):
+    base0 = folder(tmp_path, "base0", [answer("a", 0, 0.2, 10), answer("b", 0, 0.5, 30)])
+    base1 = folder(tmp_path, "base1", [answer("a", 0, 0.4, 10), answer("b", 0, 0.5, 30)])
+    rl0 = folder(tmp_path, "rl0", [answer("a", 0, 0.6, 40), answer("b", 0, 0.6, 30)])
+    rl1 = folder(tmp_path, "rl1", [answer("a", 0, 0.8, 40, "length"), answer("b", 0, 0.8, 30)])
+    base = compare.pooled(f"{base0}+{base1}")
+    assert len(base) == 4  # the same ids from two folders are kept apart
+    row = compare.row_of("rl", compare.pooled(f"{rl0}+{rl1}"), base, None)
+    # per item S_l (x100): base 30, 50; rl 70, 70; changes 40, 20: mean 30, sd 14.14, se 10.0
+    assert row["S_l change (se)"] == "+30.0 (10.0), 2 items"
+    assert row["cap rate change (se)"] == "+0.250 (0.250)"
+    assert compare.pooled(str(rl0)) == compare.answers(rl0)
