@@ -138,7 +138,7 @@ def test_a_finished_rl_reruns_with_the_model_cache_gone(tmp_path, compose_config
     tcfg = command.trainer_settings(settings)
     step, _ = command.train_step(paths, {
         "prompts": artifacts.config_hash(rows), "model": str(cache / tiny_model.name), "init": None,
-        "train": {k: v for k, v in tcfg.items() if k != "cpu_threads"}, "seed": settings.seed})
+        "train": command.made_with_train(tcfg), "seed": settings.seed})
     artifacts.write_json(paths.adapter / "adapter_config.json", {"r": 8})
     artifacts.write_json(paths.manifest, {"verb": "rl", **step.fields(), "model": step.made_with["model"]})
     monkeypatch.setattr(command.workers, "init_ray", never)
