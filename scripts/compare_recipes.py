@@ -7,7 +7,7 @@ item (an item's answers averaged first when samples=N gave it several: `<item>` 
 each with its standard error over the items. With --manifests, each recipe's training budget
 too: the tokens its training generated and its wall time (an `rl` or `agentwrite`
 manifest.json, a `dpo` job's folder: its steps' manifests, or a run's folder: the sum over its
-iterations' manifests). Markdown on stdout.
+iterations' metrics.json). Markdown on stdout.
 
     .venv/bin/python scripts/compare_recipes.py BASE_EVAL [RECIPE_EVAL ...] [--names base,rl-length,...]
         [--manifests -,rl/length/manifest.json,...] [--by-length]
@@ -78,10 +78,11 @@ def budget(path: Path) -> tuple[int | None, float | None]:
         if tokens is None and (path / "samples.jsonl").exists():  # a job from before the manifest counted them
             tokens = sum(r.get("completion_tokens") or 0 for r in artifacts.read_jsonl(path / "samples.jsonl"))
         return tokens, sum(m.get("seconds") or 0.0 for m in done.values()) or None
-    if path.is_dir():
-        found = [budget(m) for m in sorted(path.glob("iter_*/manifest.json"))]
-        tokens = [t for t, _ in found if t is not None]
-        return (sum(tokens) if tokens else None), sum(s or 0.0 for _, s in found) or None
+    if path.is_dir():  # a run: each iteration's metrics.json (its generated tokens, its stages' seconds)
+        found = [artifacts.read_json(m) for m in sorted(path.glob("iter_*/metrics.json"))]
+        tokens = [(m.get("tokens") or {}).get("completion_tokens") for m in found]
+        seconds = sum(sum((m.get("seconds") or {}).values()) for m in found)
+        return (sum(t for t in tokens if t is not None) if any(t is not None for t in tokens) else None), seconds or None
     m = artifacts.read_json(path)
     tokens = (m.get("generation") or {}).get("generated_tokens") or (m.get("train") or {}).get("generated_tokens")
     return tokens, m.get("seconds")

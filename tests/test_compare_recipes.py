@@ -87,3 +87,12 @@ def test_two_evaluations_of_a_recipe_pool_their_answers_per_item(tmp_path):
     assert row["S_l change (se)"] == "+30.0 (10.0), 2 items"
     assert row["cap rate change (se)"] == "+0.250 (0.250)"
     assert compare.pooled(str(rl0)) == compare.answers(rl0)
+
+
+def test_a_run_folder_gives_its_iterations_generated_tokens_and_stage_seconds(tmp_path):
+    run = tmp_path / "run"
+    for k, (tokens, seconds) in enumerate([(1000, {"generate": 30.0, "train": 60.0}), (500, {"extend": 30.0})], 1):
+        (run / f"iter_{k}").mkdir(parents=True)
+        (run / f"iter_{k}" / "metrics.json").write_text(
+            json.dumps({"tokens": {"completion_tokens": tokens}, "seconds": seconds}), encoding="utf-8")
+    assert compare.budget(run) == (1500, 120.0)
