@@ -44,8 +44,7 @@ def pooled(spec: str) -> dict[str, dict]:
     folders = spec.split("+")
     if len(folders) == 1:
         return answers(Path(spec))
-    return {f"{answer_id}~p{k}": {**row, "item": row.get("item") or answer_id.split("~")[0]}
-            for k, folder in enumerate(folders) for answer_id, row in answers(Path(folder)).items()}
+    return {f"{answer_id}~p{k}": row for k, folder in enumerate(folders) for answer_id, row in answers(Path(folder)).items()}
 
 
 def per_item(rows: dict[str, dict], value) -> dict[str, float]:
@@ -80,9 +79,9 @@ def budget(path: Path) -> tuple[int | None, float | None]:
         return tokens, sum(m.get("seconds") or 0.0 for m in done.values()) or None
     if path.is_dir():  # a run: each iteration's metrics.json (its generated tokens, its stages' seconds)
         found = [artifacts.read_json(m) for m in sorted(path.glob("iter_*/metrics.json"))]
-        tokens = [(m.get("tokens") or {}).get("completion_tokens") for m in found]
+        tokens = [t for m in found if (t := (m.get("tokens") or {}).get("completion_tokens")) is not None]
         seconds = sum(sum((m.get("seconds") or {}).values()) for m in found)
-        return (sum(t for t in tokens if t is not None) if any(t is not None for t in tokens) else None), seconds or None
+        return (sum(tokens) if tokens else None), seconds or None
     m = artifacts.read_json(path)
     tokens = (m.get("generation") or {}).get("generated_tokens") or (m.get("train") or {}).get("generated_tokens")
     return tokens, m.get("seconds")

@@ -65,8 +65,7 @@ GENERATION_KEYS = ("generation", "vllm_gpu_memory_utilization", "vllm_server_url
 
 def generation_of(train: RlTrain) -> dict:
     """The manifest's generation path and why it was taken."""
-    path = "trl-transformers" if train.generation == "transformers" else f"trl-{train.generation.replace('_', '-')}"
-    return {"path": path, "reason": GENERATION_REASONS[train.generation]}
+    return {"path": "trl-" + train.generation.replace("_", "-"), "reason": GENERATION_REASONS[train.generation]}
 
 
 def made_with_train(tcfg: dict) -> dict:

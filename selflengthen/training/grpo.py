@@ -101,14 +101,18 @@ def product_reward(funcs: list, weights: list[float]):
     return product
 
 
+def used_weights(rcfg: dict) -> list[float]:
+    """The weight of each reward used, in rl.rewards.use's order."""
+    return [float(rcfg["reward_weights"].get(n, 1.0)) for n in rcfg["rewards"]]
+
+
 def trl_rewards(rcfg: dict, eos_ids: set[int]) -> tuple[list, list[float], str]:
     """(TRL's reward functions, their weights, TRL's multi_objective_aggregation). The rewards
     used, weighted, then length, termination and repetition at weight 0 where not used, so
     their metrics are logged every step; with rl.rewards.aggregation=multiply, the used rewards'
     product is the one weighted function and TRL normalises it as normalize_then_sum."""
-    used = list(rcfg["rewards"])
-    funcs = reward_functions(used, rcfg, eos_ids)
-    weights = [float(rcfg["reward_weights"].get(n, 1.0)) for n in used]
+    funcs = reward_functions(list(rcfg["rewards"]), rcfg, eos_ids)
+    weights = used_weights(rcfg)
     if rcfg["multi_objective_aggregation"] == "multiply":
         shown = ["length", "termination", "repetition"]
         return ([product_reward(funcs, weights), *reward_functions(shown, rcfg, eos_ids)],
@@ -166,7 +170,6 @@ def train_grpo_adapter(base_model: str, prompts_path: str, out_dir: str, init_ad
     start = harness.begin(out_dir)
     eos_ids = eos_ids_of(s.tokenizer, s.model)
     funcs, trl_weights, trl_aggregation = trl_rewards(rcfg, eos_ids)
-    weights = [float(rcfg["reward_weights"].get(n, 1.0)) for n in rcfg["rewards"]]
     group = rcfg["num_generations"]
     args = GRPOConfig(
         output_dir=str(start.work_dir),
@@ -216,7 +219,7 @@ def train_grpo_adapter(base_model: str, prompts_path: str, out_dir: str, init_ad
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss if math.isfinite(result.training_loss) else None,
         "rewards": list(rcfg["rewards"]),
-        "reward_weights": dict(zip(rcfg["rewards"], weights, strict=True)),
+        "reward_weights": dict(zip(rcfg["rewards"], used_weights(rcfg), strict=True)),
         "multi_objective_aggregation": rcfg["multi_objective_aggregation"],
         "num_generations": group,
         "prompts_per_step": rcfg["prompts_per_step"],
