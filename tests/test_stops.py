@@ -198,6 +198,63 @@ def test_the_scratch_folder_holds_the_engines_temporary_files_and_goes(monkeypat
     assert not root.exists() and scratch.ENV not in os.environ
 
 
+ABANDONED_TASK = """
+import gc, os, sys, time
+import ray
+from selflengthen.core.stopping import quiet_abandoned_tasks
+
+ray.init(num_cpus=1, include_dashboard=False)
+
+@ray.remote(max_retries=0)
+def dies():
+    os._exit(1)
+
+ref = dies.remote()
+time.sleep(6)  # the worker died; nobody asked for the result (a ray.get a stop abandoned)
+if sys.argv[1] == "ending":
+    quiet_abandoned_tasks()
+del ref
+gc.collect()
+time.sleep(5)  # Ray reports an unread error once its reference is gone
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow(minutes=1)
+def test_a_task_abandoned_by_an_ending_command_is_not_reported_after_its_last_line(tmp_path):
+    """A stop during training abandons the trainer's task, whose worker then dies: Ray logs
+    "Unhandled error ... The worker died unexpectedly" once the reference is collected, after
+    the CLI's one line. Once the command is ending (quiet_abandoned_tasks, run by every stop
+    and every one-line error) Ray stays silent; before, it reports (the control)."""
+    script = tmp_path / "abandon.py"
+    script.write_text(ABANDONED_TASK)
+    logs = {}
+    for mode in ("running", "ending"):
+        env = {k: v for k, v in os.environ.items() if k != "RAY_IGNORE_UNHANDLED_ERRORS"}
+        done = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=300,
+                              env=env, cwd=Path(__file__).resolve().parents[1])
+        assert done.returncode == 0, done.stderr[-2000:]
+        logs[mode] = done.stdout + done.stderr
+    assert "Unhandled error" in logs["running"], logs["running"][-2000:]
+    assert "Unhandled error" not in logs["ending"], logs["ending"][-2000:]
+
+
+def test_a_stop_or_a_one_line_error_quiets_abandoned_tasks(stop_handlers, monkeypatch, capsys):
+    """Each way a command ends in one line marks it as ending for Ray."""
+    from selflengthen.cli import user_errors
+    from selflengthen.core.errors import UserError
+
+    for raised in (UserError("a bad path; give another"), KeyboardInterrupt()):
+        monkeypatch.delenv("RAY_IGNORE_UNHANDLED_ERRORS", raising=False)
+        with pytest.raises(SystemExit):
+            with user_errors(False, "finished stages are kept"):
+                raise raised
+        assert os.environ.get("RAY_IGNORE_UNHANDLED_ERRORS") == "1", raised
+    monkeypatch.delenv("RAY_IGNORE_UNHANDLED_ERRORS", raising=False)
+    stopping.noticed()  # a handler took a stop signal
+    assert os.environ.get("RAY_IGNORE_UNHANDLED_ERRORS") == "1"
+
+
 # --- the real CLI on the tiny model -------------------------------------------------------------
 
 SIZES = ["iterations=1", "loop.augment.new_per_language=4", "eval.every_iteration=false",

@@ -95,6 +95,15 @@ def noticed() -> None:
     """A handler took a stop signal (ours, or ray.init's while it runs)."""
     global _handled
     _handled += 1
+    quiet_abandoned_tasks()
+
+
+def quiet_abandoned_tasks() -> None:
+    """The command is ending (a stop, or its one-line error): the Ray tasks it abandons end in
+    errors nobody will read. Without this, Ray logs each one ("Unhandled error ... The worker
+    died unexpectedly") when its reference is collected, after the CLI's last line. Ray reads
+    the variable at that moment, in this process."""
+    os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
 
 
 def set_kept(kept: str) -> None:
