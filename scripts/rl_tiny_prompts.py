@@ -5,6 +5,10 @@ templates. No module named in a held-out prompt (evaluation/heldout_tiny.jsonl) 
 the held-out set stays held out.
 
     .venv/bin/python scripts/rl_tiny_prompts.py [--count 400] [--seed 7] [--out FILE]
+    .venv/bin/python scripts/rl_tiny_prompts.py --rows --seed 8 --count 100 --out FILE   # rows, for `dpo data=FILE`
+
+`--rows` writes LongBench-Write rows {prompt, type, length} (the format `dpo` and `eval` read;
+a range "in N-M words" states its middle as the length) instead of {prompt}.
 """
 from __future__ import annotations
 
@@ -16,11 +20,11 @@ import sysconfig
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = ["Write a detailed explanation of the {t} module in about {n} words.",
-         "Describe the {t} module, with its uses and caveats, in roughly {n} words.",
-         "Write a guide to the {t} module for a new programmer. Use about {n} words.",
-         "Explain the {t} module thoroughly in around {n} words.",
-         "Compose a short report on the {t} module in {n}-{m} words."]
+TASKS = {"Write a detailed explanation of the {t} module in about {n} words.": "Explanation",
+         "Describe the {t} module, with its uses and caveats, in roughly {n} words.": "Reference",
+         "Write a guide to the {t} module for a new programmer. Use about {n} words.": "Guide",
+         "Explain the {t} module thoroughly in around {n} words.": "Explanation",
+         "Compose a short report on the {t} module in {n}-{m} words.": "Report"}
 LENGTHS = (100, 150, 200, 300, 400)
 
 
@@ -31,25 +35,36 @@ def modules(held_out: str) -> list[str]:
     return [m for m in names if f" {m} " not in held_out and "test" not in m][:200]
 
 
-def prompts(count: int, seed: int) -> list[str]:
+def rows(count: int, seed: int) -> list[dict]:
+    """{prompt, type, length} rows: the template's kind as the type, the words asked as the
+    length (a range's middle)."""
     held = [json.loads(line)["prompt"] for line in
             (REPO / "selflengthen" / "evaluation" / "heldout_tiny.jsonl").read_text(encoding="utf-8").splitlines()]
     names, rng = modules(" ".join(held)), random.Random(seed)
     out = []
     for _ in range(count):
         n = rng.choice(LENGTHS)
-        out.append(rng.choice(TASKS).format(t=rng.choice(names), n=n, m=int(n * 1.3)))
-    assert not set(out) & set(held)
+        task = rng.choice(list(TASKS))
+        m = int(n * 1.3)
+        out.append({"prompt": task.format(t=rng.choice(names), n=n, m=m), "type": TASKS[task],
+                    "length": (n + m) // 2 if "{m}" in task else n})
+    assert not {r["prompt"] for r in out} & set(held)
     return out
+
+
+def prompts(count: int, seed: int) -> list[str]:
+    return [r["prompt"] for r in rows(count, seed)]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--count", type=int, default=400)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--rows", action="store_true", help="write {prompt, type, length} rows (for `dpo data=`)")
     p.add_argument("--out", default=str(REPO / "selflengthen" / "training" / "rl_prompts_tiny.jsonl"))
     a = p.parse_args()
-    lines = "".join(json.dumps({"prompt": t}) + "\n" for t in prompts(a.count, a.seed))
+    made = rows(a.count, a.seed)
+    lines = "".join(json.dumps(r if a.rows else {"prompt": r["prompt"]}) + "\n" for r in made)
     Path(a.out).write_text(lines, encoding="utf-8")
 
 
