@@ -6,8 +6,8 @@ item (an item's answers averaged first when samples=N gave it several: `<item>` 
 `<item>~j`), the change of S_l, of the words, of the cap rate and of the repeated n-gram rate,
 each with its standard error over the items. With --manifests, each recipe's training budget
 too: the tokens its training generated and its wall time (an `rl` or `agentwrite`
-manifest.json, a `dpo` job's folder: its steps' manifests, or a run's folder: the sum over its
-iterations' metrics.json). Markdown on stdout.
+manifest.json, a `dpo` job's folder: its steps' manifests, a run's folder: the sum over its
+iterations' metrics.json, or a run's RUN/iter_K: the sum over iterations 1..K). Markdown on stdout.
 
     .venv/bin/python scripts/compare_recipes.py BASE_EVAL [RECIPE_EVAL ...] [--names base,rl-length,...]
         [--manifests -,rl/length/manifest.json,...] [--by-length]
@@ -19,6 +19,7 @@ each item's answers from both are averaged before pairing.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -77,8 +78,12 @@ def budget(path: Path) -> tuple[int | None, float | None]:
         if tokens is None and (path / "samples.jsonl").exists():  # a job from before the manifest counted them
             tokens = sum(r.get("completion_tokens") or 0 for r in artifacts.read_jsonl(path / "samples.jsonl"))
         return tokens, sum(m.get("seconds") or 0.0 for m in done.values()) or None
-    if path.is_dir():  # a run: each iteration's metrics.json (its generated tokens, its stages' seconds)
-        found = [artifacts.read_json(m) for m in sorted(path.glob("iter_*/metrics.json"))]
+    if path.is_dir():  # a run: each iteration's metrics.json (its generated tokens, its stages' seconds);
+        # a run's RUN/iter_K: iterations 1..K (what that iteration's generator cost)
+        upto = int(path.name[5:]) if re.fullmatch(r"iter_\d+", path.name) else None
+        run = path.parent if upto is not None else path
+        found = [artifacts.read_json(m) for m in sorted(run.glob("iter_*/metrics.json"))
+                 if upto is None or int(m.parent.name[5:]) <= upto]
         tokens = [t for m in found if (t := (m.get("tokens") or {}).get("completion_tokens")) is not None]
         seconds = sum(sum((m.get("seconds") or {}).values()) for m in found)
         return (sum(tokens) if tokens else None), seconds or None

@@ -96,3 +96,5 @@ def test_a_run_folder_gives_its_iterations_generated_tokens_and_stage_seconds(tm
         (run / f"iter_{k}" / "metrics.json").write_text(
             json.dumps({"tokens": {"completion_tokens": tokens}, "seconds": seconds}), encoding="utf-8")
     assert compare.budget(run) == (1500, 120.0)
+    assert compare.budget(run / "iter_1") == (1000, 90.0)  # an iteration's generator: iterations 1..K
+    assert compare.budget(run / "iter_2") == (1500, 120.0)
