@@ -19,7 +19,7 @@ from selflengthen.config.files import compose, conf_dir, missing_values
 from selflengthen.config.names import name_problems, safe_name
 from selflengthen.config.schema import VERBS as VERB_CONFIGS, unknown_key
 from selflengthen.core.errors import UserError, memory_kill, sigterm_stops_like_ctrl_c, stopped_by_sigterm
-from selflengthen.core.stopping import quiet_abandoned_tasks, set_kept
+from selflengthen.core.stopping import quiet_ending, set_kept
 from selflengthen.store.artifacts import DISK_FULL, disk_error
 
 # A verb's module (selflengthen/commands/) is imported only when the verb runs, on purpose:
@@ -44,7 +44,7 @@ def _debugging() -> bool:
 
 
 def _fail(err: BaseException) -> None:
-    quiet_abandoned_tasks()
+    quiet_ending()
     print(f"selflengthen: error: {err}", file=sys.stderr)
     sys.exit(2)
 
@@ -93,7 +93,7 @@ def user_errors(debug: bool, kept: str):
         _fail(err)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (errors.Terminated)
         what, code = ("terminated (SIGTERM)", 143) if stopped_by_sigterm(err) else ("interrupted", 130)
-        quiet_abandoned_tasks()
+        quiet_ending()
         print(f"selflengthen: {what}; {kept}, run the same command to resume", file=sys.stderr)
         sys.exit(code)
     except OSError as err:  # a full disk anywhere (artifacts.py names the folder for its own writes)

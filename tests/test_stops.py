@@ -201,7 +201,7 @@ def test_the_scratch_folder_holds_the_engines_temporary_files_and_goes(monkeypat
 ABANDONED_TASK = """
 import gc, os, sys, time
 import ray
-from selflengthen.core.stopping import quiet_abandoned_tasks
+from selflengthen.core.stopping import quiet_ending
 
 ray.init(num_cpus=1, include_dashboard=False)
 
@@ -212,7 +212,7 @@ def dies():
 ref = dies.remote()
 time.sleep(6)  # the worker died; nobody asked for the result (a ray.get a stop abandoned)
 if sys.argv[1] == "ending":
-    quiet_abandoned_tasks()
+    quiet_ending()
 del ref
 gc.collect()
 time.sleep(5)  # Ray reports an unread error once its reference is gone
@@ -224,7 +224,7 @@ ray.shutdown()
 def test_a_task_abandoned_by_an_ending_command_is_not_reported_after_its_last_line(tmp_path):
     """A stop during training abandons the trainer's task, whose worker then dies: Ray logs
     "Unhandled error ... The worker died unexpectedly" once the reference is collected, after
-    the CLI's one line. Once the command is ending (quiet_abandoned_tasks, run by every stop
+    the CLI's one line. Once the command is ending (quiet_ending, run by every stop
     and every one-line error) Ray stays silent; before, it reports (the control)."""
     script = tmp_path / "abandon.py"
     script.write_text(ABANDONED_TASK)
@@ -239,11 +239,37 @@ def test_a_task_abandoned_by_an_ending_command_is_not_reported_after_its_last_li
     assert "Unhandled error" not in logs["ending"], logs["ending"][-2000:]
 
 
+def _failing_thread(name: str) -> None:
+    def fail() -> None:
+        raise RuntimeError(f"{name}: Cancelling all calls")
+
+    t = threading.Thread(target=fail, name=name)
+    t.start()
+    t.join()
+
+
+def test_a_ray_threads_failure_is_silent_once_the_command_is_ending(stop_handlers, monkeypatch, capsys):
+    """`timeout` kills Ray's GCS with the driver: Ray's error-listening thread fails as its
+    connection goes, which Python prints as a traceback beside the CLI's line. Once the
+    command is ending, a Ray thread's failure is not printed; another thread's still is, and
+    a Ray thread's before the end too."""
+    monkeypatch.setattr(stopping, "_ending", False)
+    monkeypatch.setenv("RAY_IGNORE_UNHANDLED_ERRORS", "-")
+    _failing_thread("ray_listen_error_messages")
+    assert "Cancelling all calls" in capsys.readouterr().err  # not ending yet: reported
+    stopping.quiet_ending()
+    _failing_thread("ray_listen_error_messages")
+    assert capsys.readouterr().err == ""
+    _failing_thread("selflengthen-writer")
+    assert "selflengthen-writer: Cancelling all calls" in capsys.readouterr().err
+
+
 def test_a_stop_or_a_one_line_error_quiets_abandoned_tasks(stop_handlers, monkeypatch, capsys):
     """Each way a command ends in one line marks it as ending for Ray."""
     from selflengthen.cli import user_errors
     from selflengthen.core.errors import UserError
 
+    monkeypatch.setenv("RAY_IGNORE_UNHANDLED_ERRORS", "-")  # recorded: the process's own value is back after the test
     for raised in (UserError("a bad path; give another"), KeyboardInterrupt()):
         monkeypatch.delenv("RAY_IGNORE_UNHANDLED_ERRORS", raising=False)
         with pytest.raises(SystemExit):

@@ -59,6 +59,8 @@ _last_stop: int | None = None  # the last stop signal this process received
 _handled = 0  # how many stop signals a handler has taken
 _kept = "finished work is kept"  # what the running command keeps when stopped (set_kept)
 _forced_exit: list[Callable[[], None]] = []
+_ending = False  # the command is ending (quiet_ending)
+_thread_hook = threading.excepthook  # the hook _quiet_ray_threads hands every other thread's failure to
 _guard: threading.Thread | None = None
 
 
@@ -95,15 +97,26 @@ def noticed() -> None:
     """A handler took a stop signal (ours, or ray.init's while it runs)."""
     global _handled
     _handled += 1
-    quiet_abandoned_tasks()
+    quiet_ending()
 
 
-def quiet_abandoned_tasks() -> None:
-    """The command is ending (a stop, or its one-line error): the Ray tasks it abandons end in
-    errors nobody will read. Without this, Ray logs each one ("Unhandled error ... The worker
-    died unexpectedly") when its reference is collected, after the CLI's last line. Ray reads
-    the variable at that moment, in this process."""
+def quiet_ending() -> None:
+    """The command is ending (a stop, or its one-line error): what Ray reports of the work it
+    abandons stays silent, so the CLI's line is the last. The Ray tasks it abandons end in
+    errors nobody will read, which Ray logs when their references are collected ("Unhandled
+    error ... The worker died unexpectedly"; Ray reads the variable at that moment, in this
+    process); Ray's own threads in this process (`ray_listen_error_messages`, ...) fail once
+    its connections are torn down, which Python would print as a thread's traceback."""
+    global _ending
+    _ending = True
     os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
+
+
+def _quiet_ray_threads(args) -> None:
+    """threading.excepthook: a Ray thread's failure once the command is ending is not reported."""
+    if _ending and args.thread is not None and args.thread.name.startswith("ray_"):
+        return
+    _thread_hook(args)
 
 
 def set_kept(kept: str) -> None:
@@ -214,6 +227,8 @@ def stops_at_any_moment() -> None:
         return
     _last_stop = None
     _arm_guard()
+    if threading.excepthook is not _quiet_ray_threads:
+        threading.excepthook = _quiet_ray_threads
     signal.signal(signal.SIGTERM, _on_stop)
     if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _on_stop):
         signal.signal(signal.SIGINT, _on_stop)
