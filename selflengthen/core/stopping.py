@@ -60,7 +60,7 @@ _handled = 0  # how many stop signals a handler has taken
 _kept = "finished work is kept"  # what the running command keeps when stopped (set_kept)
 _forced_exit: list[Callable[[], None]] = []
 _ending = False  # the command is ending (quiet_ending)
-_thread_hook = threading.excepthook  # the hook _quiet_ray_threads hands every other thread's failure to
+_thread_hook = threading.excepthook  # the hook before ours: _quiet_ray_threads hands it every other failure
 _guard: threading.Thread | None = None
 
 
@@ -222,13 +222,13 @@ def stops_at_any_moment() -> None:
     only). Set at start and again after ray.init, whose core worker installs a SIGTERM
     handler of its own (it prints a stack dump and aborts, leaving Ray's agents running).
     An ignored SIGINT (a job started in the background) stays ignored."""
-    global _last_stop
+    global _last_stop, _thread_hook
     if threading.current_thread() is not threading.main_thread():
         return
     _last_stop = None
     _arm_guard()
     if threading.excepthook is not _quiet_ray_threads:
-        threading.excepthook = _quiet_ray_threads
+        _thread_hook, threading.excepthook = threading.excepthook, _quiet_ray_threads
     signal.signal(signal.SIGTERM, _on_stop)
     if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _on_stop):
         signal.signal(signal.SIGINT, _on_stop)
