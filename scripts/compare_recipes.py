@@ -81,9 +81,9 @@ def budget(path: Path) -> tuple[int | None, float | None]:
     if path.is_dir():  # a run: each iteration's metrics.json (its generated tokens, its stages' seconds);
         # a run's RUN/iter_K: iterations 1..K (what that iteration's generator cost)
         upto = int(path.name[5:]) if re.fullmatch(r"iter_\d+", path.name) else None
-        run = path.parent if upto is not None else path
-        found = [artifacts.read_json(m) for m in sorted(run.glob("iter_*/metrics.json"))
-                 if upto is None or int(m.parent.name[5:]) <= upto]
+        run = artifacts.RunPaths(path.parent if upto is not None else path)
+        found = [artifacts.read_json(it.metrics) for it in run.iterations()
+                 if (upto is None or it.k <= upto) and it.metrics.exists()]
         tokens = [t for m in found if (t := (m.get("tokens") or {}).get("completion_tokens")) is not None]
         seconds = sum(sum((m.get("seconds") or {}).values()) for m in found)
         return (sum(tokens) if tokens else None), seconds or None

@@ -40,11 +40,11 @@ def rows(count: int, seed: int) -> list[dict]:
     length (a range's middle)."""
     held = [json.loads(line)["prompt"] for line in
             (REPO / "selflengthen" / "evaluation" / "heldout_tiny.jsonl").read_text(encoding="utf-8").splitlines()]
-    names, rng = modules(" ".join(held)), random.Random(seed)
+    names, rng, templates = modules(" ".join(held)), random.Random(seed), list(TASKS)
     out = []
     for _ in range(count):
         n = rng.choice(LENGTHS)
-        task = rng.choice(list(TASKS))
+        task = rng.choice(templates)
         m = int(n * 1.3)
         out.append({"prompt": task.format(t=rng.choice(names), n=n, m=m), "type": TASKS[task],
                     "length": (n + m) // 2 if "{m}" in task else n})

@@ -268,7 +268,7 @@ def test_a_ray_threads_failure_is_silent_once_the_command_is_ending(stop_handler
     assert reported == ["ray_listen_error_messages", "selflengthen-writer"]
 
 
-def test_a_stop_or_a_one_line_error_quiets_abandoned_tasks(stop_handlers, monkeypatch, capsys):
+def test_a_stop_or_a_one_line_error_quiets_abandoned_tasks(stop_handlers, monkeypatch):
     """Each way a command ends in one line marks it as ending for Ray."""
     from selflengthen.cli import user_errors
     from selflengthen.core.errors import UserError
