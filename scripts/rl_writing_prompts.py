@@ -1,8 +1,8 @@
 """The `rl` verb's writing prompts for a real chat model (selflengthen/training/rl_prompts_writing.jsonl):
 stories, essays, guides, letters, reports and the like, each asking for a length between 100 and
 800 words ("in about 300 words", "a 500-word essay", "of roughly 200 words"), from our own
-genres and topics. No topic of the held-out writing set (evaluation/heldout_writing.jsonl) is
-used, and no prompt equals one of its prompts, so the held-out set stays held out.
+genres and topics. No topic of the held-out writing sets (evaluation/heldout_writing.jsonl and
+heldout_writing_large.jsonl) is used, and no prompt equals one of heldout_writing's, so they stay held out.
 
     .venv/bin/python scripts/rl_writing_prompts.py [--count 400] [--seed 11] [--lengths 100,200,300] [--out FILE]
     .venv/bin/python scripts/rl_writing_prompts.py --rows --count 100 --out FILE   # LongBench-Write rows, for `dpo data=FILE`

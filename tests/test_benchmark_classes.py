@@ -47,7 +47,8 @@ def test_the_shipped_benchmarks_and_their_classes():
     assert isinstance(BENCHMARKS["longen"], LonGen) and isinstance(BENCHMARKS["ruler"], Ruler)
     assert all(isinstance(b, Benchmark) for b in BENCHMARKS.values())
     assert {n for n, b in BENCHMARKS.items() if type(b) is LongBenchWrite} == {
-        "longbench_write", "longbench_write_en", "heldout_tiny", "heldout_writing"}
+        "longbench_write", "longbench_write_en", "heldout_tiny", "heldout_writing",
+        "heldout_writing_large"}
     assert [n for n, b in BENCHMARKS.items() if not b.asks_a_length] == ["longen"]
     assert BENCHMARKS["ruler"].rubric is None and BENCHMARKS["longen"].rubric == "longen"
     ruler_rows = [{"length": 100, "words": 50, "length_score": 50.0, "type": "t", "language": "en"}]

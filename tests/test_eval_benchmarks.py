@@ -3,7 +3,9 @@ constraints in both languages give the expected windows, and bad files fail with
 line that names the file, the line and the fix."""
 from __future__ import annotations
 
+import importlib.util
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from selflengthen.core.errors import UserError
 from selflengthen.core.lengths import chinese_numeral, constraint_kind, constraint_numbers, constraint_window
 from selflengthen.evaluation.benchmarks import BENCHMARKS, get_benchmark, load_items
 from selflengthen.core.text import count_words, count_words_longwriter
+from tests.conftest import REPO
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"public benchmark files not found at {DATA}")
@@ -126,7 +129,7 @@ def test_unreadable_constraints_raise():
 
 def test_benchmark_descriptions():
     assert set(BENCHMARKS) == {"longen", "longbench_write", "longbench_write_en", "ruler", "heldout_tiny",
-                               "heldout_writing"}
+                               "heldout_writing", "heldout_writing_large"}
     assert get_benchmark("longen").counter is count_words and get_benchmark("longen").sampling is None
     for name in ("longbench_write", "longbench_write_en", "ruler"):
         bench = get_benchmark(name)
@@ -137,8 +140,9 @@ def test_benchmark_descriptions():
         get_benchmark("longbench")
 
 
-def test_heldout_writing_ships_with_the_package_and_spans_100_to_1500_words():
-    items = load_items("heldout_writing")
+@pytest.mark.parametrize("name", ["heldout_writing", "heldout_writing_large"])
+def test_heldout_writing_ships_with_the_package_and_spans_100_to_1500_words(name):
+    items = load_items(name)
     assert len(items) >= 30 and {i["language"] for i in items} == {"en"}
     assert min(i["length"] for i in items) == 100 and max(i["length"] for i in items) == 1500
     # the prompt states the length it is scored against ("1,500" or "1500")
@@ -149,6 +153,21 @@ def test_heldout_writing_ships_with_the_package_and_spans_100_to_1500_words():
         public = {json.loads(line).get("prompt") or json.loads(line)["query"]
                   for f in DATA.glob("*.jsonl") for line in f.read_text(encoding="utf-8").splitlines()}
         assert not public & {i["prompt"] for i in items}
+
+
+def test_the_large_writing_set_is_three_times_the_small_one_on_other_topics():
+    small, large = load_items("heldout_writing"), load_items("heldout_writing_large")
+    assert len(large) == 3 * len(small) and len({i["prompt"] for i in large}) == len(large)
+    # the same spread of lengths asked, so a change measured on one reads like one on the other
+    assert Counter(i["length"] for i in large) == Counter({k: 3 * n for k, n in Counter(i["length"] for i in small).items()})
+    assert not {i["prompt"] for i in small} & {i["prompt"] for i in large}
+    # no topic of the writing prompts that `rl` and `dpo` train on
+    spec = importlib.util.spec_from_file_location("rl_writing_prompts", REPO / "scripts" / "rl_writing_prompts.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    topics = [t.lower() for ts in script.TOPICS.values() for t in ts]
+    assert len(topics) > 30
+    assert not [(t, i["prompt"]) for t in topics for i in large if t in i["prompt"].lower()]
 
 
 def test_heldout_tiny_ships_with_the_package():

@@ -180,6 +180,11 @@ BENCHMARKS: dict[str, Benchmark] = {
         # model's, whose world is the standard library). 1,500 words are ~2,000 tokens.
         LongBenchWrite("heldout_writing", "heldout_writing.jsonl", max_new_tokens=HELDOUT_WRITING_MAX_NEW_TOKENS,
                   packaged=True),
+        # the same kinds of request and the same spread of lengths, three times as many (108) on
+        # topics of neither heldout_writing nor the `rl`/`dpo` writing prompts: a change's standard
+        # error is over items, so this one's is ~sqrt(3) smaller
+        LongBenchWrite("heldout_writing_large", "heldout_writing_large.jsonl",
+                       max_new_tokens=HELDOUT_WRITING_MAX_NEW_TOKENS, packaged=True),
     )
 }
 
