@@ -75,11 +75,27 @@ def test_the_judge_rates_each_answer_on_the_rubric_and_maps_it_to_0_1(judge_url)
     completions = [[{"role": "assistant", "content": "An EXCELLENT text about tides."}],
                    [{"role": "assistant", "content": "A weak text."}],
                    [{"role": "assistant", "content": "GARBLED"}]]
-    assert reward(prompts=prompts, completions=completions, completion_ids=[[1]] * 3) == [1.0, 0.0, None]
+    logged = {}
+    assert reward(prompts=prompts, completions=completions, completion_ids=[[1]] * 3,
+                  log_metric=logged.__setitem__) == [1.0, 0.0, None]
+    assert logged == {"quality/judged": pytest.approx(2 / 3)}
     # the rubric's own prompt carried the instruction and the answer; the garbled one was re-asked once
     assert len(Judge.asked) == 4 and all("Write about tides" in p for p in Judge.asked)
     assert sum("GARBLED" in p for p in Judge.asked) == 2
     assert reward.__name__ == "quality"  # TRL logs rewards/quality/mean
+
+
+def test_a_judge_that_never_answers_in_the_rubrics_format_is_said_once(judge_url, caplog):
+    reward = JudgeReward(judge_settings(judge_url), "longbench")
+    prompts = [[{"role": "user", "content": "Write about tides in about 100 words."}]] * 2
+    garbled = [[{"role": "assistant", "content": "GARBLED"}]] * 2
+    logged = {}
+    with caplog.at_level("WARNING", logger="selflengthen"):
+        for _ in range(2):
+            assert reward(prompts=prompts, completions=garbled, completion_ids=[[1]] * 2,
+                          log_metric=logged.__setitem__) == [None, None]
+    warnings = [r.getMessage() for r in caplog.records if "rubric's format" in r.getMessage()]
+    assert logged == {"quality/judged": 0.0} and len(warnings) == 1 and "judge-7b" in warnings[0]
 
 
 def test_the_trainer_takes_the_judge_as_its_quality_reward(judge_url):
@@ -104,3 +120,14 @@ def test_a_judge_reward_needs_a_served_judge(tmp_path):
     assert proc.returncode == 2 and len(lines) == 1 and "judge=openai" in lines[0], proc.stderr[-2000:]
     ok = preflight.composed("rl", [*quality, "judge=openai", "judge.model=judge-7b"])
     assert ok.rl.rewards.quality == "judge" and ok.judge.kind == "openai"
+
+
+def test_the_summary_says_how_many_ratings_parsed_when_a_judge_was_used():
+    from selflengthen.commands import rl
+    step = {"step": 3, "words/mean": 80.0, "quality/judged": 0.25, "rewards/quality/mean": 0.5}
+    manifest = {"train": {"steps": 3, "rewards": ["length", "quality"]}, "prompt_rows": 4,
+                "generation": {"path": "transformers", "generated_tokens": 100}, "adapter": "a",
+                "first_step": rl.summary_of({**step, "quality/judged": 1.0}), "last_step": rl.summary_of(step)}
+    assert "  judged: 1.00 -> 0.25" in rl.report(manifest).splitlines()
+    without = {**manifest, "first_step": rl.summary_of({"step": 1}), "last_step": rl.summary_of({"step": 3})}
+    assert not [ln for ln in rl.report(without).splitlines() if "judged" in ln]

@@ -235,7 +235,8 @@ def run_rl(cfg: DictConfig) -> dict:
 
 SUMMARY_KEYS = {"step": "step", "loss": "loss", "words/mean": "mean_words", "words/in_window": "in_window",
                 "termination/rate": "termination_rate", "repetition/repeated_ngram_rate": "repeated_ngram_rate",
-                "completions/clipped_ratio": "cap_rate", "completions/mean_length": "mean_tokens"}
+                "completions/clipped_ratio": "cap_rate", "completions/mean_length": "mean_tokens",
+                "quality/judged": "judged"}
 
 
 def summary_of(step: dict) -> dict:
@@ -257,6 +258,7 @@ def report(manifest: dict) -> str:
 
     first, last = manifest.get("first_step") or {}, manifest.get("last_step") or {}
     keys = ("mean_words", "in_window", "termination_rate", "repeated_ngram_rate", "length")
+    keys += ("judged",) if last.get("judged") is not None else ()  # with a judge: the share its ratings parsed
     lines = [f"rl: {manifest['train']['steps']} GRPO steps on {manifest['prompt_rows']} prompts "
              f"({', '.join(manifest['train']['rewards'])}; {manifest['generation']['path']}, "
              f"{manifest['generation']['generated_tokens']} tokens generated)"]

@@ -8,11 +8,14 @@ trainer's devices stay the policy's.
 task) inside its settings: it is a plain picklable object that opens its client in the
 process that calls it. It is a TRL reward function (called with prompts and completions,
 named "quality" so TRL logs rewards/quality/mean); an answer whose judgement never parses
-scores None, which TRL leaves out of the sum (NaN) rather than counting as zero.
+scores None, which TRL leaves out of the sum (NaN) rather than counting as zero. The share of a
+step's answers whose judgement parsed is logged as quality/judged; a step where none did (a judge
+that does not answer in the rubric's format) is said once in a warning naming the judge.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from selflengthen.config import schema
 from selflengthen.core.text import detect_language
@@ -20,6 +23,8 @@ from selflengthen.engines.base import Sampling
 from selflengthen.engines.openai_engine import OpenAIEngine
 from selflengthen.evaluation import rubrics
 from selflengthen.evaluation.runner import ask_judge
+
+log = logging.getLogger("selflengthen")
 
 
 def message_text(message) -> str:
@@ -49,17 +54,28 @@ class JudgeReward:
         self.rubric = rubric
         self.seed = seed
         self.calls = 0
+        self.warned = False
         rubrics.get_rubric(rubric)  # an unknown rubric fails here, in the verb, not in the trainer
 
     def settings(self) -> schema.OpenaiJudge:
         return schema.OpenaiJudge.model_validate(self.judge)
 
-    def __call__(self, prompts, completions, completion_ids=None, language=None, **_) -> list[float | None]:
+    def __call__(self, prompts, completions, completion_ids=None, language=None, log_metric=None,
+                 **_) -> list[float | None]:
         self.calls += 1
         texts = [message_text(c) for c in completions]
         asked = [message_text(p) for p in prompts]
         langs = language or [detect_language(t) for t in asked]
-        return asyncio.run(self.rate(asked, texts, langs))
+        scores = asyncio.run(self.rate(asked, texts, langs))
+        judged = sum(s is not None for s in scores)
+        if log_metric:
+            log_metric("quality/judged", judged / max(1, len(scores)))
+        if scores and not judged and not self.warned:
+            self.warned = True
+            log.warning("rl: the judge %s answered none of this step's %d ratings in the %s rubric's format, so "
+                        "the quality reward is left out while that lasts; serve a judge that follows it (7B or larger) "
+                        "or raise judge.max_tokens", self.judge.get("model"), len(scores), self.rubric)
+        return scores
 
     async def rate(self, asked: list[str], texts: list[str], langs: list[str]) -> list[float | None]:
         j = self.settings()
