@@ -4,6 +4,7 @@ only under tmp)."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -21,6 +22,14 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     # (workers.thread_cap), as two runs sharing a machine should; more stall OpenMP.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1)
                                                      // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+
+def script_module(name: str):
+    """A script under scripts/ imported as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def sha256(path: Path) -> str:

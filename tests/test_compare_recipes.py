@@ -1,16 +1,13 @@
 """scripts/compare_recipes.py on literal evaluation folders: an item's answers are averaged
 before pairing (samples=N), the paired changes and their standard errors are the hand-computed
 ones, a cut answer counts in the cap-rate change, and a training manifest gives the budget."""
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import script_module
 
-spec = importlib.util.spec_from_file_location("compare_recipes", REPO / "scripts" / "compare_recipes.py")
-compare = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compare)
+compare = script_module("compare_recipes")
 
 
 def folder(tmp_path, name, rows):

@@ -3,7 +3,6 @@ constraints in both languages give the expected windows, and bad files fail with
 line that names the file, the line and the fix."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -14,7 +13,7 @@ from selflengthen.core.errors import UserError
 from selflengthen.core.lengths import chinese_numeral, constraint_kind, constraint_numbers, constraint_window
 from selflengthen.evaluation.benchmarks import BENCHMARKS, get_benchmark, load_items
 from selflengthen.core.text import count_words, count_words_longwriter
-from tests.conftest import REPO
+from tests.conftest import script_module
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"public benchmark files not found at {DATA}")
@@ -162,10 +161,7 @@ def test_the_large_writing_set_is_three_times_the_small_one_on_other_topics():
     assert Counter(i["length"] for i in large) == Counter({k: 3 * n for k, n in Counter(i["length"] for i in small).items()})
     assert not {i["prompt"] for i in small} & {i["prompt"] for i in large}
     # no topic of the writing prompts that `rl` and `dpo` train on
-    spec = importlib.util.spec_from_file_location("rl_writing_prompts", REPO / "scripts" / "rl_writing_prompts.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    topics = [t.lower() for ts in script.TOPICS.values() for t in ts]
+    topics = [t.lower() for ts in script_module("rl_writing_prompts").TOPICS.values() for t in ts]
     assert len(topics) > 30
     assert not [(t, i["prompt"]) for t in topics for i in large if t in i["prompt"].lower()]
 

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from selflengthen import preflight
+from selflengthen.commands import rl
 from selflengthen.evaluation import rubrics
 from selflengthen.evaluation.judge_reward import JudgeReward, message_text, unit_quality
 from selflengthen.training import grpo
@@ -123,7 +124,6 @@ def test_a_judge_reward_needs_a_served_judge(tmp_path):
 
 
 def test_the_summary_says_how_many_ratings_parsed_when_a_judge_was_used():
-    from selflengthen.commands import rl
     step = {"step": 3, "words/mean": 80.0, "quality/judged": 0.25, "rewards/quality/mean": 0.5}
     manifest = {"train": {"steps": 3, "rewards": ["length", "quality"]}, "prompt_rows": 4,
                 "generation": {"path": "transformers", "generated_tokens": 100}, "adapter": "a",
